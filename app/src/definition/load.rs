@@ -1,0 +1,488 @@
+//! Reading and checking a definition file. Every mistake is reported with the function and field it concerns, so
+//! a partner fixes a broken definition from the start-up message alone.
+
+use super::template::{Source, Template, TemplateError};
+use super::*;
+use std::collections::HashSet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DefinitionError {
+    #[error("cannot read app definition {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("app definition is not valid TOML: {0}")]
+    Syntax(String),
+    #[error("app definition, {place}: {message}")]
+    Invalid { place: String, message: String },
+}
+
+fn invalid(place: impl Into<String>, message: impl Into<String>) -> DefinitionError {
+    DefinitionError::Invalid {
+        place: place.into(),
+        message: message.into(),
+    }
+}
+
+impl AppDefinition {
+    pub fn from_file(path: &std::path::Path) -> Result<Self, DefinitionError> {
+        let text = std::fs::read_to_string(path).map_err(|source| DefinitionError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, DefinitionError> {
+        let definition: AppDefinition =
+            toml::from_str(text).map_err(|e| DefinitionError::Syntax(e.to_string()))?;
+        definition.check()?;
+        Ok(definition)
+    }
+
+    fn check(&self) -> Result<(), DefinitionError> {
+        if self.app.name.trim().is_empty() {
+            return Err(invalid("[app] name", "must not be empty"));
+        }
+        self.check_settings()?;
+        self.check_partner()?;
+        let mut names = HashSet::new();
+        for function in &self.functions {
+            let place = format!("function `{}`", function.name);
+            if !is_identifier(&function.name, true) {
+                return Err(invalid(
+                    place,
+                    "name must be lower-case letters, digits, `-` or `_`, as it becomes part of the URI",
+                ));
+            }
+            if !names.insert(function.name.as_str()) {
+                return Err(invalid(place, "defined twice"));
+            }
+            self.check_function(function, &place)?;
+        }
+        Ok(())
+    }
+
+    fn check_settings(&self) -> Result<(), DefinitionError> {
+        let mut keys = HashSet::new();
+        for field in &self.settings {
+            let place = format!("setting `{}`", field.key);
+            if !is_identifier(&field.key, false) {
+                return Err(invalid(
+                    place,
+                    "key must be lower-case letters, digits or `_`",
+                ));
+            }
+            if !keys.insert(field.key.as_str()) {
+                return Err(invalid(place, "defined twice"));
+            }
+            if field.kind == SettingType::Select && field.options.is_empty() {
+                return Err(invalid(place, "a select needs `options`"));
+            }
+            if field.kind != SettingType::Select && !field.options.is_empty() {
+                return Err(invalid(place, "`options` only applies to type \"select\""));
+            }
+            if field.kind == SettingType::Secret && field.default.is_some() {
+                return Err(invalid(
+                    place,
+                    "a secret cannot have a default: it would sit in the definition in plain text",
+                ));
+            }
+            if let (Some(min), Some(max)) = (field.min, field.max) {
+                if min > max {
+                    return Err(invalid(place, "`min` is greater than `max`"));
+                }
+            }
+            if let Some(default) = &field.default {
+                let text = match default {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                crate::settings::parse_value(field, &text)
+                    .map_err(|message| invalid(format!("{place}, default"), message))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_partner(&self) -> Result<(), DefinitionError> {
+        let settings_only = |place: &str, text: &str| self.check_template(place, text, None);
+        settings_only("[partner] base_url", &self.partner.base_url)?;
+        if self.partner.timeout_ms == 0 {
+            return Err(invalid("[partner] timeout_ms", "must be greater than 0"));
+        }
+        match &self.partner.auth {
+            None => {}
+            Some(PartnerAuth::Header { name, value })
+            | Some(PartnerAuth::Query { name, value }) => {
+                if name.trim().is_empty() {
+                    return Err(invalid("[partner.auth] name", "must not be empty"));
+                }
+                settings_only("[partner.auth] value", value)?;
+            }
+            Some(PartnerAuth::Bearer { token }) => settings_only("[partner.auth] token", token)?,
+            Some(PartnerAuth::Basic { username, password }) => {
+                settings_only("[partner.auth] username", username)?;
+                settings_only("[partner.auth] password", password)?;
+            }
+        }
+        if let Some(probe) = &self.partner.probe {
+            self.check_request("[partner.probe]", probe, None)?;
+        }
+        Ok(())
+    }
+
+    fn check_function(&self, function: &Function, place: &str) -> Result<(), DefinitionError> {
+        if function.products.is_empty() {
+            return Err(invalid(
+                format!("{place}, products"),
+                "name at least one of \"answers\", \"flow\"",
+            ));
+        }
+        if function.timeout_ms == Some(0) {
+            return Err(invalid(
+                format!("{place}, timeout_ms"),
+                "must be greater than 0",
+            ));
+        }
+        let mut inputs = HashSet::new();
+        for input in &function.inputs {
+            let at = format!("{place}, input `{}`", input.name);
+            if !is_identifier(&input.name, false) {
+                return Err(invalid(
+                    at,
+                    "name must be lower-case letters, digits or `_`",
+                ));
+            }
+            if !inputs.insert(input.name.as_str()) {
+                return Err(invalid(at, "defined twice"));
+            }
+            if input.kind == ValueType::Array {
+                return Err(invalid(at, "inputs cannot be arrays"));
+            }
+            let location = input.location(function.method);
+            if location == InputLocation::Body && function.method == Method::Get {
+                return Err(invalid(
+                    at,
+                    "a GET request has no body: put it `in = \"query\"` or `\"path\"`",
+                ));
+            }
+            if location == InputLocation::Path && !input.required {
+                return Err(invalid(at, "a path input must be `required = true`"));
+            }
+            match (&input.view, &input.options_from) {
+                (View::Select, None) => {
+                    return Err(invalid(
+                        at,
+                        "a `view = \"select\"` needs `options_from` naming a function",
+                    ))
+                }
+                (View::Text, Some(_)) => {
+                    return Err(invalid(at, "`options_from` needs `view = \"select\"`"))
+                }
+                (View::Select, Some(source)) => self.check_options_source(&at, source)?,
+                (View::Text, None) => {}
+            }
+        }
+        self.check_request(
+            &format!("{place}, request"),
+            &function.request,
+            Some(&inputs),
+        )?;
+        let mut outputs = HashSet::new();
+        for output in &function.outputs {
+            let at = format!("{place}, output `{}`", output.name);
+            if !outputs.insert(output.name.as_str()) {
+                return Err(invalid(at, "defined twice"));
+            }
+            check_output(output, &at)?;
+        }
+        Ok(())
+    }
+
+    fn check_options_source(&self, place: &str, source: &str) -> Result<(), DefinitionError> {
+        let Some(function) = self.function(source) else {
+            return Err(invalid(
+                place,
+                format!("`options_from` names `{source}`, which is not a function"),
+            ));
+        };
+        if !function.outputs.iter().any(|o| o.select.is_some()) {
+            return Err(invalid(
+                place,
+                format!("function `{source}` has no array output with `select`, so it cannot fill a SelectView"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_request(
+        &self,
+        place: &str,
+        request: &RequestSpec,
+        inputs: Option<&HashSet<&str>>,
+    ) -> Result<(), DefinitionError> {
+        if !request.path.starts_with('/') {
+            return Err(invalid(format!("{place} path"), "must start with `/`"));
+        }
+        self.check_template(&format!("{place} path"), &request.path, inputs)?;
+        for (name, value) in &request.query {
+            self.check_template(&format!("{place} query `{name}`"), value, inputs)?;
+        }
+        for (name, value) in &request.headers {
+            if http_header_name_invalid(name) {
+                return Err(invalid(
+                    format!("{place} header `{name}`"),
+                    "is not a valid header name",
+                ));
+            }
+            self.check_template(&format!("{place} header `{name}`"), value, inputs)?;
+        }
+        if let Some(body) = &request.body {
+            if request.method == Method::Get {
+                return Err(invalid(
+                    format!("{place} body"),
+                    "a GET request cannot carry a body",
+                ));
+            }
+            self.check_body(&format!("{place} body"), body, inputs)?;
+        }
+        Ok(())
+    }
+
+    fn check_body(
+        &self,
+        place: &str,
+        body: &serde_json::Value,
+        inputs: Option<&HashSet<&str>>,
+    ) -> Result<(), DefinitionError> {
+        match body {
+            serde_json::Value::String(text) => self.check_template(place, text, inputs),
+            serde_json::Value::Array(items) => items
+                .iter()
+                .try_for_each(|v| self.check_body(place, v, inputs)),
+            serde_json::Value::Object(map) => map
+                .iter()
+                .try_for_each(|(k, v)| self.check_body(&format!("{place}.{k}"), v, inputs)),
+            _ => Ok(()),
+        }
+    }
+
+    /// `inputs` is `None` where only settings make sense (base URL, auth, probe).
+    fn check_template(
+        &self,
+        place: &str,
+        text: &str,
+        inputs: Option<&HashSet<&str>>,
+    ) -> Result<(), DefinitionError> {
+        let template =
+            Template::parse(text).map_err(|e: TemplateError| invalid(place, e.to_string()))?;
+        for source in template.sources() {
+            match source {
+                Source::Setting(key) if self.setting(key).is_none() => {
+                    return Err(invalid(
+                        place,
+                        format!("`{{{{{source}}}}}` names no setting"),
+                    ))
+                }
+                Source::Input(_) if inputs.is_none() => {
+                    return Err(invalid(
+                        place,
+                        format!("`{{{{{source}}}}}`: only settings can be used here"),
+                    ))
+                }
+                Source::Input(name) if !inputs.is_some_and(|i| i.contains(name.as_str())) => {
+                    return Err(invalid(
+                        place,
+                        format!("`{{{{{source}}}}}` names no input of this function"),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_output(output: &Output, place: &str) -> Result<(), DefinitionError> {
+    if output.kind == ValueType::Array {
+        let Some(path) = &output.path else {
+            return Err(invalid(
+                place,
+                "an array output needs `path`, a JSONPath such as \"$.items[*]\"",
+            ));
+        };
+        serde_json_path::JsonPath::parse(path)
+            .map_err(|e| invalid(place, format!("`path` is not a valid JSONPath: {e}")))?;
+        let mut names = HashSet::new();
+        for item in &output.items {
+            let at = format!("{place}, item `{}`", item.name);
+            if !names.insert(item.name.as_str()) {
+                return Err(invalid(at, "defined twice"));
+            }
+            if item.kind == ValueType::Array {
+                return Err(invalid(at, "nested arrays are not supported"));
+            }
+            check_output(item, &at)?;
+        }
+        if let Some(select) = &output.select {
+            for field in [&select.id, &select.name] {
+                if !names.contains(field.as_str()) {
+                    return Err(invalid(
+                        place,
+                        format!("`select` names `{field}`, which is not an item"),
+                    ));
+                }
+            }
+        }
+    } else {
+        if output.select.is_some() || !output.items.is_empty() || output.path.is_some() {
+            return Err(invalid(
+                place,
+                "`path`, `items` and `select` only apply to arrays",
+            ));
+        }
+        match &output.pointer {
+            Some(p) if p.is_empty() || p.starts_with('/') => {}
+            Some(_) => {
+                return Err(invalid(
+                    place,
+                    "`pointer` is a JSON pointer and starts with `/`",
+                ))
+            }
+            None => return Err(invalid(place, "needs `pointer`, e.g. \"/status\"")),
+        }
+    }
+    Ok(())
+}
+
+fn is_identifier(name: &str, allow_dash: bool) -> bool {
+    !name.is_empty()
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || (allow_dash && c == '-')
+        })
+}
+
+fn http_header_name_invalid(name: &str) -> bool {
+    name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_function(function: &str) -> String {
+        format!(
+            r#"
+[app]
+name = "T"
+[[settings]]
+key = "api_key"
+label = "Key"
+type = "secret"
+[partner]
+base_url = "http://x"
+{function}"#
+        )
+    }
+
+    fn error_of(text: &str) -> String {
+        AppDefinition::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bundled_example_loads() {
+        let def = AppDefinition::from_toml(BUNDLED_EXAMPLE).unwrap();
+        assert!(def.functions.len() >= 3);
+    }
+
+    #[test]
+    fn unknown_input_in_request_names_function_and_field() {
+        let e = error_of(&with_function(
+            r#"[[functions]]
+name = "f"
+products = ["answers"]
+[functions.request]
+method = "GET"
+path = "/x/{{inputs.nope}}"
+"#,
+        ));
+        assert!(e.contains("function `f`"), "{e}");
+        assert!(e.contains("inputs.nope"), "{e}");
+    }
+
+    #[test]
+    fn unknown_setting_is_named() {
+        let e = error_of(&with_function(
+            r#"[[functions]]
+name = "f"
+products = ["answers"]
+[functions.request]
+method = "GET"
+path = "/x"
+headers = { "X-Key" = "{{settings.missing}}" }
+"#,
+        ));
+        assert!(
+            e.contains("header `X-Key`") && e.contains("settings.missing"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn output_without_pointer_is_named() {
+        let e = error_of(&with_function(
+            r#"[[functions]]
+name = "f"
+products = ["answers"]
+[functions.request]
+method = "GET"
+path = "/x"
+[[functions.outputs]]
+name = "status"
+"#,
+        ));
+        assert!(
+            e.contains("output `status`") && e.contains("pointer"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_a_syntax_error() {
+        let e = error_of(&with_function(
+            r#"[[functions]]
+name = "f"
+products = ["answers"]
+colour = "red"
+[functions.request]
+method = "GET"
+path = "/x"
+"#,
+        ));
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn body_input_on_get_is_refused() {
+        let e = error_of(&with_function(
+            r#"[[functions]]
+name = "f"
+method = "GET"
+products = ["answers"]
+[[functions.inputs]]
+name = "email"
+in = "body"
+[functions.request]
+method = "GET"
+path = "/x"
+"#,
+        ));
+        assert!(e.contains("input `email`") && e.contains("GET"), "{e}");
+    }
+}

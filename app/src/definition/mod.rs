@@ -1,0 +1,334 @@
+//! The partner's app definition: one TOML file that drives the manifest, the signed endpoints and the forms.
+//!
+//! The types are plain data shared by the server and the browser (the configuration form is rendered from
+//! `settings`); loading and checking a file is server-only and lives in `load`.
+
+#[cfg(feature = "ssr")]
+mod load;
+#[cfg(feature = "ssr")]
+pub mod template;
+
+#[cfg(feature = "ssr")]
+pub use load::DefinitionError;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The example app shipped with ibex, used when no `IBEX_APP` is given.
+pub const BUNDLED_EXAMPLE: &str = include_str!("../../../examples/order-desk.toml");
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AppDefinition {
+    pub app: AppInfo,
+    #[serde(default)]
+    pub settings: Vec<SettingField>,
+    pub partner: PartnerSpec,
+    #[serde(default)]
+    pub functions: Vec<Function>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AppInfo {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Title of the Conversations context card in the manifest; the app name when absent.
+    #[serde(default)]
+    pub card_title: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SettingType {
+    Text,
+    Url,
+    Secret,
+    Select,
+    Bool,
+    Number,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SettingField {
+    pub key: String,
+    pub label: String,
+    #[serde(rename = "type")]
+    pub kind: SettingType,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub default: Option<serde_json::Value>,
+    #[serde(default)]
+    pub help: String,
+    /// Heading the form groups this field under (credentials, preferences, data mapping, ...).
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub options: Vec<SelectOption>,
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SelectOption {
+    pub value: String,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerSpec {
+    /// May use `{{settings.x}}`, so each account can point at its own tenant of the partner's platform.
+    pub base_url: String,
+    #[serde(default)]
+    pub auth: Option<PartnerAuth>,
+    /// Default deadline for one function call, retries included.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Request that "Test connection" makes to check an account's credentials.
+    #[serde(default)]
+    pub probe: Option<RequestSpec>,
+}
+
+fn default_timeout_ms() -> u64 {
+    5_000
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum PartnerAuth {
+    Header { name: String, value: String },
+    Bearer { token: String },
+    Basic { username: String, password: String },
+    Query { name: String, value: String },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Product {
+    Answers,
+    Flow,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+
+    /// Safe to send twice: only these are retried after a connection error or a gateway status.
+    pub fn is_idempotent(self) -> bool {
+        matches!(self, Method::Get | Method::Put | Method::Delete)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Function {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub products: Vec<Product>,
+    /// How Infobip calls ibex.
+    #[serde(default = "default_method")]
+    pub method: Method,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub inputs: Vec<Input>,
+    /// How ibex calls the partner.
+    pub request: RequestSpec,
+    #[serde(default)]
+    pub outputs: Vec<Output>,
+}
+
+fn default_method() -> Method {
+    Method::Post
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueType {
+    String,
+    Number,
+    Integer,
+    Boolean,
+    Array,
+}
+
+impl ValueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValueType::String => "string",
+            ValueType::Number => "number",
+            ValueType::Integer => "integer",
+            ValueType::Boolean => "boolean",
+            ValueType::Array => "array",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InputLocation {
+    Path,
+    Query,
+    Body,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum View {
+    #[default]
+    Text,
+    Select,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    pub name: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(rename = "type", default = "default_value_type")]
+    pub kind: ValueType,
+    #[serde(default)]
+    pub required: bool,
+    /// Where Infobip puts the value; the query for GET and the JSON body otherwise when absent.
+    #[serde(rename = "in", default)]
+    pub location: Option<InputLocation>,
+    /// Moments Flow: how the element's side panel asks for this input.
+    #[serde(default)]
+    pub view: View,
+    /// Moments Flow: the function whose array output fills the SelectView.
+    #[serde(default)]
+    pub options_from: Option<String>,
+    #[serde(default = "default_true")]
+    pub personalization: bool,
+}
+
+impl Input {
+    pub fn location(&self, method: Method) -> InputLocation {
+        self.location.unwrap_or(match method {
+            Method::Get | Method::Delete => InputLocation::Query,
+            _ => InputLocation::Body,
+        })
+    }
+
+    pub fn title(&self) -> &str {
+        self.title.as_deref().unwrap_or(&self.name)
+    }
+}
+
+fn default_value_type() -> ValueType {
+    ValueType::String
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RequestSpec {
+    pub method: Method,
+    pub path: String,
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// JSON body; a string that is exactly one `{{...}}` placeholder keeps the value's JSON type.
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Output {
+    pub name: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(rename = "type", default = "default_value_type")]
+    pub kind: ValueType,
+    /// JSON pointer into the partner's answer (or into one list element for `items`).
+    #[serde(default)]
+    pub pointer: Option<String>,
+    /// JSONPath selecting the elements of an `array` output, e.g. `$.orders[*]`.
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default = "default_true")]
+    pub required: bool,
+    /// Fields of each element of an `array` output.
+    #[serde(default)]
+    pub items: Vec<Output>,
+    /// Moments Flow: which item fields give a SelectView option's id and name.
+    #[serde(default)]
+    pub select: Option<SelectSpec>,
+}
+
+impl Output {
+    pub fn title(&self) -> &str {
+        self.title.as_deref().unwrap_or(&self.name)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SelectSpec {
+    pub id: String,
+    pub name: String,
+}
+
+impl AppDefinition {
+    pub fn function(&self, name: &str) -> Option<&Function> {
+        self.functions.iter().find(|f| f.name == name)
+    }
+
+    pub fn setting(&self, key: &str) -> Option<&SettingField> {
+        self.settings.iter().find(|s| s.key == key)
+    }
+}
+
+impl Function {
+    pub fn path_inputs(&self) -> impl Iterator<Item = &Input> {
+        self.inputs
+            .iter()
+            .filter(move |i| i.location(self.method) == InputLocation::Path)
+    }
+
+    pub fn timeout_ms(&self, partner: &PartnerSpec) -> u64 {
+        self.timeout_ms.unwrap_or(partner.timeout_ms)
+    }
+
+    /// Path under the public URL where Infobip calls this function, with `{input}` templates for path inputs.
+    pub fn route_path(&self) -> String {
+        let mut path = format!("/fn/{}", self.name);
+        for input in self.path_inputs() {
+            path.push_str("/{");
+            path.push_str(&input.name);
+            path.push('}');
+        }
+        path
+    }
+}

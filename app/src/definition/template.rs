@@ -1,0 +1,165 @@
+//! `{{inputs.x}}` / `{{settings.x}}` placeholders in the partner request of a function.
+//!
+//! Templates are parsed once when the definition loads, so a typo is a start-up error naming the function, and a
+//! request only walks the parsed parts.
+
+use serde_json::Value;
+use std::fmt::Write;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Input(String),
+    Setting(String),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Input(name) => write!(f, "inputs.{name}"),
+            Source::Setting(key) => write!(f, "settings.{key}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Value(Source),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("unclosed `{{{{` in {0:?}")]
+    Unclosed(String),
+    #[error(
+        "`{{{{{0}}}}}` is not a placeholder: use `{{{{inputs.NAME}}}}` or `{{{{settings.KEY}}}}`"
+    )]
+    Unknown(String),
+}
+
+/// Values a template can draw from while rendering.
+pub trait Lookup {
+    fn lookup(&self, source: &Source) -> Option<&Value>;
+}
+
+impl Template {
+    pub fn parse(text: &str) -> Result<Self, TemplateError> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("{{") {
+            if start > 0 {
+                parts.push(Part::Text(rest[..start].to_owned()));
+            }
+            let after = &rest[start + 2..];
+            let end = after
+                .find("}}")
+                .ok_or_else(|| TemplateError::Unclosed(text.to_owned()))?;
+            let inner = after[..end].trim();
+            let source = match inner.split_once('.') {
+                Some(("inputs", name)) if !name.is_empty() => Source::Input(name.to_owned()),
+                Some(("settings", key)) if !key.is_empty() => Source::Setting(key.to_owned()),
+                _ => return Err(TemplateError::Unknown(inner.to_owned())),
+            };
+            parts.push(Part::Value(source));
+            rest = &after[end + 2..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_owned()));
+        }
+        Ok(Template { parts })
+    }
+
+    pub fn sources(&self) -> impl Iterator<Item = &Source> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Value(s) => Some(s),
+            Part::Text(_) => None,
+        })
+    }
+
+    /// The placeholder when the template is nothing else, so its value can keep its JSON type.
+    pub fn single(&self) -> Option<&Source> {
+        match self.parts.as_slice() {
+            [Part::Value(source)] => Some(source),
+            _ => None,
+        }
+    }
+
+    /// True when every placeholder has a value; optional inputs left out make a query parameter or header vanish.
+    pub fn is_complete(&self, values: &dyn Lookup) -> bool {
+        self.sources()
+            .all(|s| values.lookup(s).is_some_and(|v| !v.is_null()))
+    }
+
+    /// Renders into text, passing each substituted value through `encode` (literal text is kept as written).
+    pub fn render(&self, values: &dyn Lookup, encode: fn(&str, &mut String)) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => out.push_str(text),
+                Part::Value(source) => match values.lookup(source) {
+                    Some(Value::String(s)) => encode(s, &mut out),
+                    Some(Value::Null) | None => {}
+                    Some(other) => {
+                        let mut text = String::new();
+                        let _ = write!(text, "{other}");
+                        encode(&text, &mut out);
+                    }
+                },
+            }
+        }
+        out
+    }
+}
+
+/// The identity encoding, for headers and query values (the HTTP client encodes the query itself).
+pub fn verbatim(value: &str, out: &mut String) {
+    out.push_str(value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct Map(HashMap<String, Value>);
+    impl Lookup for Map {
+        fn lookup(&self, source: &Source) -> Option<&Value> {
+            self.0.get(&source.to_string())
+        }
+    }
+
+    #[test]
+    fn renders_text_and_placeholders() {
+        let t = Template::parse("/orders/{{ inputs.id }}?c={{settings.currency}}").unwrap();
+        let values = Map(HashMap::from([
+            ("inputs.id".into(), Value::from(42)),
+            ("settings.currency".into(), Value::from("EUR")),
+        ]));
+        assert_eq!(t.render(&values, verbatim), "/orders/42?c=EUR");
+        assert!(t.is_complete(&values));
+        assert_eq!(t.single(), None);
+    }
+
+    #[test]
+    fn single_placeholder_is_recognised() {
+        let t = Template::parse("{{inputs.qty}}").unwrap();
+        assert_eq!(t.single(), Some(&Source::Input("qty".into())));
+    }
+
+    #[test]
+    fn rejects_bad_placeholders() {
+        assert!(matches!(
+            Template::parse("{{input.x}}"),
+            Err(TemplateError::Unknown(_))
+        ));
+        assert!(matches!(
+            Template::parse("/a/{{inputs.x"),
+            Err(TemplateError::Unclosed(_))
+        ));
+    }
+}

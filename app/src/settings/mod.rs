@@ -1,0 +1,231 @@
+//! Per-account settings: the one validation that the CLI, the configuration page and the server all go through.
+//!
+//! Values arrive as text (a form field, a `key=value` on the command line) and are parsed against the definition's
+//! settings schema; an empty text clears a field. Storage, encryption and caching are server-only.
+
+#[cfg(feature = "ssr")]
+pub mod crypto;
+#[cfg(feature = "ssr")]
+mod service;
+#[cfg(feature = "ssr")]
+pub mod store;
+
+#[cfg(feature = "ssr")]
+pub use service::{ResolvedSettings, SettingsError, SettingsService};
+
+use crate::definition::{AppDefinition, SettingField, SettingType};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// A validated change: `None` clears the field. Secrets are kept apart because only they get encrypted.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SettingsChange {
+    pub values: BTreeMap<String, Option<Value>>,
+    pub secrets: BTreeMap<String, Option<String>>,
+}
+
+impl SettingsChange {
+    pub fn changed_fields(&self) -> Vec<String> {
+        self.values
+            .keys()
+            .chain(self.secrets.keys())
+            .cloned()
+            .collect()
+    }
+}
+
+/// Parses one field's text into the JSON value that is stored.
+pub fn parse_value(field: &SettingField, text: &str) -> Result<Value, String> {
+    match field.kind {
+        SettingType::Text => Ok(Value::String(text.to_owned())),
+        SettingType::Secret => {
+            if text.trim() != text {
+                return Err("has leading or trailing spaces; paste the value without them".into());
+            }
+            Ok(Value::String(text.to_owned()))
+        }
+        SettingType::Url => {
+            let url =
+                url::Url::parse(text.trim()).map_err(|e| format!("is not a valid URL ({e})"))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err("must start with https:// or http://".into());
+            }
+            Ok(Value::String(text.trim().trim_end_matches('/').to_owned()))
+        }
+        SettingType::Select => field
+            .options
+            .iter()
+            .find(|o| o.value == text)
+            .map(|o| Value::String(o.value.clone()))
+            .ok_or_else(|| {
+                let allowed: Vec<&str> = field.options.iter().map(|o| o.value.as_str()).collect();
+                format!("must be one of: {}", allowed.join(", "))
+            }),
+        SettingType::Bool => match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "on" | "yes" | "1" => Ok(Value::Bool(true)),
+            "false" | "off" | "no" | "0" => Ok(Value::Bool(false)),
+            _ => Err("must be true or false".into()),
+        },
+        SettingType::Number => {
+            let number: f64 = text
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n: &f64| n.is_finite())
+                .ok_or_else(|| "must be a number".to_string())?;
+            if let Some(min) = field.min.filter(|min| number < *min) {
+                return Err(format!("must be at least {min}"));
+            }
+            if let Some(max) = field.max.filter(|max| number > *max) {
+                return Err(format!("must be at most {max}"));
+            }
+            if number.fract() == 0.0 && number.abs() < 9.0e15 {
+                Ok(Value::from(number as i64))
+            } else {
+                Ok(Value::from(number))
+            }
+        }
+    }
+}
+
+/// Checks raw `key = text` changes against the schema. `is_set` tells whether a field already has a stored value,
+/// so that a partial update may leave a required field alone; every problem is returned at once, field by field.
+pub fn validate_changes(
+    definition: &AppDefinition,
+    changes: &BTreeMap<String, String>,
+    is_set: impl Fn(&str) -> bool,
+) -> Result<SettingsChange, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mut change = SettingsChange::default();
+    for (key, text) in changes {
+        let Some(field) = definition.setting(key) else {
+            errors.push(FieldError {
+                field: key.clone(),
+                message: "is not a setting of this app".into(),
+            });
+            continue;
+        };
+        let parsed = if text.is_empty() {
+            Ok(None)
+        } else {
+            parse_value(field, text).map(Some)
+        };
+        match parsed {
+            Err(message) => errors.push(FieldError {
+                field: key.clone(),
+                message,
+            }),
+            Ok(value) if field.kind == SettingType::Secret => {
+                change.secrets.insert(
+                    key.clone(),
+                    value.and_then(|v| v.as_str().map(str::to_owned)),
+                );
+            }
+            Ok(value) => {
+                change.values.insert(key.clone(), value);
+            }
+        }
+    }
+    for field in definition.settings.iter().filter(|f| f.required) {
+        if errors.iter().any(|e| e.field == field.key) {
+            continue;
+        }
+        let after = match (
+            change.values.get(&field.key),
+            change.secrets.get(&field.key),
+        ) {
+            (Some(value), _) => value.is_some(),
+            (_, Some(secret)) => secret.is_some(),
+            _ => is_set(&field.key),
+        };
+        if !after && field.default.is_none() {
+            errors.push(FieldError {
+                field: field.key.clone(),
+                message: "is required".into(),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(change)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(all(test, feature = "ssr"))]
+mod tests {
+    use super::*;
+    use crate::definition::BUNDLED_EXAMPLE;
+
+    fn def() -> AppDefinition {
+        AppDefinition::from_toml(BUNDLED_EXAMPLE).unwrap()
+    }
+
+    fn raw(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn accepts_a_complete_change_and_splits_secrets() {
+        let change = validate_changes(
+            &def(),
+            &raw(&[("api_key", "k-1"), ("currency", "USD")]),
+            |_| false,
+        )
+        .unwrap();
+        assert_eq!(change.secrets.get("api_key"), Some(&Some("k-1".into())));
+        assert_eq!(
+            change.values.get("currency"),
+            Some(&Some(Value::from("USD")))
+        );
+    }
+
+    #[test]
+    fn reports_every_bad_field() {
+        let errors = validate_changes(
+            &def(),
+            &raw(&[
+                ("api_base_url", "ftp://x"),
+                ("currency", "XXX"),
+                ("nope", "1"),
+            ]),
+            |_| false,
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"api_base_url"), "{errors:?}");
+        assert!(fields.contains(&"currency"), "{errors:?}");
+        assert!(fields.contains(&"nope"), "{errors:?}");
+        assert!(
+            fields.contains(&"api_key"),
+            "missing required secret: {errors:?}"
+        );
+    }
+
+    #[test]
+    fn required_field_already_set_may_be_left_alone_but_not_cleared() {
+        assert!(validate_changes(&def(), &raw(&[("currency", "EUR")]), |k| k == "api_key").is_ok());
+        let errors =
+            validate_changes(&def(), &raw(&[("api_key", "")]), |k| k == "api_key").unwrap_err();
+        assert_eq!(errors[0].field, "api_key");
+    }
+
+    #[test]
+    fn numbers_respect_bounds() {
+        let def = def();
+        let field = def.setting("max_orders").unwrap();
+        assert_eq!(parse_value(field, "7"), Ok(Value::from(7)));
+        assert!(parse_value(field, "0").is_err());
+        assert!(parse_value(field, "ten").is_err());
+    }
+}

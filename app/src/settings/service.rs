@@ -1,0 +1,172 @@
+//! What the rest of ibex asks of settings: "give me this account's settings, ready to use" on the signed path
+//! (cached), and "apply this change" from the CLI or the configuration page (validated, then the cache entry is
+//! dropped). Other instances sharing a PostgreSQL database see a change once their cache entry expires.
+
+use super::store::{SettingsStore, StoreError, StoredSettings};
+use super::{validate_changes, FieldError};
+use crate::definition::template::{Lookup, Source};
+use crate::definition::AppDefinition;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("account is not configured yet: {missing:?} missing")]
+    NotConfigured { missing: Vec<String> },
+    #[error("invalid settings")]
+    Invalid(Vec<FieldError>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Every setting of one account with defaults filled in and secrets opened: what templates draw from.
+pub struct ResolvedSettings {
+    values: HashMap<String, Value>,
+    pub version: i64,
+}
+
+impl std::fmt::Debug for ResolvedSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolvedSettings")
+            .field("keys", &self.values.keys().collect::<Vec<_>>())
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl ResolvedSettings {
+    /// Fails with the list of required fields that have neither a value nor a default.
+    pub fn resolve(
+        definition: &AppDefinition,
+        stored: &StoredSettings,
+    ) -> Result<Self, SettingsError> {
+        let mut values = HashMap::with_capacity(definition.settings.len());
+        let mut missing = Vec::new();
+        for field in &definition.settings {
+            let value = stored
+                .values
+                .get(&field.key)
+                .cloned()
+                .or_else(|| {
+                    stored
+                        .secrets
+                        .get(&field.key)
+                        .map(|s| Value::String(s.clone()))
+                })
+                .or_else(|| field.default.clone());
+            match value {
+                Some(v) => {
+                    values.insert(field.key.clone(), v);
+                }
+                None if field.required => missing.push(field.key.clone()),
+                None => {}
+            }
+        }
+        if !missing.is_empty() {
+            return Err(SettingsError::NotConfigured { missing });
+        }
+        Ok(ResolvedSettings {
+            values,
+            version: stored.version,
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.values.get(key)
+    }
+}
+
+impl Lookup for ResolvedSettings {
+    fn lookup(&self, source: &Source) -> Option<&Value> {
+        match source {
+            Source::Setting(key) => self.values.get(key),
+            Source::Input(_) => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct SettingsService {
+    definition: Arc<AppDefinition>,
+    store: SettingsStore,
+    cache: moka::future::Cache<String, Arc<ResolvedSettings>>,
+}
+
+impl SettingsService {
+    pub fn new(definition: Arc<AppDefinition>, store: SettingsStore, cache_ttl: Duration) -> Self {
+        let cache = moka::future::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(cache_ttl)
+            .build();
+        SettingsService {
+            definition,
+            store,
+            cache,
+        }
+    }
+
+    pub fn store(&self) -> &SettingsStore {
+        &self.store
+    }
+
+    pub fn definition(&self) -> &AppDefinition {
+        &self.definition
+    }
+
+    /// The signed path's view of an account. Unknown or incomplete accounts are not cached, so the first call
+    /// after an admin saves the configuration already succeeds.
+    pub async fn resolved(
+        &self,
+        account_key: &str,
+    ) -> Result<Arc<ResolvedSettings>, SettingsError> {
+        if let Some(hit) = self.cache.get(account_key).await {
+            return Ok(hit);
+        }
+        let stored =
+            self.store
+                .load(account_key)
+                .await?
+                .ok_or_else(|| SettingsError::NotConfigured {
+                    missing: self
+                        .definition
+                        .settings
+                        .iter()
+                        .filter(|f| f.required && f.default.is_none())
+                        .map(|f| f.key.clone())
+                        .collect(),
+                })?;
+        let resolved = Arc::new(ResolvedSettings::resolve(&self.definition, &stored)?);
+        self.cache
+            .insert(account_key.to_owned(), resolved.clone())
+            .await;
+        Ok(resolved)
+    }
+
+    pub async fn load(&self, account_key: &str) -> Result<Option<StoredSettings>, SettingsError> {
+        Ok(self.store.load(account_key).await?)
+    }
+
+    /// Validates raw text changes and saves them; see `SettingsStore::save` for `expected_version`.
+    pub async fn update(
+        &self,
+        account_key: &str,
+        expected_version: Option<i64>,
+        changes: &BTreeMap<String, String>,
+        actor: &str,
+    ) -> Result<StoredSettings, SettingsError> {
+        let current = self.store.load(account_key).await?;
+        let is_set = |key: &str| {
+            current
+                .as_ref()
+                .is_some_and(|c| c.values.contains_key(key) || c.secrets.contains_key(key))
+        };
+        let change =
+            validate_changes(&self.definition, changes, is_set).map_err(SettingsError::Invalid)?;
+        let expected = expected_version.or(Some(current.as_ref().map_or(0, |c| c.version)));
+        let saved = self.store.save(account_key, expected, &change, actor).await;
+        self.cache.invalidate(account_key).await;
+        Ok(saved?)
+    }
+}

@@ -1,0 +1,361 @@
+//! The settings database: SQLite by default, PostgreSQL when several ibex instances share one database.
+//!
+//! One code path serves both through sqlx's `Any` driver; only the migrations differ per backend. Saves are
+//! optimistic: a row carries a version, and a write that expected another version is refused, never merged.
+
+use super::crypto::{CryptoError, KeyRing};
+use super::SettingsChange;
+use serde_json::{Map, Value};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("DATABASE_URL must start with sqlite: or postgres:, got `{0}`")]
+    UnsupportedUrl(String),
+    #[error("cannot open the settings database {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("cannot apply migrations to the settings database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("settings database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("settings were changed by someone else (now at version {current}); reload and apply your change again")]
+    Conflict { current: i64 },
+    #[error("{0}")]
+    Crypto(#[from] CryptoError),
+    #[error("stored settings of this account are not valid JSON: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// One account's stored settings, secrets opened. `Debug` masks the secrets so a stray log line leaks nothing.
+#[derive(Clone, PartialEq)]
+pub struct StoredSettings {
+    pub account_key: String,
+    pub values: BTreeMap<String, Value>,
+    pub secrets: BTreeMap<String, String>,
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub updated_by: String,
+}
+
+impl std::fmt::Debug for StoredSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSettings")
+            .field("account_key", &self.account_key)
+            .field("values", &self.values)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("version", &self.version)
+            .field("updated_by", &self.updated_by)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRecord {
+    pub version: i64,
+    pub changed_fields: Vec<String>,
+    pub changed_by: String,
+    pub changed_at: i64,
+}
+
+#[derive(Clone)]
+pub struct SettingsStore {
+    pool: AnyPool,
+    backend: Backend,
+    keys: Arc<KeyRing>,
+}
+
+/// The URL with any password replaced, for error messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl SettingsStore {
+    pub async fn connect(url: &str, keys: Arc<KeyRing>) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(redact_url(url)));
+        };
+        if backend == Backend::Sqlite {
+            create_sqlite_parent_dir(url);
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets the signed path read while the configuration page writes.
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: redact_url(url),
+                source,
+            })?;
+        Ok(SettingsStore {
+            pool,
+            backend,
+            keys,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Safe to run on every start and from several instances at once (sqlx takes a lock on PostgreSQL).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn load(&self, account_key: &str) -> Result<Option<StoredSettings>, StoreError> {
+        let row = sqlx::query(
+            "SELECT account_key, values_json, secrets_json, version, created_at, updated_at, updated_by \
+             FROM account_settings WHERE account_key = $1",
+        )
+        .bind(account_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| self.decode(&row)).transpose()
+    }
+
+    /// Applies a validated change. `expected_version` is what the editor saw (0 for an account not yet saved);
+    /// `None` applies the change on top of whatever is current, as the CLI does.
+    pub async fn save(
+        &self,
+        account_key: &str,
+        expected_version: Option<i64>,
+        change: &SettingsChange,
+        actor: &str,
+    ) -> Result<StoredSettings, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let current = sqlx::query("SELECT values_json, secrets_json, version FROM account_settings WHERE account_key = $1")
+            .bind(account_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let now = now_ms();
+        let (mut values, mut sealed, version): (Map<String, Value>, Map<String, Value>, i64) =
+            match &current {
+                Some(row) => (
+                    serde_json::from_str(row.try_get::<String, _>(0)?.as_str())?,
+                    serde_json::from_str(row.try_get::<String, _>(1)?.as_str())?,
+                    row.try_get(2)?,
+                ),
+                None => (Map::new(), Map::new(), 0),
+            };
+        if let Some(expected) = expected_version {
+            if expected != version {
+                return Err(StoreError::Conflict { current: version });
+            }
+        }
+        for (key, value) in &change.values {
+            match value {
+                Some(v) => values.insert(key.clone(), v.clone()),
+                None => values.remove(key),
+            };
+        }
+        for (key, secret) in &change.secrets {
+            match secret {
+                Some(plain) => {
+                    let aad = secret_aad(account_key, key);
+                    sealed.insert(key.clone(), Value::String(self.keys.seal(plain, &aad)?))
+                }
+                None => sealed.remove(key),
+            };
+        }
+        let values_json = Value::Object(values).to_string();
+        let secrets_json = Value::Object(sealed).to_string();
+        let next = version + 1;
+        if current.is_none() {
+            let inserted = sqlx::query(
+                "INSERT INTO account_settings \
+                 (account_key, values_json, secrets_json, version, created_at, updated_at, updated_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(account_key)
+            .bind(&values_json)
+            .bind(&secrets_json)
+            .bind(next)
+            .bind(now)
+            .bind(now)
+            .bind(actor)
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    return Err(StoreError::Conflict { current: 1 });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            let updated = sqlx::query(
+                "UPDATE account_settings SET values_json = $1, secrets_json = $2, version = $3, updated_at = $4, \
+                 updated_by = $5 WHERE account_key = $6 AND version = $7",
+            )
+            .bind(&values_json)
+            .bind(&secrets_json)
+            .bind(next)
+            .bind(now)
+            .bind(actor)
+            .bind(account_key)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                return Err(StoreError::Conflict {
+                    current: version + 1,
+                });
+            }
+        }
+        let fields = serde_json::to_string(&change.changed_fields())?;
+        sqlx::query(
+            "INSERT INTO settings_changes (account_key, version, changed_fields, changed_by, changed_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(account_key)
+        .bind(next)
+        .bind(fields)
+        .bind(actor)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.load(account_key)
+            .await?
+            .ok_or(StoreError::Conflict { current: 0 })
+    }
+
+    /// Newest first.
+    pub async fn changes(
+        &self,
+        account_key: &str,
+        limit: i64,
+    ) -> Result<Vec<ChangeRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT version, changed_fields, changed_by, changed_at FROM settings_changes \
+             WHERE account_key = $1 ORDER BY version DESC LIMIT $2",
+        )
+        .bind(account_key)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ChangeRecord {
+                    version: row.try_get(0)?,
+                    changed_fields: serde_json::from_str(row.try_get::<String, _>(1)?.as_str())?,
+                    changed_by: row.try_get(2)?,
+                    changed_at: row.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    fn decode(&self, row: &AnyRow) -> Result<StoredSettings, StoreError> {
+        let account_key: String = row.try_get(0)?;
+        let values: BTreeMap<String, Value> =
+            serde_json::from_str(row.try_get::<String, _>(1)?.as_str())?;
+        let sealed: BTreeMap<String, String> =
+            serde_json::from_str(row.try_get::<String, _>(2)?.as_str())?;
+        let secrets = sealed
+            .into_iter()
+            .map(|(key, sealed)| {
+                let plain = self.keys.open(&sealed, &secret_aad(&account_key, &key))?;
+                Ok((key, plain))
+            })
+            .collect::<Result<_, CryptoError>>()?;
+        Ok(StoredSettings {
+            account_key,
+            values,
+            secrets,
+            version: row.try_get(3)?,
+            created_at: row.try_get(4)?,
+            updated_at: row.try_get(5)?,
+            updated_by: row.try_get(6)?,
+        })
+    }
+}
+
+fn secret_aad(account_key: &str, field: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(account_key.len() + field.len() + 1);
+    aad.extend_from_slice(account_key.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(field.as_bytes());
+    aad
+}
+
+fn create_sqlite_parent_dir(url: &str) {
+    let path = url
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return;
+    }
+    if let Some(parent) = std::path::Path::new(path).parent() {
+        if !parent.as_os_str().is_empty() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

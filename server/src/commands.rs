@@ -1,0 +1,320 @@
+//! The `ibex` subcommands. Each is a short sequence over the same pieces the server uses, so the CLI can never
+//! accept what the configuration page would refuse.
+
+use crate::config::{
+    Cli, Command, ConfigError, LogFormat, ManifestFormat, Options, SettingsCommand,
+};
+use crate::manifest::manifest;
+use crate::routes;
+use crate::signature::{now_ms, signed_headers};
+use crate::state::{open_settings, AppState, StartError};
+use app::definition::{AppDefinition, InputLocation, ValueType};
+use app::settings::store::redact_url;
+use app::settings::SettingsError;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("server stopped: {0}")]
+    Serve(std::io::Error),
+    #[error("request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+}
+
+pub async fn run(cli: Cli) -> Result<ExitCode, CommandError> {
+    let mut options = cli.options;
+    options.apply_dev_secrets()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(&options).await,
+        Command::Manifest { product, format } => {
+            let definition = options.definition()?;
+            let value = manifest(&definition, product.product(), &options.public_url()?);
+            let text = match format {
+                ManifestFormat::Json => serde_json::to_string_pretty(&value).unwrap_or_default(),
+                ManifestFormat::Yaml => serde_yaml::to_string(&value).unwrap_or_default(),
+            };
+            println!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Settings(SettingsCommand::Set {
+            account_key,
+            changes,
+        }) => settings_set(&options, &account_key, &changes).await,
+        Command::Settings(SettingsCommand::Show { account_key }) => {
+            settings_show(&options, &account_key).await
+        }
+        Command::Call {
+            function,
+            inputs,
+            account,
+            url,
+        } => call(&options, &function, &inputs, &account, url).await,
+        Command::Migrate => {
+            let settings = open_settings(&options, Arc::new(options.definition()?)).await?;
+            settings.store().close().await;
+            println!(
+                "migrations applied to {}",
+                redact_url(&options.database_url)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IBEX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn serve(options: &Options) -> Result<ExitCode, CommandError> {
+    init_logging(options.log_format);
+    let state = AppState::build(options).await?;
+    let listener = tokio::net::TcpListener::bind(options.addr)
+        .await
+        .map_err(|source| CommandError::Bind {
+            addr: options.addr.to_string(),
+            source,
+        })?;
+    let public_url = state.public_url.clone();
+    if options.dev {
+        eprintln!(
+            "ibex (development) serving {} at {public_url}\n  signing secret: {}\n  try: ibex --dev call order-status order_id=1001 --account demo-account",
+            state.definition.app.name,
+            options.signing_secrets.as_deref().unwrap_or_default(),
+        );
+    }
+    tracing::info!(
+        app = %state.definition.app.name,
+        addr = %options.addr,
+        public_url = %public_url,
+        database = %redact_url(&options.database_url),
+        functions = state.functions.len(),
+        "ibex listening"
+    );
+    axum::serve(listener, routes::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(CommandError::Serve)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+fn parse_pairs(pairs: &[String]) -> Result<BTreeMap<String, String>, CommandError> {
+    pairs
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+                .ok_or_else(|| CommandError::Usage(format!("`{pair}` is not name=value")))
+        })
+        .collect()
+}
+
+fn actor() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}
+
+async fn settings_set(
+    options: &Options,
+    account_key: &str,
+    pairs: &[String],
+) -> Result<ExitCode, CommandError> {
+    let changes = parse_pairs(pairs)?;
+    let settings = open_settings(options, Arc::new(options.definition()?)).await?;
+    let result = settings.update(account_key, None, &changes, &actor()).await;
+    settings.store().close().await;
+    match result {
+        Ok(saved) => {
+            println!("saved {account_key}: version {}", saved.version);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(SettingsError::Invalid(errors)) => {
+            for e in errors {
+                eprintln!("{}: {}", e.field, e.message);
+            }
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn settings_show(options: &Options, account_key: &str) -> Result<ExitCode, CommandError> {
+    let definition = Arc::new(options.definition()?);
+    let settings = open_settings(options, definition.clone()).await?;
+    let stored = settings.load(account_key).await;
+    settings.store().close().await;
+    let Some(stored) = stored? else {
+        eprintln!("account {account_key} has no settings yet");
+        return Ok(ExitCode::from(1));
+    };
+    let mut fields = Map::new();
+    for field in &definition.settings {
+        let shown = if stored.secrets.contains_key(&field.key) {
+            json!("•••••• (set)")
+        } else if let Some(value) = stored.values.get(&field.key) {
+            value.clone()
+        } else if let Some(default) = &field.default {
+            json!({ "default": default })
+        } else {
+            Value::Null
+        };
+        fields.insert(field.key.clone(), shown);
+    }
+    let out = json!({
+        "account_key": stored.account_key,
+        "version": stored.version,
+        "updated_at": stored.updated_at,
+        "updated_by": stored.updated_by,
+        "settings": fields,
+    });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds the request Infobip would send for these inputs: path inputs in the URI, the rest in the query of a
+/// GET or in the JSON body otherwise, typed as the definition says.
+pub fn build_call(
+    definition: &AppDefinition,
+    function: &str,
+    pairs: &BTreeMap<String, String>,
+) -> Result<(reqwest::Method, String, Vec<u8>), CommandError> {
+    let f = definition.function(function).ok_or_else(|| {
+        CommandError::Usage(format!("no function `{function}` in the app definition"))
+    })?;
+    let mut path = format!("/fn/{}", f.name);
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    let mut body = Map::new();
+    for (name, value) in pairs {
+        let input = f.inputs.iter().find(|i| &i.name == name).ok_or_else(|| {
+            CommandError::Usage(format!("function `{function}` has no input `{name}`"))
+        })?;
+        match input.location(f.method) {
+            InputLocation::Path => {}
+            InputLocation::Query if f.method.as_str() == "GET" => {
+                query.append_pair(name, value);
+            }
+            _ => {
+                let typed = match input.kind {
+                    ValueType::Number | ValueType::Integer | ValueType::Boolean => {
+                        serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.clone()))
+                    }
+                    _ => Value::String(value.clone()),
+                };
+                body.insert(name.clone(), typed);
+            }
+        }
+    }
+    for input in f.path_inputs() {
+        let value = pairs.get(&input.name).ok_or_else(|| {
+            CommandError::Usage(format!(
+                "input `{}` is required (it is in the URI)",
+                input.name
+            ))
+        })?;
+        path.push('/');
+        path.extend(percent_encoding::utf8_percent_encode(
+            value,
+            percent_encoding::NON_ALPHANUMERIC,
+        ));
+    }
+    let query = query.finish();
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query);
+    }
+    let body = if f.method.as_str() == "GET" {
+        Vec::new()
+    } else {
+        Value::Object(body).to_string().into_bytes()
+    };
+    let method =
+        reqwest::Method::from_bytes(f.method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
+    Ok((method, path, body))
+}
+
+async fn call(
+    options: &Options,
+    function: &str,
+    inputs: &[String],
+    account: &str,
+    url: Option<String>,
+) -> Result<ExitCode, CommandError> {
+    let definition = options.definition()?;
+    let pairs = parse_pairs(inputs)?;
+    let (method, path, body) = build_call(&definition, function, &pairs)?;
+    let secrets = options.signing_secrets()?;
+    let secret = secrets.first().ok_or(ConfigError::NoSigningSecret)?;
+    let base = url.unwrap_or_else(|| format!("http://{}", options.addr));
+    let mut request = reqwest::Client::new()
+        .request(
+            method.clone(),
+            format!("{}{path}", base.trim_end_matches('/')),
+        )
+        .header("content-type", "application/json");
+    for (name, value) in signed_headers(secret, account, now_ms(), &body) {
+        request = request.header(name, value);
+    }
+    let response = request.body(body).send().await?;
+    let status = response.status();
+    let text = response.text().await?;
+    let pretty = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or(text);
+    println!("{method} {path} → {status}\n{pretty}");
+    Ok(if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,275 @@
+//! Command line and environment. Every option has a flag and an environment variable (the flag wins); a bad
+//! value is reported with the variable's name, before anything starts.
+
+use crate::signature::{SecretError, Verifier};
+use app::definition::{AppDefinition, DefinitionError, Product, BUNDLED_EXAMPLE};
+use app::settings::crypto::{KeyError, KeyRing};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ibex",
+    version,
+    about = "An Infobip Exchange app server",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub options: Options,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Options {
+    /// Settings database: sqlite://path?mode=rwc or postgres://user@host/db.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/ibex.db?mode=rwc",
+        global = true
+    )]
+    pub database_url: String,
+    /// App definition (TOML). Without it, the bundled Order desk example.
+    #[arg(long = "app", env = "IBEX_APP", global = true)]
+    pub app: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "IBEX_ADDR",
+        default_value = "127.0.0.1:3000",
+        global = true
+    )]
+    pub addr: SocketAddr,
+    /// Public base URL Infobip reaches this server at, used in manifests; http://IBEX_ADDR when absent.
+    #[arg(long, env = "IBEX_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+    /// Comma-separated signing secrets from App shell; all are accepted, so one can be rotated at a time.
+    #[arg(
+        long,
+        env = "IBEX_SIGNING_SECRETS",
+        hide_env_values = true,
+        global = true
+    )]
+    pub signing_secrets: Option<String>,
+    /// Base64 of 32 bytes, or id:base64 entries separated by commas (the first one encrypts).
+    #[arg(
+        long,
+        env = "IBEX_ENCRYPTION_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub encryption_key: Option<String>,
+    /// Replay window for signed calls, in both directions.
+    #[arg(
+        long,
+        env = "IBEX_SIGNATURE_TOLERANCE_SECS",
+        default_value_t = 300,
+        global = true
+    )]
+    pub signature_tolerance_secs: u64,
+    /// Largest signed request body accepted (413 above it).
+    #[arg(long, env = "IBEX_MAX_BODY_BYTES", default_value_t = 64 * 1024, global = true)]
+    pub max_body_bytes: usize,
+    /// How long a cached account's settings are used before the database is read again (other instances'
+    /// changes become visible after at most this long; this instance's own at once).
+    #[arg(
+        long,
+        env = "IBEX_SETTINGS_CACHE_TTL_SECS",
+        default_value_t = 5,
+        global = true
+    )]
+    pub settings_cache_ttl_secs: u64,
+    #[arg(long, env = "IBEX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json, global = true)]
+    pub log_format: LogFormat,
+    /// Development mode: when the signing secret or encryption key is not given, generate them once into
+    /// IBEX_DATA_DIR/dev-secrets.env and reuse them. Never for production.
+    #[arg(long, env = "IBEX_DEV", global = true)]
+    pub dev: bool,
+    #[arg(long, env = "IBEX_DATA_DIR", default_value = "data", global = true)]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the configuration page, the signed function endpoints and the operational endpoints (default).
+    Serve,
+    /// Print the manifest to paste into App shell for one product.
+    Manifest {
+        #[arg(long, value_enum)]
+        product: ManifestProduct,
+        #[arg(long, value_enum, default_value_t = ManifestFormat::Json)]
+        format: ManifestFormat,
+    },
+    /// Read or change an account's settings, through the same validation as the configuration page.
+    #[command(subcommand)]
+    Settings(SettingsCommand),
+    /// Sign a request exactly as Infobip does and call a running ibex.
+    Call {
+        /// Function name from the app definition.
+        function: String,
+        /// Inputs as name=value.
+        inputs: Vec<String>,
+        #[arg(long)]
+        account: String,
+        /// Base URL of the running ibex; http://IBEX_ADDR when absent.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SettingsCommand {
+    /// Set fields: field=value…; an empty value clears a field.
+    Set {
+        account_key: String,
+        #[arg(required = true)]
+        changes: Vec<String>,
+    },
+    /// Show an account's settings with secrets masked.
+    Show { account_key: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ManifestProduct {
+    Answers,
+    Flow,
+    Conversations,
+}
+
+impl ManifestProduct {
+    pub fn product(self) -> Option<Product> {
+        match self {
+            ManifestProduct::Answers => Some(Product::Answers),
+            ManifestProduct::Flow => Some(Product::Flow),
+            ManifestProduct::Conversations => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ManifestFormat {
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("IBEX_APP: {0}")]
+    Definition(#[from] DefinitionError),
+    #[error("IBEX_SIGNING_SECRETS is not set: copy the signing secret from App shell → Security (or use --dev)")]
+    NoSigningSecret,
+    #[error("{0}")]
+    SigningSecret(#[from] SecretError),
+    #[error("IBEX_ENCRYPTION_KEY is not set: generate one with `openssl rand -base64 32` (or use --dev)")]
+    NoEncryptionKey,
+    #[error("{0}")]
+    EncryptionKey(#[from] KeyError),
+    #[error("IBEX_PUBLIC_URL {0:?} is not an absolute http(s) URL")]
+    PublicUrl(String),
+    #[error("IBEX_MAX_BODY_BYTES must be at least 1")]
+    MaxBody,
+    #[error("cannot keep development secrets in {path}: {source}")]
+    DevSecrets {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl Options {
+    pub fn definition(&self) -> Result<AppDefinition, ConfigError> {
+        Ok(match &self.app {
+            Some(path) => AppDefinition::from_file(path)?,
+            None => AppDefinition::from_toml(BUNDLED_EXAMPLE)?,
+        })
+    }
+
+    pub fn public_url(&self) -> Result<String, ConfigError> {
+        let url = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.addr));
+        match url::Url::parse(&url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {
+                Ok(url.trim_end_matches('/').to_owned())
+            }
+            _ => Err(ConfigError::PublicUrl(url)),
+        }
+    }
+
+    /// Comma-separated; spaces around entries are dropped, an empty entry is an error, not ignored.
+    pub fn signing_secrets(&self) -> Result<Vec<String>, ConfigError> {
+        let raw = self
+            .signing_secrets
+            .as_deref()
+            .ok_or(ConfigError::NoSigningSecret)?;
+        Ok(raw.split(',').map(|s| s.trim().to_owned()).collect())
+    }
+
+    pub fn verifier(&self) -> Result<Verifier, ConfigError> {
+        Ok(Verifier::new(
+            &self.signing_secrets()?,
+            Duration::from_secs(self.signature_tolerance_secs),
+        )?)
+    }
+
+    pub fn key_ring(&self) -> Result<KeyRing, ConfigError> {
+        let spec = self
+            .encryption_key
+            .as_deref()
+            .ok_or(ConfigError::NoEncryptionKey)?;
+        Ok(KeyRing::parse(spec)?)
+    }
+
+    /// In development, fills in missing secrets from (or into) IBEX_DATA_DIR/dev-secrets.env.
+    pub fn apply_dev_secrets(&mut self) -> Result<(), ConfigError> {
+        if !self.dev || (self.signing_secrets.is_some() && self.encryption_key.is_some()) {
+            return Ok(());
+        }
+        let path = self.data_dir.join("dev-secrets.env");
+        let io = |source| ConfigError::DevSecrets {
+            path: path.display().to_string(),
+            source,
+        };
+        let existing = std::fs::read_to_string(&path).unwrap_or_default();
+        let lookup = |name: &str| {
+            existing
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+                .map(str::to_owned)
+        };
+        let (mut secret, mut key) = (
+            lookup("IBEX_SIGNING_SECRETS"),
+            lookup("IBEX_ENCRYPTION_KEY"),
+        );
+        if secret.is_none() || key.is_none() {
+            use rand::RngCore;
+            let mut bytes = [0u8; 24];
+            rand::thread_rng().fill_bytes(&mut bytes);
+            let secret_value = secret.get_or_insert_with(|| format!("dev-{}", hex::encode(bytes)));
+            let key_value = key.get_or_insert_with(|| KeyRing::generate_spec("dev1"));
+            std::fs::create_dir_all(&self.data_dir).map_err(io)?;
+            let text = format!(
+                "# Development secrets generated by `ibex --dev`. Never use them in production.\n\
+                 IBEX_SIGNING_SECRETS={secret_value}\nIBEX_ENCRYPTION_KEY={key_value}\n"
+            );
+            std::fs::write(&path, text).map_err(io)?;
+            eprintln!("ibex: generated development secrets in {}", path.display());
+        }
+        self.signing_secrets
+            .get_or_insert_with(|| secret.unwrap_or_default());
+        self.encryption_key
+            .get_or_insert_with(|| key.unwrap_or_default());
+        Ok(())
+    }
+}

@@ -1,0 +1,136 @@
+//! The one place where failures of every layer become HTTP answers: `{"error": {"code", "message"}}`, a precise
+//! status, and a message written for the developer or bot designer who has to fix the cause.
+
+use crate::inputs::InputError;
+use crate::mapping::MappingError;
+use crate::partner::PartnerError;
+use crate::signature::SignatureError;
+use app::settings::store::StoreError;
+use app::settings::SettingsError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error("request body is larger than the {limit} bytes allowed")]
+    BodyTooLarge { limit: usize },
+    #[error("the request body could not be read")]
+    BodyUnreadable,
+    #[error("no function at {0}; the manifest in App shell lists the URIs this app serves")]
+    UnknownFunction(String),
+    #[error("function `{function}` is called with {expected}, not {got}")]
+    MethodNotAllowed {
+        function: String,
+        expected: &'static str,
+        got: String,
+    },
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Partner(#[from] PartnerError),
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+}
+
+impl ApiError {
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use StatusCode as S;
+        match self {
+            ApiError::Signature(e) => match e {
+                SignatureError::MissingHeader(_) => (S::UNAUTHORIZED, "missing_header"),
+                SignatureError::HeaderNotText(_) => (S::BAD_REQUEST, "invalid_header"),
+                SignatureError::BadAccountKey => (S::BAD_REQUEST, "invalid_account_key"),
+                SignatureError::TimestampNotNumeric(_) => (S::BAD_REQUEST, "invalid_timestamp"),
+                SignatureError::TimestampInSeconds(_) => (S::BAD_REQUEST, "timestamp_in_seconds"),
+                SignatureError::Stale { .. } => (S::UNAUTHORIZED, "stale_timestamp"),
+                SignatureError::Future { .. } => (S::UNAUTHORIZED, "future_timestamp"),
+                SignatureError::MalformedSignature => (S::UNAUTHORIZED, "malformed_signature"),
+                SignatureError::Mismatch => (S::UNAUTHORIZED, "signature_mismatch"),
+            },
+            ApiError::BodyTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::BodyUnreadable => (S::BAD_REQUEST, "body_unreadable"),
+            ApiError::UnknownFunction(_) => (S::NOT_FOUND, "unknown_function"),
+            ApiError::MethodNotAllowed { .. } => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Input(InputError::MalformedJson(_) | InputError::NotAnObject) => {
+                (S::BAD_REQUEST, "malformed_json")
+            }
+            ApiError::Input(_) => (S::UNPROCESSABLE_ENTITY, "invalid_input"),
+            ApiError::Settings(SettingsError::NotConfigured { .. }) => {
+                (S::CONFLICT, "account_not_configured")
+            }
+            ApiError::Settings(SettingsError::Invalid(_)) => {
+                (S::UNPROCESSABLE_ENTITY, "invalid_settings")
+            }
+            ApiError::Settings(SettingsError::Store(StoreError::Crypto(_))) => {
+                (S::INTERNAL_SERVER_ERROR, "settings_unreadable")
+            }
+            ApiError::Settings(SettingsError::Store(_)) => {
+                (S::SERVICE_UNAVAILABLE, "settings_unavailable")
+            }
+            ApiError::Partner(e) => match e {
+                PartnerError::Build(_) => (S::CONFLICT, "partner_request_invalid"),
+                PartnerError::Unreachable(_) => (S::BAD_GATEWAY, "partner_unreachable"),
+                PartnerError::Timeout(_) => (S::GATEWAY_TIMEOUT, "partner_timeout"),
+                PartnerError::ClientError { .. } => (S::BAD_GATEWAY, "partner_client_error"),
+                PartnerError::ServerError { .. } => (S::BAD_GATEWAY, "partner_server_error"),
+                PartnerError::NotJson(_) => (S::BAD_GATEWAY, "partner_bad_answer"),
+            },
+            ApiError::Mapping(_) => (S::BAD_GATEWAY, "partner_bad_answer"),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::Settings(SettingsError::NotConfigured { missing }) => format!(
+                "this Infobip account has not configured the app yet ({} missing): an admin of the account should \
+                 open the app's configuration page (Exchange → My Apps → Open) and save the settings",
+                missing.join(", ")
+            ),
+            // Internal details stay in the log; the caller learns only what it can act on.
+            ApiError::Settings(SettingsError::Store(StoreError::Crypto(_))) => {
+                "this account's stored secrets cannot be opened with the configured encryption keys".into()
+            }
+            ApiError::Settings(SettingsError::Store(_)) => "the settings database is unavailable; retry shortly".into(),
+            other => other.to_string(),
+        }
+    }
+
+    fn details(&self) -> Option<Value> {
+        match self {
+            ApiError::Partner(e) => e.partner_status().map(|s| json!({ "partner_status": s })),
+            ApiError::Settings(SettingsError::NotConfigured { missing }) => {
+                Some(json!({ "missing": missing }))
+            }
+            ApiError::Settings(SettingsError::Invalid(fields)) => Some(json!({ "fields": fields })),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::warn!(code, error = %self, "function call failed");
+        } else {
+            tracing::info!(code, error = %self, "function call refused");
+        }
+        let mut error = json!({ "code": code, "message": self.message() });
+        if let Some(details) = self.details() {
+            error["details"] = details;
+        }
+        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        response.extensions_mut().insert(ErrorCode(code));
+        response
+    }
+}
+
+/// Carried on error responses so the metrics layer can count failures by code.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);

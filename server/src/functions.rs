@@ -1,0 +1,38 @@
+//! A function of the app definition, prepared for serving: its partner request and outputs compiled once, so
+//! the signed path only fills in values.
+
+use crate::mapping::OutputPlan;
+use crate::partner::RequestPlan;
+use app::definition::{AppDefinition, Function};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct FunctionPlan {
+    pub function: Function,
+    pub request: RequestPlan,
+    pub outputs: Vec<OutputPlan>,
+    pub deadline: Duration,
+}
+
+pub fn compile(definition: &AppDefinition) -> Result<Vec<Arc<FunctionPlan>>, String> {
+    definition
+        .functions
+        .iter()
+        .map(|function| {
+            let place = |e: String| format!("function `{}`: {e}", function.name);
+            Ok(Arc::new(FunctionPlan {
+                request: RequestPlan::compile(&definition.partner, &function.request)
+                    .map_err(place)?,
+                outputs: function
+                    .outputs
+                    .iter()
+                    .map(OutputPlan::compile)
+                    .collect::<Result<_, _>>()
+                    .map_err(place)?,
+                deadline: Duration::from_millis(function.timeout_ms(&definition.partner)),
+                function: function.clone(),
+            }))
+        })
+        .collect()
+}

@@ -1,0 +1,140 @@
+//! A function's inputs as Infobip sent them: path parameters, the query string and the JSON body, each typed
+//! against the definition. Values that could only be text (the path, the query) are converted to the declared
+//! type; a JSON number where text is declared is accepted as its digits, since bots often hold ids as numbers.
+
+use app::definition::template::{Lookup, Source};
+use app::definition::{Function, InputLocation, ValueType};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InputError {
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("request body must be a JSON object of inputs")]
+    NotAnObject,
+    #[error("input `{0}` is required")]
+    Missing(String),
+    #[error("input `{name}` must be {expected}")]
+    WrongType {
+        name: String,
+        expected: &'static str,
+    },
+}
+
+#[derive(Debug, Default)]
+pub struct Inputs {
+    values: HashMap<String, Value>,
+}
+
+impl Inputs {
+    pub fn collect(
+        function: &Function,
+        path: &[(String, String)],
+        query: Option<&str>,
+        body: &[u8],
+    ) -> Result<Self, InputError> {
+        let body = parse_body(body)?;
+        let query: Vec<(String, String)> = query
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut values = HashMap::with_capacity(function.inputs.len());
+        for input in &function.inputs {
+            let raw = match input.location(function.method) {
+                InputLocation::Path => path
+                    .iter()
+                    .find(|(k, _)| *k == input.name)
+                    .map(|(_, v)| Value::String(v.clone())),
+                // Exchange documents only path and query parameters, yet its samples post JSON bodies: accept both.
+                InputLocation::Query | InputLocation::Body => body
+                    .as_ref()
+                    .and_then(|b| b.get(&input.name).cloned())
+                    .or_else(|| {
+                        query
+                            .iter()
+                            .find(|(k, _)| *k == input.name)
+                            .map(|(_, v)| Value::String(v.clone()))
+                    }),
+            };
+            match raw.filter(|v| !v.is_null() && v.as_str() != Some("")) {
+                Some(value) => {
+                    values.insert(input.name.clone(), coerce(&input.name, input.kind, value)?);
+                }
+                None if input.required => return Err(InputError::Missing(input.name.clone())),
+                None => {}
+            }
+        }
+        Ok(Inputs { values })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.values.get(name)
+    }
+}
+
+fn parse_body(body: &[u8]) -> Result<Option<Map<String, Value>>, InputError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(Some(map)),
+        Ok(_) => Err(InputError::NotAnObject),
+        Err(e) => Err(InputError::MalformedJson(e.to_string())),
+    }
+}
+
+fn coerce(name: &str, kind: ValueType, value: Value) -> Result<Value, InputError> {
+    let wrong = |expected| InputError::WrongType {
+        name: name.to_owned(),
+        expected,
+    };
+    match (kind, value) {
+        (ValueType::String, Value::String(s)) => Ok(Value::String(s)),
+        (ValueType::String, Value::Number(n)) => Ok(Value::String(n.to_string())),
+        (ValueType::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
+        (ValueType::String, _) => Err(wrong("text")),
+        (ValueType::Number, Value::Number(n)) => Ok(Value::Number(n)),
+        (ValueType::Number, Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(|| wrong("a number")),
+        (ValueType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Value::Number(n)),
+        (ValueType::Integer, Value::String(s)) => s
+            .trim()
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| wrong("an integer")),
+        (ValueType::Boolean, Value::Bool(b)) => Ok(Value::Bool(b)),
+        (ValueType::Boolean, Value::String(s)) => match s.as_str() {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            _ => Err(wrong("true or false")),
+        },
+        (ValueType::Number, _) => Err(wrong("a number")),
+        (ValueType::Integer, _) => Err(wrong("an integer")),
+        (ValueType::Boolean, _) => Err(wrong("true or false")),
+        (ValueType::Array, _) => Err(wrong("a list")),
+    }
+}
+
+/// Inputs and settings together: what a function's request templates draw from.
+pub struct Scope<'a> {
+    pub inputs: &'a Inputs,
+    pub settings: &'a dyn Lookup,
+}
+
+impl Lookup for Scope<'_> {
+    fn lookup(&self, source: &Source) -> Option<&Value> {
+        match source {
+            Source::Input(name) => self.inputs.get(name),
+            Source::Setting(_) => self.settings.lookup(source),
+        }
+    }
+}

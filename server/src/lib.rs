@@ -1,0 +1,18 @@
+//! ibex: an Infobip Exchange app server. One module per concern; the signed request path reads top-down in
+//! `invoke`.
+
+pub mod commands;
+pub mod config;
+pub mod errors;
+pub mod functions;
+pub mod inputs;
+pub mod invoke;
+pub mod manifest;
+pub mod mapping;
+pub mod metrics;
+pub mod ops;
+pub mod partner;
+pub mod routes;
+pub mod signature;
+pub mod signed;
+pub mod state;

@@ -1,0 +1,14 @@
+use clap::Parser;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = ibex::config::Cli::parse();
+    match ibex::commands::run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ibex: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Turning the partner's answer into the function's outputs: a flat JSON object whose fields are the attributes
+//! an Answers block or a Flow element reads. JSONPaths are parsed once at start-up.
+
+use app::definition::{Output, ValueType};
+use serde_json::{Map, Value};
+use serde_json_path::JsonPath;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MappingError {
+    #[error("the partner's answer has no value at {pointer} for output `{name}`")]
+    Missing { name: String, pointer: String },
+    #[error(
+        "output `{name}` should be {expected}, but the partner's answer has {found} at {pointer}"
+    )]
+    WrongType {
+        name: String,
+        pointer: String,
+        expected: &'static str,
+        found: &'static str,
+    },
+}
+
+#[derive(Debug)]
+pub struct OutputPlan {
+    name: String,
+    kind: ValueType,
+    pointer: String,
+    path: Option<JsonPath>,
+    required: bool,
+    items: Vec<OutputPlan>,
+}
+
+impl OutputPlan {
+    pub fn compile(output: &Output) -> Result<Self, String> {
+        let path = output
+            .path
+            .as_deref()
+            .map(|p| JsonPath::parse(p).map_err(|e| format!("output `{}`: {e}", output.name)))
+            .transpose()?;
+        Ok(OutputPlan {
+            name: output.name.clone(),
+            kind: output.kind,
+            pointer: output.pointer.clone().unwrap_or_default(),
+            path,
+            required: output.required,
+            items: output
+                .items
+                .iter()
+                .map(OutputPlan::compile)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+pub fn map_outputs(
+    plans: &[OutputPlan],
+    answer: &Value,
+) -> Result<Map<String, Value>, MappingError> {
+    let mut out = Map::with_capacity(plans.len());
+    for plan in plans {
+        if let Some(value) = map_one(plan, answer)? {
+            out.insert(plan.name.clone(), value);
+        }
+    }
+    Ok(out)
+}
+
+fn map_one(plan: &OutputPlan, answer: &Value) -> Result<Option<Value>, MappingError> {
+    if let Some(path) = &plan.path {
+        let elements = path.query(answer).all();
+        let list = elements
+            .into_iter()
+            .map(|element| {
+                if plan.items.is_empty() {
+                    Ok(element.clone())
+                } else {
+                    map_outputs(&plan.items, element).map(Value::Object)
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(Some(Value::Array(list)));
+    }
+    let found = answer.pointer(&plan.pointer).filter(|v| !v.is_null());
+    let Some(value) = found else {
+        return if plan.required {
+            Err(MappingError::Missing {
+                name: plan.name.clone(),
+                pointer: plan.pointer.clone(),
+            })
+        } else {
+            Ok(None)
+        };
+    };
+    convert(plan, value).map(Some)
+}
+
+fn convert(plan: &OutputPlan, value: &Value) -> Result<Value, MappingError> {
+    let wrong = |expected| MappingError::WrongType {
+        name: plan.name.clone(),
+        pointer: plan.pointer.clone(),
+        expected,
+        found: kind_of(value),
+    };
+    match (plan.kind, value) {
+        (ValueType::String, Value::String(_)) => Ok(value.clone()),
+        (ValueType::String, Value::Number(n)) => Ok(Value::String(n.to_string())),
+        (ValueType::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
+        (ValueType::String, _) => Err(wrong("text")),
+        (ValueType::Number, Value::Number(_)) => Ok(value.clone()),
+        (ValueType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(value.clone()),
+        (ValueType::Integer, Value::Number(n)) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Value::from(f as i64)),
+            _ => Err(wrong("an integer")),
+        },
+        (ValueType::Number, Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(|| wrong("a number")),
+        (ValueType::Integer, Value::String(s)) => s
+            .trim()
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| wrong("an integer")),
+        (ValueType::Boolean, Value::Bool(_)) => Ok(value.clone()),
+        (ValueType::Number, _) => Err(wrong("a number")),
+        (ValueType::Integer, _) => Err(wrong("an integer")),
+        (ValueType::Boolean, _) => Err(wrong("true or false")),
+        (ValueType::Array, _) => Err(wrong("a list")),
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "text",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn plan(toml: &str) -> OutputPlan {
+        let output: Output = toml::from_str(toml).unwrap();
+        OutputPlan::compile(&output).unwrap()
+    }
+
+    #[test]
+    fn maps_scalars_and_lists() {
+        let plans = vec![
+            plan("name = \"status\"\npointer = \"/status\""),
+            plan("name = \"total\"\ntype = \"number\"\npointer = \"/total/amount\""),
+            plan(
+                "name = \"orders\"\ntype = \"array\"\npath = \"$.orders[*]\"\n[[items]]\nname = \"id\"\npointer = \"/id\"",
+            ),
+        ];
+        let answer = json!({"status": "shipped", "total": {"amount": 9.5}, "orders": [{"id": "1"}, {"id": 2}]});
+        let out = map_outputs(&plans, &answer).unwrap();
+        assert_eq!(
+            Value::Object(out),
+            json!({"status": "shipped", "total": 9.5, "orders": [{"id": "1"}, {"id": "2"}]})
+        );
+    }
+
+    #[test]
+    fn missing_required_output_is_named() {
+        let plans = vec![plan("name = \"status\"\npointer = \"/status\"")];
+        let error = map_outputs(&plans, &json!({"state": "x"})).unwrap_err();
+        assert_eq!(
+            error,
+            MappingError::Missing {
+                name: "status".into(),
+                pointer: "/status".into()
+            }
+        );
+        let optional = vec![plan(
+            "name = \"status\"\npointer = \"/status\"\nrequired = false",
+        )];
+        assert!(map_outputs(&optional, &json!({})).unwrap().is_empty());
+    }
+
+    #[test]
+    fn wrong_type_is_reported() {
+        let plans = vec![plan("name = \"n\"\ntype = \"integer\"\npointer = \"/n\"")];
+        assert!(matches!(
+            map_outputs(&plans, &json!({"n": {"a": 1}})),
+            Err(MappingError::WrongType {
+                found: "an object",
+                ..
+            })
+        ));
+    }
+}

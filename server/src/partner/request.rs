@@ -1,0 +1,260 @@
+//! Building the partner request of a function from its templates, parsed once at start-up. This is where the
+//! middleware's translations happen: account credentials into auth, preferences into the query, inputs that
+//! Exchange can only send as parameters into the headers or JSON body the partner wants.
+
+use app::definition::template::{verbatim, Lookup, Template, TemplateError};
+use app::definition::{Method, PartnerAuth, PartnerSpec, RequestSpec};
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde_json::Value;
+
+/// RFC 3986 unreserved characters stay; everything else in a substituted path value is escaped, so an input
+/// can never add a path segment or a query of its own.
+const PATH_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BuildError {
+    #[error("the partner URL {0:?} built from the account's settings is not a valid URL")]
+    InvalidUrl(String),
+    #[error("the value for partner header {0} contains characters a header cannot carry")]
+    InvalidHeader(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct PartnerRequest {
+    pub method: reqwest::Method,
+    pub url: url::Url,
+    pub headers: HeaderMap,
+    pub body: Option<Bytes>,
+    pub idempotent: bool,
+}
+
+#[derive(Debug)]
+enum Auth {
+    Header(HeaderName, Template),
+    Bearer(Template),
+    Basic(Template, Template),
+    Query(String, Template),
+}
+
+#[derive(Debug)]
+enum Body {
+    Placeholder(Template),
+    Text(Template),
+    Array(Vec<Body>),
+    Object(Vec<(String, Body)>),
+    Literal(Value),
+}
+
+#[derive(Debug)]
+pub struct RequestPlan {
+    method: Method,
+    base_url: Template,
+    path: Template,
+    query: Vec<(String, Template)>,
+    headers: Vec<(HeaderName, Template)>,
+    body: Option<Body>,
+    auth: Option<Auth>,
+}
+
+fn header_name(name: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("header {name:?} is not a valid header name"))
+}
+
+fn parse(text: &str) -> Result<Template, String> {
+    Template::parse(text).map_err(|e: TemplateError| e.to_string())
+}
+
+impl RequestPlan {
+    pub fn compile(partner: &PartnerSpec, spec: &RequestSpec) -> Result<Self, String> {
+        let auth = match &partner.auth {
+            None => None,
+            Some(PartnerAuth::Header { name, value }) => {
+                Some(Auth::Header(header_name(name)?, parse(value)?))
+            }
+            Some(PartnerAuth::Bearer { token }) => Some(Auth::Bearer(parse(token)?)),
+            Some(PartnerAuth::Basic { username, password }) => {
+                Some(Auth::Basic(parse(username)?, parse(password)?))
+            }
+            Some(PartnerAuth::Query { name, value }) => {
+                Some(Auth::Query(name.clone(), parse(value)?))
+            }
+        };
+        Ok(RequestPlan {
+            method: spec.method,
+            base_url: parse(&partner.base_url)?,
+            path: parse(&spec.path)?,
+            query: spec
+                .query
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), parse(v)?)))
+                .collect::<Result<_, String>>()?,
+            headers: spec
+                .headers
+                .iter()
+                .map(|(k, v)| Ok((header_name(k)?, parse(v)?)))
+                .collect::<Result<_, String>>()?,
+            body: spec.body.as_ref().map(compile_body).transpose()?,
+            auth,
+        })
+    }
+
+    pub fn build(&self, scope: &dyn Lookup) -> Result<PartnerRequest, BuildError> {
+        let base = self.base_url.render(scope, verbatim);
+        let path = self.path.render(scope, |value, out| {
+            out.extend(utf8_percent_encode(value, PATH_VALUE));
+        });
+        let full = format!("{}{}", base.trim_end_matches('/'), path);
+        let mut url =
+            url::Url::parse(&full).map_err(|_| BuildError::InvalidUrl(redact_query(&full)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(BuildError::InvalidUrl(redact_query(&full)));
+        }
+        let mut headers = HeaderMap::with_capacity(self.headers.len() + 2);
+        {
+            let mut pairs = url.query_pairs_mut();
+            // Optional inputs that were not sent leave their parameter out rather than sending it empty.
+            for (name, template) in self.query.iter().filter(|(_, t)| t.is_complete(scope)) {
+                pairs.append_pair(name, &template.render(scope, verbatim));
+            }
+            if let Some(Auth::Query(name, template)) = &self.auth {
+                pairs.append_pair(name, &template.render(scope, verbatim));
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        for (name, template) in self.headers.iter().filter(|(_, t)| t.is_complete(scope)) {
+            headers.insert(
+                name.clone(),
+                header_value(name.as_str(), template.render(scope, verbatim))?,
+            );
+        }
+        match &self.auth {
+            Some(Auth::Header(name, template)) => {
+                headers.insert(
+                    name.clone(),
+                    secret_header(name.as_str(), template.render(scope, verbatim))?,
+                );
+            }
+            Some(Auth::Bearer(token)) => {
+                let value = format!("Bearer {}", token.render(scope, verbatim));
+                headers.insert(
+                    http::header::AUTHORIZATION,
+                    secret_header("Authorization", value)?,
+                );
+            }
+            Some(Auth::Basic(user, password)) => {
+                let pair = format!(
+                    "{}:{}",
+                    user.render(scope, verbatim),
+                    password.render(scope, verbatim)
+                );
+                let value = format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                );
+                headers.insert(
+                    http::header::AUTHORIZATION,
+                    secret_header("Authorization", value)?,
+                );
+            }
+            Some(Auth::Query(..)) | None => {}
+        }
+        let body = match &self.body {
+            Some(template) => {
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                let value = render_body(template, scope).unwrap_or(Value::Null);
+                Some(Bytes::from(value.to_string()))
+            }
+            None => None,
+        };
+        Ok(PartnerRequest {
+            method: to_reqwest(self.method),
+            url,
+            headers,
+            body,
+            idempotent: self.method.is_idempotent(),
+        })
+    }
+}
+
+fn header_value(name: &str, value: String) -> Result<HeaderValue, BuildError> {
+    HeaderValue::try_from(value).map_err(|_| BuildError::InvalidHeader(name.to_owned()))
+}
+
+/// Marked sensitive so that neither reqwest nor hyper ever prints it.
+fn secret_header(name: &str, value: String) -> Result<HeaderValue, BuildError> {
+    let mut value = header_value(name, value)?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// A URL for an error message, without its query string (which may carry a credential).
+fn redact_query(url: &str) -> String {
+    url.split('?').next().unwrap_or_default().to_owned()
+}
+
+fn to_reqwest(method: Method) -> reqwest::Method {
+    match method {
+        Method::Get => reqwest::Method::GET,
+        Method::Post => reqwest::Method::POST,
+        Method::Put => reqwest::Method::PUT,
+        Method::Patch => reqwest::Method::PATCH,
+        Method::Delete => reqwest::Method::DELETE,
+    }
+}
+
+fn compile_body(value: &Value) -> Result<Body, String> {
+    Ok(match value {
+        Value::String(text) => {
+            let template = parse(text)?;
+            if template.single().is_some() {
+                Body::Placeholder(template)
+            } else {
+                Body::Text(template)
+            }
+        }
+        Value::Array(items) => {
+            Body::Array(items.iter().map(compile_body).collect::<Result<_, _>>()?)
+        }
+        Value::Object(map) => Body::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), compile_body(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => Body::Literal(other.clone()),
+    })
+}
+
+/// `None` for a lone placeholder without a value, so the key is left out instead of sent as null.
+fn render_body(body: &Body, scope: &dyn Lookup) -> Option<Value> {
+    match body {
+        Body::Placeholder(template) => template
+            .single()
+            .and_then(|source| scope.lookup(source))
+            .filter(|v| !v.is_null())
+            .cloned(),
+        Body::Text(template) => Some(Value::String(template.render(scope, verbatim))),
+        Body::Array(items) => Some(Value::Array(
+            items.iter().filter_map(|b| render_body(b, scope)).collect(),
+        )),
+        Body::Object(fields) => Some(Value::Object(
+            fields
+                .iter()
+                .filter_map(|(k, b)| Some((k.clone(), render_body(b, scope)?)))
+                .collect(),
+        )),
+        Body::Literal(value) => Some(value.clone()),
+    }
+}

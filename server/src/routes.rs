@@ -1,0 +1,108 @@
+//! The whole HTTP surface in one table: signed function routes generated from the app definition, operational
+//! endpoints, and the Leptos pages.
+
+use crate::errors::ApiError;
+use crate::functions::FunctionPlan;
+use crate::invoke::invoke;
+use crate::ops;
+use crate::signed::SignedRequest;
+use crate::state::AppState;
+use app::definition::Method;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::HeaderName;
+use axum::middleware::{self, Next};
+use axum::routing::{any, get, MethodFilter, MethodRouter};
+use axum::Router;
+use leptos::prelude::provide_context;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use std::sync::Arc;
+use std::time::Instant;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new();
+    for plan in state.functions.iter() {
+        router = router.route(
+            &plan.function.route_path(),
+            function_route(&state, plan.clone()),
+        );
+    }
+    let definition = state.definition.clone();
+    let leptos_options = state.leptos_options.clone();
+    router
+        .route("/fn", any(unknown_function))
+        .route("/fn/{*rest}", any(unknown_function))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .leptos_routes_with_context(
+            &state,
+            generate_route_list(app::App),
+            move || provide_context(definition.clone()),
+            move || app::shell(leptos_options.clone()),
+        )
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let id = request
+                        .headers()
+                        .get(&REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    // The path only: a query string could carry something private.
+                    tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
+                })
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+fn function_route(state: &AppState, plan: Arc<FunctionPlan>) -> MethodRouter<AppState> {
+    let method = plan.function.method;
+    let filter = match method {
+        Method::Get => MethodFilter::GET,
+        Method::Post => MethodFilter::POST,
+        Method::Put => MethodFilter::PUT,
+        Method::Patch => MethodFilter::PATCH,
+        Method::Delete => MethodFilter::DELETE,
+    };
+    let name = plan.function.name.clone();
+    let handler = {
+        let plan = plan.clone();
+        move |State(state): State<AppState>,
+              Path(path): Path<Vec<(String, String)>>,
+              RawQuery(query): RawQuery,
+              signed: SignedRequest| invoke(state, plan, path, query, signed)
+    };
+    let wrong_method = move |request: Request| async move {
+        ApiError::MethodNotAllowed {
+            function: name,
+            expected: method.as_str(),
+            got: request.method().to_string(),
+        }
+    };
+    let metrics = state.metrics.clone();
+    let function = plan.function.name.clone();
+    axum::routing::on(filter, handler)
+        .fallback(wrong_method)
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            let metrics = metrics.clone();
+            let function = function.clone();
+            async move {
+                let started = Instant::now();
+                let response = next.run(request).await;
+                metrics.observe_call(&function, response.status().as_u16(), started.elapsed());
+                response
+            }
+        }))
+}
+
+async fn unknown_function(request: Request) -> ApiError {
+    ApiError::UnknownFunction(request.uri().path().to_owned())
+}

@@ -1,0 +1,45 @@
+//! The extractor every signed route uses: it reads the raw body (bounded), checks the signature against it, and
+//! hands the handler the account key and the very bytes that were verified.
+
+use crate::errors::ApiError;
+use crate::signature::now_ms;
+use crate::state::AppState;
+use axum::extract::{FromRequest, Request};
+use bytes::Bytes;
+
+#[derive(Debug)]
+pub struct SignedRequest {
+    pub account_key: String,
+    pub body: Bytes,
+}
+
+impl FromRequest<AppState> for SignedRequest {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (parts, body) = request.into_parts();
+        let limit = state.max_body_bytes;
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > limit) {
+            return Err(ApiError::BodyTooLarge { limit });
+        }
+        let body = axum::body::to_bytes(body, limit).await.map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large || declared.is_none() {
+                ApiError::BodyTooLarge { limit }
+            } else {
+                ApiError::BodyUnreadable
+            }
+        })?;
+        let verified = state.verifier.verify(&parts.headers, &body, now_ms())?;
+        Ok(SignedRequest {
+            account_key: verified.account_key.to_owned(),
+            body,
+        })
+    }
+}

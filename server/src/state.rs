@@ -1,0 +1,103 @@
+//! Everything a request handler needs, built once at start-up from the configuration.
+
+use crate::config::{ConfigError, Options};
+use crate::functions::{self, FunctionPlan};
+use crate::metrics::Metrics;
+use crate::partner::{PartnerClient, RetryPolicy};
+use crate::signature::Verifier;
+use app::definition::AppDefinition;
+use app::settings::store::{SettingsStore, StoreError};
+use app::settings::SettingsService;
+use axum::extract::FromRef;
+use leptos::config::LeptosOptions;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("app definition, {0}")]
+    Compile(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("cannot read the Leptos site configuration: {0}")]
+    Leptos(String),
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub definition: Arc<AppDefinition>,
+    pub functions: Arc<Vec<Arc<FunctionPlan>>>,
+    pub settings: SettingsService,
+    pub verifier: Arc<Verifier>,
+    pub partner: PartnerClient,
+    pub metrics: Arc<Metrics>,
+    pub leptos_options: LeptosOptions,
+    pub max_body_bytes: usize,
+    pub public_url: String,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos_options.clone()
+    }
+}
+
+/// Opens the settings database and applies pending migrations, failing fast with the reason.
+pub async fn open_settings(
+    options: &Options,
+    definition: Arc<AppDefinition>,
+) -> Result<SettingsService, StartError> {
+    let keys = Arc::new(options.key_ring()?);
+    let store = SettingsStore::connect(&options.database_url, keys).await?;
+    store.migrate().await?;
+    Ok(SettingsService::new(
+        definition,
+        store,
+        Duration::from_secs(options.settings_cache_ttl_secs),
+    ))
+}
+
+impl AppState {
+    pub async fn build(options: &Options) -> Result<Self, StartError> {
+        if options.max_body_bytes == 0 {
+            return Err(ConfigError::MaxBody.into());
+        }
+        let definition = Arc::new(options.definition()?);
+        let verifier = Arc::new(options.verifier()?);
+        let public_url = options.public_url()?;
+        let functions = functions::compile(&definition).map_err(StartError::Compile)?;
+        let settings = open_settings(options, definition.clone()).await?;
+        Ok(AppState {
+            functions: Arc::new(functions),
+            settings,
+            verifier,
+            partner: PartnerClient::new(RetryPolicy::default())?,
+            metrics: Arc::new(Metrics::new()),
+            leptos_options: leptos_options(options)?,
+            max_body_bytes: options.max_body_bytes,
+            public_url,
+            definition,
+        })
+    }
+}
+
+/// cargo-leptos passes the site layout in LEPTOS_* variables; a plain `ibex serve` uses the same defaults.
+fn leptos_options(options: &Options) -> Result<LeptosOptions, StartError> {
+    if std::env::var_os("LEPTOS_OUTPUT_NAME").is_some() {
+        let mut conf = leptos::config::get_configuration(None)
+            .map_err(|e| StartError::Leptos(e.to_string()))?
+            .leptos_options;
+        conf.site_addr = options.addr;
+        return Ok(conf);
+    }
+    Ok(LeptosOptions::builder()
+        .output_name("ibex")
+        .site_root(std::env::var("LEPTOS_SITE_ROOT").unwrap_or_else(|_| "target/site".into()))
+        .site_pkg_dir("pkg")
+        .site_addr(options.addr)
+        .build())
+}

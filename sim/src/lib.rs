@@ -1,0 +1,3 @@
+//! The simulator's parts, usable in-process by tests as well as through the `ibex-sim` binary.
+
+pub mod shop;

@@ -1,0 +1,335 @@
+//! The demo partner API: a small shop with orders and customers, an API key in a header, and switches
+//! (`/_sim/...`) that make it fail or slow down so a middleware's error handling can be seen and tested.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
+pub struct Faults {
+    /// Answer this many of the next requests with `status` instead of serving them.
+    #[serde(default)]
+    pub fail_next: u32,
+    #[serde(default = "default_fail_status")]
+    pub status: u16,
+    /// Delay every answer by this long.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Answer with text that is not JSON.
+    #[serde(default)]
+    pub garbage: bool,
+}
+
+fn default_fail_status() -> u16 {
+    503
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SeenRequest {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+}
+
+struct Shop {
+    api_key: String,
+    faults: Mutex<Faults>,
+    seen: Mutex<VecDeque<SeenRequest>>,
+    notes: Mutex<Vec<Value>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+const CUSTOMERS: &[(&str, &str, &str, &str, &str)] = &[
+    (
+        "c-100",
+        "Ana Horvat",
+        "ana@example.com",
+        "+385911234567",
+        "gold",
+    ),
+    (
+        "c-101",
+        "Marko Kovač",
+        "marko@example.com",
+        "+385921112223",
+        "silver",
+    ),
+    (
+        "c-102",
+        "Jane Doe",
+        "jane@example.com",
+        "+441632960961",
+        "bronze",
+    ),
+];
+
+// id, customer, status, amount in EUR, summary
+const ORDERS: &[(&str, &str, &str, f64, &str)] = &[
+    ("1001", "c-100", "shipped", 59.90, "2 × Trail running shoes"),
+    (
+        "1002",
+        "c-100",
+        "processing",
+        19.50,
+        "1 × Merino socks (3 pack)",
+    ),
+    ("1003", "c-101", "delivered", 120.00, "1 × Rain jacket"),
+    ("1004", "c-102", "cancelled", 8.99, "1 × Water bottle"),
+    ("1005", "c-102", "processing", 240.00, "1 × GPS watch"),
+    ("1006", "c-100", "delivered", 35.00, "1 × Headlamp"),
+];
+
+fn rate(currency: &str) -> Option<f64> {
+    match currency {
+        "EUR" => Some(1.0),
+        "USD" => Some(1.08),
+        "GBP" => Some(0.86),
+        _ => None,
+    }
+}
+
+pub fn router(api_key: impl Into<String>) -> Router {
+    let shop = Arc::new(Shop {
+        api_key: api_key.into(),
+        faults: Mutex::new(Faults::default()),
+        seen: Mutex::new(VecDeque::new()),
+        notes: Mutex::new(Vec::new()),
+    });
+    let api = Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/orders", get(list_orders))
+        .route("/orders/{id}", get(order))
+        .route("/orders/{id}/notes", post(add_note))
+        .route("/customers/lookup", get(lookup_customer))
+        .route_layer(axum::middleware::from_fn_with_state(shop.clone(), gate));
+    Router::new()
+        .route("/_sim/faults", post(set_faults).get(get_faults))
+        .route("/_sim/requests", get(seen_requests))
+        .merge(api)
+        .with_state(shop)
+}
+
+pub async fn serve(addr: SocketAddr, api_key: String) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!("demo shop API on http://{}", listener.local_addr()?);
+    axum::serve(listener, router(api_key)).await
+}
+
+/// Records the request, applies the fault switches, then checks the API key, as a real API's edge would.
+async fn gate(
+    State(shop): State<Arc<Shop>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    {
+        let mut seen = lock(&shop.seen);
+        if seen.len() >= 200 {
+            seen.pop_front();
+        }
+        seen.push_back(SeenRequest {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().unwrap_or_default().to_owned(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        });
+    }
+    let faults = {
+        let mut faults = lock(&shop.faults);
+        let snapshot = faults.clone();
+        faults.fail_next = faults.fail_next.saturating_sub(1);
+        snapshot
+    };
+    if faults.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.delay_ms)).await;
+    }
+    if faults.fail_next > 0 {
+        let status = StatusCode::from_u16(faults.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return (status, Json(json!({"error": "simulated failure"}))).into_response();
+    }
+    if faults.garbage {
+        return (StatusCode::OK, "<html>not json</html>").into_response();
+    }
+    let key_ok =
+        parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()) == Some(shop.api_key.as_str());
+    if !key_ok {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "missing or invalid X-Api-Key"})),
+        )
+            .into_response();
+    }
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
+}
+
+async fn set_faults(State(shop): State<Arc<Shop>>, Json(faults): Json<Faults>) -> Json<Faults> {
+    *lock(&shop.faults) = faults.clone();
+    Json(faults)
+}
+
+async fn get_faults(State(shop): State<Arc<Shop>>) -> Json<Faults> {
+    Json(lock(&shop.faults).clone())
+}
+
+async fn seen_requests(State(shop): State<Arc<Shop>>) -> Json<Vec<SeenRequest>> {
+    Json(lock(&shop.seen).iter().cloned().collect())
+}
+
+fn not_found(what: String) -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({ "error": what }))).into_response()
+}
+
+#[derive(Deserialize)]
+struct CurrencyQuery {
+    currency: Option<String>,
+}
+
+fn customer_json(id: &str) -> Value {
+    let Some((id, name, email, phone, tier)) = CUSTOMERS.iter().find(|c| c.0 == id) else {
+        return Value::Null;
+    };
+    let open = ORDERS
+        .iter()
+        .filter(|o| o.1 == *id && matches!(o.2, "processing" | "shipped"))
+        .count();
+    json!({"id": id, "name": name, "email": email, "phone": phone, "tier": tier, "open_orders": open})
+}
+
+fn order_json(order: &(&str, &str, &str, f64, &str), currency: &str, factor: f64) -> Value {
+    let (id, customer, status, amount, summary) = order;
+    let mut value = json!({
+        "id": id,
+        "status": status,
+        "summary": summary,
+        "total": {"amount": (amount * factor * 100.0).round() / 100.0, "currency": currency},
+        "customer": customer_json(customer),
+    });
+    if *status == "shipped" {
+        value["tracking_url"] = json!(format!("https://track.example.com/{id}"));
+    }
+    value
+}
+
+async fn order(Path(id): Path<String>, Query(q): Query<CurrencyQuery>) -> Response {
+    let currency = q.currency.unwrap_or_else(|| "EUR".into());
+    let Some(factor) = rate(&currency) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": format!("unsupported currency {currency}")})),
+        )
+            .into_response();
+    };
+    match ORDERS.iter().find(|o| o.0 == id) {
+        Some(order) => Json(order_json(order, &currency, factor)).into_response(),
+        None => not_found(format!("order {id} not found")),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    customer_id: Option<String>,
+    limit: Option<usize>,
+    include_cancelled: Option<bool>,
+}
+
+async fn list_orders(Query(q): Query<ListQuery>) -> Json<Value> {
+    let include_cancelled = q.include_cancelled.unwrap_or(false);
+    let orders: Vec<Value> = ORDERS
+        .iter()
+        .rev()
+        .filter(|o| q.customer_id.as_deref().is_none_or(|c| c == o.1))
+        .filter(|o| include_cancelled || o.2 != "cancelled")
+        .take(q.limit.unwrap_or(10))
+        .map(|o| order_json(o, "EUR", 1.0))
+        .collect();
+    Json(json!({ "orders": orders }))
+}
+
+async fn lookup_customer(headers: HeaderMap) -> Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (email, phone) = (header("x-customer-email"), header("x-customer-phone"));
+    if email.is_none() && phone.is_none() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "send X-Customer-Email or X-Customer-Phone"})),
+        )
+            .into_response();
+    }
+    let found = CUSTOMERS.iter().find(|c| {
+        email
+            .as_deref()
+            .is_some_and(|e| e.eq_ignore_ascii_case(c.2))
+            || phone.as_deref() == Some(c.3)
+    });
+    match found {
+        Some(c) => Json(customer_json(c.0)).into_response(),
+        None => not_found("no customer with that email or phone".into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct NewNote {
+    text: String,
+    author: Option<String>,
+}
+
+async fn add_note(
+    State(shop): State<Arc<Shop>>,
+    Path(id): Path<String>,
+    Json(note): Json<NewNote>,
+) -> Response {
+    if !ORDERS.iter().any(|o| o.0 == id) {
+        return not_found(format!("order {id} not found"));
+    }
+    if note.text.trim().is_empty() {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"error": "text is empty"})),
+        )
+            .into_response();
+    }
+    let mut notes = lock(&shop.notes);
+    let value = json!({
+        "id": format!("n-{}", notes.len() + 1),
+        "order_id": id,
+        "text": note.text,
+        "author": note.author.unwrap_or_else(|| "unknown".into()),
+    });
+    notes.push(value.clone());
+    (StatusCode::CREATED, Json(value)).into_response()
+}
