@@ -1,0 +1,283 @@
+//! Test harness: a real ibex and a real demo shop on loopback ports, and a settings database of its own per test
+//! (a temporary SQLite file, or a fresh PostgreSQL database that is dropped afterwards).
+
+#![allow(dead_code)]
+
+use app::definition::BUNDLED_EXAMPLE;
+use app::settings::crypto::KeyRing;
+use clap::Parser;
+use ibex::config::Cli;
+use ibex::signature::{now_ms, signed_headers};
+use ibex::state::AppState;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+use sqlx::Connection;
+use std::collections::BTreeMap;
+
+pub const SECRET: &str = "primary-signing-secret";
+pub const SECOND_SECRET: &str = "rotated-signing-secret";
+pub const SHOP_KEY: &str = "shop-test-key";
+pub const ACCOUNT: &str = "ACCT-1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestDb {
+    pub url: String,
+    backend: Backend,
+    name: String,
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("IBEX_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        let name = format!("ibex_test_{}", uuid::Uuid::new_v4().simple());
+        match backend {
+            Backend::Sqlite => {
+                let path = std::env::temp_dir().join(format!("{name}.db"));
+                TestDb {
+                    url: format!("sqlite://{}?mode=rwc", path.display()),
+                    backend,
+                    name: path.display().to_string(),
+                }
+            }
+            Backend::Postgres => {
+                let admin = postgres_admin_url();
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("PostgreSQL at {admin} is needed for these tests: {e}")
+                    });
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap();
+                TestDb {
+                    url: format!("{base}/{name}"),
+                    backend,
+                    name,
+                }
+            }
+        }
+    }
+
+    pub async fn drop_db(&self) {
+        match self.backend {
+            Backend::Sqlite => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", self.name));
+                }
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&postgres_admin_url())
+                    .await
+                    .unwrap();
+                sqlx::query(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            }
+        }
+    }
+}
+
+pub struct Harness {
+    pub ibex: String,
+    pub shop: String,
+    pub state: AppState,
+    pub db: TestDb,
+    pub client: reqwest::Client,
+    pub encryption_key: String,
+}
+
+async fn spawn(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// The bundled example plus a function whose output the shop never sends, for the "missing output" case.
+pub fn test_definition() -> String {
+    format!(
+        "{BUNDLED_EXAMPLE}\n
+[[functions]]
+name = \"order-promise\"
+products = [\"answers\"]
+method = \"GET\"
+[[functions.inputs]]
+name = \"order_id\"
+required = true
+in = \"path\"
+[functions.request]
+method = \"GET\"
+path = \"/orders/{{{{inputs.order_id}}}}\"
+[[functions.outputs]]
+name = \"promised_date\"
+pointer = \"/promised_date\"
+"
+    )
+}
+
+impl Harness {
+    pub async fn start(backend: Backend) -> Self {
+        let db = TestDb::new(backend).await;
+        let shop = spawn(ibex_sim::shop::router(SHOP_KEY)).await;
+        let definition_path =
+            std::env::temp_dir().join(format!("ibex-def-{}.toml", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&definition_path, test_definition()).unwrap();
+        let encryption_key = KeyRing::generate_spec("test1");
+        let cli = Cli::try_parse_from([
+            "ibex",
+            "--database-url",
+            &db.url,
+            "--app",
+            &definition_path.display().to_string(),
+            "--signing-secrets",
+            &format!("{SECRET}, {SECOND_SECRET}"),
+            "--encryption-key",
+            &encryption_key,
+            "--addr",
+            "127.0.0.1:0",
+            "--max-body-bytes",
+            "65536",
+        ])
+        .unwrap();
+        let state = AppState::build(&cli.options).await.unwrap();
+        let ibex = spawn(ibex::routes::router(state.clone())).await;
+        let harness = Harness {
+            ibex,
+            shop,
+            state,
+            db,
+            client: reqwest::Client::new(),
+            encryption_key,
+        };
+        harness
+            .configure(
+                ACCOUNT,
+                &[
+                    ("api_base_url", &harness.shop.clone()),
+                    ("api_key", SHOP_KEY),
+                ],
+            )
+            .await;
+        harness
+    }
+
+    pub async fn configure(&self, account: &str, pairs: &[(&str, &str)]) {
+        let changes: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.state
+            .settings
+            .update(account, None, &changes, "test")
+            .await
+            .unwrap();
+    }
+
+    pub async fn finish(self) {
+        self.state.settings.store().close().await;
+        self.db.drop_db().await;
+    }
+
+    /// Sends a request signed as Infobip would, after letting `tamper` change the headers.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        signed_body: &[u8],
+        sent_body: &[u8],
+        tamper: impl FnOnce(&mut HeaderMap),
+    ) -> (u16, Value) {
+        let mut headers = HeaderMap::new();
+        for (name, value) in signed_headers(SECRET, ACCOUNT, now_ms(), signed_body) {
+            headers.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(&value).unwrap(),
+            );
+        }
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        tamper(&mut headers);
+        let response = self
+            .client
+            .request(method, format!("{}{path}", self.ibex))
+            .headers(headers)
+            .body(sent_body.to_vec())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: no answer (did ibex panic?): {e}"));
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, b"", b"", |_| {})
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        self.send(
+            reqwest::Method::POST,
+            path,
+            body.as_bytes(),
+            body.as_bytes(),
+            |_| {},
+        )
+        .await
+    }
+
+    pub async fn shop_faults(&self, faults: Value) {
+        let response = self
+            .client
+            .post(format!("{}/_sim/faults", self.shop))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
+    pub async fn shop_requests(&self) -> Vec<Value> {
+        self.client
+            .get(format!("{}/_sim/requests", self.shop))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// Runs a test body once per settings backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                ($body)(common::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                ($body)(common::Backend::Postgres).await
+            }
+        }
+    };
+}

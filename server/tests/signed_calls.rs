@@ -1,0 +1,458 @@
+//! The signed endpoints over real HTTP, on both settings backends: every verification failure, input error and
+//! partner failure answers with its own status and error code, and nothing panics.
+
+mod common;
+
+use common::{Backend, Harness, ACCOUNT, SECOND_SECRET, SECRET};
+use ibex::signature::{now_ms, sign};
+use reqwest::header::HeaderValue;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const TS: &str = "x-ib-exchange-req-timestamp";
+const SIG: &str = "x-ib-exchange-req-signature";
+const ACC: &str = "x-ib-exchange-req-accountkey";
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+fn expect(case: &str, got: (u16, Value), status: u16, error_code: Option<&str>) -> Value {
+    let (got_status, body) = got;
+    assert_eq!(got_status, status, "{case}: {body}");
+    match error_code {
+        Some(c) => {
+            assert_eq!(code(&body), c, "{case}: {body}");
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.len() > 10,
+                "{case}: an error needs a helpful message: {body}"
+            );
+        }
+        None => assert!(body.get("error").is_none(), "{case}: {body}"),
+    }
+    body
+}
+
+/// A signed GET of order-status whose headers `tamper` then changes.
+async fn get(h: &Harness, tamper: impl FnOnce(&mut reqwest::header::HeaderMap)) -> (u16, Value) {
+    h.send(Method::GET, "/fn/order-status/1001", b"", b"", tamper)
+        .await
+}
+
+fn header(value: impl AsRef<str>) -> HeaderValue {
+    HeaderValue::from_str(value.as_ref()).unwrap()
+}
+
+async fn verification_table(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let lookup = r#"{"email":"ana@example.com"}"#;
+
+    let body = expect(
+        "valid GET, empty body",
+        h.get("/fn/order-status/1001").await,
+        200,
+        None,
+    );
+    assert_eq!(body["status"], "shipped");
+    assert_eq!(body["customer_name"], "Ana Horvat");
+    let body = expect(
+        "valid POST with JSON",
+        h.post("/fn/customer-lookup", lookup).await,
+        200,
+        None,
+    );
+    assert_eq!(
+        body,
+        json!({"customer_id": "c-100", "name": "Ana Horvat", "tier": "gold", "open_orders": 2})
+    );
+
+    expect(
+        "upper-case hex",
+        get(&h, |m| {
+            let upper = m[SIG].to_str().unwrap().to_uppercase();
+            m.insert(SIG, header(upper));
+        })
+        .await,
+        200,
+        None,
+    );
+    expect(
+        "second active secret",
+        get(&h, |m| {
+            let ts = m[TS].to_str().unwrap().to_owned();
+            m.insert(SIG, header(sign(SECOND_SECRET, &ts, b"")));
+        })
+        .await,
+        200,
+        None,
+    );
+    for missing in [TS, SIG, ACC] {
+        expect(
+            &format!("missing {missing}"),
+            get(&h, move |m| {
+                m.remove(missing);
+            })
+            .await,
+            401,
+            Some("missing_header"),
+        );
+    }
+    expect(
+        "non-numeric timestamp",
+        get(&h, |m| {
+            m.insert(TS, header("2024-01-01T00:00:00Z"));
+        })
+        .await,
+        400,
+        Some("invalid_timestamp"),
+    );
+    expect(
+        "seconds instead of milliseconds",
+        get(&h, |m| {
+            let secs = (now_ms() / 1000).to_string();
+            m.insert(SIG, header(sign(SECRET, &secs, b"")));
+            m.insert(TS, header(secs));
+        })
+        .await,
+        400,
+        Some("timestamp_in_seconds"),
+    );
+    for (case, offset, expected) in [
+        ("stale", -301_000, "stale_timestamp"),
+        ("future", 301_000, "future_timestamp"),
+    ] {
+        expect(
+            case,
+            get(&h, move |m| {
+                let ts = (now_ms() + offset).to_string();
+                m.insert(SIG, header(sign(SECRET, &ts, b"")));
+                m.insert(TS, header(ts));
+            })
+            .await,
+            401,
+            Some(expected),
+        );
+    }
+    expect(
+        "wrong secret",
+        get(&h, |m| {
+            let ts = m[TS].to_str().unwrap().to_owned();
+            m.insert(SIG, header(sign("not-the-secret", &ts, b"")));
+        })
+        .await,
+        401,
+        Some("signature_mismatch"),
+    );
+    expect(
+        "signature not hex",
+        get(&h, |m| {
+            m.insert(SIG, header("zz"));
+        })
+        .await,
+        401,
+        Some("malformed_signature"),
+    );
+    let tampered = r#"{"email":"marko@example.com"}"#;
+    expect(
+        "tampered body",
+        h.send(
+            Method::POST,
+            "/fn/customer-lookup",
+            lookup.as_bytes(),
+            tampered.as_bytes(),
+            |_| {},
+        )
+        .await,
+        401,
+        Some("signature_mismatch"),
+    );
+    let respaced = r#"{"email": "ana@example.com"}"#;
+    expect(
+        "body re-serialised with other spacing",
+        h.send(
+            Method::POST,
+            "/fn/customer-lookup",
+            lookup.as_bytes(),
+            respaced.as_bytes(),
+            |_| {},
+        )
+        .await,
+        401,
+        Some("signature_mismatch"),
+    );
+    let huge = format!(r#"{{"email":"{}"}}"#, "a".repeat(70 * 1024));
+    expect(
+        "oversized body",
+        h.post("/fn/customer-lookup", &huge).await,
+        413,
+        Some("body_too_large"),
+    );
+    expect(
+        "malformed JSON",
+        h.post("/fn/customer-lookup", r#"{"email":"#).await,
+        400,
+        Some("malformed_json"),
+    );
+    expect(
+        "JSON that is not an object",
+        h.post("/fn/customer-lookup", "[1,2]").await,
+        400,
+        Some("malformed_json"),
+    );
+    expect(
+        "missing required input",
+        h.post("/fn/add-order-note", r#"{"order_id":"1001"}"#).await,
+        422,
+        Some("invalid_input"),
+    );
+    expect(
+        "unknown function",
+        h.get("/fn/no-such-function").await,
+        404,
+        Some("unknown_function"),
+    );
+    expect(
+        "wrong method",
+        h.send(Method::POST, "/fn/order-status/1001", b"{}", b"{}", |_| {})
+            .await,
+        405,
+        Some("method_not_allowed"),
+    );
+    let body = expect(
+        "unknown account",
+        h.send(Method::GET, "/fn/order-status/1001", b"", b"", |m| {
+            let ts = m[TS].to_str().unwrap().to_owned();
+            m.insert(ACC, header("ACCT-UNKNOWN"));
+            m.insert(SIG, header(sign(SECRET, &ts, b"")));
+        })
+        .await,
+        409,
+        Some("account_not_configured"),
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("configuration page"),
+        "{body}"
+    );
+    h.finish().await;
+}
+
+async fn partner_failures(backend: Backend) {
+    let h = Harness::start(backend).await;
+
+    expect(
+        "partner 4xx",
+        h.get("/fn/order-status/999").await,
+        502,
+        Some("partner_client_error"),
+    );
+
+    // 503 is a gateway status: a GET is retried and succeeds, a POST is not repeated.
+    h.shop_faults(json!({"fail_next": 1, "status": 503})).await;
+    let before = h.shop_requests().await.len();
+    expect(
+        "partner 503 then 200, GET",
+        h.get("/fn/order-status/1001").await,
+        200,
+        None,
+    );
+    assert_eq!(
+        h.shop_requests().await.len() - before,
+        2,
+        "GET is sent twice"
+    );
+    h.shop_faults(json!({"fail_next": 1, "status": 503})).await;
+    let before = h.shop_requests().await.len();
+    expect(
+        "partner 503 then 200, POST",
+        h.post("/fn/add-order-note", r#"{"order_id":"1001","text":"hi"}"#)
+            .await,
+        502,
+        Some("partner_server_error"),
+    );
+    assert_eq!(
+        h.shop_requests().await.len() - before,
+        1,
+        "POST is sent once"
+    );
+
+    // 500 is the partner's own failure, not a gateway's: not retried.
+    h.shop_faults(json!({"fail_next": 1, "status": 500})).await;
+    let body = expect(
+        "partner 500",
+        h.get("/fn/order-status/1001").await,
+        502,
+        Some("partner_server_error"),
+    );
+    assert_eq!(body["error"]["details"]["partner_status"], 500);
+
+    h.shop_faults(json!({"garbage": true})).await;
+    expect(
+        "partner answer not JSON",
+        h.get("/fn/order-status/1001").await,
+        502,
+        Some("partner_bad_answer"),
+    );
+    h.shop_faults(json!({})).await;
+
+    let body = expect(
+        "partner answer missing an output",
+        h.get("/fn/order-promise/1001").await,
+        502,
+        Some("partner_bad_answer"),
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("promised_date"),
+        "{body}"
+    );
+
+    h.shop_faults(json!({"delay_ms": 3500})).await;
+    expect(
+        "partner slow past the deadline",
+        h.get("/fn/order-status/1001").await,
+        504,
+        Some("partner_timeout"),
+    );
+    h.shop_faults(json!({})).await;
+
+    h.configure(ACCOUNT, &[("api_base_url", "http://127.0.0.1:9")])
+        .await;
+    expect(
+        "partner down",
+        h.get("/fn/order-status/1001").await,
+        502,
+        Some("partner_unreachable"),
+    );
+    h.finish().await;
+}
+
+async fn middleware_translations(backend: Backend) {
+    let h = Harness::start(backend).await;
+    h.configure(
+        ACCOUNT,
+        &[
+            ("currency", "GBP"),
+            ("max_orders", "2"),
+            ("note_author", "Bot Ana"),
+        ],
+    )
+    .await;
+
+    let body = expect(
+        "preference reaches the partner",
+        h.get("/fn/order-status/1001").await,
+        200,
+        None,
+    );
+    assert_eq!(body["currency"], "GBP");
+    let body = expect(
+        "list",
+        h.get("/fn/recent-orders?customer_id=c-100").await,
+        200,
+        None,
+    );
+    let orders = body["orders"].as_array().unwrap();
+    assert_eq!(orders.len(), 2, "{body}");
+    assert!(
+        orders
+            .iter()
+            .all(|o| o["id"].is_string() && o["label"].is_string()),
+        "{body}"
+    );
+
+    expect(
+        "note",
+        h.post(
+            "/fn/add-order-note",
+            r#"{"order_id":1002,"text":"call back"}"#,
+        )
+        .await,
+        200,
+        None,
+    );
+    expect(
+        "phone lookup",
+        h.post("/fn/customer-lookup", r#"{"phone":"+385921112223"}"#)
+            .await,
+        200,
+        None,
+    );
+
+    let seen = h.shop_requests().await;
+    let status_call = seen.iter().find(|r| r["path"] == "/orders/1001").unwrap();
+    assert_eq!(
+        status_call["headers"]["x-api-key"],
+        common::SHOP_KEY,
+        "credential from the settings"
+    );
+    assert_eq!(status_call["query"], "currency=GBP");
+    let list = seen.iter().find(|r| r["path"] == "/orders").unwrap();
+    assert!(
+        list["query"].as_str().unwrap().contains("limit=2"),
+        "{list}"
+    );
+    let note = seen
+        .iter()
+        .find(|r| r["path"] == "/orders/1002/notes")
+        .unwrap();
+    let sent: Value = serde_json::from_str(note["body"].as_str().unwrap()).unwrap();
+    assert_eq!(sent, json!({"text": "call back", "author": "Bot Ana"}));
+    let lookup = seen
+        .iter()
+        .find(|r| r["path"] == "/customers/lookup")
+        .unwrap();
+    assert_eq!(
+        lookup["headers"]["x-customer-phone"], "+385921112223",
+        "input moved into a header"
+    );
+    assert!(
+        lookup["headers"].get("x-customer-email").is_none(),
+        "absent optional input sends no header"
+    );
+
+    // The path value is escaped: an input cannot add path segments.
+    expect(
+        "escaped path",
+        h.get("/fn/order-status/..%2Fcustomers").await,
+        502,
+        Some("partner_client_error"),
+    );
+    let last = h.shop_requests().await.pop().unwrap();
+    assert_eq!(last["path"], "/orders/..%2Fcustomers");
+
+    let metrics = h
+        .client
+        .get(format!("{}/metrics", h.ibex))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"ibex_function_calls_total{function="order-status",status="200"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ibex_partner_call_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    let ready = h
+        .client
+        .get(format!("{}/readyz", h.ibex))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    h.finish().await;
+}
+
+on_both_backends!(verification, verification_table);
+on_both_backends!(partner, partner_failures);
+on_both_backends!(translations, middleware_translations);
