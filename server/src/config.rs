@@ -273,3 +273,42 @@ impl Options {
         Ok(())
     }
 }
+
+/// Parses the command line; a bad value also names its environment variable, since that is where most
+/// deployments set it.
+pub fn parse_cli() -> Cli {
+    use clap::error::{ContextKind, ContextValue};
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Cli::command();
+    let matches = command.try_get_matches_from_mut(std::env::args_os());
+    let result = matches.and_then(|m| Cli::from_arg_matches(&m));
+    match result {
+        Ok(cli) => cli,
+        Err(error) => {
+            let invalid = match error.get(ContextKind::InvalidArg) {
+                Some(ContextValue::String(arg)) => Some(arg.clone()),
+                _ => None,
+            };
+            let env = invalid.and_then(|arg| {
+                let long = arg
+                    .trim_start_matches("--")
+                    .split([' ', '='])
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                command
+                    .get_arguments()
+                    .find(|a| a.get_long() == Some(long.as_str()))
+                    .and_then(|a| a.get_env())
+                    .map(|e| e.to_string_lossy().into_owned())
+            });
+            match env {
+                Some(var) if error.kind() == clap::error::ErrorKind::ValueValidation => {
+                    eprintln!("ibex: {var} (or its flag) is invalid:");
+                    error.exit()
+                }
+                _ => error.exit(),
+            }
+        }
+    }
+}

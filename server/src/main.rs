@@ -1,9 +1,8 @@
-use clap::Parser;
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = ibex::config::Cli::parse();
+    let cli = ibex::config::parse_cli();
     match ibex::commands::run(cli).await {
         Ok(code) => code,
         Err(e) => {

@@ -1,0 +1,310 @@
+//! The `ibex` binary as an operator uses it: configuration errors that name the variable, settings through the
+//! CLI, manifests, and a served instance called with `ibex call`, whose logs must not contain any secret.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SIGNING: &str = "cli-test-signing-secret";
+const KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const SHOP_KEY: &str = "cli-shop-key-123";
+
+struct Env {
+    dir: PathBuf,
+}
+
+impl Env {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("ibex-cli-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Env { dir }
+    }
+
+    fn ibex(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ibex"));
+        cmd.current_dir(&self.dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}/ibex.db?mode=rwc", self.dir.display()),
+            )
+            .env("IBEX_SIGNING_SECRETS", SIGNING)
+            .env("IBEX_ENCRYPTION_KEY", KEY);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.ibex().args(args).output().unwrap()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn configuration_errors_name_the_variable() {
+    let env = Env::new();
+    let out = env
+        .ibex()
+        .env("IBEX_SIGNING_SECRETS", "good, ")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("IBEX_SIGNING_SECRETS holds an empty secret"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = env
+        .ibex()
+        .env_remove("IBEX_ENCRYPTION_KEY")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("IBEX_ENCRYPTION_KEY is not set"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = env
+        .ibex()
+        .env("IBEX_ENCRYPTION_KEY", "short")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("IBEX_ENCRYPTION_KEY"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = env
+        .ibex()
+        .env("IBEX_ADDR", "not-an-address")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("IBEX_ADDR"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let broken = env.dir.join("broken.toml");
+    let example =
+        app::definition::BUNDLED_EXAMPLE.replace("pointer = \"/status\"", "pointer = \"status\"");
+    std::fs::write(&broken, example).unwrap();
+    let out = env
+        .ibex()
+        .env("IBEX_APP", &broken)
+        .arg("serve")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("function `order-status`, output `status`") && err.contains("IBEX_APP"),
+        "{err}"
+    );
+
+    let out = env
+        .ibex()
+        .env("DATABASE_URL", "mysql://x")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("DATABASE_URL"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn manifests_in_json_and_yaml() {
+    let env = Env::new();
+    let out = env.run(&[
+        "manifest",
+        "--product",
+        "answers",
+        "--public-url",
+        "https://ibex.example.com",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        manifest["functions"][0]["uri"],
+        "https://ibex.example.com/fn/order-status/{order_id}"
+    );
+    let out = env.run(&["manifest", "--product", "flow", "--format", "yaml"]);
+    assert!(
+        text(&out.stdout).contains("viewClass: SelectView"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn settings_through_the_cli() {
+    let env = Env::new();
+    let out = env.run(&["settings", "set", "ACC", "currency=XXX", "max_orders=0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("currency: must be one of") && err.contains("max_orders: must be at least 1"),
+        "{err}"
+    );
+    assert!(err.contains("api_key: is required"), "{err}");
+
+    let out = env.run(&["settings", "show", "ACC"]);
+    assert!(!out.status.success(), "nothing was saved");
+
+    let out = env.run(&[
+        "settings",
+        "set",
+        "ACC",
+        &format!("api_key={SHOP_KEY}"),
+        "currency=USD",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = env.run(&["settings", "show", "ACC"]);
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("\"currency\": \"USD\"") && shown.contains("(set)"),
+        "{shown}"
+    );
+    assert!(!shown.contains(SHOP_KEY), "secret must be masked: {shown}");
+}
+
+#[test]
+fn served_instance_called_with_ibex_call_logs_no_secret() {
+    let env = Env::new();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let shop_port = free_port();
+    let shop_listener = runtime
+        .block_on(tokio::net::TcpListener::bind(("127.0.0.1", shop_port)))
+        .unwrap();
+    runtime
+        .spawn(async move { axum::serve(shop_listener, ibex_sim::shop::router(SHOP_KEY)).await });
+
+    let shop_url = format!("api_base_url=http://127.0.0.1:{shop_port}");
+    let out = env.run(&[
+        "settings",
+        "set",
+        "ACC",
+        &format!("api_key={SHOP_KEY}"),
+        &shop_url,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut server = env
+        .ibex()
+        .args(["serve", "--addr", &addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "ibex did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("http://{addr}");
+    let out = env.run(&[
+        "call",
+        "order-status",
+        "order_id=1001",
+        "--account",
+        "ACC",
+        "--url",
+        &url,
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("200 OK") && stdout.contains("\"status\": \"shipped\""),
+        "{stdout}"
+    );
+
+    let out = env.run(&[
+        "call",
+        "order-status",
+        "order_id=1001",
+        "--account",
+        "NOBODY",
+        "--url",
+        &url,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("account_not_configured"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = env.run(&[
+        "call",
+        "customer-lookup",
+        "email=nobody@example.com",
+        "--account",
+        "ACC",
+        "--url",
+        &url,
+    ]);
+    assert!(
+        text(&out.stdout).contains("partner_client_error"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let _ = server.kill();
+    let _ = server.wait();
+    let mut logs = String::new();
+    server
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    server
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(
+        logs.contains("\"request_id\""),
+        "JSON logs with a request id: {logs}"
+    );
+    for secret in [
+        SIGNING,
+        SHOP_KEY,
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    ] {
+        assert!(!logs.contains(secret), "a secret reached the logs: {logs}");
+    }
+}
