@@ -1,0 +1,53 @@
+import { defineConfig } from "@playwright/test";
+import * as os from "node:os";
+import * as path from "node:path";
+
+// Servers run from the workspace root, on ports of their own so a developer's `scripts/run.sh` can stay up.
+const root = path.resolve(__dirname, "..");
+const ibexPort = process.env.IBEX_E2E_PORT ?? "3100";
+const shopPort = process.env.IBEX_E2E_SHOP_PORT ?? "4101";
+const dataDir = path.join(os.tmpdir(), `ibex-e2e-${process.pid}`);
+
+export default defineConfig({
+  testDir: "./tests",
+  timeout: 30_000,
+  retries: 0,
+  workers: 1,
+  reporter: [["list"]],
+  use: {
+    baseURL: `http://127.0.0.1:${ibexPort}`,
+    launchOptions: {
+      // Debian's Chromium: Playwright's own browser download cannot work on these machines.
+      executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
+      args: [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+      ],
+    },
+  },
+  webServer: [
+    {
+      command: `${root}/target/release/ibex-sim shop --addr 127.0.0.1:${shopPort} --api-key e2e-shop-key`,
+      url: `http://127.0.0.1:${shopPort}/health`,
+      reuseExistingServer: false,
+      timeout: 30_000,
+    },
+    {
+      command: `${root}/target/release/ibex serve --dev --addr 127.0.0.1:${ibexPort}`,
+      cwd: root,
+      url: `http://127.0.0.1:${ibexPort}/healthz`,
+      reuseExistingServer: false,
+      timeout: 60_000,
+      env: {
+        IBEX_DATA_DIR: dataDir,
+        DATABASE_URL: `sqlite://${dataDir}/ibex.db?mode=rwc`,
+        LEPTOS_SITE_ROOT: `${root}/target/site`,
+        IBEX_LOG_FORMAT: "text",
+      },
+    },
+  ],
+});
