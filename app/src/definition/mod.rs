@@ -215,7 +215,7 @@ pub struct Input {
     pub kind: ValueType,
     #[serde(default)]
     pub required: bool,
-    /// Where Infobip puts the value; the query for GET and the JSON body otherwise when absent.
+    /// Where Infobip puts the value; when absent, the query for GET and DELETE and the JSON body otherwise.
     #[serde(rename = "in", default)]
     pub location: Option<InputLocation>,
     /// Moments Flow: how the element's side panel asks for this input.
