@@ -13,8 +13,15 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test (SQLite and PostgreSQL)"
-cargo test --workspace
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --all-targets 2>&1 | tee "$log"
+cargo_passed=$(awk '/^test result:/ {s += $4} END {print s + 0}' "$log")
 step "release build (server + hydrate wasm)"
 cargo leptos build --release
 step "end-to-end (Playwright, Debian Chromium)"
-(cd end2end && npx playwright test)
+(cd end2end && npx playwright test) 2>&1 | tee "$log"
+e2e_passed=$(awk '$2 == "passed" && $1 ~ /^[0-9]+$/ {print $1}' "$log" | tail -n 1)
+
+# One closing line for the whole run (every step above stops the script on a failure).
+printf '\nibex: %d passed, 0 failed\n' "$((cargo_passed + ${e2e_passed:-0}))"

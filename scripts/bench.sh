@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Load benchmark on loopback, one load generator, all in one run so only ratios matter:
+#   (a) a signed function call through ibex to the demo partner API,
+#   (b) the demo partner API called directly,
+#   (c) nginx proxying to the same partner API while adding the API-key header.
+# Saturation: wrk -t1 -c32 for BENCH_SECS (default 10) s, ROUNDS (default 3) interleaved rounds, medians.
+# Half load: oha at half of (a)'s saturating rate, on (a) and (b): the p99 ibex adds.
+# Also ibex's RSS idle and after load. Prints a markdown table for docs/benchmarks.md.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+secs="${BENCH_SECS:-10}"
+rounds="${ROUNDS:-3}"
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
+command -v oha >/dev/null || cargo install oha --version 1.16.0 --locked
+
+cargo build --release -p server -p ibex-sim 2>&1 | tail -n 1
+
+work="$(mktemp -d)"
+up=127.0.0.1:4301 ibex_addr=127.0.0.1:4302 proxy=127.0.0.1:4303
+key=bench-shop-key secret=bench-signing-secret account=BENCH
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [[ -f $work/nginx.pid ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+target/release/ibex-sim shop --addr "$up" --api-key "$key" >"$work/shop.log" 2>&1 &
+pids+=($!)
+
+export DATABASE_URL="sqlite://$work/ibex.db?mode=rwc" IBEX_SIGNING_SECRETS="$secret" \
+  IBEX_ENCRYPTION_KEY="k1:$(head -c 32 /dev/urandom | base64)" IBEX_ADDR="$ibex_addr" IBEX_LOG_FORMAT=json
+target/release/ibex settings set "$account" "api_key=$key" "api_base_url=http://$up" >/dev/null
+target/release/ibex serve >"$work/ibex.log" 2>&1 &
+ibex_pid=$!
+pids+=($ibex_pid)
+
+cat >"$work/nginx.conf" <<NGINX
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  upstream partner { server $up; keepalive 64; }
+  server {
+    listen $proxy;
+    location / {
+      proxy_pass http://partner;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Api-Key $key;
+    }
+  }
+}
+NGINX
+nginx -c "$work/nginx.conf" -p "$work"
+
+for url in "http://$up/health" "http://$ibex_addr/healthz" "http://$proxy/health"; do
+  for _ in $(seq 1 100); do curl -fs -o /dev/null -H "X-Api-Key: $key" "$url" && break; sleep 0.1; done
+done
+
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+idle_rss=$(rss_kb "$ibex_pid")
+
+# Signed once: the timestamp stays inside the 300 s replay window for the whole run.
+ts=$(($(date +%s%N) / 1000000))
+sig=$(python3 -c 'import hmac,hashlib,sys; print(hmac.new(sys.argv[1].encode(), sys.argv[2].encode(), hashlib.sha256).hexdigest())' "$secret" "$ts")
+a_args=(-H "X-Ib-Exchange-Req-AccountKey: $account" -H "X-Ib-Exchange-Req-Timestamp: $ts" -H "X-Ib-Exchange-Req-Signature: $sig")
+a_url="http://$ibex_addr/fn/order-status/1001"
+b_url="http://$up/orders/1001?currency=EUR"
+c_url="http://$proxy/orders/1001?currency=EUR"
+
+check() { curl -fsS "$@" >/dev/null || { echo "bench: a target does not answer 200: $*" >&2; exit 1; }; }
+check "${a_args[@]}" "$a_url"; check -H "X-Api-Key: $key" "$b_url"; check "$c_url"
+
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; printf "%.3f", v}'; }
+run_wrk() { # name, args...
+  local name=$1; shift
+  local out; out=$(wrk -t1 -c32 -d"${secs}s" --latency "$@")
+  local rps p50 p99
+  rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out" | to_ms)
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+  [[ -z $non2xx ]] || { echo "bench: $name got non-2xx answers: $non2xx" >&2; exit 1; }
+  echo "$rps $p50 $p99" >>"$work/$name"
+}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+col() { awk -v c="$2" '{print $c}' "$work/$1" | median; }
+
+wrk -t1 -c32 -d2s "${a_args[@]/#/}" "$a_url" >/dev/null  # warm-up
+for r in $(seq 1 "$rounds"); do
+  run_wrk a "${a_args[@]}" "$a_url"
+  run_wrk b -H "X-Api-Key: $key" "$b_url"
+  run_wrk c "$c_url"
+done
+loaded_rss=$(rss_kb "$ibex_pid")
+
+half=$(( $(col a 1) / 2 ))
+oha_p99() { # url, args...
+  local url=$1; shift
+  oha --no-tui -z "${secs}s" -q "$half" -c 16 --output-format json "$@" "$url" \
+    | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.3f" % (d["latencyPercentiles"]["p99"]*1000))'
+}
+half_a=$(oha_p99 "$a_url" "${a_args[@]}")
+half_b=$(oha_p99 "$b_url" -H "X-Api-Key: $key")
+
+ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
+cat <<TXT
+
+| target | req/s | p50 ms | p99 ms |
+|---|---|---|---|
+| (a) signed call through ibex | $(col a 1) | $(col a 2) | $(col a 3) |
+| (b) partner API directly | $(col b 1) | $(col b 2) | $(col b 3) |
+| (c) nginx adding the API key | $(col c 1) | $(col c 2) | $(col c 3) |
+
+- throughput a/c = $(ratio "$(col a 1)" "$(col c 1)"), a/b = $(ratio "$(col a 1)" "$(col b 1)")
+- at half of (a)'s saturating load ($half req/s, oha -c16): p99 (a) $half_a ms, (b) $half_b ms, added by ibex $(python3 -c "print('%.3f' % ($half_a-$half_b))") ms
+- ibex RSS: idle $((idle_rss / 1024)) MB, after load $((loaded_rss / 1024)) MB
+- wrk -t1 -c32 -d${secs}s, $rounds interleaved rounds, medians; $(nproc) cores shared by load generator and servers
+TXT
