@@ -88,40 +88,11 @@ fn parse_body(body: &[u8]) -> Result<Option<Map<String, Value>>, InputError> {
 }
 
 fn coerce(name: &str, kind: ValueType, value: Value) -> Result<Value, InputError> {
-    let wrong = |expected| InputError::WrongType {
-        name: name.to_owned(),
-        expected,
-    };
-    match (kind, value) {
-        (ValueType::String, Value::String(s)) => Ok(Value::String(s)),
-        (ValueType::String, Value::Number(n)) => Ok(Value::String(n.to_string())),
-        (ValueType::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
-        (ValueType::String, _) => Err(wrong("text")),
-        (ValueType::Number, Value::Number(n)) => Ok(Value::Number(n)),
-        (ValueType::Number, Value::String(s)) => s
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map(Value::Number)
-            .ok_or_else(|| wrong("a number")),
-        (ValueType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Value::Number(n)),
-        (ValueType::Integer, Value::String(s)) => s
-            .trim()
-            .parse::<i64>()
-            .map(Value::from)
-            .map_err(|_| wrong("an integer")),
-        (ValueType::Boolean, Value::Bool(b)) => Ok(Value::Bool(b)),
-        (ValueType::Boolean, Value::String(s)) => match s.as_str() {
-            "true" => Ok(Value::Bool(true)),
-            "false" => Ok(Value::Bool(false)),
-            _ => Err(wrong("true or false")),
-        },
-        (ValueType::Number, _) => Err(wrong("a number")),
-        (ValueType::Integer, _) => Err(wrong("an integer")),
-        (ValueType::Boolean, _) => Err(wrong("true or false")),
-        (ValueType::Array, _) => Err(wrong("a list")),
-    }
+    kind.coerce(&value)
+        .map_err(|expected| InputError::WrongType {
+            name: name.to_owned(),
+            expected,
+        })
 }
 
 /// Inputs and settings together: what a function's request templates draw from.

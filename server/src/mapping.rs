@@ -95,41 +95,14 @@ fn map_one(plan: &OutputPlan, answer: &Value) -> Result<Option<Value>, MappingEr
 }
 
 fn convert(plan: &OutputPlan, value: &Value) -> Result<Value, MappingError> {
-    let wrong = |expected| MappingError::WrongType {
-        name: plan.name.clone(),
-        pointer: plan.pointer.clone(),
-        expected,
-        found: kind_of(value),
-    };
-    match (plan.kind, value) {
-        (ValueType::String, Value::String(_)) => Ok(value.clone()),
-        (ValueType::String, Value::Number(n)) => Ok(Value::String(n.to_string())),
-        (ValueType::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
-        (ValueType::String, _) => Err(wrong("text")),
-        (ValueType::Number, Value::Number(_)) => Ok(value.clone()),
-        (ValueType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(value.clone()),
-        (ValueType::Integer, Value::Number(n)) => match n.as_f64() {
-            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Value::from(f as i64)),
-            _ => Err(wrong("an integer")),
-        },
-        (ValueType::Number, Value::String(s)) => s
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map(Value::Number)
-            .ok_or_else(|| wrong("a number")),
-        (ValueType::Integer, Value::String(s)) => s
-            .trim()
-            .parse::<i64>()
-            .map(Value::from)
-            .map_err(|_| wrong("an integer")),
-        (ValueType::Boolean, Value::Bool(_)) => Ok(value.clone()),
-        (ValueType::Number, _) => Err(wrong("a number")),
-        (ValueType::Integer, _) => Err(wrong("an integer")),
-        (ValueType::Boolean, _) => Err(wrong("true or false")),
-        (ValueType::Array, _) => Err(wrong("a list")),
-    }
+    plan.kind
+        .coerce(value)
+        .map_err(|expected| MappingError::WrongType {
+            name: plan.name.clone(),
+            pointer: plan.pointer.clone(),
+            expected,
+            found: kind_of(value),
+        })
 }
 
 fn kind_of(value: &Value) -> &'static str {

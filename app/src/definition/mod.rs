@@ -178,6 +178,46 @@ pub enum ValueType {
 }
 
 impl ValueType {
+    /// Converts a JSON value to this type where the meaning is unambiguous (digits in text for a number, a whole
+    /// float for an integer, a number for text, "true"/"false"); otherwise returns what was expected, for the
+    /// error message. Used for inputs from Infobip and outputs from the partner alike.
+    pub fn coerce(self, value: &serde_json::Value) -> Result<serde_json::Value, &'static str> {
+        use serde_json::Value;
+        match (self, value) {
+            (ValueType::String, Value::String(_)) => Ok(value.clone()),
+            (ValueType::String, Value::Number(n)) => Ok(Value::String(n.to_string())),
+            (ValueType::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
+            (ValueType::String, _) => Err("text"),
+            (ValueType::Number, Value::Number(_)) => Ok(value.clone()),
+            (ValueType::Number, Value::String(s)) => s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number)
+                .ok_or("a number"),
+            (ValueType::Number, _) => Err("a number"),
+            (ValueType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(value.clone()),
+            (ValueType::Integer, Value::Number(n)) => match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Value::from(f as i64)),
+                _ => Err("an integer"),
+            },
+            (ValueType::Integer, Value::String(s)) => s
+                .trim()
+                .parse::<i64>()
+                .map(Value::from)
+                .map_err(|_| "an integer"),
+            (ValueType::Integer, _) => Err("an integer"),
+            (ValueType::Boolean, Value::Bool(_)) => Ok(value.clone()),
+            (ValueType::Boolean, Value::String(s)) if s == "true" || s == "false" => {
+                Ok(Value::Bool(s == "true"))
+            }
+            (ValueType::Boolean, _) => Err("true or false"),
+            (ValueType::Array, Value::Array(_)) => Ok(value.clone()),
+            (ValueType::Array, _) => Err("a list"),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ValueType::String => "string",
