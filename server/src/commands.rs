@@ -77,12 +77,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CommandError> {
     }
 }
 
-pub fn init_logging(format: LogFormat) {
+/// Log lines are written by a background thread, so a request never waits on stderr. Keep the guard alive
+/// for as long as the process logs: dropping it flushes what is queued.
+pub fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("IBEX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Json => builder
             .json()
@@ -91,10 +94,11 @@ pub fn init_logging(format: LogFormat) {
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    guard
 }
 
 async fn serve(options: &Options) -> Result<ExitCode, CommandError> {
-    init_logging(options.log_format);
+    let _log_guard = init_logging(options.log_format);
     let state = AppState::build(options).await?;
     let listener = tokio::net::TcpListener::bind(options.addr)
         .await

@@ -1,5 +1,10 @@
 use std::process::ExitCode;
 
+/// mimalloc: the signed path allocates many small short-lived buffers, which glibc malloc serves with lock
+/// contention across tokio workers (measured in docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = ibex::config::parse_cli();

@@ -31,7 +31,7 @@ pub fn router(state: AppState) -> Router {
         );
     }
     let definition = state.definition.clone();
-    let leptos_options = state.leptos_options.clone();
+    let leptos_options = (*state.leptos_options).clone();
     router
         .route("/fn", any(unknown_function))
         .route("/fn/{*rest}", any(unknown_function))

@@ -35,14 +35,14 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     pub partner: PartnerClient,
     pub metrics: Arc<Metrics>,
-    pub leptos_options: LeptosOptions,
+    pub leptos_options: Arc<LeptosOptions>,
     pub max_body_bytes: usize,
-    pub public_url: String,
+    pub public_url: Arc<str>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
     fn from_ref(state: &AppState) -> Self {
-        state.leptos_options.clone()
+        (*state.leptos_options).clone()
     }
 }
 
@@ -77,9 +77,9 @@ impl AppState {
             verifier,
             partner: PartnerClient::new(RetryPolicy::default())?,
             metrics: Arc::new(Metrics::new()),
-            leptos_options: leptos_options(options)?,
+            leptos_options: Arc::new(leptos_options(options)?),
             max_body_bytes: options.max_body_bytes,
-            public_url,
+            public_url: public_url.into(),
             definition,
         })
     }

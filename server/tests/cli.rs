@@ -281,7 +281,8 @@ fn served_instance_called_with_ibex_call_logs_no_secret() {
         text(&out.stdout)
     );
 
-    let _ = server.kill();
+    // SIGTERM: a graceful stop, which also flushes the queued log lines.
+    let _ = Command::new("kill").arg(server.id().to_string()).status();
     let _ = server.wait();
     let mut logs = String::new();
     server

@@ -71,7 +71,8 @@ impl PartnerClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(3))
-            .redirect(reqwest::redirect::Policy::limited(3))
+            // A redirect would carry the account's credentials to wherever the partner points: never follow one.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("ibex/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(PartnerClient { http, retry })
