@@ -56,7 +56,7 @@ pub fn router(state: AppState) -> Router {
                     // The path only: a query string could carry something private.
                     tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
                 })
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+                .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
