@@ -1,3 +1,4 @@
 //! The simulator's parts, usable in-process by tests as well as through the `ibex-sim` binary.
 
+pub mod exchange;
 pub mod shop;

@@ -1,4 +1,4 @@
-//! `ibex-sim`: the local Exchange. For now it serves the demo partner API ("Order desk" shop).
+//! `ibex-sim`: the local Exchange: a portal with the OAuth server Exchange apps use, and the demo partner API.
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -24,6 +24,29 @@ enum Command {
         #[arg(long, env = "IBEX_SIM_SHOP_API_KEY", default_value = "demo-key")]
         api_key: String,
     },
+    /// Serve the simulated Infobip portal (Exchange → My Apps, framing the app's Settings URL) and its OAuth
+    /// server at /exchange/1/oauth/authorize and /exchange/1/oauth/token.
+    Portal {
+        #[arg(long, env = "IBEX_SIM_PORTAL_ADDR", default_value = "127.0.0.1:4100")]
+        addr: SocketAddr,
+        #[arg(long, default_value = "Order desk")]
+        app_name: String,
+        /// The app's Client ID, as App shell would show it.
+        #[arg(long, env = "IBEX_OAUTH_CLIENT_ID", default_value = "ibex-dev")]
+        client_id: String,
+        /// Checked only when given (a public PKCE client sends none).
+        #[arg(long, env = "IBEX_OAUTH_CLIENT_SECRET")]
+        client_secret: Option<String>,
+        /// Redirect URLs registered for the app (repeatable).
+        #[arg(
+            long = "redirect-uri",
+            default_value = "http://localhost:3000/oauth/callback"
+        )]
+        redirect_uris: Vec<String>,
+        /// The app's Settings URL, loaded in the configuration iframe.
+        #[arg(long, default_value = "http://localhost:3000/settings")]
+        settings_url: String,
+    },
 }
 
 #[tokio::main]
@@ -32,6 +55,23 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Shop { addr, api_key } => ibex_sim::shop::serve(addr, api_key).await,
+        Command::Portal {
+            addr,
+            app_name,
+            client_id,
+            client_secret,
+            redirect_uris,
+            settings_url,
+        } => {
+            let app = ibex_sim::exchange::AppListing {
+                name: app_name,
+                client_id,
+                client_secret,
+                redirect_uris,
+                settings_url,
+            };
+            ibex_sim::exchange::serve(addr, app).await
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

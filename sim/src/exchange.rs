@@ -1,0 +1,506 @@
+//! The local Exchange: a portal on its own site that frames the app's Settings URL, and the OAuth 2.0
+//! authorization server of `/exchange/1/oauth/*` as Infobip's sample app uses it (authorization code with PKCE
+//! S256, `state` round-tripped, a token answer carrying `accountKey` and `userKey`).
+//!
+//! Like Infobip's portal, the authorization endpoint answers at once for a signed-in portal user (the portal and
+//! the authorization server share a site, so the portal's own cookie reaches it even inside the app's iframe).
+//! Switches under `/_sim/oauth` make it refuse, hand out short-lived tokens or answer slowly.
+
+use axum::extract::{Form, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// An account of the simulated Infobip, with the users who may sign in to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimUser {
+    pub user_key: &'static str,
+    pub username: &'static str,
+    pub email: &'static str,
+    pub account_key: &'static str,
+    pub account_name: &'static str,
+    pub locale: &'static str,
+}
+
+pub const USERS: &[SimUser] = &[
+    SimUser {
+        user_key: "U-ANA-7F21",
+        username: "ana.admin",
+        email: "ana@acme.example",
+        account_key: "8F3A2C51D0B94E17A6C2F0D9E4B7A113",
+        account_name: "Acme Retail",
+        locale: "en-US",
+    },
+    SimUser {
+        user_key: "U-BOB-19C4",
+        username: "bob.agent",
+        email: "bob@acme.example",
+        account_key: "8F3A2C51D0B94E17A6C2F0D9E4B7A113",
+        account_name: "Acme Retail",
+        locale: "en-GB",
+    },
+    SimUser {
+        user_key: "U-EVE-5D80",
+        username: "eve.owner",
+        email: "eve@globex.example",
+        account_key: "2B7E91C4A85F4D3EB0196C7D2E8F5A40",
+        account_name: "Globex Travel",
+        locale: "hr-HR",
+    },
+];
+
+fn user(user_key: &str) -> Option<&'static SimUser> {
+    USERS.iter().find(|u| u.user_key == user_key)
+}
+
+/// What the portal knows about the one app it hosts (as App shell would).
+#[derive(Debug, Clone)]
+pub struct AppListing {
+    pub name: String,
+    pub client_id: String,
+    /// Optional: a confidential client may send it; checked only when set.
+    pub client_secret: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub settings_url: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct OAuthSwitches {
+    /// Answer the authorization request with `error=access_denied`.
+    #[serde(default)]
+    pub refuse: bool,
+    /// Lifetime of issued tokens in seconds (default 3600).
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+    /// Delay every OAuth answer by this long.
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
+struct Grant {
+    user: &'static SimUser,
+    client_id: String,
+    redirect_uri: String,
+    challenge: String,
+    issued: Instant,
+}
+
+struct Exchange {
+    app: AppListing,
+    switches: Mutex<OAuthSwitches>,
+    grants: Mutex<HashMap<String, Grant>>,
+    tokens: Mutex<HashMap<String, (&'static SimUser, Instant, Duration)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+const CODE_LIFETIME: Duration = Duration::from_secs(60);
+const SESSION_COOKIE: &str = "sim_portal_user";
+
+pub fn router(app: AppListing) -> Router {
+    let state = Arc::new(Exchange {
+        app,
+        switches: Mutex::new(OAuthSwitches::default()),
+        grants: Mutex::new(HashMap::new()),
+        tokens: Mutex::new(HashMap::new()),
+    });
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/exchange/my-apps") }))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/exchange/my-apps", get(my_apps))
+        .route("/exchange/my-apps/configure", get(configure))
+        .route("/exchange/1/oauth/authorize", get(authorize))
+        .route("/exchange/1/oauth/token", post(token))
+        .route("/exchange/1/oauth/tokeninfo", get(token_info))
+        .route("/_sim/oauth", post(set_switches).get(get_switches))
+        .with_state(state)
+}
+
+pub async fn serve(addr: std::net::SocketAddr, app: AppListing) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(
+        "simulated Exchange portal on http://{}",
+        listener.local_addr()?
+    );
+    axum::serve(listener, router(app)).await
+}
+
+fn signed_in(headers: &HeaderMap) -> Option<&'static SimUser> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
+        .find_map(user)
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn page(title: &str, user: Option<&SimUser>, body: &str) -> Html<String> {
+    let who = match user {
+        Some(u) => format!(
+            "<span>{} · {}</span><form method=post action=/logout><button class=link>Sign out</button></form>",
+            escape(u.username),
+            escape(u.account_name)
+        ),
+        None => String::new(),
+    };
+    Html(format!(
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · Infobip (simulated)</title><style>{STYLE}</style></head>
+<body><header class="top"><strong>infobip</strong><span class="sim">simulated portal</span><div class="who">{who}</div></header>
+<div class="shell"><nav><a>Home</a><a class="on" href="/exchange/my-apps">Exchange</a><a>Answers</a><a>Moments</a><a>Conversations</a><a>People</a></nav>
+<main>{body}</main></div></body></html>"#,
+        title = escape(title),
+    ))
+}
+
+const STYLE: &str = "body{margin:0;font:15px/1.5 system-ui,sans-serif;color:#1b2430;background:#eef1f5}\
+.top{display:flex;gap:12px;align-items:center;padding:0 20px;height:52px;background:#1b2430;color:#fff}\
+.top strong{color:#ff8a3d;font-size:18px}.sim{font-size:12px;opacity:.7}.who{margin-left:auto;display:flex;gap:12px;align-items:center}\
+.who form{margin:0}.link{background:none;border:0;color:#cfd6df;cursor:pointer;font:inherit;text-decoration:underline}\
+.shell{display:flex;min-height:calc(100vh - 52px)}nav{width:180px;background:#fff;border-right:1px solid #dde2e8;padding:12px 0}\
+nav a{display:block;padding:8px 20px;color:#5b6675;text-decoration:none}nav a.on{color:#1b2430;font-weight:600;border-left:3px solid #e8590c}\
+main{flex:1;padding:20px 24px}h1{font-size:20px;margin:0 0 16px}.card{background:#fff;border:1px solid #dde2e8;border-radius:8px;padding:16px;max-width:720px}\
+.button{display:inline-block;background:#e8590c;color:#fff;border:0;border-radius:6px;padding:6px 14px;text-decoration:none;font:inherit;cursor:pointer}\
+iframe{width:100%;height:calc(100vh - 150px);border:1px solid #dde2e8;border-radius:8px;background:#fff}\
+label{display:block;margin:8px 0}";
+
+#[derive(Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+fn safe_next(next: Option<String>) -> String {
+    next.filter(|n| n.starts_with('/') && !n.starts_with("//"))
+        .unwrap_or_else(|| "/exchange/my-apps".into())
+}
+
+async fn login_page(Query(q): Query<NextQuery>) -> Html<String> {
+    let options: String = USERS
+        .iter()
+        .map(|u| {
+            format!(
+                "<label><input type=radio name=user_key value=\"{}\" required> {} ({}) — {}</label>",
+                u.user_key,
+                escape(u.username),
+                escape(u.email),
+                escape(u.account_name)
+            )
+        })
+        .collect();
+    page(
+        "Sign in",
+        None,
+        &format!(
+            "<h1>Sign in to the simulated portal</h1><form class=card method=post action=/login>\
+             <input type=hidden name=next value=\"{}\">{options}<p><button class=button>Sign in</button></p></form>",
+            escape(&safe_next(q.next))
+        ),
+    )
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    user_key: String,
+    next: Option<String>,
+}
+
+async fn login(Form(form): Form<LoginForm>) -> Response {
+    let Some(user) = user(&form.user_key) else {
+        return (StatusCode::BAD_REQUEST, "unknown user").into_response();
+    };
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax",
+        user.user_key
+    );
+    (
+        [(header::SET_COOKIE, cookie)],
+        Redirect::to(&safe_next(form.next)),
+    )
+        .into_response()
+}
+
+async fn logout() -> Response {
+    let cookie = format!("{SESSION_COOKIE}=; Path=/; Max-Age=0");
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/login")).into_response()
+}
+
+async fn my_apps(State(ex): State<Arc<Exchange>>, headers: HeaderMap) -> Response {
+    let Some(user) = signed_in(&headers) else {
+        return Redirect::to("/login?next=/exchange/my-apps").into_response();
+    };
+    page(
+        "My apps",
+        Some(user),
+        &format!(
+            "<h1>Exchange · My apps</h1><div class=card><h2 style=margin-top:0>{}</h2>\
+             <p>Installed for {}.</p><a class=button href=/exchange/my-apps/configure>Open</a></div>",
+            escape(&ex.app.name),
+            escape(user.account_name)
+        ),
+    )
+    .into_response()
+}
+
+async fn configure(State(ex): State<Arc<Exchange>>, headers: HeaderMap) -> Response {
+    let Some(user) = signed_in(&headers) else {
+        return Redirect::to("/login?next=/exchange/my-apps/configure").into_response();
+    };
+    page(
+        "Configure",
+        Some(user),
+        &format!(
+            "<h1>{} · Configuration</h1><iframe id=app-frame title=\"App configuration\" src=\"{}\"></iframe>",
+            escape(&ex.app.name),
+            escape(&ex.app.settings_url)
+        ),
+    )
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct AuthorizeQuery {
+    response_type: Option<String>,
+    client_id: Option<String>,
+    redirect_uri: Option<String>,
+    state: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+}
+
+async fn delay(ex: &Exchange) {
+    let ms = lock(&ex.switches).delay_ms;
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
+}
+
+async fn authorize(
+    State(ex): State<Arc<Exchange>>,
+    headers: HeaderMap,
+    Query(q): Query<AuthorizeQuery>,
+) -> Response {
+    delay(&ex).await;
+    // Errors about the client or redirect URI are shown, never redirected: the redirect target is not trusted.
+    if q.client_id.as_deref() != Some(ex.app.client_id.as_str()) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            "unknown client_id",
+        );
+    }
+    let Some(redirect_uri) = q.redirect_uri.filter(|r| ex.app.redirect_uris.contains(r)) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "redirect_uri is not registered for this app",
+        );
+    };
+    let state = q.state.unwrap_or_default();
+    let back = |params: &[(&str, &str)]| {
+        let mut url = url_with(&redirect_uri, params);
+        if !state.is_empty() {
+            url = url_with(&url, &[("state", &state)]);
+        }
+        Redirect::to(&url).into_response()
+    };
+    if q.response_type.as_deref() != Some("code") {
+        return back(&[("error", "unsupported_response_type")]);
+    }
+    if q.code_challenge_method
+        .as_deref()
+        .is_some_and(|m| m != "S256")
+    {
+        return back(&[
+            ("error", "invalid_request"),
+            ("error_description", "only S256 is supported"),
+        ]);
+    }
+    let Some(challenge) = q.code_challenge.filter(|c| c.len() >= 43) else {
+        return back(&[
+            ("error", "invalid_request"),
+            ("error_description", "code_challenge (S256) is required"),
+        ]);
+    };
+    if lock(&ex.switches).refuse {
+        return back(&[("error", "access_denied")]);
+    }
+    let Some(user) = signed_in(&headers) else {
+        return back(&[
+            ("error", "login_required"),
+            ("error_description", "no portal session"),
+        ]);
+    };
+    let code = random_token();
+    lock(&ex.grants).insert(
+        code.clone(),
+        Grant {
+            user,
+            client_id: ex.app.client_id.clone(),
+            redirect_uri: redirect_uri.clone(),
+            challenge,
+            issued: Instant::now(),
+        },
+    );
+    back(&[("code", &code)])
+}
+
+fn url_with(base: &str, params: &[(&str, &str)]) -> String {
+    match url::Url::parse(base) {
+        Ok(mut url) => {
+            url.query_pairs_mut().extend_pairs(params);
+            url.to_string()
+        }
+        Err(_) => base.to_owned(),
+    }
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 24] = rand::random();
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    grant_type: Option<String>,
+    code: Option<String>,
+    code_verifier: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    redirect_uri: Option<String>,
+}
+
+async fn token(State(ex): State<Arc<Exchange>>, Form(form): Form<TokenForm>) -> Response {
+    delay(&ex).await;
+    if form.grant_type.as_deref() != Some("authorization_code") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "use authorization_code",
+        );
+    }
+    if let Some(secret) = &ex.app.client_secret {
+        if form.client_secret.as_deref().is_some_and(|s| s != secret) {
+            return oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "wrong client_secret",
+            );
+        }
+    }
+    // A code is single-use: it is removed whether or not the exchange succeeds.
+    let grant = form
+        .code
+        .as_deref()
+        .and_then(|c| lock(&ex.grants).remove(c));
+    let Some(grant) = grant else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "unknown or already used code",
+        );
+    };
+    if grant.issued.elapsed() > CODE_LIFETIME {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "code expired");
+    }
+    if form.client_id.as_deref() != Some(grant.client_id.as_str()) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "code was issued to another client",
+        );
+    }
+    if form.redirect_uri.as_deref() != Some(grant.redirect_uri.as_str()) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "redirect_uri differs from the authorization request",
+        );
+    }
+    let verifier = form.code_verifier.unwrap_or_default();
+    let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    if verifier.len() < 43 || computed != grant.challenge {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "code_verifier does not match code_challenge",
+        );
+    }
+    let expires_in = lock(&ex.switches).expires_in.unwrap_or(3600);
+    let token = random_token();
+    lock(&ex.tokens).insert(
+        token.clone(),
+        (grant.user, Instant::now(), Duration::from_secs(expires_in)),
+    );
+    let u = grant.user;
+    Json(json!({
+        "token": token,
+        "token_type": "IBSSO",
+        "expires_in": expires_in,
+        "accountKey": u.account_key,
+        "userKey": u.user_key,
+        "username": u.username,
+        "email": u.email,
+        "locale": u.locale,
+    }))
+    .into_response()
+}
+
+/// Lets a test or the app check a token as Infobip's APIs would (`Authorization: IBSSO <token>`).
+async fn token_info(State(ex): State<Arc<Exchange>>, headers: HeaderMap) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("IBSSO "));
+    let found = token.and_then(|t| {
+        lock(&ex.tokens)
+            .get(t)
+            .map(|(u, at, life)| (*u, at.elapsed() <= *life))
+    });
+    match found {
+        Some((u, true)) => {
+            Json(json!({"accountKey": u.account_key, "userKey": u.user_key})).into_response()
+        }
+        Some((_, false)) => oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", "token expired"),
+        None => oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", "unknown token"),
+    }
+}
+
+async fn set_switches(
+    State(ex): State<Arc<Exchange>>,
+    Json(s): Json<OAuthSwitches>,
+) -> Json<OAuthSwitches> {
+    *lock(&ex.switches) = s.clone();
+    Json(s)
+}
+
+async fn get_switches(State(ex): State<Arc<Exchange>>) -> Json<OAuthSwitches> {
+    Json(lock(&ex.switches).clone())
+}
