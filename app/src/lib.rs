@@ -1,6 +1,7 @@
 //! Everything the browser and the server share: the page shell, the routes, server functions, and the app
 //! definition and settings types that drive them. Server-only halves sit behind the `ssr` feature.
 
+pub mod auth;
 pub mod definition;
 pub mod pages;
 pub mod settings;
@@ -39,6 +40,7 @@ pub fn App() -> impl IntoView {
             <main>
                 <Routes fallback=|| view! { <p class="notice">"Page not found."</p> }>
                     <Route path=StaticSegment("") view=pages::home::HomePage/>
+                    <Route path=StaticSegment("settings") view=pages::settings::SettingsPage/>
                 </Routes>
             </main>
         </Router>

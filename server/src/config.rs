@@ -90,6 +90,35 @@ pub struct Options {
     pub dev: bool,
     #[arg(long, env = "IBEX_DATA_DIR", default_value = "data", global = true)]
     pub data_dir: PathBuf,
+    /// Exchange's OAuth authorization endpoint (the simulator's in --dev mode).
+    #[arg(long, env = "IBEX_OAUTH_AUTHORIZE_URL", global = true)]
+    pub oauth_authorize_url: Option<String>,
+    /// Exchange's OAuth token endpoint (the simulator's in --dev mode).
+    #[arg(long, env = "IBEX_OAUTH_TOKEN_URL", global = true)]
+    pub oauth_token_url: Option<String>,
+    /// The app's Client ID from App shell (`ibex-dev` in --dev mode).
+    #[arg(long, env = "IBEX_OAUTH_CLIENT_ID", global = true)]
+    pub oauth_client_id: Option<String>,
+    /// The app's Client Secret from App shell; sent with the token request when set.
+    #[arg(
+        long,
+        env = "IBEX_OAUTH_CLIENT_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub oauth_client_secret: Option<String>,
+    /// Origins allowed to frame the configuration page (space-separated), Infobip's portal by default and the
+    /// simulator's in --dev mode.
+    #[arg(long, env = "IBEX_FRAME_ANCESTORS", global = true)]
+    pub frame_ancestors: Option<String>,
+    /// How long a configuration-page sign-in lasts.
+    #[arg(
+        long,
+        env = "IBEX_SESSION_TTL_SECS",
+        default_value_t = 3600,
+        global = true
+    )]
+    pub session_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -179,6 +208,8 @@ pub enum ConfigError {
     PublicUrl(String),
     #[error("IBEX_MAX_BODY_BYTES must be at least 1")]
     MaxBody,
+    #[error("{name} {value:?} is not an absolute http(s) URL")]
+    OAuthUrl { name: &'static str, value: String },
     #[error("cannot keep development secrets in {path}: {source}")]
     DevSecrets {
         path: String,
@@ -229,6 +260,43 @@ impl Options {
             .as_deref()
             .ok_or(ConfigError::NoEncryptionKey)?;
         Ok(KeyRing::parse(spec)?)
+    }
+
+    pub fn oauth(&self) -> Result<crate::oauth::OAuthConfig, ConfigError> {
+        const SIM: &str = "http://127.0.0.1:4100/exchange/1/oauth";
+        // Infobip's documented host for Exchange OAuth; older variants exist, hence configurable.
+        const INFOBIP: &str = "https://oneapi.infobip.com/exchange/1/oauth";
+        let base = if self.dev { SIM } else { INFOBIP };
+        let url = |name: &'static str, value: &Option<String>, path: &str| {
+            let value = value.clone().unwrap_or_else(|| format!("{base}/{path}"));
+            match url::Url::parse(&value) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(u),
+                _ => Err(ConfigError::OAuthUrl { name, value }),
+            }
+        };
+        let ancestors = self.frame_ancestors.clone().unwrap_or_else(|| {
+            if self.dev {
+                "https://portal.infobip.com http://127.0.0.1:4100 http://localhost:4100".into()
+            } else {
+                "https://portal.infobip.com".into()
+            }
+        });
+        Ok(crate::oauth::OAuthConfig {
+            authorize_url: url(
+                "IBEX_OAUTH_AUTHORIZE_URL",
+                &self.oauth_authorize_url,
+                "authorize",
+            )?,
+            token_url: url("IBEX_OAUTH_TOKEN_URL", &self.oauth_token_url, "token")?,
+            client_id: self
+                .oauth_client_id
+                .clone()
+                .or_else(|| self.dev.then(|| "ibex-dev".to_owned())),
+            client_secret: self.oauth_client_secret.clone(),
+            redirect_url: format!("{}/oauth/callback", self.public_url()?),
+            frame_ancestors: ancestors.split_whitespace().collect::<Vec<_>>().join(" "),
+            session_ttl: Duration::from_secs(self.session_ttl_secs),
+        })
     }
 
     /// In development, fills in missing secrets from (or into) IBEX_DATA_DIR/dev-secrets.env.

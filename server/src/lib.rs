@@ -10,6 +10,7 @@ pub mod invoke;
 pub mod manifest;
 pub mod mapping;
 pub mod metrics;
+pub mod oauth;
 pub mod ops;
 pub mod partner;
 pub mod routes;

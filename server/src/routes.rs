@@ -4,6 +4,7 @@
 use crate::errors::ApiError;
 use crate::functions::FunctionPlan;
 use crate::invoke::invoke;
+use crate::oauth;
 use crate::ops;
 use crate::signed::SignedRequest;
 use crate::state::AppState;
@@ -31,6 +32,8 @@ pub fn router(state: AppState) -> Router {
         );
     }
     let definition = state.definition.clone();
+    let keys = state.keys.clone();
+    let settings = state.settings.clone();
     let leptos_options = (*state.leptos_options).clone();
     router
         .route("/fn", any(unknown_function))
@@ -38,13 +41,21 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/oauth/start", get(oauth::start))
+        .route("/oauth/callback", get(oauth::callback))
         .leptos_routes_with_context(
             &state,
             generate_route_list(app::App),
-            move || provide_context(definition.clone()),
+            move || {
+                provide_context(definition.clone());
+                provide_context(keys.clone());
+                provide_context(settings.clone());
+            },
             move || app::shell(leptos_options.clone()),
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .route_layer(middleware::from_fn_with_state(state.clone(), gate_settings))
+        .layer(middleware::from_fn_with_state(state.clone(), oauth::frame_policy))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
@@ -105,4 +116,17 @@ fn function_route(state: &AppState, plan: Arc<FunctionPlan>) -> MethodRouter<App
 
 async fn unknown_function(request: Request) -> ApiError {
     ApiError::UnknownFunction(request.uri().path().to_owned())
+}
+
+/// The configuration page needs a signed-in Infobip user; other routes pass through.
+async fn gate_settings(
+    state: State<AppState>,
+    request: Request,
+    next: Next,
+) -> axum::response::Response {
+    if request.uri().path() == "/settings" {
+        oauth::require_session(state, request, next).await
+    } else {
+        next.run(request).await
+    }
 }

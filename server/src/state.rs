@@ -3,9 +3,11 @@
 use crate::config::{ConfigError, Options};
 use crate::functions::{self, FunctionPlan};
 use crate::metrics::Metrics;
+use crate::oauth::OAuthConfig;
 use crate::partner::{PartnerClient, RetryPolicy};
 use crate::signature::Verifier;
 use app::definition::AppDefinition;
+use app::settings::crypto::KeyRing;
 use app::settings::store::{SettingsStore, StoreError};
 use app::settings::SettingsService;
 use axum::extract::FromRef;
@@ -38,6 +40,10 @@ pub struct AppState {
     pub leptos_options: Arc<LeptosOptions>,
     pub max_body_bytes: usize,
     pub public_url: Arc<str>,
+    pub keys: Arc<KeyRing>,
+    pub oauth: Arc<OAuthConfig>,
+    /// For calls to Infobip (OAuth token exchange); partner calls have their own client.
+    pub http: reqwest::Client,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -51,7 +57,14 @@ pub async fn open_settings(
     options: &Options,
     definition: Arc<AppDefinition>,
 ) -> Result<SettingsService, StartError> {
-    let keys = Arc::new(options.key_ring()?);
+    open_settings_with(options, definition, Arc::new(options.key_ring()?)).await
+}
+
+async fn open_settings_with(
+    options: &Options,
+    definition: Arc<AppDefinition>,
+    keys: Arc<KeyRing>,
+) -> Result<SettingsService, StartError> {
     let store = SettingsStore::connect(&options.database_url, keys).await?;
     store.migrate().await?;
     Ok(SettingsService::new(
@@ -70,7 +83,9 @@ impl AppState {
         let verifier = Arc::new(options.verifier()?);
         let public_url = options.public_url()?;
         let functions = functions::compile(&definition).map_err(StartError::Compile)?;
-        let settings = open_settings(options, definition.clone()).await?;
+        let oauth = Arc::new(options.oauth()?);
+        let keys = Arc::new(options.key_ring()?);
+        let settings = open_settings_with(options, definition.clone(), keys.clone()).await?;
         Ok(AppState {
             functions: Arc::new(functions),
             settings,
@@ -80,6 +95,11 @@ impl AppState {
             leptos_options: Arc::new(leptos_options(options)?),
             max_body_bytes: options.max_body_bytes,
             public_url: public_url.into(),
+            keys,
+            oauth,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
             definition,
         })
     }

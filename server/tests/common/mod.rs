@@ -95,6 +95,8 @@ impl TestDb {
 pub struct Harness {
     pub ibex: String,
     pub shop: String,
+    /// The simulated Exchange portal and OAuth server, registered with ibex's callback.
+    pub portal: String,
     pub state: AppState,
     pub db: TestDb,
     pub client: reqwest::Client,
@@ -103,6 +105,10 @@ pub struct Harness {
 
 async fn spawn(router: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_on(listener, router)
+}
+
+fn serve_on(listener: tokio::net::TcpListener, router: axum::Router) -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     format!("http://{addr}")
@@ -138,6 +144,19 @@ impl Harness {
             std::env::temp_dir().join(format!("ibex-def-{}.toml", uuid::Uuid::new_v4().simple()));
         std::fs::write(&definition_path, test_definition()).unwrap();
         let encryption_key = KeyRing::generate_spec("test1");
+        let ibex_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ibex_url = format!("http://{}", ibex_listener.local_addr().unwrap());
+        let portal_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let portal = serve_on(
+            portal_listener,
+            ibex_sim::exchange::router(ibex_sim::exchange::AppListing {
+                name: "Order desk".into(),
+                client_id: "ibex-test-client".into(),
+                client_secret: None,
+                redirect_uris: vec![format!("{ibex_url}/oauth/callback")],
+                settings_url: format!("{ibex_url}/settings"),
+            }),
+        );
         let cli = Cli::try_parse_from([
             "ibex",
             "--database-url",
@@ -152,13 +171,24 @@ impl Harness {
             "127.0.0.1:0",
             "--max-body-bytes",
             "65536",
+            "--public-url",
+            &ibex_url,
+            "--oauth-authorize-url",
+            &format!("{portal}/exchange/1/oauth/authorize"),
+            "--oauth-token-url",
+            &format!("{portal}/exchange/1/oauth/token"),
+            "--oauth-client-id",
+            "ibex-test-client",
+            "--frame-ancestors",
+            &portal,
         ])
         .unwrap();
         let state = AppState::build(&cli.options).await.unwrap();
-        let ibex = spawn(ibex::routes::router(state.clone())).await;
+        let ibex = serve_on(ibex_listener, ibex::routes::router(state.clone()));
         let harness = Harness {
             ibex,
             shop,
+            portal,
             state,
             db,
             client: reqwest::Client::new(),

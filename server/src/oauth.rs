@@ -1,0 +1,329 @@
+//! Signing in to the embedded configuration page with Exchange's OAuth (authorization code + PKCE S256), which
+//! tells ibex the Infobip account and user behind the iframe.
+//!
+//! Nothing is kept in cookies (a cross-site iframe loses them): the PKCE verifier travels sealed inside `state`,
+//! and the resulting session is a sealed token handed to the page. A failed sign-in ends on an explicit error
+//! page, and a sign-in that keeps bouncing stops after a few attempts instead of looping.
+
+use crate::state::AppState;
+use app::auth::{OAuthState, Session};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use oauth2::basic::BasicClient;
+use oauth2::{AuthUrl, ClientId, CsrfToken, PkceCodeChallenge, RedirectUrl, Scope};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Sign-in attempts in a row before giving up with an explanation.
+const MAX_ATTEMPTS: u32 = 3;
+/// How long an authorization round-trip may take.
+const STATE_LIFETIME_MS: i64 = 10 * 60 * 1000;
+
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    pub authorize_url: url::Url,
+    pub token_url: url::Url,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub redirect_url: String,
+    /// CSP `frame-ancestors` sources for the pages Exchange frames.
+    pub frame_ancestors: String,
+    pub session_ttl: Duration,
+}
+
+fn now_ms() -> i64 {
+    app::settings::store::now_ms()
+}
+
+/// Only paths of this server: `next` must not turn the flow into an open redirect.
+fn safe_next(next: Option<String>) -> String {
+    next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
+        .unwrap_or_else(|| "/settings".into())
+}
+
+fn start_url(next: &str, attempt: u32) -> String {
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("next", next)
+        .append_pair("attempt", &attempt.to_string())
+        .finish();
+    format!("/oauth/start?{query}")
+}
+
+/// A page a customer admin can act on, shown inside Infobip's iframe.
+fn error_page(status: StatusCode, title: &str, message: &str, retry: Option<String>) -> Response {
+    let escape = |t: &str| {
+        t.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let retry = retry
+        .map(|href| {
+            format!(
+                "<p><a class=\"button\" href=\"{}\">Try again</a></p>",
+                escape(&href)
+            )
+        })
+        .unwrap_or_default();
+    let html = format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
+         content=\"width=device-width, initial-scale=1\"><title>{title}</title><link rel=\"stylesheet\" \
+         href=\"/pkg/ibex.css\"></head><body><main><section class=\"notice\" role=\"alert\"><h1>{title}</h1>\
+         <p>{message}</p>{retry}</section></main></body></html>",
+        title = escape(title),
+        message = escape(message),
+    );
+    (status, Html(html)).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct StartQuery {
+    next: Option<String>,
+    attempt: Option<u32>,
+}
+
+pub async fn start(State(state): State<AppState>, Query(q): Query<StartQuery>) -> Response {
+    let next = safe_next(q.next);
+    let Some(client_id) = state.oauth.client_id.clone() else {
+        return error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-in is not set up",
+            "This app's server has no OAuth client ID yet. The app's operator must set IBEX_OAUTH_CLIENT_ID to the \
+             Client ID shown in Infobip's App shell.",
+            None,
+        );
+    };
+    let attempt = q.attempt.unwrap_or(0) + 1;
+    if attempt > MAX_ATTEMPTS {
+        return error_page(
+            StatusCode::CONFLICT,
+            "Signing in keeps failing",
+            "Infobip sent this page back without a usable sign-in several times in a row. Reload Infobip's page; \
+             if it happens again, the app's OAuth settings (redirect URL, client ID) do not match App shell.",
+            Some(start_url(&next, 0)),
+        );
+    }
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let sealed = OAuthState {
+        verifier: verifier.secret().clone(),
+        next,
+        attempt,
+        expires_at: now_ms() + STATE_LIFETIME_MS,
+    }
+    .seal(&state.keys);
+    let (Ok(sealed), Ok(redirect)) = (sealed, RedirectUrl::new(state.oauth.redirect_url.clone()))
+    else {
+        return error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Sign-in could not start",
+            "The server could not prepare the sign-in request.",
+            None,
+        );
+    };
+    let client = BasicClient::new(ClientId::new(client_id))
+        .set_auth_uri(AuthUrl::from_url(state.oauth.authorize_url.clone()))
+        .set_redirect_uri(redirect);
+    let (url, _) = client
+        .authorize_url(|| CsrfToken::new(sealed))
+        .add_scope(Scope::new("conversations".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    Redirect::to(url.as_str()).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// Infobip's token answer (not RFC 6749: `token`, plus who signed in).
+#[derive(Deserialize)]
+struct TokenAnswer {
+    #[serde(rename = "accountKey")]
+    account_key: String,
+    #[serde(rename = "userKey")]
+    user_key: String,
+    #[serde(default)]
+    username: String,
+}
+
+pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQuery>) -> Response {
+    let opened = q
+        .state
+        .as_deref()
+        .map(|s| OAuthState::open(s, &state.keys, now_ms()));
+    let Some(Ok(flow)) = opened else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in is not valid",
+            "The sign-in answer is missing its state, has expired or was not started here. Open the app again \
+             from Infobip.",
+            Some(start_url("/settings", 0)),
+        );
+    };
+    let retry = Some(start_url(&flow.next, 0));
+    if let Some(error) = q.error {
+        let message = match error.as_str() {
+            "access_denied" => "Infobip refused access to this app for your user.".to_owned(),
+            "login_required" => {
+                "You are not signed in to Infobip. Sign in to Infobip, then open the app again."
+                    .into()
+            }
+            other => format!(
+                "Infobip answered the sign-in with `{other}`{}.",
+                q.error_description
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
+            ),
+        };
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Sign-in was refused",
+            &message,
+            retry,
+        );
+    }
+    let Some(code) = q.code else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in answer without a code",
+            "Open the app again from Infobip.",
+            retry,
+        );
+    };
+    let answer = match exchange_code(&state, &code, &flow.verifier).await {
+        Ok(answer) => answer,
+        Err(message) => {
+            return error_page(
+                StatusCode::BAD_GATEWAY,
+                "Infobip did not complete the sign-in",
+                &message,
+                retry,
+            )
+        }
+    };
+    let ttl_ms = i64::try_from(state.oauth.session_ttl.as_millis()).unwrap_or(i64::MAX);
+    let session = Session {
+        account_key: answer.account_key,
+        user_key: answer.user_key,
+        username: answer.username,
+        expires_at: now_ms().saturating_add(ttl_ms),
+    };
+    let Ok(token) = session.seal(&state.keys) else {
+        return error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Sign-in could not be completed",
+            "Try again.",
+            retry,
+        );
+    };
+    tracing::info!(account_key = %session.account_key, user_key = %session.user_key, "configuration page sign-in");
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("session", &token)
+        .append_pair("attempt", &flow.attempt.to_string())
+        .finish();
+    Redirect::to(&format!("{}?{query}", flow.next)).into_response()
+}
+
+async fn exchange_code(
+    state: &AppState,
+    code: &str,
+    verifier: &str,
+) -> Result<TokenAnswer, String> {
+    let oauth = &state.oauth;
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("code_verifier", verifier),
+        ("redirect_uri", oauth.redirect_url.as_str()),
+    ];
+    if let Some(id) = &oauth.client_id {
+        form.push(("client_id", id));
+    }
+    if let Some(secret) = &oauth.client_secret {
+        form.push(("client_secret", secret));
+    }
+    let response = state
+        .http
+        .post(oauth.token_url.clone())
+        .form(&form)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "the token endpoint could not be reached ({})",
+                e.without_url()
+            )
+        })?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        let excerpt: String = body.chars().take(200).collect();
+        return Err(format!(
+            "the token endpoint answered HTTP {status}: {excerpt}"
+        ));
+    }
+    serde_json::from_str(&body)
+        .map_err(|e| format!("the token answer lacks accountKey or userKey ({e})"))
+}
+
+/// Pages Exchange frames may be framed only by its portal; everything else by nobody.
+pub async fn frame_policy(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let embedded = path == "/settings" || path.starts_with("/oauth/");
+    let mut response = next.run(request).await;
+    let policy = if embedded {
+        format!("frame-ancestors {}", state.oauth.frame_ancestors)
+    } else {
+        "frame-ancestors 'none'".to_owned()
+    };
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    // The session token sits in the URL of the configuration page: never send it onwards.
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+#[derive(Deserialize)]
+struct GateQuery {
+    session: Option<String>,
+    attempt: Option<u32>,
+}
+
+/// `/settings` without a valid session starts the sign-in (counting attempts, so a session that never sticks
+/// ends on the explicit error page rather than a loop).
+pub async fn require_session(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let query = Query::<GateQuery>::try_from_uri(request.uri())
+        .map(|Query(q)| q)
+        .unwrap_or(GateQuery {
+            session: None,
+            attempt: None,
+        });
+    let valid = query
+        .session
+        .as_deref()
+        .is_some_and(|t| Session::open(t, &state.keys, now_ms()).is_ok());
+    if valid {
+        return next.run(request).await;
+    }
+    Redirect::to(&start_url(request.uri().path(), query.attempt.unwrap_or(0))).into_response()
+}
