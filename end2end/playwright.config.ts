@@ -6,6 +6,10 @@ import * as path from "node:path";
 const root = path.resolve(__dirname, "..");
 const ibexPort = process.env.IBEX_E2E_PORT ?? "3100";
 const shopPort = process.env.IBEX_E2E_SHOP_PORT ?? "4101";
+// The portal is on another site than ibex (127.0.0.1 vs localhost), as portal.infobip.com is to a partner.
+const portalPort = process.env.IBEX_E2E_PORTAL_PORT ?? "4110";
+export const portalURL = `http://127.0.0.1:${portalPort}`;
+const ibexSite = `http://localhost:${ibexPort}`;
 const dataDir = path.join(os.tmpdir(), `ibex-e2e-${process.pid}`);
 
 export default defineConfig({
@@ -37,7 +41,19 @@ export default defineConfig({
       timeout: 30_000,
     },
     {
-      command: `${root}/target/release/ibex serve --dev --addr 127.0.0.1:${ibexPort}`,
+      command:
+        `${root}/target/release/ibex-sim portal --addr 127.0.0.1:${portalPort} --client-id ibex-e2e ` +
+        `--redirect-uri ${ibexSite}/oauth/callback --settings-url ${ibexSite}/settings`,
+      url: `${portalURL}/login`,
+      reuseExistingServer: false,
+      timeout: 30_000,
+    },
+    {
+      command:
+        `${root}/target/release/ibex serve --dev --addr 127.0.0.1:${ibexPort} --public-url ${ibexSite} ` +
+        `--oauth-authorize-url ${portalURL}/exchange/1/oauth/authorize ` +
+        `--oauth-token-url ${portalURL}/exchange/1/oauth/token --oauth-client-id ibex-e2e ` +
+        `--frame-ancestors ${portalURL}`,
       cwd: root,
       url: `http://127.0.0.1:${ibexPort}/healthz`,
       reuseExistingServer: false,
