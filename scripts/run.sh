@@ -7,6 +7,7 @@ source "$(dirname "$0")/env.sh"
 "$root/scripts/install-tools.sh"
 
 cargo leptos build --release
+cargo build --release -p ibex-sim
 
 IBEX_ADDR="${IBEX_ADDR:-127.0.0.1:3000}"
 SHOP_ADDR="${IBEX_SIM_SHOP_ADDR:-127.0.0.1:4001}"

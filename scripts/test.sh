@@ -19,6 +19,7 @@ cargo test --workspace --all-targets 2>&1 | tee "$log"
 cargo_passed=$(awk '/^test result:/ {s += $4} END {print s + 0}' "$log")
 step "release build (server + hydrate wasm)"
 cargo leptos build --release
+cargo build --release -p ibex-sim
 step "end-to-end (Playwright, Debian Chromium)"
 (cd end2end && npx playwright test) 2>&1 | tee "$log"
 e2e_passed=$(awk '$2 == "passed" && $1 ~ /^[0-9]+$/ {print $1}' "$log" | tail -n 1)
