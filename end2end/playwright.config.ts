@@ -10,6 +10,15 @@ const shopPort = process.env.IBEX_E2E_SHOP_PORT ?? "4101";
 const portalPort = process.env.IBEX_E2E_PORTAL_PORT ?? "4110";
 export const portalURL = `http://127.0.0.1:${portalPort}`;
 const ibexSite = `http://localhost:${ibexPort}`;
+// Without the background-networking flags Chromium floods this machine's closed network with connections.
+export const chromiumArgs = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+];
 const dataDir = path.join(os.tmpdir(), `ibex-e2e-${process.pid}`);
 
 export default defineConfig({
@@ -23,14 +32,7 @@ export default defineConfig({
     launchOptions: {
       // Debian's Chromium: Playwright's own browser download cannot work on these machines.
       executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
-      args: [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-      ],
+      args: chromiumArgs,
     },
   },
   webServer: [

@@ -2,16 +2,7 @@ import { expect, test, chromium, type Page } from "@playwright/test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { portalURL } from "../playwright.config";
-
-const chromiumArgs = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-];
+import { chromiumArgs, portalURL } from "../playwright.config";
 
 async function openConfiguration(page: Page, user: string) {
   await page.goto(`${portalURL}/login`);

@@ -64,6 +64,17 @@ impl Sim {
         url::Url::parse(response.headers()["location"].to_str().unwrap()).unwrap()
     }
 
+    /// Checks the token of a token answer as Infobip's APIs would (`Authorization: IBSSO <token>`).
+    async fn token_info(&self, answer: &Value) -> reqwest::Response {
+        let token = answer["token"].as_str().unwrap();
+        self.http
+            .get(format!("{}/exchange/1/oauth/tokeninfo", self.base))
+            .header("authorization", format!("IBSSO {token}"))
+            .send()
+            .await
+            .unwrap()
+    }
+
     async fn token(&self, code: &str, verifier: &str) -> (u16, Value) {
         let response = self
             .http
@@ -119,19 +130,7 @@ async fn code_flow_with_pkce_returns_account_and_user() {
     for field in ["token", "username", "email", "locale"] {
         assert!(body[field].is_string(), "{field}: {body}");
     }
-    let info: Value = sim
-        .http
-        .get(format!("{}/exchange/1/oauth/tokeninfo", sim.base))
-        .header(
-            "authorization",
-            format!("IBSSO {}", body["token"].as_str().unwrap()),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = sim.token_info(&body).await.json().await.unwrap();
     assert_eq!(info["accountKey"], ana.account_key);
 }
 
@@ -193,15 +192,6 @@ async fn short_lived_tokens_on_request() {
     let (status, body) = sim.token(&code, VERIFIER).await;
     assert_eq!((status, body["expires_in"].as_u64()), (200, Some(0)));
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let info = sim
-        .http
-        .get(format!("{}/exchange/1/oauth/tokeninfo", sim.base))
-        .header(
-            "authorization",
-            format!("IBSSO {}", body["token"].as_str().unwrap()),
-        )
-        .send()
-        .await
-        .unwrap();
+    let info = sim.token_info(&body).await;
     assert_eq!(info.status(), 401);
 }
