@@ -43,6 +43,137 @@ async fn follow(
     panic!("redirect loop: {trail:#?}");
 }
 
+/// Signs in through the portal as `user` and returns the page's session token.
+async fn session_for(h: &Harness, user: &str) -> String {
+    let (page, trail) = follow(h, &format!("{}/settings", h.ibex), Some(user)).await;
+    assert_eq!(page.status(), 200, "{trail:#?}");
+    url::Url::parse(trail.last().unwrap())
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "session")
+        .map(|(_, v)| v.into_owned())
+        .unwrap()
+}
+
+async fn save(
+    h: &Harness,
+    session: &str,
+    version: i64,
+    changes: serde_json::Value,
+) -> serde_json::Value {
+    let response = client()
+        .post(format!("{}/api/save_settings", h.ibex))
+        .json(&serde_json::json!({"session": session, "version": version, "changes": changes}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+async fn saving(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let (ana, eve) = (&USERS[0], &USERS[2]);
+    let ana_session = session_for(&h, ana.user_key).await;
+    let shop = h.shop.clone();
+
+    let outcome = save(
+        &h,
+        &ana_session,
+        0,
+        serde_json::json!({"currency": "XXX", "api_key": ""}),
+    )
+    .await;
+    let errors = outcome["Invalid"]["errors"].as_array().unwrap();
+    let fields: Vec<&str> = errors
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"currency") && fields.contains(&"api_key"),
+        "{outcome}"
+    );
+
+    let changes =
+        serde_json::json!({"api_key": common::SHOP_KEY, "api_base_url": shop, "currency": "USD"});
+    assert_eq!(
+        save(&h, &ana_session, 0, changes.clone()).await,
+        serde_json::json!({"Saved": {"version": 1}})
+    );
+    // A second admin who loaded version 0 is refused, and nothing of theirs is written.
+    let outcome = save(&h, &ana_session, 0, serde_json::json!({"currency": "GBP"})).await;
+    assert_eq!(outcome, serde_json::json!({"Conflict": {"current": 1}}));
+    let stored = h
+        .state
+        .settings
+        .load(ana.account_key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.values["currency"], "USD");
+    assert!(
+        stored.updated_by.contains(ana.user_key),
+        "{}",
+        stored.updated_by
+    );
+
+    // Another account's admin writes only to their own account.
+    let eve_session = session_for(&h, eve.user_key).await;
+    assert_eq!(
+        save(
+            &h,
+            &eve_session,
+            0,
+            serde_json::json!({"api_key": "eve-key"})
+        )
+        .await,
+        serde_json::json!({"Saved": {"version": 1}})
+    );
+    let stored = h
+        .state
+        .settings
+        .load(ana.account_key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stored.version, stored.secrets["api_key"].as_str()),
+        (1, common::SHOP_KEY)
+    );
+
+    // A signed function call for Ana's account now uses what she saved.
+    let (status, body) = h
+        .send(
+            reqwest::Method::GET,
+            "/fn/order-status/1001",
+            b"",
+            b"",
+            |m| {
+                let ts = m["x-ib-exchange-req-timestamp"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                m.insert(
+                    "x-ib-exchange-req-accountkey",
+                    ana.account_key.parse().unwrap(),
+                );
+                m.insert(
+                    "x-ib-exchange-req-signature",
+                    ibex::signature::sign(common::SECRET, &ts, b"")
+                        .parse()
+                        .unwrap(),
+                );
+            },
+        )
+        .await;
+    assert_eq!(
+        (status, body["currency"].as_str()),
+        (200, Some("USD")),
+        "{body}"
+    );
+    h.finish().await;
+}
+
 async fn sign_in(backend: Backend) {
     let h = Harness::start(backend).await;
     let ana = &USERS[0];
@@ -124,3 +255,4 @@ async fn sign_in(backend: Backend) {
 }
 
 on_both_backends!(configuration_page_sign_in, sign_in);
+on_both_backends!(configuration_page_saving, saving);

@@ -147,3 +147,55 @@ fn SettingsOverview(view: SettingsView) -> impl IntoView {
         }).collect_view()}
     }
 }
+
+/// The result of a save the page shows next to the fields; transport failures stay `ServerFnError`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum SaveOutcome {
+    Saved {
+        version: i64,
+    },
+    Invalid {
+        errors: Vec<crate::settings::FieldError>,
+    },
+    Conflict {
+        current: i64,
+    },
+}
+
+/// Saves text changes for the session's account (never another: the account comes from the sealed session
+/// only), through the same validation as `ibex settings set`, refusing a stale `version`. An empty text clears
+/// a field; a secret not mentioned is left as it is. The change is recorded with the signed-in user's key.
+#[server(endpoint = "save_settings", input = leptos::server_fn::codec::Json)]
+pub async fn save_settings(
+    session: String,
+    version: i64,
+    changes: std::collections::BTreeMap<String, String>,
+) -> Result<SaveOutcome, ServerFnError> {
+    use crate::auth::Session;
+    use crate::settings::crypto::KeyRing;
+    use crate::settings::store::StoreError;
+    use crate::settings::{SettingsError, SettingsService};
+    use std::sync::Arc;
+    let keys =
+        use_context::<Arc<KeyRing>>().ok_or_else(|| ServerFnError::new("server misconfigured"))?;
+    let service = use_context::<SettingsService>()
+        .ok_or_else(|| ServerFnError::new("server misconfigured"))?;
+    let session = Session::open(&session, &keys, crate::settings::store::now_ms())
+        .map_err(|e| ServerFnError::new(e.to_string()))?;
+    let actor = format!("{} ({})", session.username, session.user_key);
+    match service
+        .update(&session.account_key, Some(version), &changes, &actor)
+        .await
+    {
+        Ok(saved) => Ok(SaveOutcome::Saved {
+            version: saved.version,
+        }),
+        Err(SettingsError::Invalid(errors)) => Ok(SaveOutcome::Invalid { errors }),
+        Err(SettingsError::Store(StoreError::Conflict { current })) => {
+            Ok(SaveOutcome::Conflict { current })
+        }
+        Err(_) => Err(ServerFnError::new(
+            "the settings could not be saved; try again",
+        )),
+    }
+}
