@@ -1,6 +1,8 @@
 //! Everything the browser and the server share: the page shell, the routes, server functions, and the app
 //! definition and settings types that drive them. Server-only halves sit behind the `ssr` feature.
 
+#![recursion_limit = "256"]
+
 pub mod auth;
 pub mod definition;
 pub mod pages;

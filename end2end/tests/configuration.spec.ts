@@ -17,9 +17,35 @@ test("the portal frames the configuration page, which signs in with Exchange OAu
   await expect(frame.getByTestId("signed-in")).toHaveText(
     "Signed in as ana.admin · account 8F3A2C51D0B94E17A6C2F0D9E4B7A113",
   );
-  await expect(frame.locator('[data-field="api_key"]')).toContainText("Not set");
-  await expect(frame.locator('[data-field="currency"]')).toContainText("EUR (default)");
+  await expect(frame.getByLabel("API key *")).toHaveAttribute("placeholder", "Not set");
+  await expect(frame.getByLabel("Currency for order totals")).toHaveValue("EUR");
   await page.screenshot({ path: "test-results/configuration-in-portal.png", fullPage: true });
+
+  // Wrong input: field-level messages, and nothing saved.
+  const save = frame.getByRole("button", { name: "Save" });
+  await expect(async () => {
+    await frame.getByLabel("Order desk API URL *").fill("ftp://example.com");
+    await save.click();
+    await expect(frame.locator('[data-field="api_base_url"] .field-error')).toContainText("https://", {
+      timeout: 1000,
+    });
+  }).toPass({ timeout: 15_000 });
+  await expect(frame.locator('[data-field="api_key"] .field-error')).toContainText("is required");
+  await expect(frame.getByTestId("save-status")).toContainText("Nothing was saved");
+  await page.screenshot({ path: "test-results/configuration-errors.png", fullPage: true });
+
+  // A valid save; after a reload the secret is only "set" and the preference is kept.
+  await frame.getByLabel("Order desk API URL *").fill("http://127.0.0.1:4101");
+  await frame.getByLabel("API key *").fill("e2e-shop-key");
+  await frame.getByLabel("Currency for order totals").selectOption("USD");
+  await save.click();
+  await expect(frame.getByTestId("save-status")).toHaveText("Saved (version 1).");
+  await page.reload();
+  const again = page.frameLocator("#app-frame");
+  await expect(again.getByLabel("API key *")).toHaveAttribute("placeholder", "Set — type to replace");
+  await expect(again.getByLabel("API key *")).toHaveValue("");
+  await expect(again.getByLabel("Currency for order totals")).toHaveValue("USD");
+  await expect(again.getByTestId("last-change")).toContainText("Version 1, last changed by ana.admin");
 });
 
 test("sign-in works with third-party cookies blocked", async () => {

@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! The browser half: it only hydrates the server-rendered page, so everything else stays in `app`.
 
 #[wasm_bindgen::prelude::wasm_bindgen]

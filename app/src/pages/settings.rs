@@ -18,6 +18,7 @@ pub struct FieldView {
     pub value: Option<String>,
     pub default: Option<String>,
     pub secret_set: bool,
+    pub options: Vec<crate::definition::SelectOption>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -72,6 +73,7 @@ pub async fn load_settings(session: String) -> Result<SettingsView, ServerFnErro
             secret_set: stored
                 .as_ref()
                 .is_some_and(|s| s.secrets.contains_key(&f.key)),
+            options: f.options.clone(),
         })
         .collect();
     Ok(SettingsView {
@@ -104,13 +106,111 @@ pub fn SettingsPage() -> impl IntoView {
     }
 }
 
+/// One editable field: its text as loaded, what the admin typed, and (for secrets) whether to clear it.
+#[derive(Clone)]
+struct FieldState {
+    view: FieldView,
+    initial: String,
+    text: RwSignal<String>,
+    clear: RwSignal<bool>,
+    error: RwSignal<Option<String>>,
+}
+
+impl FieldState {
+    /// `Some(text)` when the admin changed this field; secrets change only when replaced or cleared.
+    fn change(&self) -> Option<String> {
+        if self.view.kind == SettingType::Secret {
+            if self.clear.get_untracked() {
+                return Some(String::new());
+            }
+            let text = self.text.get_untracked();
+            return (!text.is_empty()).then_some(text);
+        }
+        let text = self.text.get_untracked();
+        (text != self.initial).then_some(text)
+    }
+}
+
 #[component]
 fn SettingsOverview(view: SettingsView) -> impl IntoView {
-    let mut groups: Vec<(String, Vec<FieldView>)> = Vec::new();
-    for field in view.fields {
-        match groups.iter_mut().find(|(g, _)| *g == field.group) {
-            Some((_, fields)) => fields.push(field),
-            None => groups.push((field.group.clone(), vec![field])),
+    let session = use_query_map().with_untracked(|q| q.get("session").unwrap_or_default());
+    let version = RwSignal::new(view.version);
+    let status = RwSignal::new(None::<(bool, String)>);
+    let fields: Vec<FieldState> = view
+        .fields
+        .into_iter()
+        .map(|f| {
+            let initial = match f.kind {
+                SettingType::Secret => String::new(),
+                _ => f
+                    .value
+                    .clone()
+                    .or_else(|| f.default.clone())
+                    .unwrap_or_default(),
+            };
+            FieldState {
+                text: RwSignal::new(initial.clone()),
+                clear: RwSignal::new(false),
+                error: RwSignal::new(None),
+                initial,
+                view: f,
+            }
+        })
+        .collect();
+    let all = fields.clone();
+    let save = Action::new(
+        move |changes: &std::collections::BTreeMap<String, String>| {
+            let (session, changes) = (session.clone(), changes.clone());
+            async move { save_settings(session, version.get_untracked(), changes).await }
+        },
+    );
+    Effect::new({
+        let all = all.clone();
+        move || {
+            let Some(result) = save.value().get() else {
+                return;
+            };
+            for f in &all {
+                f.error.set(None);
+            }
+            match result {
+                Ok(SaveOutcome::Saved { version: v }) => {
+                    version.set(v);
+                    status.set(Some((true, format!("Saved (version {v}).").to_owned())));
+                }
+                Ok(SaveOutcome::Invalid { errors }) => {
+                    for e in errors {
+                        if let Some(f) = all.iter().find(|f| f.view.key == e.field) {
+                            f.error.set(Some(e.message));
+                        }
+                    }
+                    status.set(Some((false, "Nothing was saved: correct the marked fields.".into())));
+                }
+                Ok(SaveOutcome::Conflict { current }) => status.set(Some((
+                    false,
+                    format!(
+                        "Someone else saved these settings meanwhile (now version {current}). Nothing of yours was \
+                         saved: copy your changes, reload the page, and apply them again."
+                    ),
+                ))),
+                Err(e) => status.set(Some((false, e.to_string()))),
+            }
+        }
+    });
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let changes = all
+            .iter()
+            .filter_map(|f| f.change().map(|c| (f.view.key.clone(), c)))
+            .collect();
+        status.set(None);
+        save.dispatch(changes);
+    };
+    let mut groups: Vec<(String, Vec<FieldState>)> = Vec::new();
+    for field in fields {
+        match groups.iter_mut().find(|(g, _)| *g == field.view.group) {
+            Some((_, list)) => list.push(field),
+            None => groups.push((field.view.group.clone(), vec![field])),
         }
     }
     let last_change = match (view.updated_by, view.version) {
@@ -125,26 +225,77 @@ fn SettingsOverview(view: SettingsView) -> impl IntoView {
             </p>
             <p class="muted" data-testid="last-change">{last_change}</p>
         </header>
-        {groups.into_iter().map(|(group, fields)| view! {
-            <h2>{group}</h2>
-            <dl class="card settings-list">
-                {fields.into_iter().map(|f| {
-                    let shown = if f.kind == SettingType::Secret {
-                        if f.secret_set { "Set (hidden)".to_owned() } else { "Not set".to_owned() }
-                    } else {
-                        match (&f.value, &f.default) {
-                            (Some(v), _) => v.clone(),
-                            (None, Some(d)) => format!("{d} (default)"),
-                            (None, None) => "Not set".to_owned(),
-                        }
-                    };
-                    view! {
-                        <dt>{f.label}{f.required.then_some(" *")}</dt>
-                        <dd data-field=f.key>{shown}<small class="muted">{f.help}</small></dd>
-                    }
+        <form class="settings-form" on:submit=submit novalidate>
+            {groups.into_iter().map(|(group, list)| view! {
+                <fieldset class="card">
+                    <legend>{group}</legend>
+                    {list.into_iter().map(field_input).collect_view()}
+                </fieldset>
+            }).collect_view()}
+            <div class="form-actions">
+                <button type="submit" class="button" disabled=move || save.pending().get()>
+                    {move || if save.pending().get() { "Saving…" } else { "Save" }}
+                </button>
+                <span role="status" data-testid="save-status"
+                    class=move || match status.get() { Some((true, _)) => "ok", Some((false, _)) => "error", None => "" }>
+                    {move || status.get().map(|(_, m)| m)}
+                </span>
+            </div>
+        </form>
+    }
+}
+
+fn field_input(f: FieldState) -> impl IntoView {
+    let id = format!("field-{}", f.view.key);
+    let help_id = format!("{id}-help");
+    let text = f.text;
+    let error = f.error;
+    let input = match f.view.kind {
+        SettingType::Select => view! {
+            <select id=id.clone() name=f.view.key.clone() aria-describedby=help_id.clone()
+                on:change=move |ev| text.set(event_target_value(&ev))>
+                {f.view.options.iter().map(|o| {
+                    let selected = o.value == f.initial;
+                    view! { <option value=o.value.clone() selected=selected>{o.label.clone()}</option> }
                 }).collect_view()}
-            </dl>
-        }).collect_view()}
+            </select>
+        }.into_any(),
+        SettingType::Bool => view! {
+            <input type="checkbox" id=id.clone() name=f.view.key.clone() aria-describedby=help_id.clone()
+                prop:checked=move || text.get() == "true"
+                on:change=move |ev| text.set(event_target_checked(&ev).to_string())/>
+        }.into_any(),
+        SettingType::Secret => {
+            let clear = f.clear;
+            let placeholder = if f.view.secret_set { "Set — type to replace" } else { "Not set" };
+            view! {
+                <input type="password" id=id.clone() name=f.view.key.clone() autocomplete="off"
+                    aria-describedby=help_id.clone() placeholder=placeholder
+                    prop:value=move || text.get() on:input=move |ev| text.set(event_target_value(&ev))/>
+                <Show when=move || f.view.secret_set>
+                    <label class="inline"><input type="checkbox" prop:checked=move || clear.get()
+                        on:change=move |ev| clear.set(event_target_checked(&ev))/>" Clear"</label>
+                </Show>
+            }.into_any()
+        }
+        kind => {
+            let input_type = match kind { SettingType::Url => "url", SettingType::Number => "text", _ => "text" };
+            view! {
+                <input type=input_type id=id.clone() name=f.view.key.clone() aria-describedby=help_id.clone()
+                    inputmode=if kind == SettingType::Number { "decimal" } else { "text" }
+                    prop:value=move || text.get() on:input=move |ev| text.set(event_target_value(&ev))/>
+            }.into_any()
+        }
+    };
+    view! {
+        <div class="field" data-field=f.view.key.clone() class:invalid=move || error.get().is_some()>
+            <label for=id>{f.view.label.clone()}{f.view.required.then_some(" *")}</label>
+            {input}
+            <small id=help_id class="muted">{f.view.help.clone()}</small>
+            <Show when=move || error.get().is_some()>
+                <small class="field-error" role="alert">{move || error.get().unwrap_or_default()}</small>
+            </Show>
+        </div>
     }
 }
 
