@@ -1,6 +1,8 @@
 //! ibex: an Infobip Exchange app server. One module per concern; the signed request path reads top-down in
 //! `invoke`.
 
+#![recursion_limit = "256"]
+
 pub mod commands;
 pub mod config;
 pub mod errors;

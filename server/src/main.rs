@@ -1,3 +1,5 @@
+#![recursion_limit = "256"]
+
 use std::process::ExitCode;
 
 /// mimalloc: the signed path allocates many small short-lived buffers, which glibc malloc serves with lock
