@@ -71,3 +71,19 @@ test("sign-in works with third-party cookies blocked", async () => {
     fs.rmSync(profile, { recursive: true, force: true });
   }
 });
+
+test("the configuration page fits iframes from 320 to 1200 px wide", async ({ page }) => {
+  const frame = await openConfiguration(page, "bob.agent");
+  await expect(frame.getByTestId("signed-in")).toContainText("bob.agent");
+  // The iframe's own URL carries the session: open it at each width, as Infobip's layout may size the iframe.
+  const src = page.frames().find((f) => f.url().includes("/settings?"))?.url();
+  expect(src).toBeTruthy();
+  for (const width of [320, 768, 1200]) {
+    await page.setViewportSize({ width, height: 900 });
+    await page.goto(src!);
+    await expect(page.getByRole("button", { name: "Save" })).toBeVisible();
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    expect(overflow, `horizontal overflow at ${width}px`).toBeLessThanOrEqual(0);
+    await page.screenshot({ path: `test-results/configuration-${width}.png`, fullPage: true });
+  }
+});
