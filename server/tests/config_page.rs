@@ -47,7 +47,16 @@ async fn follow(
 async fn session_for(h: &Harness, user: &str) -> String {
     let (page, trail) = follow(h, &format!("{}/settings", h.ibex), Some(user)).await;
     assert_eq!(page.status(), 200, "{trail:#?}");
-    url::Url::parse(trail.last().unwrap())
+    session_in(trail.last().unwrap())
+}
+
+async fn stored_settings(h: &Harness, account: &str) -> app::settings::store::StoredSettings {
+    h.state.settings.load(account).await.unwrap().unwrap()
+}
+
+/// The session token a finished sign-in left in the page's URL.
+fn session_in(url: &str) -> String {
+    url::Url::parse(url)
         .unwrap()
         .query_pairs()
         .find(|(k, _)| k == "session")
@@ -97,19 +106,13 @@ async fn saving(backend: Backend) {
     let changes =
         serde_json::json!({"api_key": common::SHOP_KEY, "api_base_url": shop, "currency": "USD"});
     assert_eq!(
-        save(&h, &ana_session, 0, changes.clone()).await,
+        save(&h, &ana_session, 0, changes).await,
         serde_json::json!({"Saved": {"version": 1}})
     );
     // A second admin who loaded version 0 is refused, and nothing of theirs is written.
     let outcome = save(&h, &ana_session, 0, serde_json::json!({"currency": "GBP"})).await;
     assert_eq!(outcome, serde_json::json!({"Conflict": {"current": 1}}));
-    let stored = h
-        .state
-        .settings
-        .load(ana.account_key)
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = stored_settings(&h, ana.account_key).await;
     assert_eq!(stored.values["currency"], "USD");
     assert!(
         stored.updated_by.contains(ana.user_key),
@@ -129,13 +132,7 @@ async fn saving(backend: Backend) {
         .await,
         serde_json::json!({"Saved": {"version": 1}})
     );
-    let stored = h
-        .state
-        .settings
-        .load(ana.account_key)
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = stored_settings(&h, ana.account_key).await;
     assert_eq!(
         (stored.version, stored.secrets["api_key"].as_str()),
         (1, common::SHOP_KEY)
@@ -190,12 +187,7 @@ async fn sign_in(backend: Backend) {
     assert!(trail
         .iter()
         .any(|u| u.contains("/exchange/1/oauth/authorize") && u.contains("code_challenge=")));
-    let session = url::Url::parse(&final_url)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "session")
-        .map(|(_, v)| v.into_owned())
-        .unwrap();
+    let session = session_in(&final_url);
 
     // The page's server function answers for the session's account, and only with a genuine session.
     let load = |token: String| {
