@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod ops;
 pub mod partner;
+pub mod probe;
 pub mod routes;
 pub mod signature;
 pub mod signed;

@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
     let definition = state.definition.clone();
     let keys = state.keys.clone();
     let settings = state.settings.clone();
+    let probe = state.probe.clone();
     let leptos_options = (*state.leptos_options).clone();
     router
         .route("/fn", any(unknown_function))
@@ -50,6 +51,9 @@ pub fn router(state: AppState) -> Router {
                 provide_context(definition.clone());
                 provide_context(keys.clone());
                 provide_context(settings.clone());
+                if let Some(probe) = &probe {
+                    provide_context(probe.clone());
+                }
             },
             move || app::shell(leptos_options.clone()),
         )

@@ -5,9 +5,11 @@ use crate::functions::{self, FunctionPlan};
 use crate::metrics::Metrics;
 use crate::oauth::OAuthConfig;
 use crate::partner::{PartnerClient, RetryPolicy};
+use crate::probe::PartnerProbe;
 use crate::signature::Verifier;
 use app::definition::AppDefinition;
 use app::settings::crypto::KeyRing;
+use app::settings::probe::ConnectionProbe;
 use app::settings::store::{SettingsStore, StoreError};
 use app::settings::SettingsService;
 use axum::extract::FromRef;
@@ -42,6 +44,8 @@ pub struct AppState {
     pub public_url: Arc<str>,
     pub keys: Arc<KeyRing>,
     pub oauth: Arc<OAuthConfig>,
+    /// The configuration page's "Test connection"; `None` when the app definition has no probe.
+    pub probe: Option<Arc<dyn ConnectionProbe>>,
     /// For calls to Infobip (OAuth token exchange); partner calls have their own client.
     pub http: reqwest::Client,
 }
@@ -86,11 +90,16 @@ impl AppState {
         let oauth = Arc::new(options.oauth()?);
         let keys = Arc::new(options.key_ring()?);
         let settings = open_settings_with(options, definition.clone(), keys.clone()).await?;
+        let partner = PartnerClient::new(RetryPolicy::default())?;
+        let probe = PartnerProbe::compile(&definition, partner.clone())
+            .map_err(StartError::Compile)?
+            .map(|p| Arc::new(p) as Arc<dyn ConnectionProbe>);
         Ok(AppState {
             functions: Arc::new(functions),
             settings,
             verifier,
-            partner: PartnerClient::new(RetryPolicy::default())?,
+            partner,
+            probe,
             metrics: Arc::new(Metrics::new()),
             leptos_options: Arc::new(leptos_options(options)?),
             max_body_bytes: options.max_body_bytes,

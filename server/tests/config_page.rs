@@ -80,6 +80,135 @@ async fn save(
     response.json().await.unwrap()
 }
 
+async fn test_connection(
+    h: &Harness,
+    session: &str,
+    changes: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = client()
+        .post(format!("{}/api/test_connection", h.ibex))
+        .json(&serde_json::json!({"session": session, "changes": changes}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// "Test connection" sends the probe with the values on screen over the stored ones, saves nothing, and says
+/// what to check when it fails.
+async fn connection_test(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let ana = &USERS[0];
+    let session = session_for(&h, ana.user_key).await;
+    let shop = h.shop.clone();
+
+    // Nothing stored yet: the on-screen key and URL are what is tried.
+    let (status, outcome) = test_connection(
+        &h,
+        &session,
+        serde_json::json!({"api_key": common::SHOP_KEY, "api_base_url": shop}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(outcome["Passed"]["status"], 200, "{outcome}");
+    let probes: Vec<_> = h
+        .shop_requests()
+        .await
+        .into_iter()
+        .filter(|r| r["path"] == "/health")
+        .collect();
+    assert_eq!(probes.len(), 1, "{probes:?}");
+    assert!(
+        h.state
+            .settings
+            .load(ana.account_key)
+            .await
+            .unwrap()
+            .is_none(),
+        "a test must not save"
+    );
+
+    // A wrong key is refused by the partner; the message says to check the credentials.
+    let (_, outcome) = test_connection(
+        &h,
+        &session,
+        serde_json::json!({"api_key": "wrong", "api_base_url": shop}),
+    )
+    .await;
+    let message = outcome["Failed"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("HTTP 401") && message.contains("credentials"),
+        "{outcome}"
+    );
+
+    // Saved settings are used where the screen changes nothing; a stale secret on screen is not needed.
+    assert_eq!(
+        save(
+            &h,
+            &session,
+            0,
+            serde_json::json!({"api_key": common::SHOP_KEY, "api_base_url": shop})
+        )
+        .await,
+        serde_json::json!({"Saved": {"version": 1}})
+    );
+    let (_, outcome) = test_connection(&h, &session, serde_json::json!({})).await;
+    assert_eq!(outcome["Passed"]["status"], 200, "{outcome}");
+
+    // Invalid values are reported per field and nothing is sent.
+    let before = h.shop_requests().await.len();
+    let (_, outcome) = test_connection(
+        &h,
+        &session,
+        serde_json::json!({"api_base_url": "not a url"}),
+    )
+    .await;
+    assert_eq!(
+        outcome["Invalid"]["errors"][0]["field"], "api_base_url",
+        "{outcome}"
+    );
+    assert_eq!(h.shop_requests().await.len(), before);
+
+    // Nobody listening at the URL on screen.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (_, outcome) =
+        test_connection(&h, &session, serde_json::json!({"api_base_url": dead})).await;
+    let message = outcome["Failed"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("Could not reach"), "{outcome}");
+
+    // The partner failing is told apart from a credential problem, and its body is not echoed.
+    h.shop_faults(serde_json::json!({"status": 500, "fail_next": 1}))
+        .await;
+    let (_, outcome) = test_connection(&h, &session, serde_json::json!({})).await;
+    let message = outcome["Failed"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("HTTP 500") && !message.contains("simulated"),
+        "{outcome}"
+    );
+
+    // A forged session gets nothing.
+    let (status, _) = test_connection(&h, &format!("{session}x"), serde_json::json!({})).await;
+    assert!(status >= 400, "{status}");
+    assert_eq!(
+        h.state
+            .settings
+            .load(ana.account_key)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        1
+    );
+    h.finish().await;
+}
+
 async fn saving(backend: Backend) {
     let h = Harness::start(backend).await;
     let (ana, eve) = (&USERS[0], &USERS[2]);
@@ -248,3 +377,4 @@ async fn sign_in(backend: Backend) {
 
 on_both_backends!(configuration_page_sign_in, sign_in);
 on_both_backends!(configuration_page_saving, saving);
+on_both_backends!(configuration_page_connection_test, connection_test);

@@ -2,6 +2,7 @@
 //! settings as the app definition describes them (secrets only as set / not set).
 
 use crate::definition::SettingType;
+use crate::settings::probe::ConnectionCheck;
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,8 @@ pub struct SettingsView {
     pub version: i64,
     pub updated_at: Option<i64>,
     pub updated_by: Option<String>,
+    /// Whether the app definition has a probe request, i.e. whether "Test connection" is offered.
+    pub can_test: bool,
     pub fields: Vec<FieldView>,
 }
 
@@ -83,6 +86,7 @@ pub async fn load_settings(session: String) -> Result<SettingsView, ServerFnErro
         version: stored.as_ref().map_or(0, |s| s.version),
         updated_at: stored.as_ref().map(|s| s.updated_at),
         updated_by: stored.map(|s| s.updated_by),
+        can_test: definition.partner.probe.is_some(),
         fields,
     })
 }
@@ -158,6 +162,58 @@ fn SettingsOverview(view: SettingsView) -> impl IntoView {
         })
         .collect();
     let all = fields.clone();
+    let changes = {
+        let all = all.clone();
+        move || -> std::collections::BTreeMap<String, String> {
+            all.iter()
+                .filter_map(|f| f.change().map(|c| (f.view.key.clone(), c)))
+                .collect()
+        }
+    };
+    let show_errors = {
+        let all = all.clone();
+        move |errors: Vec<crate::settings::FieldError>| {
+            for f in &all {
+                f.error.set(
+                    errors
+                        .iter()
+                        .find(|e| e.field == f.view.key)
+                        .map(|e| e.message.clone()),
+                );
+            }
+        }
+    };
+    let check = RwSignal::new(None::<(bool, String)>);
+    let test = Action::new({
+        let session = session.clone();
+        move |changes: &std::collections::BTreeMap<String, String>| {
+            let (session, changes) = (session.clone(), changes.clone());
+            async move { test_connection(session, changes).await }
+        }
+    });
+    Effect::new({
+        let show_errors = show_errors.clone();
+        move || {
+            let Some(result) = test.value().get() else {
+                return;
+            };
+            check.set(Some(match result {
+                Ok(ConnectionCheck::Passed { status, elapsed_ms }) => {
+                    show_errors(Vec::new());
+                    (
+                        true,
+                        format!("Connected: the API answered HTTP {status} in {elapsed_ms} ms."),
+                    )
+                }
+                Ok(ConnectionCheck::Failed { message }) => (false, message),
+                Ok(ConnectionCheck::Invalid { errors }) => {
+                    show_errors(errors);
+                    (false, "Not tested: correct the marked fields first.".into())
+                }
+                Err(e) => (false, e.to_string()),
+            }));
+        }
+    });
     let save = Action::new(
         move |changes: &std::collections::BTreeMap<String, String>| {
             let (session, changes) = (session.clone(), changes.clone());
@@ -165,25 +221,19 @@ fn SettingsOverview(view: SettingsView) -> impl IntoView {
         },
     );
     Effect::new({
-        let all = all.clone();
+        let show_errors = show_errors.clone();
         move || {
             let Some(result) = save.value().get() else {
                 return;
             };
-            for f in &all {
-                f.error.set(None);
-            }
+            show_errors(Vec::new());
             match result {
                 Ok(SaveOutcome::Saved { version: v }) => {
                     version.set(v);
                     status.set(Some((true, format!("Saved (version {v}).").to_owned())));
                 }
                 Ok(SaveOutcome::Invalid { errors }) => {
-                    for e in errors {
-                        if let Some(f) = all.iter().find(|f| f.view.key == e.field) {
-                            f.error.set(Some(e.message));
-                        }
-                    }
+                    show_errors(errors);
                     status.set(Some((false, "Nothing was saved: correct the marked fields.".into())));
                 }
                 Ok(SaveOutcome::Conflict { current }) => status.set(Some((
@@ -197,14 +247,17 @@ fn SettingsOverview(view: SettingsView) -> impl IntoView {
             }
         }
     });
-    let submit = move |ev: leptos::ev::SubmitEvent| {
-        ev.prevent_default();
-        let changes = all
-            .iter()
-            .filter_map(|f| f.change().map(|c| (f.view.key.clone(), c)))
-            .collect();
-        status.set(None);
-        save.dispatch(changes);
+    let submit = {
+        let changes = changes.clone();
+        move |ev: leptos::ev::SubmitEvent| {
+            ev.prevent_default();
+            status.set(None);
+            save.dispatch(changes());
+        }
+    };
+    let run_test = move |_| {
+        check.set(None);
+        test.dispatch(changes());
     };
     let mut groups: Vec<(String, Vec<FieldState>)> = Vec::new();
     for field in fields {
@@ -236,11 +289,21 @@ fn SettingsOverview(view: SettingsView) -> impl IntoView {
                 <button type="submit" class="button" disabled=move || save.pending().get()>
                     {move || if save.pending().get() { "Saving…" } else { "Save" }}
                 </button>
+                {view.can_test.then(|| view! {
+                    <button type="button" class="button secondary" on:click=run_test
+                        disabled=move || test.pending().get()>
+                        {move || if test.pending().get() { "Testing…" } else { "Test connection" }}
+                    </button>
+                })}
                 <span role="status" data-testid="save-status"
                     class=move || match status.get() { Some((true, _)) => "ok", Some((false, _)) => "error", None => "" }>
                     {move || status.get().map(|(_, m)| m)}
                 </span>
             </div>
+            <p role="status" data-testid="test-status"
+                class=move || match check.get() { Some((true, _)) => "check ok", Some((false, _)) => "check error", None => "check" }>
+                {move || check.get().map(|(_, m)| m)}
+            </p>
         </form>
     }
 }
@@ -347,6 +410,44 @@ pub async fn save_settings(
         }
         Err(_) => Err(ServerFnError::new(
             "the settings could not be saved; try again",
+        )),
+    }
+}
+
+/// Tries the partner API with the stored settings overlaid by the unsaved values on screen, for the session's
+/// account only. Nothing is saved; the answer says whether the connection works or what to check.
+#[server(endpoint = "test_connection", input = leptos::server_fn::codec::Json)]
+pub async fn test_connection(
+    session: String,
+    changes: std::collections::BTreeMap<String, String>,
+) -> Result<ConnectionCheck, ServerFnError> {
+    use crate::auth::Session;
+    use crate::settings::crypto::KeyRing;
+    use crate::settings::probe::ConnectionProbe;
+    use crate::settings::{FieldError, SettingsError, SettingsService};
+    use std::sync::Arc;
+    let keys =
+        use_context::<Arc<KeyRing>>().ok_or_else(|| ServerFnError::new("server misconfigured"))?;
+    let service = use_context::<SettingsService>()
+        .ok_or_else(|| ServerFnError::new("server misconfigured"))?;
+    let session = Session::open(&session, &keys, crate::settings::store::now_ms())
+        .map_err(|e| ServerFnError::new(e.to_string()))?;
+    let probe = use_context::<Arc<dyn ConnectionProbe>>()
+        .ok_or_else(|| ServerFnError::new("this app defines no connection test"))?;
+    match service.preview(&session.account_key, &changes).await {
+        Ok(settings) => Ok(probe.check(&settings).await),
+        Err(SettingsError::Invalid(errors)) => Ok(ConnectionCheck::Invalid { errors }),
+        Err(SettingsError::NotConfigured { missing }) => Ok(ConnectionCheck::Invalid {
+            errors: missing
+                .into_iter()
+                .map(|field| FieldError {
+                    field,
+                    message: "is required".into(),
+                })
+                .collect(),
+        }),
+        Err(SettingsError::Store(_)) => Err(ServerFnError::new(
+            "the settings could not be read; try again",
         )),
     }
 }

@@ -5,6 +5,7 @@
 
 #[cfg(feature = "ssr")]
 pub mod crypto;
+pub mod probe;
 #[cfg(feature = "ssr")]
 mod service;
 #[cfg(feature = "ssr")]

@@ -148,6 +148,26 @@ impl SettingsService {
         Ok(self.store.load(account_key).await?)
     }
 
+    /// The account's settings as they would be with `changes` applied, validated the same way as a save but
+    /// written nowhere: "Test connection" checks the values on screen before the admin commits to them.
+    pub async fn preview(
+        &self,
+        account_key: &str,
+        changes: &BTreeMap<String, String>,
+    ) -> Result<ResolvedSettings, SettingsError> {
+        let mut stored = self
+            .store
+            .load(account_key)
+            .await?
+            .unwrap_or_else(|| StoredSettings::empty(account_key));
+        let is_set =
+            |key: &str| stored.values.contains_key(key) || stored.secrets.contains_key(key);
+        let change =
+            validate_changes(&self.definition, changes, is_set).map_err(SettingsError::Invalid)?;
+        stored.apply(&change);
+        ResolvedSettings::resolve(&self.definition, &stored)
+    }
+
     /// Validates raw text changes and saves them; see `SettingsStore::save` for `expected_version`.
     pub async fn update(
         &self,

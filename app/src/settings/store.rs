@@ -63,6 +63,37 @@ impl std::fmt::Debug for StoredSettings {
     }
 }
 
+impl StoredSettings {
+    /// An account nobody has saved yet (version 0).
+    pub fn empty(account_key: &str) -> Self {
+        StoredSettings {
+            account_key: account_key.to_owned(),
+            values: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            version: 0,
+            created_at: 0,
+            updated_at: 0,
+            updated_by: String::new(),
+        }
+    }
+
+    /// Applies a validated change in memory only (plaintext secrets included).
+    pub fn apply(&mut self, change: &SettingsChange) {
+        for (key, value) in &change.values {
+            match value {
+                Some(v) => self.values.insert(key.clone(), v.clone()),
+                None => self.values.remove(key),
+            };
+        }
+        for (key, secret) in &change.secrets {
+            match secret {
+                Some(plain) => self.secrets.insert(key.clone(), plain.clone()),
+                None => self.secrets.remove(key),
+            };
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangeRecord {
     pub version: i64,

@@ -114,7 +114,32 @@ impl PartnerClient {
         Err(last)
     }
 
-    async fn attempt(&self, request: &PartnerRequest) -> Result<Attempt, PartnerError> {
+    /// One attempt, no retry, any 2xx answer accepted whatever its body: whether the partner takes these
+    /// credentials at all. Returns the status.
+    pub async fn probe(
+        &self,
+        request: &PartnerRequest,
+        deadline: Duration,
+    ) -> Result<u16, PartnerError> {
+        let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+        let (status, body) = tokio::time::timeout(deadline, self.exchange(request))
+            .await
+            .map_err(|_| PartnerError::Timeout(deadline_ms))?
+            .map_err(|e| PartnerError::Unreachable(e.without_url().to_string()))?;
+        match status {
+            200..=299 => Ok(status),
+            400..=499 => Err(PartnerError::ClientError {
+                status,
+                excerpt: excerpt(&body),
+            }),
+            _ => Err(PartnerError::ServerError {
+                status,
+                excerpt: excerpt(&body),
+            }),
+        }
+    }
+
+    async fn exchange(&self, request: &PartnerRequest) -> Result<(u16, Bytes), reqwest::Error> {
         let mut builder = self
             .http
             .request(request.method.clone(), request.url.clone())
@@ -122,8 +147,14 @@ impl PartnerClient {
         if let Some(body) = &request.body {
             builder = builder.body(body.clone());
         }
-        let response = match builder.send().await {
-            Ok(response) => response,
+        let response = builder.send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.bytes().await?))
+    }
+
+    async fn attempt(&self, request: &PartnerRequest) -> Result<Attempt, PartnerError> {
+        let (status, body) = match self.exchange(request).await {
+            Ok(answer) => answer,
             // reqwest's message names the URL, whose query may hold a credential: drop it.
             Err(e) if e.is_connect() => {
                 return Ok(Attempt::Retry(PartnerError::Unreachable(
@@ -132,11 +163,6 @@ impl PartnerClient {
             }
             Err(e) => return Err(PartnerError::Unreachable(e.without_url().to_string())),
         };
-        let status = response.status().as_u16();
-        let body: Bytes = response
-            .bytes()
-            .await
-            .map_err(|e| PartnerError::Unreachable(e.without_url().to_string()))?;
         if (200..300).contains(&status) {
             return serde_json::from_slice(&body)
                 .map(Attempt::Done)
