@@ -19,7 +19,12 @@ export const chromiumArgs = [
   "--disable-sync",
   "--no-first-run",
 ];
-const dataDir = path.join(os.tmpdir(), `ibex-e2e-${process.pid}`);
+// Set once in the runner and inherited by its workers, which load this file again under another pid.
+process.env.IBEX_E2E_DATA_DIR ??= path.join(os.tmpdir(), `ibex-e2e-${process.pid}`);
+/** ibex's data directory in these tests: its SQLite file and the development secrets `ibex --dev call` reads. */
+export const dataDir = process.env.IBEX_E2E_DATA_DIR;
+export const ibexRoot = root;
+export const ibexURL = `http://127.0.0.1:${ibexPort}`;
 
 export default defineConfig({
   testDir: "./tests",
@@ -28,7 +33,7 @@ export default defineConfig({
   workers: 1,
   reporter: [["list"]],
   use: {
-    baseURL: `http://127.0.0.1:${ibexPort}`,
+    baseURL: ibexURL,
     launchOptions: {
       // Debian's Chromium: Playwright's own browser download cannot work on these machines.
       executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",

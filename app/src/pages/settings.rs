@@ -184,6 +184,10 @@ fn SettingsOverview(view: SettingsView) -> impl IntoView {
         }
     };
     let check = RwSignal::new(None::<(bool, String)>);
+    // Effects run only in the browser, so this flips once the form is hydrated and its buttons work: what tests
+    // and the "interactive" budget wait for.
+    let interactive = RwSignal::new(false);
+    Effect::new(move || interactive.set(true));
     let test = Action::new({
         let session = session.clone();
         move |changes: &std::collections::BTreeMap<String, String>| {
@@ -278,7 +282,8 @@ fn SettingsOverview(view: SettingsView) -> impl IntoView {
             </p>
             <p class="muted" data-testid="last-change">{last_change}</p>
         </header>
-        <form class="settings-form" on:submit=submit novalidate>
+        <form class="settings-form" on:submit=submit novalidate
+            data-interactive=move || interactive.get().to_string()>
             {groups.into_iter().map(|(group, list)| view! {
                 <fieldset class="card">
                     <legend>{group}</legend>
