@@ -35,19 +35,31 @@ pub struct SettingsView {
     pub fields: Vec<FieldView>,
 }
 
+/// The settings service and the session every server function starts from. A token that does not open
+/// (forged, altered, expired) is answered 401, so a caller can tell it from a server fault.
+#[cfg(feature = "ssr")]
+fn signed_in(
+    token: &str,
+) -> Result<(crate::settings::SettingsService, crate::auth::Session), ServerFnError> {
+    use crate::settings::crypto::KeyRing;
+    use std::sync::Arc;
+    let misconfigured = || ServerFnError::new("server misconfigured");
+    let keys = use_context::<Arc<KeyRing>>().ok_or_else(misconfigured)?;
+    let service = use_context::<crate::settings::SettingsService>().ok_or_else(misconfigured)?;
+    let session = crate::auth::Session::open(token, &keys, crate::settings::store::now_ms())
+        .map_err(|e| {
+            if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+                response.set_status(http::StatusCode::UNAUTHORIZED);
+            }
+            ServerFnError::new(e.to_string())
+        })?;
+    Ok((service, session))
+}
+
 /// Every call carries the page's session token; the account is taken from it, never from the caller.
 #[server(endpoint = "load_settings")]
 pub async fn load_settings(session: String) -> Result<SettingsView, ServerFnError> {
-    use crate::auth::Session;
-    use crate::settings::crypto::KeyRing;
-    use crate::settings::SettingsService;
-    use std::sync::Arc;
-    let keys =
-        use_context::<Arc<KeyRing>>().ok_or_else(|| ServerFnError::new("server misconfigured"))?;
-    let service = use_context::<SettingsService>()
-        .ok_or_else(|| ServerFnError::new("server misconfigured"))?;
-    let session = Session::open(&session, &keys, crate::settings::store::now_ms())
-        .map_err(|e| ServerFnError::new(e.to_string()))?;
+    let (service, session) = signed_in(&session)?;
     let stored = service
         .load(&session.account_key)
         .await
@@ -390,17 +402,9 @@ pub async fn save_settings(
     version: i64,
     changes: std::collections::BTreeMap<String, String>,
 ) -> Result<SaveOutcome, ServerFnError> {
-    use crate::auth::Session;
-    use crate::settings::crypto::KeyRing;
     use crate::settings::store::StoreError;
-    use crate::settings::{SettingsError, SettingsService};
-    use std::sync::Arc;
-    let keys =
-        use_context::<Arc<KeyRing>>().ok_or_else(|| ServerFnError::new("server misconfigured"))?;
-    let service = use_context::<SettingsService>()
-        .ok_or_else(|| ServerFnError::new("server misconfigured"))?;
-    let session = Session::open(&session, &keys, crate::settings::store::now_ms())
-        .map_err(|e| ServerFnError::new(e.to_string()))?;
+    use crate::settings::SettingsError;
+    let (service, session) = signed_in(&session)?;
     let actor = format!("{} ({})", session.username, session.user_key);
     match service
         .update(&session.account_key, Some(version), &changes, &actor)
@@ -426,17 +430,10 @@ pub async fn test_connection(
     session: String,
     changes: std::collections::BTreeMap<String, String>,
 ) -> Result<ConnectionCheck, ServerFnError> {
-    use crate::auth::Session;
-    use crate::settings::crypto::KeyRing;
     use crate::settings::probe::ConnectionProbe;
-    use crate::settings::{FieldError, SettingsError, SettingsService};
+    use crate::settings::{FieldError, SettingsError};
     use std::sync::Arc;
-    let keys =
-        use_context::<Arc<KeyRing>>().ok_or_else(|| ServerFnError::new("server misconfigured"))?;
-    let service = use_context::<SettingsService>()
-        .ok_or_else(|| ServerFnError::new("server misconfigured"))?;
-    let session = Session::open(&session, &keys, crate::settings::store::now_ms())
-        .map_err(|e| ServerFnError::new(e.to_string()))?;
+    let (service, session) = signed_in(&session)?;
     let probe = use_context::<Arc<dyn ConnectionProbe>>()
         .ok_or_else(|| ServerFnError::new("this app defines no connection test"))?;
     match service.preview(&session.account_key, &changes).await {
