@@ -11,7 +11,11 @@ pub mod settings;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
-use leptos_router::StaticSegment;
+use leptos_router::{SsrMode, StaticSegment};
+
+const IDLE_DEADLINE: &str =
+    "(()=>{const r=window.requestIdleCallback;if(r){window.requestIdleCallback=\
+(c,o)=>r.call(window,c,Object.assign({timeout:50},o));}})();";
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     view! {
@@ -21,7 +25,11 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <AutoReload options=options.clone()/>
-                <HydrationScripts options/>
+                // Leptos' island script waits for requestIdleCallback, which a busy or cross-site iframe may not
+                // grant for seconds (seen in Chromium: the form stayed inert). A deadline keeps the form
+                // interactive soon after load without replacing Leptos' own script.
+                <script inner_html=IDLE_DEADLINE></script>
+                <HydrationScripts options islands=true/>
                 <link rel="icon" type="image/svg+xml" href="/favicon.svg"/>
                 <MetaTags/>
             </head>
@@ -41,8 +49,10 @@ pub fn App() -> impl IntoView {
         <Router>
             <main>
                 <Routes fallback=|| view! { <p class="notice">"Page not found."</p> }>
-                    <Route path=StaticSegment("") view=pages::home::HomePage/>
-                    <Route path=StaticSegment("settings") view=pages::settings::SettingsPage/>
+                    // Async: the page is sent whole once its data is read, so the island script never races a
+                    // streamed chunk and an island is always in the document when it looks for islands.
+                    <Route path=StaticSegment("") view=pages::home::HomePage ssr=SsrMode::Async/>
+                    <Route path=StaticSegment("settings") view=pages::settings::SettingsPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>

@@ -1,8 +1,12 @@
 #![recursion_limit = "256"]
-//! The browser half: it only hydrates the server-rendered page, so everything else stays in `app`.
+//! The browser half. Pages are plain server-rendered HTML; only `#[island]` components (the settings form) are
+//! hydrated, by Leptos' island script calling the islands this crate exports from `app`.
+
+// Links `app`, whose `#[island]` components are the wasm exports the island script looks up by name.
+pub use app::pages::{home::FunctionCard, settings::SettingsForm};
 
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    leptos::mount::hydrate_body(app::App);
+    leptos::mount::hydrate_islands();
 }

@@ -74,8 +74,9 @@ fn OverviewView(overview: Overview) -> impl IntoView {
     }
 }
 
-#[component]
-fn FunctionCard(f: FunctionSummary) -> impl IntoView {
+/// An island: its show/hide toggle is the landing page's only interaction.
+#[island]
+pub fn FunctionCard(f: FunctionSummary) -> impl IntoView {
     let (open, set_open) = signal(false);
     let name = f.name.clone();
     view! {

@@ -112,7 +112,7 @@ pub fn SettingsPage() -> impl IntoView {
         <section class="page settings">
             <Suspense fallback=|| view! { <p class="muted" aria-live="polite">"Loading settings…"</p> }>
                 {move || settings.get().map(|result| match result {
-                    Ok(view) => view! { <SettingsOverview view/> }.into_any(),
+                    Ok(view) => view! { <SettingsOverview view session=session()/> }.into_any(),
                     Err(e) => view! {
                         <p class="notice error" role="alert">{e.to_string()}</p>
                     }.into_any(),
@@ -147,13 +147,37 @@ impl FieldState {
     }
 }
 
+/// The static part, rendered on the server only: who is signed in and the last change.
 #[component]
-fn SettingsOverview(view: SettingsView) -> impl IntoView {
-    let session = use_query_map().with_untracked(|q| q.get("session").unwrap_or_default());
-    let version = RwSignal::new(view.version);
+fn SettingsOverview(view: SettingsView, session: String) -> impl IntoView {
+    let last_change = match (&view.updated_by, view.version) {
+        (Some(by), v) if v > 0 => format!("Version {v}, last changed by {by}"),
+        _ => "Not configured yet".to_owned(),
+    };
+    view! {
+        <header class="page-header">
+            <h1>{format!("{} settings", view.app_name)}</h1>
+            <p class="muted" data-testid="signed-in">
+                {format!("Signed in as {} · account {}", view.username, view.account_key)}
+            </p>
+            <p class="muted" data-testid="last-change">{last_change}</p>
+        </header>
+        <SettingsForm fields=view.fields version=view.version can_test=view.can_test session/>
+    }
+}
+
+/// The form, the page's only island: its props travel to the browser as JSON, so they hold nothing that the
+/// signed-in admin may not see (never a secret's value), and the session token it sends with every call.
+#[island]
+pub fn SettingsForm(
+    fields: Vec<FieldView>,
+    version: i64,
+    can_test: bool,
+    session: String,
+) -> impl IntoView {
+    let version = RwSignal::new(version);
     let status = RwSignal::new(None::<(bool, String)>);
-    let fields: Vec<FieldState> = view
-        .fields
+    let fields: Vec<FieldState> = fields
         .into_iter()
         .map(|f| {
             let initial = match f.kind {
@@ -282,18 +306,7 @@ fn SettingsOverview(view: SettingsView) -> impl IntoView {
             None => groups.push((field.view.group.clone(), vec![field])),
         }
     }
-    let last_change = match (view.updated_by, view.version) {
-        (Some(by), v) if v > 0 => format!("Version {v}, last changed by {by}"),
-        _ => "Not configured yet".to_owned(),
-    };
     view! {
-        <header class="page-header">
-            <h1>{format!("{} settings", view.app_name)}</h1>
-            <p class="muted" data-testid="signed-in">
-                {format!("Signed in as {} · account {}", view.username, view.account_key)}
-            </p>
-            <p class="muted" data-testid="last-change">{last_change}</p>
-        </header>
         <form class="settings-form" on:submit=submit novalidate
             data-interactive=move || interactive.get().to_string()>
             {groups.into_iter().map(|(group, list)| view! {
@@ -306,7 +319,7 @@ fn SettingsOverview(view: SettingsView) -> impl IntoView {
                 <button type="submit" class="button" disabled=move || save.pending().get()>
                     {move || if save.pending().get() { "Saving…" } else { "Save" }}
                 </button>
-                {view.can_test.then(|| view! {
+                {can_test.then(|| view! {
                     <button type="button" class="button secondary" on:click=run_test
                         disabled=move || test.pending().get()>
                         {move || if test.pending().get() { "Testing…" } else { "Test connection" }}
