@@ -49,6 +49,7 @@ test("the portal frames the configuration page, which signs in with Exchange OAu
   await expect(frame.locator('[data-field="api_base_url"] .field-error')).toContainText("https://");
   await expect(frame.locator('[data-field="api_key"] .field-error')).toContainText("is required");
   await expect(frame.getByTestId("save-status")).toContainText("Nothing was saved");
+  await frame.locator('[data-field="api_base_url"]').scrollIntoViewIfNeeded();
   await page.screenshot({ path: "test-results/configuration-errors.png", fullPage: true });
 
   // Test connection tries the values on screen: a wrong key is refused, the right one connects.
@@ -60,6 +61,8 @@ test("the portal frames the configuration page, which signs in with Exchange OAu
   await frame.getByLabel("API key *").fill("e2e-shop-key");
   await testButton.click();
   await expect(frame.getByTestId("test-status")).toContainText("Connected: the API answered HTTP 200");
+  // The failed save's message went with the new action: it named field errors that are gone now.
+  await expect(frame.getByTestId("save-status")).toHaveText("");
   await page.screenshot({ path: "test-results/configuration-test-connection.png", fullPage: true });
 
   // A valid save; after a reload the secret is only "set" and the preference is kept.

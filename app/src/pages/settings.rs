@@ -295,7 +295,9 @@ pub fn SettingsForm(
             save.dispatch(changes());
         }
     };
+    // A new action replaces the last save's message, which may name field errors the test is about to re-check.
     let run_test = move |_| {
+        status.set(None);
         check.set(None);
         test.dispatch(changes());
     };
