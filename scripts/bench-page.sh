@@ -51,7 +51,11 @@ curl -fsS "$settings_url" | grep -q 'settings-form' || { echo "bench: /settings 
 
 p50_ms() { # url: sequential requests, one connection, the median in ms
   oha --no-tui -n "$requests" -c 1 --output-format json "$1" \
-    | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.3f" % (d["latencyPercentiles"]["p50"]*1000))'
+    | python3 -c 'import json,sys
+d = json.load(sys.stdin)
+codes = d["statusCodeDistribution"]
+if set(codes) != {"200"}: sys.exit("bench: not every answer was 200: %s" % codes)
+print("%.3f" % (d["latencyPercentiles"]["p50"]*1000))'
 }
 oha --no-tui -n 200 -c 1 "$settings_url" >/dev/null  # warm-up
 render=() base=()
