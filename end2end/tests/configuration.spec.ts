@@ -74,7 +74,9 @@ test("the portal frames the configuration page, which signs in with Exchange OAu
   await expect(again.getByLabel("API key *")).toHaveAttribute("placeholder", "Set — type to replace");
   await expect(again.getByLabel("API key *")).toHaveValue("");
   await expect(again.getByLabel("Currency for order totals")).toHaveValue("USD");
-  await expect(again.getByTestId("last-change")).toContainText("Version 1, last changed by ana.admin");
+  await expect(again.getByTestId("last-change")).toHaveText(
+    /^Version 1, last changed by ana\.admin \(U-ANA-7F21\) on \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC$/,
+  );
 
   // The signed path now uses what the admin saved in the browser: the shop's key and the USD preference.
   const call = ibexCall("order-status", "order_id=1001", "--account", ACME);

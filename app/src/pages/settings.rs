@@ -29,6 +29,8 @@ pub struct SettingsView {
     pub account_key: String,
     pub version: i64,
     pub updated_at: Option<i64>,
+    /// `updated_at` for people: "2026-11-26 01:30 UTC" (the portal's user may be in any time zone).
+    pub updated_at_text: Option<String>,
     pub updated_by: Option<String>,
     /// Whether the app definition has a probe request, i.e. whether "Test connection" is offered.
     pub can_test: bool,
@@ -97,10 +99,20 @@ pub async fn load_settings(session: String) -> Result<SettingsView, ServerFnErro
         account_key: session.account_key,
         version: stored.as_ref().map_or(0, |s| s.version),
         updated_at: stored.as_ref().map(|s| s.updated_at),
+        updated_at_text: stored.as_ref().and_then(|s| utc_minutes(s.updated_at)),
         updated_by: stored.map(|s| s.updated_by),
         can_test: definition.partner.probe.is_some(),
         fields,
     })
+}
+
+#[cfg(feature = "ssr")]
+fn utc_minutes(ms: i64) -> Option<String> {
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+    at.format(time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute] UTC"
+    ))
+    .ok()
 }
 
 #[component]
@@ -151,7 +163,10 @@ impl FieldState {
 #[component]
 fn SettingsOverview(view: SettingsView, session: String) -> impl IntoView {
     let last_change = match (&view.updated_by, view.version) {
-        (Some(by), v) if v > 0 => format!("Version {v}, last changed by {by}"),
+        (Some(by), v) if v > 0 => match &view.updated_at_text {
+            Some(at) => format!("Version {v}, last changed by {by} on {at}"),
+            None => format!("Version {v}, last changed by {by}"),
+        },
         _ => "Not configured yet".to_owned(),
     };
     view! {
@@ -466,5 +481,21 @@ pub async fn test_connection(
         Err(SettingsError::Store(_)) => Err(ServerFnError::new(
             "the settings could not be read; try again",
         )),
+    }
+}
+
+#[cfg(all(test, feature = "ssr"))]
+mod tests {
+    #[test]
+    fn change_times_read_in_utc_to_the_minute() {
+        assert_eq!(
+            super::utc_minutes(0).as_deref(),
+            Some("1970-01-01 00:00 UTC")
+        );
+        // 2026-11-26 01:30:59.999 UTC: seconds are dropped, not rounded up
+        assert_eq!(
+            super::utc_minutes(1_795_656_659_999).as_deref(),
+            Some("2026-11-26 01:30 UTC")
+        );
     }
 }
