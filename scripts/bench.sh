@@ -2,7 +2,9 @@
 # Load benchmark on loopback, one load generator, all in one run so only ratios matter:
 #   (a) a signed function call through ibex to the demo partner API,
 #   (b) the demo partner API called directly,
-#   (c) nginx proxying to the same partner API while adding the API-key header.
+#   (c) nginx proxying to the same partner API while adding the API-key header,
+#   (d) the floor of ibex's own stack: a bare axum + reqwest proxy doing what nginx does (`ibex-sim proxy`), so
+#       that what ibex adds over its stack (a/d) and what the stack costs over nginx (d/c) are told apart.
 # Saturation: wrk -t1 -c32 for BENCH_SECS (default 10) s, ROUNDS (default 3) interleaved rounds, medians.
 # Half load: oha at half of (a)'s saturating rate, on (a) and (b): the p99 ibex adds.
 # Also ibex's RSS idle and after load. Prints a markdown table for docs/benchmarks.md.
@@ -17,7 +19,7 @@ command -v oha >/dev/null || cargo install oha --version 1.16.0 --locked
 cargo build --release -p server -p ibex-sim 2>&1 | tail -n 1
 
 work="$(mktemp -d)"
-up=127.0.0.1:4301 ibex_addr=127.0.0.1:4302 proxy=127.0.0.1:4303
+up=127.0.0.1:4301 ibex_addr=127.0.0.1:4302 proxy=127.0.0.1:4303 floor=127.0.0.1:4304
 key=bench-shop-key secret=bench-signing-secret account=BENCH
 pids=()
 cleanup() {
@@ -28,6 +30,8 @@ cleanup() {
 trap cleanup EXIT
 
 target/release/ibex-sim shop --addr "$up" --api-key "$key" >"$work/shop.log" 2>&1 &
+pids+=($!)
+target/release/ibex-sim proxy --addr "$floor" --upstream "http://$up" --api-key "$key" >"$work/floor.log" 2>&1 &
 pids+=($!)
 
 export DATABASE_URL="sqlite://$work/ibex.db?mode=rwc" IBEX_SIGNING_SECRETS="$secret" \
@@ -58,7 +62,7 @@ http {
 NGINX
 nginx -c "$work/nginx.conf" -p "$work"
 
-for url in "http://$up/health" "http://$ibex_addr/healthz" "http://$proxy/health"; do
+for url in "http://$up/health" "http://$ibex_addr/healthz" "http://$proxy/health" "http://$floor/health"; do
   for _ in $(seq 1 100); do curl -fs -o /dev/null -H "X-Api-Key: $key" "$url" && break; sleep 0.1; done
 done
 
@@ -72,9 +76,10 @@ a_args=(-H "X-Ib-Exchange-Req-AccountKey: $account" -H "X-Ib-Exchange-Req-Timest
 a_url="http://$ibex_addr/fn/order-status/1001"
 b_url="http://$up/orders/1001?currency=EUR"
 c_url="http://$proxy/orders/1001?currency=EUR"
+d_url="http://$floor/orders/1001?currency=EUR"
 
 check() { curl -fsS "$@" >/dev/null || { echo "bench: a target does not answer 200: $*" >&2; exit 1; }; }
-check "${a_args[@]}" "$a_url"; check -H "X-Api-Key: $key" "$b_url"; check "$c_url"
+check "${a_args[@]}" "$a_url"; check -H "X-Api-Key: $key" "$b_url"; check "$c_url"; check "$d_url"
 
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; printf "%.3f", v}'; }
 run_wrk() { # name, args...
@@ -96,6 +101,7 @@ for r in $(seq 1 "$rounds"); do
   run_wrk a "${a_args[@]}" "$a_url"
   run_wrk b -H "X-Api-Key: $key" "$b_url"
   run_wrk c "$c_url"
+  run_wrk d "$d_url"
 done
 loaded_rss=$(rss_kb "$ibex_pid")
 
@@ -107,6 +113,7 @@ oha_p99() { # url, args...
 }
 half_a=$(oha_p99 "$a_url" "${a_args[@]}")
 half_b=$(oha_p99 "$b_url" -H "X-Api-Key: $key")
+half_d=$(oha_p99 "$d_url")
 
 ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
 cat <<TXT
@@ -116,9 +123,10 @@ cat <<TXT
 | (a) signed call through ibex | $(col a 1) | $(col a 2) | $(col a 3) |
 | (b) partner API directly | $(col b 1) | $(col b 2) | $(col b 3) |
 | (c) nginx adding the API key | $(col c 1) | $(col c 2) | $(col c 3) |
+| (d) bare axum + reqwest proxy adding the API key | $(col d 1) | $(col d 2) | $(col d 3) |
 
-- throughput a/c = $(ratio "$(col a 1)" "$(col c 1)"), a/b = $(ratio "$(col a 1)" "$(col b 1)")
-- at half of (a)'s saturating load ($half req/s, oha -c16): p99 (a) $half_a ms, (b) $half_b ms, added by ibex $(python3 -c "print('%.3f' % ($half_a-$half_b))") ms
+- throughput a/c = $(ratio "$(col a 1)" "$(col c 1)"), a/b = $(ratio "$(col a 1)" "$(col b 1)"), a/d = $(ratio "$(col a 1)" "$(col d 1)"), d/c = $(ratio "$(col d 1)" "$(col c 1)")
+- at half of (a)'s saturating load ($half req/s, oha -c16): p99 (a) $half_a ms, (b) $half_b ms, (d) $half_d ms; added by ibex over the partner $(python3 -c "print('%.3f' % ($half_a-$half_b))") ms, by the bare proxy $(python3 -c "print('%.3f' % ($half_d-$half_b))") ms
 - ibex RSS: idle $((idle_rss / 1024)) MB, after load $((loaded_rss / 1024)) MB
 - wrk -t1 -c32 -d${secs}s, $rounds interleaved rounds, medians; $(nproc) cores shared by load generator and servers
 TXT

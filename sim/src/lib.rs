@@ -1,4 +1,5 @@
 //! The simulator's parts, usable in-process by tests as well as through the `ibex-sim` binary.
 
 pub mod exchange;
+pub mod proxy;
 pub mod shop;

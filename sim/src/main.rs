@@ -1,6 +1,10 @@
 //! `ibex-sim`: the local Exchange: a portal with the OAuth server Exchange apps use, and the demo partner API.
 
 use clap::{Parser, Subcommand};
+
+/// The same allocator as `ibex`, so that the benchmark's floor proxy is built exactly like ibex.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::net::SocketAddr;
 
 #[derive(Parser)]
@@ -22,6 +26,15 @@ enum Command {
         addr: SocketAddr,
         /// The API key the shop expects in X-Api-Key.
         #[arg(long, env = "IBEX_SIM_SHOP_API_KEY", default_value = "demo-key")]
+        api_key: String,
+    },
+    /// The benchmark's floor: a bare axum + reqwest proxy adding the API key (see `scripts/bench.sh`).
+    Proxy {
+        #[arg(long, default_value = "127.0.0.1:4304")]
+        addr: SocketAddr,
+        #[arg(long, default_value = "http://127.0.0.1:4001")]
+        upstream: String,
+        #[arg(long, default_value = "demo-key")]
         api_key: String,
     },
     /// Serve the simulated Infobip portal (Exchange → My Apps, framing the app's Settings URL) and its OAuth
@@ -55,6 +68,11 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Shop { addr, api_key } => ibex_sim::shop::serve(addr, api_key).await,
+        Command::Proxy {
+            addr,
+            upstream,
+            api_key,
+        } => ibex_sim::proxy::serve(addr, upstream, api_key).await,
         Command::Portal {
             addr,
             app_name,
