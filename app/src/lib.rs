@@ -27,8 +27,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <AutoReload options=options.clone()/>
                 // Leptos' island script waits for requestIdleCallback, which a busy or cross-site iframe may not
                 // grant for seconds (seen in Chromium: the form stayed inert). A deadline keeps the form
-                // interactive soon after load without replacing Leptos' own script.
-                <script inner_html=IDLE_DEADLINE></script>
+                // interactive soon after load without replacing Leptos' own script (same nonce as its scripts).
+                <script nonce=leptos::nonce::use_nonce() inner_html=IDLE_DEADLINE></script>
                 <HydrationScripts options islands=true/>
                 <link rel="icon" type="image/svg+xml" href="/favicon.svg"/>
                 <MetaTags/>

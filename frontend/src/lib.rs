@@ -1,6 +1,6 @@
 #![recursion_limit = "256"]
-//! The browser half. Pages are plain server-rendered HTML; only `#[island]` components (the settings form) are
-//! hydrated, by Leptos' island script calling the islands this crate exports from `app`.
+//! The browser half. Pages are plain server-rendered HTML; only `#[island]` components (the settings form, the
+//! landing page's function cards) are hydrated, by Leptos' island script calling the islands exported from `app`.
 
 // Links `app`, whose `#[island]` components are the wasm exports the island script looks up by name.
 pub use app::pages::{home::FunctionCard, settings::SettingsForm};
