@@ -317,6 +317,22 @@ async fn sign_in(backend: Backend) {
         .iter()
         .any(|u| u.contains("/exchange/1/oauth/authorize") && u.contains("code_challenge=")));
     let session = session_in(&final_url);
+    let html = page.text().await.unwrap();
+    let tag = |start: &str| {
+        let at = html
+            .find(start)
+            .unwrap_or_else(|| panic!("no {start} in the page"));
+        html[at..at + html[at..].find('>').unwrap()].to_owned()
+    };
+    // Before hydration the form is inert: a native submit would POST (typed values, a secret among them, never
+    // go into a URL) and both buttons wait for the island.
+    assert!(
+        tag("<form").contains(r#"method="post""#),
+        "{}",
+        tag("<form")
+    );
+    assert!(tag(r#"<button type="submit""#).contains("disabled"));
+    assert!(tag(r#"<button type="button""#).contains("disabled"));
 
     // The page's server function answers for the session's account, and only with a genuine session.
     let load = |token: String| {

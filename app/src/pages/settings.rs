@@ -324,7 +324,9 @@ pub fn SettingsForm(
         }
     }
     view! {
-        <form class="settings-form" on:submit=submit novalidate
+        // Until the island is hydrated the buttons are disabled, and `post` keeps a native submit (Enter in a
+        // field) from putting the typed values, a secret among them, into a URL.
+        <form class="settings-form" method="post" on:submit=submit novalidate
             data-interactive=move || interactive.get().to_string()>
             {groups.into_iter().map(|(group, list)| view! {
                 <fieldset class="card">
@@ -333,12 +335,13 @@ pub fn SettingsForm(
                 </fieldset>
             }).collect_view()}
             <div class="form-actions">
-                <button type="submit" class="button" disabled=move || save.pending().get()>
+                <button type="submit" class="button"
+                    disabled=move || !interactive.get() || save.pending().get()>
                     {move || if save.pending().get() { "Saving…" } else { "Save" }}
                 </button>
                 {can_test.then(|| view! {
                     <button type="button" class="button secondary" on:click=run_test
-                        disabled=move || test.pending().get()>
+                        disabled=move || !interactive.get() || test.pending().get()>
                         {move || if test.pending().get() { "Testing…" } else { "Test connection" }}
                     </button>
                 })}
