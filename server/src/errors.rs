@@ -126,6 +126,17 @@ impl IntoResponse for ApiError {
             error["details"] = details;
         }
         let mut response = (status, Json(json!({ "error": error }))).into_response();
+        if matches!(
+            self,
+            ApiError::BodyTooLarge { .. } | ApiError::BodyUnreadable
+        ) {
+            // The rest of the body is left unread, so the connection cannot carry another request: say so, or a
+            // client reuses it and its next request fails on the closed socket (seen as a flaky test).
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
         response.extensions_mut().insert(ErrorCode(code));
         response
     }

@@ -188,6 +188,19 @@ async fn verification_table(backend: Backend) {
         413,
         Some("body_too_large"),
     );
+    // An oversized body is left unread, so its answer ends the connection rather than leave it to be reused.
+    let mut oversized = h
+        .client
+        .post(format!("{}/fn/customer-lookup", h.ibex))
+        .header("content-type", "application/json")
+        .body(huge.clone());
+    for (name, value) in ibex::signature::signed_headers(SECRET, ACCOUNT, now_ms(), huge.as_bytes())
+    {
+        oversized = oversized.header(name, value);
+    }
+    let oversized = oversized.send().await.unwrap();
+    assert_eq!(oversized.status(), 413);
+    assert_eq!(oversized.headers()["connection"], "close");
     expect(
         "malformed JSON",
         h.post("/fn/customer-lookup", r#"{"email":"#).await,
