@@ -27,18 +27,7 @@ async fn adds_the_key_and_passes_the_answer_through() {
     assert_eq!(order["id"], "1001");
     assert_eq!(order["total"]["currency"], "USD");
 
-    assert_eq!(
-        reqwest::get(format!("{good}/orders/404404"))
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    assert_eq!(
-        reqwest::get(format!("{bad}/orders/1001"))
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    let status = |url: String| async move { reqwest::get(url).await.unwrap().status() };
+    assert_eq!(status(format!("{good}/orders/404404")).await, 404);
+    assert_eq!(status(format!("{bad}/orders/1001")).await, 401);
 }

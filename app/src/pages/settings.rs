@@ -28,9 +28,8 @@ pub struct SettingsView {
     pub username: String,
     pub account_key: String,
     pub version: i64,
-    pub updated_at: Option<i64>,
-    /// `updated_at` for people: "2026-11-26 01:30 UTC" (the portal's user may be in any time zone).
-    pub updated_at_text: Option<String>,
+    /// When the settings last changed, for people: "2026-11-26 01:30 UTC" (the portal's user may be in any time zone).
+    pub updated_at: Option<String>,
     pub updated_by: Option<String>,
     /// Whether the app definition has a probe request, i.e. whether "Test connection" is offered.
     pub can_test: bool,
@@ -98,8 +97,7 @@ pub async fn load_settings(session: String) -> Result<SettingsView, ServerFnErro
         username: session.username,
         account_key: session.account_key,
         version: stored.as_ref().map_or(0, |s| s.version),
-        updated_at: stored.as_ref().map(|s| s.updated_at),
-        updated_at_text: stored.as_ref().and_then(|s| utc_minutes(s.updated_at)),
+        updated_at: stored.as_ref().and_then(|s| utc_minutes(s.updated_at)),
         updated_by: stored.map(|s| s.updated_by),
         can_test: definition.partner.probe.is_some(),
         fields,
@@ -163,7 +161,7 @@ impl FieldState {
 #[component]
 fn SettingsOverview(view: SettingsView, session: String) -> impl IntoView {
     let last_change = match (&view.updated_by, view.version) {
-        (Some(by), v) if v > 0 => match &view.updated_at_text {
+        (Some(by), v) if v > 0 => match &view.updated_at {
             Some(at) => format!("Version {v}, last changed by {by} on {at}"),
             None => format!("Version {v}, last changed by {by}"),
         },
