@@ -1,5 +1,6 @@
 //! Turning the partner's answer into the function's outputs: a flat JSON object whose fields are the attributes
-//! an Answers block or a Flow element reads. JSONPaths are parsed once at start-up.
+//! an Answers block or a Flow element reads. JSONPaths and JSON pointers are parsed once at start-up:
+//! `Value::pointer` splits and unescapes its text on every call, which was the mapping's largest cost.
 
 use app::definition::{Output, ValueType};
 use serde_json::{Map, Value};
@@ -25,6 +26,7 @@ pub struct OutputPlan {
     name: String,
     kind: ValueType,
     pointer: String,
+    tokens: Vec<String>,
     path: Option<JsonPath>,
     required: bool,
     items: Vec<OutputPlan>,
@@ -37,10 +39,12 @@ impl OutputPlan {
             .as_deref()
             .map(|p| JsonPath::parse(p).map_err(|e| format!("output `{}`: {e}", output.name)))
             .transpose()?;
+        let pointer = output.pointer.clone().unwrap_or_default();
         Ok(OutputPlan {
             name: output.name.clone(),
             kind: output.kind,
-            pointer: output.pointer.clone().unwrap_or_default(),
+            tokens: pointer_tokens(&pointer),
+            pointer,
             path,
             required: output.required,
             items: output
@@ -80,7 +84,7 @@ fn map_one(plan: &OutputPlan, answer: &Value) -> Result<Option<Value>, MappingEr
             .collect::<Result<Vec<_>, _>>()?;
         return Ok(Some(Value::Array(list)));
     }
-    let found = answer.pointer(&plan.pointer).filter(|v| !v.is_null());
+    let found = resolve(&plan.tokens, answer).filter(|v| !v.is_null());
     let Some(value) = found else {
         return if plan.required {
             Err(MappingError::Missing {
@@ -92,6 +96,32 @@ fn map_one(plan: &OutputPlan, answer: &Value) -> Result<Option<Value>, MappingEr
         };
     };
     convert(plan, value).map(Some)
+}
+
+/// RFC 6901 reference tokens, unescaped (`~1` is `/`, `~0` is `~`). The definition loader has already
+/// made sure a pointer is empty or starts with `/`.
+fn pointer_tokens(pointer: &str) -> Vec<String> {
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect()
+}
+
+/// `Value::pointer` with the tokens already split: an array index is plain decimal without a leading zero.
+fn resolve<'v>(tokens: &[String], answer: &'v Value) -> Option<&'v Value> {
+    tokens
+        .iter()
+        .try_fold(answer, |target, token| match target {
+            Value::Object(map) => map.get(token),
+            Value::Array(list) => {
+                if token.starts_with('+') || (token.len() > 1 && token.starts_with('0')) {
+                    return None;
+                }
+                token.parse::<usize>().ok().and_then(|i| list.get(i))
+            }
+            _ => None,
+        })
 }
 
 fn convert(plan: &OutputPlan, value: &Value) -> Result<Value, MappingError> {
@@ -170,5 +200,37 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn compiled_pointers_agree_with_serde_json() {
+        let answer = json!({
+            "a": {"b/c": 1, "m~n": 2, "": 3, "list": [10, 20, {"x": "y"}]},
+            "0": "zero-key",
+        });
+        for pointer in [
+            "",
+            "/",
+            "/a",
+            "/a/b~1c",
+            "/a/m~0n",
+            "/a/",
+            "/a/list/0",
+            "/a/list/2/x",
+            "/a/list/01",
+            "/a/list/+1",
+            "/a/list/3",
+            "/a/list/-",
+            "/a/list/x",
+            "/0",
+            "/a/b~1c/d",
+            "/missing",
+        ] {
+            assert_eq!(
+                resolve(&pointer_tokens(pointer), &answer),
+                answer.pointer(pointer),
+                "pointer {pointer:?}"
+            );
+        }
     }
 }
