@@ -2,6 +2,7 @@
 //! the signed path only fills in values.
 
 use crate::mapping::OutputPlan;
+use crate::metrics::{FunctionMetrics, Metrics};
 use crate::partner::RequestPlan;
 use app::definition::{AppDefinition, Function};
 use std::sync::Arc;
@@ -13,9 +14,13 @@ pub struct FunctionPlan {
     pub request: RequestPlan,
     pub outputs: Vec<OutputPlan>,
     pub deadline: Duration,
+    pub metrics: FunctionMetrics,
 }
 
-pub fn compile(definition: &AppDefinition) -> Result<Vec<Arc<FunctionPlan>>, String> {
+pub fn compile(
+    definition: &AppDefinition,
+    metrics: &Metrics,
+) -> Result<Vec<Arc<FunctionPlan>>, String> {
     definition
         .functions
         .iter()
@@ -31,6 +36,7 @@ pub fn compile(definition: &AppDefinition) -> Result<Vec<Arc<FunctionPlan>>, Str
                     .collect::<Result<_, _>>()
                     .map_err(place)?,
                 deadline: Duration::from_millis(function.timeout_ms(&definition.partner)),
+                metrics: metrics.function(&function.name),
                 function: function.clone(),
             }))
         })

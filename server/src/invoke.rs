@@ -31,9 +31,8 @@ pub async fn invoke(
         .map_err(PartnerError::from)?;
     let started = Instant::now();
     let answer = state.partner.call(&request, plan.deadline).await;
-    state
-        .metrics
-        .observe_partner_call(&plan.function.name, answer.is_ok(), started.elapsed());
+    plan.metrics
+        .observe_partner_call(answer.is_ok(), started.elapsed());
     let outputs = map_outputs(&plan.outputs, &answer?)?;
     Ok(Json(outputs))
 }

@@ -76,27 +76,38 @@ impl Metrics {
         }
     }
 
-    pub fn observe_call(&self, function: &str, status: u16, elapsed: Duration) {
-        self.calls
-            .get_or_create(&CallLabels {
-                function: function.to_owned(),
-                status,
-            })
-            .inc();
-        self.call_latency
-            .get_or_create(&FunctionLabels {
-                function: function.to_owned(),
-            })
-            .observe(elapsed.as_secs_f64());
-    }
-
-    pub fn observe_partner_call(&self, function: &str, ok: bool, elapsed: Duration) {
-        self.partner_latency
-            .get_or_create(&PartnerLabels {
-                function: function.to_owned(),
-                outcome: if ok { "ok" } else { "error" },
-            })
-            .observe(elapsed.as_secs_f64());
+    /// The handles of one function's series, created once at start-up. Building a label set holds the
+    /// function's name as a `String`, so looking series up on every call cost allocations and hashing; with
+    /// the handles in hand a call only counts. The series also exist (at zero) from the start, as Prometheus
+    /// prefers.
+    pub fn function(&self, name: &str) -> FunctionMetrics {
+        let partner = |outcome| {
+            self.partner_latency
+                .get_or_create(&PartnerLabels {
+                    function: name.to_owned(),
+                    outcome,
+                })
+                .clone()
+        };
+        FunctionMetrics {
+            name: name.to_owned(),
+            calls: self.calls.clone(),
+            ok_calls: self
+                .calls
+                .get_or_create(&CallLabels {
+                    function: name.to_owned(),
+                    status: 200,
+                })
+                .clone(),
+            latency: self
+                .call_latency
+                .get_or_create(&FunctionLabels {
+                    function: name.to_owned(),
+                })
+                .clone(),
+            partner_ok: partner("ok"),
+            partner_error: partner("error"),
+        }
     }
 
     pub fn render(&self) -> String {
@@ -104,5 +115,41 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// One function's series (see [`Metrics::function`]). Clones share the same counters.
+#[derive(Clone, Debug)]
+pub struct FunctionMetrics {
+    name: String,
+    calls: Family<CallLabels, Counter>,
+    ok_calls: Counter,
+    latency: Histogram,
+    partner_ok: Histogram,
+    partner_error: Histogram,
+}
+
+impl FunctionMetrics {
+    pub fn observe_call(&self, status: u16, elapsed: Duration) {
+        if status == 200 {
+            self.ok_calls.inc();
+        } else {
+            self.calls
+                .get_or_create(&CallLabels {
+                    function: self.name.clone(),
+                    status,
+                })
+                .inc();
+        }
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn observe_partner_call(&self, ok: bool, elapsed: Duration) {
+        let histogram = if ok {
+            &self.partner_ok
+        } else {
+            &self.partner_error
+        };
+        histogram.observe(elapsed.as_secs_f64());
     }
 }

@@ -24,28 +24,70 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(signed_routes(&state))
+        .merge(operations())
+        .merge(pages(&state))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            oauth::frame_policy,
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let id = request
+                        .headers()
+                        .get(&REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    // The path only: a query string could carry something private. Plain `&str` fields, not
+                    // `%` Display ones: the JSON formatter copies a string as it is but runs a Display value
+                    // through a formatter into a fresh String, a visible cost on every signed call.
+                    tracing::info_span!(
+                        "request",
+                        request_id = id,
+                        method = request.method().as_str(),
+                        path = request.uri().path()
+                    )
+                })
+                .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Every function of the app definition at the URI its manifest names; anything else under `/fn` is an
+/// unknown function. These routes pass no page middleware: a signed call pays only for what it uses.
+fn signed_routes(state: &AppState) -> Router<AppState> {
     let mut router = Router::new();
     for plan in state.functions.iter() {
-        router = router.route(
-            &plan.function.route_path(),
-            function_route(&state, plan.clone()),
-        );
+        router = router.route(&plan.function.route_path(), function_route(plan.clone()));
     }
+    router
+        .route("/fn", any(unknown_function))
+        .route("/fn/{*rest}", any(unknown_function))
+}
+
+fn operations() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+}
+
+/// The configuration page, its sign-in and the static files; `/settings` needs a signed-in Infobip user.
+fn pages(state: &AppState) -> Router<AppState> {
     let definition = state.definition.clone();
     let keys = state.keys.clone();
     let settings = state.settings.clone();
     let probe = state.probe.clone();
     let leptos_options = (*state.leptos_options).clone();
-    router
-        .route("/fn", any(unknown_function))
-        .route("/fn/{*rest}", any(unknown_function))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+    Router::new()
         .route("/oauth/start", get(oauth::start))
         .route("/oauth/callback", get(oauth::callback))
         .leptos_routes_with_context(
-            &state,
+            state,
             generate_route_list(app::App),
             move || {
                 provide_context(definition.clone());
@@ -57,28 +99,13 @@ pub fn router(state: AppState) -> Router {
             },
             move || app::shell(leptos_options.clone()),
         )
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
+            app::shell,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), gate_settings))
-        .layer(middleware::from_fn_with_state(state.clone(), oauth::frame_policy))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &Request| {
-                    let id = request
-                        .headers()
-                        .get(&REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default();
-                    // The path only: a query string could carry something private.
-                    tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
-                })
-                .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
-        )
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .with_state(state)
 }
 
-fn function_route(state: &AppState, plan: Arc<FunctionPlan>) -> MethodRouter<AppState> {
+fn function_route(plan: Arc<FunctionPlan>) -> MethodRouter<AppState> {
     let method = plan.function.method;
     let filter = match method {
         Method::Get => MethodFilter::GET,
@@ -102,17 +129,15 @@ fn function_route(state: &AppState, plan: Arc<FunctionPlan>) -> MethodRouter<App
             got: request.method().to_string(),
         }
     };
-    let metrics = state.metrics.clone();
-    let function = plan.function.name.clone();
     axum::routing::on(filter, handler)
         .fallback(wrong_method)
         .layer(middleware::from_fn(move |request: Request, next: Next| {
-            let metrics = metrics.clone();
-            let function = function.clone();
+            let plan = plan.clone();
             async move {
                 let started = Instant::now();
                 let response = next.run(request).await;
-                metrics.observe_call(&function, response.status().as_u16(), started.elapsed());
+                plan.metrics
+                    .observe_call(response.status().as_u16(), started.elapsed());
                 response
             }
         }))

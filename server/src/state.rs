@@ -98,7 +98,8 @@ impl AppState {
         let definition = Arc::new(options.definition()?);
         let verifier = Arc::new(options.verifier()?);
         let public_url = options.public_url()?;
-        let functions = functions::compile(&definition).map_err(StartError::Compile)?;
+        let metrics = Arc::new(Metrics::new());
+        let functions = functions::compile(&definition, &metrics).map_err(StartError::Compile)?;
         let oauth = Arc::new(options.oauth()?);
         let keys = Arc::new(options.key_ring()?);
         let settings = open_settings_with(options, definition.clone(), keys.clone()).await?;
@@ -112,7 +113,7 @@ impl AppState {
             verifier,
             partner,
             probe,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             leptos_options: Arc::new(leptos_options(options)?),
             max_body_bytes: options.max_body_bytes,
             public_url: public_url.into(),

@@ -448,14 +448,25 @@ async fn middleware_translations(backend: Backend) {
         .text()
         .await
         .unwrap();
+    // Series exist at zero from start-up, so the values are read: each outcome above was counted.
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no series {series} in\n{metrics}"))
+    };
+    assert!(value(r#"ibex_function_calls_total{function="order-status",status="200"}"#) >= 1.0);
+    assert!(value(r#"ibex_function_calls_total{function="order-status",status="502"}"#) >= 1.0);
     assert!(
-        metrics.contains(r#"ibex_function_calls_total{function="order-status",status="200"}"#),
-        "{metrics}"
+        value(r#"ibex_partner_call_duration_seconds_count{function="order-status",outcome="ok"}"#)
+            >= 1.0
     );
     assert!(
-        metrics.contains("ibex_partner_call_duration_seconds_bucket"),
-        "{metrics}"
+        value(
+            r#"ibex_partner_call_duration_seconds_count{function="order-status",outcome="error"}"#
+        ) >= 1.0
     );
+    assert!(value(r#"ibex_function_call_duration_seconds_count{function="order-status"}"#) >= 2.0);
     let ready = h
         .client
         .get(format!("{}/readyz", h.ibex))
