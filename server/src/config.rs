@@ -210,6 +210,10 @@ pub enum ConfigError {
     MaxBody,
     #[error("{name} {value:?} is not an absolute http(s) URL")]
     OAuthUrl { name: &'static str, value: String },
+    #[error(
+        "IBEX_FRAME_ANCESTORS {0:?} holds characters a Content-Security-Policy header cannot carry"
+    )]
+    FrameAncestors(String),
     #[error("cannot keep development secrets in {path}: {source}")]
     DevSecrets {
         path: String,
@@ -294,7 +298,11 @@ impl Options {
                 .or_else(|| self.dev.then(|| "ibex-dev".to_owned())),
             client_secret: self.oauth_client_secret.clone(),
             redirect_url: format!("{}/oauth/callback", self.public_url()?),
-            frame_ancestors: ancestors.split_whitespace().collect::<Vec<_>>().join(" "),
+            frame_policy: http::HeaderValue::try_from(format!(
+                "frame-ancestors {}",
+                ancestors.split_whitespace().collect::<Vec<_>>().join(" ")
+            ))
+            .map_err(|_| ConfigError::FrameAncestors(ancestors.clone()))?,
             session_ttl: Duration::from_secs(self.session_ttl_secs),
         })
     }

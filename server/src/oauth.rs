@@ -28,8 +28,9 @@ pub struct OAuthConfig {
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
     pub redirect_url: String,
-    /// CSP `frame-ancestors` sources for the pages Exchange frames.
-    pub frame_ancestors: String,
+    /// The CSP `frame-ancestors` header value for the pages Exchange frames, checked at start-up so that no
+    /// page is ever served without it.
+    pub frame_policy: HeaderValue,
     pub session_ttl: Duration,
 }
 
@@ -279,14 +280,12 @@ pub async fn frame_policy(State(state): State<AppState>, request: Request, next:
     let embedded = path == "/settings" || path.starts_with("/oauth/");
     let mut response = next.run(request).await;
     let policy = if embedded {
-        format!("frame-ancestors {}", state.oauth.frame_ancestors)
+        state.oauth.frame_policy.clone()
     } else {
-        "frame-ancestors 'none'".to_owned()
+        HeaderValue::from_static("frame-ancestors 'none'")
     };
     let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&policy) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, value);
-    }
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     // The session token sits in the URL of the configuration page: never send it onwards.
     headers.insert(
         header::REFERRER_POLICY,
