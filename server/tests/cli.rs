@@ -111,6 +111,19 @@ fn configuration_errors_name_the_variable() {
         text(&out.stderr)
     );
 
+    // A page served without its frame-ancestors policy could be framed by anyone: refuse to start instead.
+    let out = env
+        .ibex()
+        .env("IBEX_FRAME_ANCESTORS", "https://portal.infobip.com\u{7f}")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("IBEX_FRAME_ANCESTORS"),
+        "{}",
+        text(&out.stderr)
+    );
+
     let broken = env.dir.join("broken.toml");
     let example =
         app::definition::BUNDLED_EXAMPLE.replace("pointer = \"/status\"", "pointer = \"status\"");
@@ -200,10 +213,10 @@ fn settings_through_the_cli() {
 fn served_instance_called_with_ibex_call_logs_no_secret() {
     let env = Env::new();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let shop_port = free_port();
     let shop_listener = runtime
-        .block_on(tokio::net::TcpListener::bind(("127.0.0.1", shop_port)))
+        .block_on(tokio::net::TcpListener::bind(("127.0.0.1", 0)))
         .unwrap();
+    let shop_port = shop_listener.local_addr().unwrap().port();
     runtime
         .spawn(async move { axum::serve(shop_listener, ibex_sim::shop::router(SHOP_KEY)).await });
 
