@@ -1,10 +1,12 @@
-.PHONY: run test bench bench-page
+.PHONY: run test bench bench-instructions bench-page
 run:
 	scripts/run.sh
 test:
 	scripts/test.sh
 bench:
 	scripts/bench.sh
+bench-instructions:
+	scripts/bench-instructions.sh
 
 bench-page:
 	scripts/bench-page.sh
