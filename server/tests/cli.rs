@@ -59,97 +59,65 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Runs `ibex <command>` with one variable set (or removed, for `None`), checks that it refused to go on, and
+/// returns what it printed on stderr.
+fn refused(env: &Env, var: &str, value: Option<&std::ffi::OsStr>, command: &str) -> String {
+    let mut ibex = env.ibex();
+    match value {
+        Some(value) => ibex.env(var, value),
+        None => ibex.env_remove(var),
+    };
+    let out = ibex.arg(command).output().unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{var}={value:?} was accepted: {err}");
+    err
+}
+
 #[test]
 fn configuration_errors_name_the_variable() {
     let env = Env::new();
-    let out = env
-        .ibex()
-        .env("IBEX_SIGNING_SECRETS", "good, ")
-        .arg("serve")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("IBEX_SIGNING_SECRETS holds an empty secret"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    let out = env
-        .ibex()
-        .env_remove("IBEX_ENCRYPTION_KEY")
-        .arg("serve")
-        .output()
-        .unwrap();
-    assert!(
-        text(&out.stderr).contains("IBEX_ENCRYPTION_KEY is not set"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    let out = env
-        .ibex()
-        .env("IBEX_ENCRYPTION_KEY", "short")
-        .arg("serve")
-        .output()
-        .unwrap();
-    assert!(
-        text(&out.stderr).contains("IBEX_ENCRYPTION_KEY"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    let out = env
-        .ibex()
-        .env("IBEX_ADDR", "not-an-address")
-        .arg("serve")
-        .output()
-        .unwrap();
-    assert!(
-        text(&out.stderr).contains("IBEX_ADDR"),
-        "{}",
-        text(&out.stderr)
-    );
-
     // A page served without its frame-ancestors policy could be framed by anyone: refuse to start instead.
-    let out = env
-        .ibex()
-        .env("IBEX_FRAME_ANCESTORS", "https://portal.infobip.com\u{7f}")
-        .arg("serve")
-        .output()
-        .unwrap();
-    assert!(
-        text(&out.stderr).contains("IBEX_FRAME_ANCESTORS"),
-        "{}",
-        text(&out.stderr)
-    );
+    let cases: [(&str, Option<&str>, &str, &str); 6] = [
+        (
+            "IBEX_SIGNING_SECRETS",
+            Some("good, "),
+            "serve",
+            "IBEX_SIGNING_SECRETS holds an empty secret",
+        ),
+        (
+            "IBEX_ENCRYPTION_KEY",
+            None,
+            "serve",
+            "IBEX_ENCRYPTION_KEY is not set",
+        ),
+        (
+            "IBEX_ENCRYPTION_KEY",
+            Some("short"),
+            "serve",
+            "IBEX_ENCRYPTION_KEY",
+        ),
+        ("IBEX_ADDR", Some("not-an-address"), "serve", "IBEX_ADDR"),
+        (
+            "IBEX_FRAME_ANCESTORS",
+            Some("https://portal.infobip.com\u{7f}"),
+            "serve",
+            "IBEX_FRAME_ANCESTORS",
+        ),
+        ("DATABASE_URL", Some("mysql://x"), "migrate", "DATABASE_URL"),
+    ];
+    for (var, value, command, expected) in cases {
+        let err = refused(&env, var, value.map(std::ffi::OsStr::new), command);
+        assert!(err.contains(expected), "{var}: {err}");
+    }
 
     let broken = env.dir.join("broken.toml");
     let example =
         app::definition::BUNDLED_EXAMPLE.replace("pointer = \"/status\"", "pointer = \"status\"");
     std::fs::write(&broken, example).unwrap();
-    let out = env
-        .ibex()
-        .env("IBEX_APP", &broken)
-        .arg("serve")
-        .output()
-        .unwrap();
-    let err = text(&out.stderr);
+    let err = refused(&env, "IBEX_APP", Some(broken.as_os_str()), "serve");
     assert!(
         err.contains("function `order-status`, output `status`") && err.contains("IBEX_APP"),
         "{err}"
-    );
-
-    let out = env
-        .ibex()
-        .env("DATABASE_URL", "mysql://x")
-        .arg("migrate")
-        .output()
-        .unwrap();
-    assert!(
-        text(&out.stderr).contains("DATABASE_URL"),
-        "{}",
-        text(&out.stderr)
     );
 }
 
