@@ -79,7 +79,9 @@ impl ApiError {
                 PartnerError::Timeout(_) => (S::GATEWAY_TIMEOUT, "partner_timeout"),
                 PartnerError::ClientError { .. } => (S::BAD_GATEWAY, "partner_client_error"),
                 PartnerError::ServerError { .. } => (S::BAD_GATEWAY, "partner_server_error"),
-                PartnerError::NotJson(_) => (S::BAD_GATEWAY, "partner_bad_answer"),
+                PartnerError::NotJson(_) | PartnerError::TooLarge(_) => {
+                    (S::BAD_GATEWAY, "partner_bad_answer")
+                }
             },
             ApiError::Mapping(_) => (S::BAD_GATEWAY, "partner_bad_answer"),
         }

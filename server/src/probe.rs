@@ -83,6 +83,8 @@ fn advice(error: &PartnerError) -> String {
         PartnerError::ServerError { status, .. } => format!(
             "The API failed with HTTP {status}: the credentials may be right, but the service has a problem."
         ),
-        PartnerError::NotJson(_) => "The API answered, but not as expected.".into(),
+        PartnerError::NotJson(_) | PartnerError::TooLarge(_) => {
+            "The API answered, but not as expected.".into()
+        }
     }
 }

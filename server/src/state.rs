@@ -27,6 +27,8 @@ pub enum StartError {
     Compile(String),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("cannot set up TLS for the partner client: {0}")]
+    Tls(#[from] rustls::Error),
     #[error("cannot read the Leptos site configuration: {0}")]
     Leptos(String),
 }

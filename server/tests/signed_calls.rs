@@ -309,6 +309,21 @@ async fn partner_failures(backend: Backend) {
         502,
         Some("partner_bad_answer"),
     );
+    h.shop_faults(json!({"huge_bytes": ibex::partner::MAX_ANSWER_BYTES + 1}))
+        .await;
+    let body = expect(
+        "partner answer over the size limit",
+        h.get("/fn/order-status/1001").await,
+        502,
+        Some("partner_bad_answer"),
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("larger than"),
+        "{body}"
+    );
     h.shop_faults(json!({})).await;
 
     let body = expect(
@@ -341,6 +356,22 @@ async fn partner_failures(backend: Backend) {
         h.get("/fn/order-status/1001").await,
         502,
         Some("partner_unreachable"),
+    );
+
+    // https goes through TLS: against the shop's plain-HTTP port the handshake fails, and says so.
+    let plain = h.shop.replace("http://", "https://");
+    h.configure(ACCOUNT, &[("api_base_url", plain.as_str())])
+        .await;
+    let body = expect(
+        "https partner whose port speaks no TLS",
+        h.get("/fn/order-status/1001").await,
+        502,
+        Some("partner_unreachable"),
+    );
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("corrupt message"),
+        "rustls should report the non-TLS answer: {body}"
     );
     h.finish().await;
 }

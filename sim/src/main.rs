@@ -28,7 +28,7 @@ enum Command {
         #[arg(long, env = "IBEX_SIM_SHOP_API_KEY", default_value = "demo-key")]
         api_key: String,
     },
-    /// The benchmark's floor: a bare axum + reqwest proxy adding the API key (see `scripts/bench.sh`).
+    /// The benchmark's floor: a bare axum + hyper-util proxy adding the API key (see `scripts/bench.sh`).
     Proxy {
         #[arg(long, default_value = "127.0.0.1:4304")]
         addr: SocketAddr,

@@ -1,35 +1,42 @@
-//! The benchmark's floor: the plainest reverse proxy the stack ibex is built on (axum serving, reqwest calling,
-//! mimalloc) can be, adding the partner's API key and passing the answer through. Nothing else: no signature,
-//! settings, mapping, metrics or logs. `scripts/bench.sh` measures it beside ibex and nginx, so what ibex costs
-//! over its own stack and what the stack costs over nginx are told apart.
+//! The benchmark's floor: the plainest reverse proxy the stack ibex is built on (axum serving, hyper-util's
+//! pooled client calling, mimalloc) can be, adding the partner's API key and passing the answer through.
+//! Nothing else: no signature, settings, mapping, metrics or logs. `scripts/bench.sh` measures it beside ibex
+//! and nginx, so what ibex costs over its own stack and what the stack costs over nginx are told apart.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+type Client = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+
 struct Upstream {
-    client: reqwest::Client,
+    client: Client,
     base: String,
-    api_key: String,
+    api_key: http::HeaderValue,
 }
 
-pub fn router(upstream: &str, api_key: String) -> reqwest::Result<axum::Router> {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
+pub fn router(
+    upstream: &str,
+    api_key: &str,
+) -> Result<axum::Router, http::header::InvalidHeaderValue> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(HttpConnector::new());
     let state = Arc::new(Upstream {
         client,
         base: upstream.trim_end_matches('/').to_owned(),
-        api_key,
+        api_key: http::HeaderValue::from_str(api_key)?,
     });
     Ok(axum::Router::new().fallback(forward).with_state(state))
 }
 
 pub async fn serve(addr: SocketAddr, upstream: String, api_key: String) -> std::io::Result<()> {
-    let app = router(&upstream, api_key).map_err(std::io::Error::other)?;
+    let app = router(&upstream, &api_key).map_err(std::io::Error::other)?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("floor proxy on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await
@@ -37,26 +44,29 @@ pub async fn serve(addr: SocketAddr, upstream: String, api_key: String) -> std::
 
 async fn forward(State(up): State<Arc<Upstream>>, request: Request) -> Response {
     let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let answer = up
-        .client
-        .request(request.method().clone(), format!("{}{path}", up.base))
-        .header("x-api-key", &up.api_key)
-        .send()
-        .await;
-    let answer = match answer {
+    let outbound = http::Request::builder()
+        .method(request.method().clone())
+        .uri(format!("{}{path}", up.base))
+        .header("x-api-key", up.api_key.clone())
+        .body(Full::new(Bytes::new()));
+    let outbound = match outbound {
+        Ok(outbound) => outbound,
+        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    let answer = match up.client.request(outbound).await {
         Ok(answer) => answer,
         Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };
     let status = answer.status();
-    let content_type = answer.headers().get(reqwest::header::CONTENT_TYPE).cloned();
-    match answer.bytes().await {
+    let content_type = answer.headers().get(http::header::CONTENT_TYPE).cloned();
+    match answer.into_body().collect().await {
         Ok(body) => {
-            let mut response = Response::new(Body::from(body));
+            let mut response = Response::new(Body::from(body.to_bytes()));
             *response.status_mut() = status;
             if let Some(value) = content_type {
                 response
                     .headers_mut()
-                    .insert(reqwest::header::CONTENT_TYPE, value);
+                    .insert(http::header::CONTENT_TYPE, value);
             }
             response
         }

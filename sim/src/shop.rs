@@ -26,6 +26,9 @@ pub struct Faults {
     /// Answer with text that is not JSON.
     #[serde(default)]
     pub garbage: bool,
+    /// Answer with a JSON string of this many bytes (0: off), for a client's answer-size limit.
+    #[serde(default)]
+    pub huge_bytes: usize,
 }
 
 fn default_fail_status() -> u16 {
@@ -175,6 +178,10 @@ async fn gate(
     }
     if faults.garbage {
         return (StatusCode::OK, "<html>not json</html>").into_response();
+    }
+    if faults.huge_bytes > 0 {
+        let text = format!("\"{}\"", "x".repeat(faults.huge_bytes.saturating_sub(2)));
+        return (StatusCode::OK, [("content-type", "application/json")], text).into_response();
     }
     let key_ok =
         parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()) == Some(shop.api_key.as_str());

@@ -12,8 +12,8 @@ async fn listen(app: axum::Router) -> String {
 #[tokio::test]
 async fn adds_the_key_and_passes_the_answer_through() {
     let shop = listen(ibex_sim::shop::router("shop-key")).await;
-    let good = listen(ibex_sim::proxy::router(&shop, "shop-key".into()).unwrap()).await;
-    let bad = listen(ibex_sim::proxy::router(&shop, "wrong-key".into()).unwrap()).await;
+    let good = listen(ibex_sim::proxy::router(&shop, "shop-key").unwrap()).await;
+    let bad = listen(ibex_sim::proxy::router(&shop, "wrong-key").unwrap()).await;
 
     let answer = reqwest::get(format!("{good}/orders/1001?currency=USD"))
         .await

@@ -7,6 +7,10 @@ pub mod request;
 pub use request::{BuildError, PartnerRequest, RequestPlan};
 
 use bytes::Bytes;
+use http::HeaderValue;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -23,6 +27,8 @@ pub enum PartnerError {
     ServerError { status: u16, excerpt: String },
     #[error("the partner API answered with something that is not JSON: {0}")]
     NotJson(String),
+    #[error("the partner API's answer is larger than {0} bytes; ibex reads no more than that")]
+    TooLarge(usize),
 }
 
 impl PartnerError {
@@ -53,28 +59,67 @@ impl Default for RetryPolicy {
     }
 }
 
+/// hyper-util's pooled client (the one inside reqwest), used directly: per call reqwest parses the URL into a
+/// `url::Url` three times and runs redirect and retry layers ibex does not use, which measured 35,000
+/// instructions of a 79,000-instruction proxy call (docs/benchmarks.md). What reqwest added that ibex needs
+/// is set here: TLS with the Mozilla roots, a connect timeout, TCP_NODELAY, the pool limits, the user agent,
+/// and no redirects (the legacy client never follows one). Proxy variables (`HTTPS_PROXY`) are not read.
+type Http = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
+
 #[derive(Clone)]
 pub struct PartnerClient {
-    http: reqwest::Client,
+    http: Http,
     retry: RetryPolicy,
 }
+
+/// A partner answer larger than this is refused rather than buffered: the outputs a bot block maps are small,
+/// and an endless body must not exhaust memory.
+pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
+const USER_AGENT: HeaderValue =
+    HeaderValue::from_static(concat!("ibex/", env!("CARGO_PKG_VERSION")));
 
 enum Attempt {
     Done(serde_json::Value),
     Retry(PartnerError),
 }
 
+/// Why one exchange failed before an answer was read.
+enum ExchangeError {
+    /// No connection could be made (refused, DNS, TLS handshake): safe to retry whatever the method.
+    Connect(String),
+    TooLarge,
+    Other(String),
+}
+
+impl From<ExchangeError> for PartnerError {
+    fn from(error: ExchangeError) -> Self {
+        match error {
+            ExchangeError::Connect(m) | ExchangeError::Other(m) => PartnerError::Unreachable(m),
+            ExchangeError::TooLarge => PartnerError::TooLarge(MAX_ANSWER_BYTES),
+        }
+    }
+}
+
 impl PartnerClient {
-    pub fn new(retry: RetryPolicy) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    pub fn new(retry: RetryPolicy) -> Result<Self, rustls::Error> {
+        let mut connector = HttpConnector::new();
+        connector.enforce_http(false);
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(3)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(64)
             .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(3))
-            // A redirect would carry the account's credentials to wherever the partner points: never follow one.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("ibex/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .build(https);
         Ok(PartnerClient { http, retry })
     }
 
@@ -125,7 +170,7 @@ impl PartnerClient {
         let (status, body) = tokio::time::timeout(deadline, self.exchange(request))
             .await
             .map_err(|_| PartnerError::Timeout(deadline_ms))?
-            .map_err(|e| PartnerError::Unreachable(e.without_url().to_string()))?;
+            .map_err(PartnerError::from)?;
         match status {
             200..=299 => Ok(status),
             400..=499 => Err(PartnerError::ClientError {
@@ -139,29 +184,42 @@ impl PartnerClient {
         }
     }
 
-    async fn exchange(&self, request: &PartnerRequest) -> Result<(u16, Bytes), reqwest::Error> {
-        let mut builder = self
-            .http
-            .request(request.method.clone(), request.url.clone())
-            .headers(request.headers.clone());
-        if let Some(body) = &request.body {
-            builder = builder.body(body.clone());
-        }
-        let response = builder.send().await?;
+    async fn exchange(&self, request: &PartnerRequest) -> Result<(u16, Bytes), ExchangeError> {
+        let mut outbound = http::Request::new(Full::new(request.body.clone().unwrap_or_default()));
+        *outbound.method_mut() = request.method.clone();
+        *outbound.uri_mut() = request.uri.clone();
+        let headers = outbound.headers_mut();
+        headers.reserve(request.headers.len() + 1);
+        headers.insert(http::header::USER_AGENT, USER_AGENT);
+        headers.extend(request.headers.clone());
+        let response = self.http.request(outbound).await.map_err(|e| {
+            // Never the URL: its query may hold a credential. The source chain says what failed.
+            let message = chain(&e);
+            if e.is_connect() {
+                ExchangeError::Connect(message)
+            } else {
+                ExchangeError::Other(message)
+            }
+        })?;
         let status = response.status().as_u16();
-        Ok((status, response.bytes().await?))
+        let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<LengthLimitError>() {
+                    ExchangeError::TooLarge
+                } else {
+                    ExchangeError::Other(format!("reading the answer failed: {}", chain(&*e)))
+                }
+            })?;
+        Ok((status, body.to_bytes()))
     }
 
     async fn attempt(&self, request: &PartnerRequest) -> Result<Attempt, PartnerError> {
         let (status, body) = match self.exchange(request).await {
             Ok(answer) => answer,
-            // reqwest's message names the URL, whose query may hold a credential: drop it.
-            Err(e) if e.is_connect() => {
-                return Ok(Attempt::Retry(PartnerError::Unreachable(
-                    e.without_url().to_string(),
-                )))
-            }
-            Err(e) => return Err(PartnerError::Unreachable(e.without_url().to_string())),
+            Err(error @ ExchangeError::Connect(_)) => return Ok(Attempt::Retry(error.into())),
+            Err(error) => return Err(error.into()),
         };
         if (200..300).contains(&status) {
             return serde_json::from_slice(&body)
@@ -181,6 +239,19 @@ impl PartnerClient {
             Err(error)
         }
     }
+}
+
+/// An error with its causes, `outer: inner: innermost`, which is where hyper puts the useful part
+/// ("Connection refused", "invalid peer certificate").
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The start of the partner's answer, for an error message a bot designer can act on.

@@ -28,8 +28,8 @@ pub enum BuildError {
 
 #[derive(Debug, Clone)]
 pub struct PartnerRequest {
-    pub method: reqwest::Method,
-    pub url: url::Url,
+    pub method: http::Method,
+    pub uri: http::Uri,
     pub headers: HeaderMap,
     pub body: Option<Bytes>,
     pub idempotent: bool,
@@ -111,26 +111,29 @@ impl RequestPlan {
         let path = self.path.render(scope, |value, out| {
             out.extend(utf8_percent_encode(value, PATH_VALUE));
         });
-        let full = format!("{}{}", base.trim_end_matches('/'), path);
-        let mut url =
-            url::Url::parse(&full).map_err(|_| BuildError::InvalidUrl(redact_query(&full)))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(BuildError::InvalidUrl(redact_query(&full)));
+        let mut full = format!("{}{}", base.trim_end_matches('/'), path);
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        // Optional inputs that were not sent leave their parameter out rather than sending it empty.
+        for (name, template) in self.query.iter().filter(|(_, t)| t.is_complete(scope)) {
+            query.append_pair(name, &template.render(scope, verbatim));
         }
+        if let Some(Auth::Query(name, template)) = &self.auth {
+            query.append_pair(name, &template.render(scope, verbatim));
+        }
+        let query = query.finish();
+        if !query.is_empty() {
+            full.push(if full.contains('?') { '&' } else { '?' });
+            full.push_str(&query);
+        }
+        let uri = match http::Uri::try_from(full.as_str()) {
+            Ok(uri)
+                if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() =>
+            {
+                uri
+            }
+            _ => return Err(BuildError::InvalidUrl(redact_query(&full))),
+        };
         let mut headers = HeaderMap::with_capacity(self.headers.len() + 2);
-        {
-            let mut pairs = url.query_pairs_mut();
-            // Optional inputs that were not sent leave their parameter out rather than sending it empty.
-            for (name, template) in self.query.iter().filter(|(_, t)| t.is_complete(scope)) {
-                pairs.append_pair(name, &template.render(scope, verbatim));
-            }
-            if let Some(Auth::Query(name, template)) = &self.auth {
-                pairs.append_pair(name, &template.render(scope, verbatim));
-            }
-        }
-        if url.query() == Some("") {
-            url.set_query(None);
-        }
         for (name, template) in self.headers.iter().filter(|(_, t)| t.is_complete(scope)) {
             headers.insert(
                 name.clone(),
@@ -180,8 +183,8 @@ impl RequestPlan {
             None => None,
         };
         Ok(PartnerRequest {
-            method: to_reqwest(self.method),
-            url,
+            method: to_http(self.method),
+            uri,
             headers,
             body,
             idempotent: self.method.is_idempotent(),
@@ -193,7 +196,7 @@ fn header_value(name: &str, value: String) -> Result<HeaderValue, BuildError> {
     HeaderValue::try_from(value).map_err(|_| BuildError::InvalidHeader(name.to_owned()))
 }
 
-/// Marked sensitive so that neither reqwest nor hyper ever prints it.
+/// Marked sensitive so that hyper never prints it.
 fn secret_header(name: &str, value: String) -> Result<HeaderValue, BuildError> {
     let mut value = header_value(name, value)?;
     value.set_sensitive(true);
@@ -205,13 +208,13 @@ fn redact_query(url: &str) -> String {
     url.split('?').next().unwrap_or_default().to_owned()
 }
 
-fn to_reqwest(method: Method) -> reqwest::Method {
+fn to_http(method: Method) -> http::Method {
     match method {
-        Method::Get => reqwest::Method::GET,
-        Method::Post => reqwest::Method::POST,
-        Method::Put => reqwest::Method::PUT,
-        Method::Patch => reqwest::Method::PATCH,
-        Method::Delete => reqwest::Method::DELETE,
+        Method::Get => http::Method::GET,
+        Method::Post => http::Method::POST,
+        Method::Put => http::Method::PUT,
+        Method::Patch => http::Method::PATCH,
+        Method::Delete => http::Method::DELETE,
     }
 }
 
