@@ -118,11 +118,6 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
-            tracing::warn!(code, error = %self, "function call failed");
-        } else {
-            tracing::info!(code, error = %self, "function call refused");
-        }
         let mut error = json!({ "code": code, "message": self.message() });
         if let Some(details) = self.details() {
             error["details"] = details;
@@ -139,11 +134,18 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("close"),
             );
         }
-        response.extensions_mut().insert(ErrorCode(code));
+        response.extensions_mut().insert(ErrorReport {
+            code,
+            detail: self.to_string(),
+        });
         response
     }
 }
 
-/// Carried on error responses so the metrics layer can count failures by code.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorCode(pub &'static str);
+/// Carried on an error response to the layer that logs it (`routes::log_errors`), which knows the request id,
+/// method and path: the full cause, which the JSON body may leave out, goes to the log only.
+#[derive(Debug, Clone)]
+pub struct ErrorReport {
+    pub code: &'static str,
+    pub detail: String,
+}

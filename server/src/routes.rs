@@ -1,7 +1,7 @@
 //! The whole HTTP surface in one table: signed function routes generated from the app definition, operational
 //! endpoints, and the Leptos pages.
 
-use crate::errors::ApiError;
+use crate::errors::{ApiError, ErrorReport};
 use crate::functions::FunctionPlan;
 use crate::invoke::invoke;
 use crate::oauth;
@@ -25,33 +25,26 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(signed_routes(&state))
-        .merge(operations())
-        .merge(pages(&state))
+        .merge(signed_routes(&state).layer(middleware::from_fn(log_errors)))
+        .merge(
+            operations().merge(pages(&state)).layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(|request: &Request| {
+                        // The path only: a query string could carry something private.
+                        tracing::info_span!(
+                            "request",
+                            request_id = request_id(request),
+                            method = request.method().as_str(),
+                            path = request.uri().path()
+                        )
+                    })
+                    .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
+            ),
+        )
         .layer(middleware::from_fn_with_state(
             state.clone(),
             oauth::frame_policy,
         ))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &Request| {
-                    let id = request
-                        .headers()
-                        .get(&REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default();
-                    // The path only: a query string could carry something private. Plain `&str` fields, not
-                    // `%` Display ones: the JSON formatter copies a string as it is but runs a Display value
-                    // through a formatter into a fresh String, a visible cost on every signed call.
-                    tracing::info_span!(
-                        "request",
-                        request_id = id,
-                        method = request.method().as_str(),
-                        path = request.uri().path()
-                    )
-                })
-                .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
-        )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
@@ -141,6 +134,55 @@ fn function_route(plan: Arc<FunctionPlan>) -> MethodRouter<AppState> {
                 response
             }
         }))
+}
+
+fn request_id(request: &Request) -> &str {
+    request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// The signed routes' one log line: a refused or failed call, with its request id, method and path (never the
+/// query, which could carry something private). No span per call: the JSON formatter renders a span's fields
+/// when the span opens, ~15,000 instructions on every call for lines that only failures write
+/// (docs/benchmarks.md). Nothing else logs on these routes, so no line loses its request id.
+async fn log_errors(request: Request, next: Next) -> axum::response::Response {
+    let id = request.headers().get(&REQUEST_ID).cloned();
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let response = next.run(request).await;
+    if let Some(report) = response.extensions().get::<ErrorReport>() {
+        let request_id = id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let (method, path, status) = (method.as_str(), uri.path(), response.status().as_u16());
+        let (code, error) = (report.code, report.detail.as_str());
+        if response.status().is_server_error() {
+            tracing::warn!(
+                request_id,
+                method,
+                path,
+                status,
+                code,
+                error,
+                "function call failed"
+            );
+        } else {
+            tracing::info!(
+                request_id,
+                method,
+                path,
+                status,
+                code,
+                error,
+                "function call refused"
+            );
+        }
+    }
+    response
 }
 
 async fn unknown_function(request: Request) -> ApiError {

@@ -278,10 +278,19 @@ fn served_instance_called_with_ibex_call_logs_no_secret() {
         .unwrap()
         .read_to_string(&mut logs)
         .unwrap();
-    assert!(
-        logs.contains("\"request_id\""),
-        "JSON logs with a request id: {logs}"
+    // The refused call's one log line: JSON, with its request id, path, status and error code.
+    let refused = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["code"] == "partner_client_error")
+        .unwrap_or_else(|| panic!("no JSON log line for the refused call: {logs}"));
+    assert_eq!(
+        refused["request_id"].as_str().map(str::len),
+        Some(36),
+        "{refused}"
     );
+    assert_eq!(refused["path"], "/fn/customer-lookup", "{refused}");
+    assert_eq!(refused["status"], 502, "{refused}");
     for secret in [
         SIGNING,
         SHOP_KEY,
