@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Instructions per call, counted by valgrind's callgrind: (a) a signed call through ibex and (d) the bare
-# axum + reqwest proxy (`ibex-sim proxy`, the floor of ibex's own stack), both against the demo shop API.
+# axum + hyper-util proxy (`ibex-sim proxy`, the floor of ibex's own stack), both against the demo shop API.
 # Unlike req/s on a shared 2-core machine, an instruction count repeats from run to run whatever else the
 # machine does, so it shows what a change to the request path is worth. It does not count time in the kernel.
 # Prints each target's instructions per call, their ratio, and the inclusive cost of each stage of ibex's path.
@@ -78,7 +78,7 @@ cat <<TXT
 | target | calls | instructions per call |
 |---|---|---|
 | (a) signed call through ibex | $a_calls | $a_per |
-| (d) bare axum + reqwest proxy | $d_calls | $d_per |
+| (d) bare axum + hyper-util proxy | $d_calls | $d_per |
 
 - a/d instructions per call: $(python3 -c "print('%.2f' % ($a_per/$d_per))")
 
@@ -88,9 +88,10 @@ $(stage "signature check" "ibex::signature::Verifier::verify ")
 $(stage "account settings (cache)" "SettingsService::resolved::{{closure}} ")
 $(stage "inputs" "ibex::inputs::Inputs::collect ")
 $(stage "partner request built (URL parse included)" "ibex::partner::request::RequestPlan::build ")
-$(stage "partner exchange (reqwest + hyper client)" "ibex::partner::PartnerClient::exchange::{{closure}} ")
+$(stage "partner exchange (hyper-util client)" "ibex::partner::PartnerClient::exchange::{{closure}} ")
 $(stage "outputs mapped" "ibex::mapping::map_outputs ")
-$(stage "request span (JSON log fields)" "tracing::span::Span::new ")
-$(stage "url::Url parse, all callers" "url::ParseOptions::parse ")
+$(stage "partner answer parsed (serde_json Value)" "serde_json::de::from_trait ")
+$(stage "answer serialised (axum Json)" "axum::json::Json<T> as axum_core::response::into_response::IntoResponse>::into_response ")
+$(stage "request id (uuid, extensions, header)" "tower_http::request_id::SetRequestId<S,M> as tower_service::Service")
 - wrk -t1 -c4 -d${secs}s per target under callgrind, after a 3 s warm-up
 TXT

@@ -3,7 +3,7 @@
 #   (a) a signed function call through ibex to the demo partner API,
 #   (b) the demo partner API called directly,
 #   (c) nginx proxying to the same partner API while adding the API-key header,
-#   (d) the floor of ibex's own stack: a bare axum + reqwest proxy doing what nginx does (`ibex-sim proxy`), so
+#   (d) the floor of ibex's own stack: a bare axum + hyper-util proxy doing what nginx does (`ibex-sim proxy`), so
 #       that what ibex adds over its stack (a/d) and what the stack costs over nginx (d/c) are told apart.
 # Saturation: wrk -t1 -c32 for BENCH_SECS (default 10) s, ROUNDS (default 3) interleaved rounds, medians.
 # Half load: oha at half of (a)'s saturating rate, on (a) and (b): the p99 ibex adds.
@@ -123,7 +123,7 @@ cat <<TXT
 | (a) signed call through ibex | $(col a 1) | $(col a 2) | $(col a 3) |
 | (b) partner API directly | $(col b 1) | $(col b 2) | $(col b 3) |
 | (c) nginx adding the API key | $(col c 1) | $(col c 2) | $(col c 3) |
-| (d) bare axum + reqwest proxy adding the API key | $(col d 1) | $(col d 2) | $(col d 3) |
+| (d) bare axum + hyper-util proxy adding the API key | $(col d 1) | $(col d 2) | $(col d 3) |
 
 - throughput a/c = $(ratio "$(col a 1)" "$(col c 1)"), a/b = $(ratio "$(col a 1)" "$(col b 1)"), a/d = $(ratio "$(col a 1)" "$(col d 1)"), d/c = $(ratio "$(col d 1)" "$(col c 1)")
 - at half of (a)'s saturating load ($half req/s, oha -c16): p99 (a) $half_a ms, (b) $half_b ms, (d) $half_d ms; added by ibex over the partner $(python3 -c "print('%.3f' % ($half_a-$half_b))") ms, by the bare proxy $(python3 -c "print('%.3f' % ($half_d-$half_b))") ms

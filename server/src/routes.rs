@@ -10,7 +10,7 @@ use crate::signed::SignedRequest;
 use crate::state::AppState;
 use app::definition::Method;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::HeaderName;
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::routing::{any, get, MethodFilter, MethodRouter};
 use axum::Router;
@@ -25,41 +25,46 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(signed_routes(&state).layer(middleware::from_fn(log_errors)))
+        .merge(signed_routes(&state))
         .merge(
-            operations().merge(pages(&state)).layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(|request: &Request| {
-                        // The path only: a query string could carry something private.
-                        tracing::info_span!(
-                            "request",
-                            request_id = request_id(request),
-                            method = request.method().as_str(),
-                            path = request.uri().path()
-                        )
-                    })
-                    .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
-            ),
+            operations()
+                .merge(pages(&state))
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    oauth::frame_policy,
+                ))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|request: &Request| {
+                            // The path only: a query string could carry something private.
+                            tracing::info_span!(
+                                "request",
+                                request_id = request_id(request),
+                                method = request.method().as_str(),
+                                path = request.uri().path()
+                            )
+                        })
+                        .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
+                ),
         )
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            oauth::frame_policy,
-        ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
 }
 
 /// Every function of the app definition at the URI its manifest names; anything else under `/fn` is an
-/// unknown function. These routes pass no page middleware: a signed call pays only for what it uses.
+/// unknown function. These routes pass none of the pages' layers (request span, frame policy, sign-in gate):
+/// their answers go to Infobip's servers, never into a browser frame, and a signed call pays only for what it
+/// uses.
 fn signed_routes(state: &AppState) -> Router<AppState> {
     let mut router = Router::new();
     for plan in state.functions.iter() {
         router = router.route(&plan.function.route_path(), function_route(plan.clone()));
     }
+    let unknown = any(unknown_function).layer(middleware::from_fn(log_failure));
     router
-        .route("/fn", any(unknown_function))
-        .route("/fn/{*rest}", any(unknown_function))
+        .route("/fn", unknown.clone())
+        .route("/fn/{*rest}", unknown)
 }
 
 fn operations() -> Router<AppState> {
@@ -128,9 +133,11 @@ fn function_route(plan: Arc<FunctionPlan>) -> MethodRouter<AppState> {
             let plan = plan.clone();
             async move {
                 let started = Instant::now();
+                let call = Call::of(&request);
                 let response = next.run(request).await;
                 plan.metrics
                     .observe_call(response.status().as_u16(), started.elapsed());
+                call.log_failure(&response);
                 response
             }
         }))
@@ -144,22 +151,41 @@ fn request_id(request: &Request) -> &str {
         .unwrap_or_default()
 }
 
-/// The signed routes' one log line: a refused or failed call, with its request id, method and path (never the
-/// query, which could carry something private). No span per call: the JSON formatter renders a span's fields
-/// when the span opens, ~15,000 instructions on every call for lines that only failures write
-/// (docs/benchmarks.md). Nothing else logs on these routes, so no line loses its request id.
-async fn log_errors(request: Request, next: Next) -> axum::response::Response {
-    let id = request.headers().get(&REQUEST_ID).cloned();
-    let method = request.method().clone();
-    let uri = request.uri().clone();
-    let response = next.run(request).await;
-    if let Some(report) = response.extensions().get::<ErrorReport>() {
-        let request_id = id
+/// What the signed routes' one log line says of a call: its request id, method and path (never the query,
+/// which could carry something private). These routes open no tracing span per call: the JSON formatter renders
+/// a span's fields when the span opens, ~10,000 instructions on every call for lines only failures write
+/// (docs/benchmarks.md). Nothing else logs on these routes, so no line lacks its request id.
+struct Call {
+    id: Option<HeaderValue>,
+    method: http::Method,
+    uri: http::Uri,
+}
+
+impl Call {
+    fn of(request: &Request) -> Self {
+        Call {
+            id: request.headers().get(&REQUEST_ID).cloned(),
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+        }
+    }
+
+    /// One line for a refused or failed call, from the report `ApiError` left on the response.
+    fn log_failure(&self, response: &axum::response::Response) {
+        let Some(report) = response.extensions().get::<ErrorReport>() else {
+            return;
+        };
+        let request_id = self
+            .id
             .as_ref()
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        let (method, path, status) = (method.as_str(), uri.path(), response.status().as_u16());
-        let (code, error) = (report.code, report.detail.as_str());
+        let (method, path) = (self.method.as_str(), self.uri.path());
+        let (status, code, error) = (
+            response.status().as_u16(),
+            report.code,
+            report.detail.as_str(),
+        );
         if response.status().is_server_error() {
             tracing::warn!(
                 request_id,
@@ -182,6 +208,12 @@ async fn log_errors(request: Request, next: Next) -> axum::response::Response {
             );
         }
     }
+}
+
+async fn log_failure(request: Request, next: Next) -> axum::response::Response {
+    let call = Call::of(&request);
+    let response = next.run(request).await;
+    call.log_failure(&response);
     response
 }
 

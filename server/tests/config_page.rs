@@ -382,6 +382,16 @@ async fn sign_in(backend: Backend) {
         home.headers()["content-security-policy"],
         "frame-ancestors 'none'"
     );
+    let missing = client()
+        .get(format!("{}/no-such-page", h.ibex))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        missing.headers()["content-security-policy"],
+        "frame-ancestors 'none'"
+    );
     h.finish().await;
 }
 
