@@ -87,10 +87,10 @@ cat <<TXT
 $(stage "signature check" "ibex::signature::Verifier::verify ")
 $(stage "account settings (cache)" "SettingsService::resolved::{{closure}} ")
 $(stage "inputs" "ibex::inputs::Inputs::collect ")
-$(stage "partner request built (URL parse included)" "ibex::partner::request::RequestPlan::build ")
+$(stage "partner request built" "ibex::partner::request::RequestPlan::build ")
 $(stage "partner exchange (hyper-util client)" "ibex::partner::PartnerClient::exchange::{{closure}} ")
 $(stage "outputs mapped" "ibex::mapping::map_outputs ")
-$(stage "partner answer parsed (serde_json Value)" "serde_json::de::from_trait ")
+$(stage "partner answer parsed (only what the outputs read)" "ibex::answer::AnswerShape::parse ")
 $(stage "answer serialised (axum Json)" "axum::json::Json<T> as axum_core::response::into_response::IntoResponse>::into_response ")
 $(stage "request id (uuid, extensions, header)" "tower_http::request_id::SetRequestId<S,M> as tower_service::Service")
 - wrk -t1 -c4 -d${secs}s per target under callgrind, after a 3 s warm-up

@@ -1,7 +1,8 @@
 //! A function of the app definition, prepared for serving: its partner request and outputs compiled once, so
 //! the signed path only fills in values.
 
-use crate::mapping::OutputPlan;
+use crate::answer::AnswerShape;
+use crate::mapping::{answer_shape, OutputPlan};
 use crate::metrics::{FunctionMetrics, Metrics};
 use crate::partner::RequestPlan;
 use app::definition::{AppDefinition, Function};
@@ -13,6 +14,8 @@ pub struct FunctionPlan {
     pub function: Function,
     pub request: RequestPlan,
     pub outputs: Vec<OutputPlan>,
+    /// The parts of the partner's answer the outputs read; the rest is skipped unbuilt.
+    pub answer: AnswerShape,
     pub deadline: Duration,
     pub metrics: FunctionMetrics,
 }
@@ -26,15 +29,17 @@ pub fn compile(
         .iter()
         .map(|function| {
             let place = |e: String| format!("function `{}`: {e}", function.name);
+            let outputs: Vec<OutputPlan> = function
+                .outputs
+                .iter()
+                .map(OutputPlan::compile)
+                .collect::<Result<_, _>>()
+                .map_err(place)?;
             Ok(Arc::new(FunctionPlan {
                 request: RequestPlan::compile(&definition.partner, &function.request)
                     .map_err(place)?,
-                outputs: function
-                    .outputs
-                    .iter()
-                    .map(OutputPlan::compile)
-                    .collect::<Result<_, _>>()
-                    .map_err(place)?,
+                answer: answer_shape(&outputs),
+                outputs,
                 deadline: Duration::from_millis(function.timeout_ms(&definition.partner)),
                 metrics: metrics.function(&function.name),
                 function: function.clone(),

@@ -30,7 +30,10 @@ pub async fn invoke(
         })
         .map_err(PartnerError::from)?;
     let started = Instant::now();
-    let answer = state.partner.call(&request, plan.deadline).await;
+    let answer = state
+        .partner
+        .call(&request, &plan.answer, plan.deadline)
+        .await;
     plan.metrics
         .observe_partner_call(answer.is_ok(), started.elapsed());
     let outputs = map_outputs(&plan.outputs, &answer?)?;

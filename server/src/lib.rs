@@ -3,6 +3,7 @@
 
 #![recursion_limit = "256"]
 
+pub mod answer;
 pub mod commands;
 pub mod config;
 pub mod errors;

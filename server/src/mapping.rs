@@ -2,6 +2,7 @@
 //! an Answers block or a Flow element reads. JSONPaths and JSON pointers are parsed once at start-up:
 //! `Value::pointer` splits and unescapes its text on every call, which was the mapping's largest cost.
 
+use crate::answer::AnswerShape;
 use app::definition::{Output, ValueType};
 use serde_json::{Map, Value};
 use serde_json_path::JsonPath;
@@ -54,6 +55,15 @@ impl OutputPlan {
                 .collect::<Result<_, _>>()?,
         })
     }
+}
+
+/// What of the partner's answer these outputs read: a pointer reads one place, a JSONPath anywhere.
+pub fn answer_shape(plans: &[OutputPlan]) -> AnswerShape {
+    AnswerShape::from_pointers(
+        plans
+            .iter()
+            .map(|plan| plan.path.is_none().then_some(plan.tokens.as_slice())),
+    )
 }
 
 pub fn map_outputs(
@@ -171,6 +181,32 @@ mod tests {
             Value::Object(out),
             json!({"status": "shipped", "total": 9.5, "orders": [{"id": "1"}, {"id": "2"}]})
         );
+    }
+
+    #[test]
+    fn outputs_from_the_answer_shape_equal_outputs_from_the_whole_answer() {
+        let text = r#"{"status": "shipped", "id": 7, "total": {"amount": 9.5, "tax": 1},
+            "lines": [{"sku": "A"}, {"sku": "B"}], "orders": [{"id": "1"}, {"id": 2}]}"#;
+        let whole: Value = serde_json::from_str(text).unwrap();
+        let pointers_only = vec![
+            plan("name = \"status\"\npointer = \"/status\""),
+            plan("name = \"total\"\ntype = \"number\"\npointer = \"/total/amount\""),
+            plan("name = \"second\"\npointer = \"/lines/1/sku\""),
+            plan("name = \"gone\"\npointer = \"/gone\"\nrequired = false"),
+        ];
+        let with_path = vec![
+            plan("name = \"status\"\npointer = \"/status\""),
+            plan(
+                "name = \"orders\"\ntype = \"array\"\npath = \"$.orders[*]\"\n[[items]]\nname = \"id\"\npointer = \"/id\"",
+            ),
+        ];
+        for plans in [pointers_only, with_path] {
+            let pruned = answer_shape(&plans).parse(text.as_bytes()).unwrap();
+            assert_eq!(
+                map_outputs(&plans, &pruned).unwrap(),
+                map_outputs(&plans, &whole).unwrap()
+            );
+        }
     }
 
     #[test]

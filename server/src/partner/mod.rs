@@ -6,6 +6,7 @@ pub mod request;
 
 pub use request::{BuildError, PartnerRequest, RequestPlan};
 
+use crate::answer::AnswerShape;
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -123,10 +124,12 @@ impl PartnerClient {
         Ok(PartnerClient { http, retry })
     }
 
-    /// Sends the request and returns the partner's JSON answer, or a typed failure, within `deadline`.
+    /// Sends the request and returns the parts of the partner's JSON answer that `shape` names, or a typed
+    /// failure, within `deadline`.
     pub async fn call(
         &self,
         request: &PartnerRequest,
+        shape: &AnswerShape,
         deadline: Duration,
     ) -> Result<serde_json::Value, PartnerError> {
         let started = Instant::now();
@@ -142,7 +145,7 @@ impl PartnerClient {
             if remaining.is_zero() {
                 return Err(PartnerError::Timeout(deadline_ms));
             }
-            match tokio::time::timeout(remaining, self.attempt(request)).await {
+            match tokio::time::timeout(remaining, self.attempt(request, shape)).await {
                 Err(_) => return Err(PartnerError::Timeout(deadline_ms)),
                 Ok(Ok(Attempt::Done(value))) => return Ok(value),
                 Ok(Err(error)) => return Err(error),
@@ -215,18 +218,20 @@ impl PartnerClient {
         Ok((status, body.to_bytes()))
     }
 
-    async fn attempt(&self, request: &PartnerRequest) -> Result<Attempt, PartnerError> {
+    async fn attempt(
+        &self,
+        request: &PartnerRequest,
+        shape: &AnswerShape,
+    ) -> Result<Attempt, PartnerError> {
         let (status, body) = match self.exchange(request).await {
             Ok(answer) => answer,
             Err(error @ ExchangeError::Connect(_)) => return Ok(Attempt::Retry(error.into())),
             Err(error) => return Err(error.into()),
         };
         if (200..300).contains(&status) {
-            return serde_json::from_slice(&body)
-                .map(Attempt::Done)
-                .map_err(|e| {
-                    PartnerError::NotJson(format!("{e}; it began with {:?}", excerpt(&body)))
-                });
+            return shape.parse(&body).map(Attempt::Done).map_err(|e| {
+                PartnerError::NotJson(format!("{e}; it began with {:?}", excerpt(&body)))
+            });
         }
         let excerpt = excerpt(&body);
         if (400..500).contains(&status) {
