@@ -1,25 +1,53 @@
 //! The signed function path, top to bottom: verified request → account settings → inputs → partner request →
-//! partner answer → mapped outputs.
+//! partner answer → mapped outputs; then the call is counted and, if it failed, logged. One handler does all of
+//! it, so no extractor can answer on its own (in plain text) and no middleware wraps the call.
 
-use crate::errors::ApiError;
+use crate::errors::{ApiError, Call};
 use crate::functions::FunctionPlan;
 use crate::inputs::{Inputs, Scope};
 use crate::mapping::map_outputs;
 use crate::partner::PartnerError;
 use crate::signed::SignedRequest;
 use crate::state::AppState;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Instant;
 
-pub async fn invoke(
-    state: AppState,
-    plan: Arc<FunctionPlan>,
-    path: Vec<(String, String)>,
-    query: Option<String>,
-    signed: SignedRequest,
+pub async fn serve(state: AppState, plan: Arc<FunctionPlan>, request: Request) -> Response {
+    let started = Instant::now();
+    let call = Call::of(&request);
+    let outcome = invoke(&state, &plan, request).await;
+    finish(&plan, &call, started, outcome)
+}
+
+/// Counts the call in the function's metrics and logs it if it failed.
+pub fn finish(
+    plan: &FunctionPlan,
+    call: &Call,
+    started: Instant,
+    outcome: Result<Json<Map<String, Value>>, ApiError>,
+) -> Response {
+    let response = outcome.into_response();
+    plan.metrics
+        .observe_call(response.status().as_u16(), started.elapsed());
+    call.log_failure(&response);
+    response
+}
+
+async fn invoke(
+    state: &AppState,
+    plan: &FunctionPlan,
+    request: Request,
 ) -> Result<Json<Map<String, Value>>, ApiError> {
+    let (mut parts, body) = request.into_parts();
+    let Path(path) = Path::<Vec<(String, String)>>::from_request_parts(&mut parts, state)
+        .await
+        .map_err(|e| ApiError::InvalidPath(e.body_text()))?;
+    let query = parts.uri.query().map(str::to_owned);
+    let signed = SignedRequest::from_request(Request::from_parts(parts, body), state).await?;
     let settings = state.settings.resolved(&signed.account_key).await?;
     let inputs = Inputs::collect(&plan.function, &path, query.as_deref(), &signed.body)?;
     let request = plan

@@ -1,16 +1,14 @@
 //! The whole HTTP surface in one table: signed function routes generated from the app definition, operational
 //! endpoints, and the Leptos pages.
 
-use crate::errors::{ApiError, ErrorReport};
+use crate::errors::{ApiError, Call, REQUEST_ID};
 use crate::functions::FunctionPlan;
-use crate::invoke::invoke;
+use crate::invoke::{finish, serve};
 use crate::oauth;
 use crate::ops;
-use crate::signed::SignedRequest;
 use crate::state::AppState;
 use app::definition::Method;
-use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderName, HeaderValue};
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::routing::{any, get, MethodFilter, MethodRouter};
 use axum::Router;
@@ -20,8 +18,6 @@ use std::sync::Arc;
 use std::time::Instant;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
-
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -115,32 +111,18 @@ fn function_route(plan: Arc<FunctionPlan>) -> MethodRouter<AppState> {
     let name = plan.function.name.clone();
     let handler = {
         let plan = plan.clone();
-        move |State(state): State<AppState>,
-              Path(path): Path<Vec<(String, String)>>,
-              RawQuery(query): RawQuery,
-              signed: SignedRequest| invoke(state, plan, path, query, signed)
+        move |State(state): State<AppState>, request: Request| serve(state, plan, request)
     };
     let wrong_method = move |request: Request| async move {
-        ApiError::MethodNotAllowed {
+        let (started, call) = (Instant::now(), Call::of(&request));
+        let error = ApiError::MethodNotAllowed {
             function: name,
             expected: method.as_str(),
             got: request.method().to_string(),
-        }
+        };
+        finish(&plan, &call, started, Err(error))
     };
-    axum::routing::on(filter, handler)
-        .fallback(wrong_method)
-        .layer(middleware::from_fn(move |request: Request, next: Next| {
-            let plan = plan.clone();
-            async move {
-                let started = Instant::now();
-                let call = Call::of(&request);
-                let response = next.run(request).await;
-                plan.metrics
-                    .observe_call(response.status().as_u16(), started.elapsed());
-                call.log_failure(&response);
-                response
-            }
-        }))
+    axum::routing::on(filter, handler).fallback(wrong_method)
 }
 
 fn request_id(request: &Request) -> &str {
@@ -151,65 +133,7 @@ fn request_id(request: &Request) -> &str {
         .unwrap_or_default()
 }
 
-/// What the signed routes' one log line says of a call: its request id, method and path (never the query,
-/// which could carry something private). These routes open no tracing span per call: the JSON formatter renders
-/// a span's fields when the span opens, ~10,000 instructions on every call for lines only failures write
-/// (docs/benchmarks.md). Nothing else logs on these routes, so no line lacks its request id.
-struct Call {
-    id: Option<HeaderValue>,
-    method: http::Method,
-    uri: http::Uri,
-}
-
-impl Call {
-    fn of(request: &Request) -> Self {
-        Call {
-            id: request.headers().get(&REQUEST_ID).cloned(),
-            method: request.method().clone(),
-            uri: request.uri().clone(),
-        }
-    }
-
-    /// One line for a refused or failed call, from the report `ApiError` left on the response.
-    fn log_failure(&self, response: &axum::response::Response) {
-        let Some(report) = response.extensions().get::<ErrorReport>() else {
-            return;
-        };
-        let request_id = self
-            .id
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        let (method, path) = (self.method.as_str(), self.uri.path());
-        let (status, code, error) = (
-            response.status().as_u16(),
-            report.code,
-            report.detail.as_str(),
-        );
-        if response.status().is_server_error() {
-            tracing::warn!(
-                request_id,
-                method,
-                path,
-                status,
-                code,
-                error,
-                "function call failed"
-            );
-        } else {
-            tracing::info!(
-                request_id,
-                method,
-                path,
-                status,
-                code,
-                error,
-                "function call refused"
-            );
-        }
-    }
-}
-
+/// Unknown functions have no plan to count them under; they are only logged.
 async fn log_failure(request: Request, next: Next) -> axum::response::Response {
     let call = Call::of(&request);
     let response = next.run(request).await;

@@ -225,6 +225,16 @@ async fn verification_table(backend: Backend) {
         404,
         Some("unknown_function"),
     );
+    let body = expect(
+        "path parameter not UTF-8 once decoded",
+        h.get("/fn/order-status/%FF").await,
+        400,
+        Some("invalid_path"),
+    );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("UTF-8"),
+        "{body}"
+    );
     expect(
         "wrong method",
         h.send(Method::POST, "/fn/order-status/1001", b"{}", b"{}", |_| {})
