@@ -11,9 +11,11 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk 
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 
 cargo build --release -p server -p ibex-sim 2>&1 | tail -n 1
+# The stages are counted on a build without LTO (profile `profiling`), where they are separate functions.
+cargo build --profile profiling -p server 2>&1 | tail -n 1
 
 work="$(mktemp -d)"
-up=127.0.0.1:4311 ibex_addr=127.0.0.1:4312 floor=127.0.0.1:4314
+up=127.0.0.1:4311 ibex_addr=127.0.0.1:4312 floor=127.0.0.1:4314 stages_addr=127.0.0.1:4315
 key=bench-shop-key secret=bench-signing-secret account=BENCH
 pids=()
 cleanup() {
@@ -30,11 +32,15 @@ target/release/ibex settings set "$account" "api_key=$key" "api_base_url=http://
 valgrind --tool=callgrind --callgrind-out-file="$work/a.cg" target/release/ibex serve >"$work/ibex.log" 2>&1 &
 a_pid=$!
 pids+=($a_pid)
+IBEX_ADDR="$stages_addr" valgrind --tool=callgrind --callgrind-out-file="$work/s.cg" \
+  target/profiling/ibex serve >"$work/ibex-stages.log" 2>&1 &
+s_pid=$!
+pids+=($s_pid)
 valgrind --tool=callgrind --callgrind-out-file="$work/d.cg" \
   target/release/ibex-sim proxy --addr "$floor" --upstream "http://$up" --api-key "$key" >"$work/floor.log" 2>&1 &
 d_pid=$!
 pids+=($d_pid)
-for url in "http://$ibex_addr/healthz" "http://$floor/health"; do
+for url in "http://$ibex_addr/healthz" "http://$floor/health" "http://$stages_addr/healthz"; do
   for _ in $(seq 1 300); do curl -fs -o /dev/null "$url" && break; sleep 0.2; done
 done
 
@@ -42,6 +48,7 @@ ts=$(($(date +%s%N) / 1000000))
 sig=$(python3 -c 'import hmac,hashlib,sys; print(hmac.new(sys.argv[1].encode(), sys.argv[2].encode(), hashlib.sha256).hexdigest())' "$secret" "$ts")
 a_args=(-H "X-Ib-Exchange-Req-AccountKey: $account" -H "X-Ib-Exchange-Req-Timestamp: $ts" -H "X-Ib-Exchange-Req-Signature: $sig")
 a_url="http://$ibex_addr/fn/order-status/1001"
+s_url="http://$stages_addr/fn/order-status/1001"
 d_url="http://$floor/orders/1001?currency=EUR"
 
 load() { # seconds, url, args...: prints the number of requests, failing on any non-2xx answer
@@ -52,12 +59,12 @@ load() { # seconds, url, args...: prints the number of requests, failing on any 
 # Warm-up (connection pools, settings cache, lazy statics), then a dump that zeroes the counters.
 load 3 "$a_url" "${a_args[@]}" >/dev/null
 load 3 "$d_url" >/dev/null
-callgrind_control -d "$a_pid" >/dev/null 2>&1
-callgrind_control -d "$d_pid" >/dev/null 2>&1
+load 3 "$s_url" "${a_args[@]}" >/dev/null
+for p in "$a_pid" "$d_pid" "$s_pid"; do callgrind_control -d "$p" >/dev/null 2>&1; done
 a_calls=$(load "$secs" "$a_url" "${a_args[@]}")
 d_calls=$(load "$secs" "$d_url")
-callgrind_control -d "$a_pid" >/dev/null 2>&1
-callgrind_control -d "$d_pid" >/dev/null 2>&1
+s_calls=$(load "$secs" "$s_url" "${a_args[@]}")
+for p in "$a_pid" "$d_pid" "$s_pid"; do callgrind_control -d "$p" >/dev/null 2>&1; done
 sleep 1
 
 total() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'; }
@@ -66,11 +73,13 @@ d_total=$(total "$work/d.cg.2")
 a_per=$((a_total / a_calls))
 d_per=$((d_total / d_calls))
 
-stage() { # label, symbol: the symbol's inclusive instructions per call
+s_per=$(($(total "$work/s.cg.2") / s_calls))
+
+stage() { # label, symbol: the symbol's inclusive instructions per call, in the build without LTO
   local n
-  n=$(callgrind_annotate --inclusive=yes --threshold=100 "$work/a.cg.2" 2>/dev/null |
+  n=$(callgrind_annotate --inclusive=yes --threshold=100 "$work/s.cg.2" 2>/dev/null |
     awk -v s="$2" 'index($0, s) {gsub(",", "", $1); print $1; exit}')
-  printf '| %s | %s |\n' "$1" "$(( ${n:-0} / a_calls ))"
+  printf '| %s | %s |\n' "$1" "$(( ${n:-0} / s_calls ))"
 }
 
 cat <<TXT
@@ -81,6 +90,8 @@ cat <<TXT
 | (d) bare axum + hyper-util proxy | $d_calls | $d_per |
 
 - a/d instructions per call: $(python3 -c "print('%.2f' % ($a_per/$d_per))")
+
+Stages, counted on the same code built without LTO (profile \`profiling\`, $s_per instructions per call in all):
 
 | stage of (a), inclusive | instructions per call |
 |---|---|
