@@ -173,40 +173,39 @@ impl Call {
         }
     }
 
-    /// One line for a refused or failed call, from the report `ApiError` left on the response.
-    pub fn log_failure(&self, response: &Response) {
-        let Some(report) = response.extensions().get::<ErrorReport>() else {
-            return;
+    /// One line for a refused or failed call, from the report `ApiError` left on the response; a successful
+    /// call only at DEBUG (`IBEX_LOG=info,ibex::calls=debug`), which costs nothing while disabled.
+    pub fn log(&self, response: &Response) {
+        let request_id = || {
+            self.id
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
         };
-        let request_id = self
-            .id
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
         let (method, path) = (self.method.as_str(), self.uri.path());
-        let (status, code, error) = (
-            response.status().as_u16(),
-            report.code,
-            report.detail.as_str(),
-        );
-        if response.status().is_server_error() {
-            tracing::warn!(
-                request_id,
+        let status = response.status().as_u16();
+        let Some(report) = response.extensions().get::<ErrorReport>() else {
+            tracing::debug!(
+                target: "ibex::calls",
+                request_id = request_id(),
                 method,
                 path,
                 status,
-                code,
-                error,
+                "function call"
+            );
+            return;
+        };
+        let (request_id, code, error) = (request_id(), report.code, report.detail.as_str());
+        if response.status().is_server_error() {
+            tracing::warn!(
+                target: "ibex::calls",
+                request_id, method, path, status, code, error,
                 "function call failed"
             );
         } else {
             tracing::info!(
-                request_id,
-                method,
-                path,
-                status,
-                code,
-                error,
+                target: "ibex::calls",
+                request_id, method, path, status, code, error,
                 "function call refused"
             );
         }

@@ -23,7 +23,7 @@ pub async fn serve(state: AppState, plan: Arc<FunctionPlan>, request: Request) -
     finish(&plan, &call, started, outcome)
 }
 
-/// Counts the call in the function's metrics and logs it if it failed.
+/// Counts the call in the function's metrics and logs it (failures at INFO or WARN, the rest at DEBUG).
 pub fn finish(
     plan: &FunctionPlan,
     call: &Call,
@@ -33,7 +33,7 @@ pub fn finish(
     let response = outcome.into_response();
     plan.metrics
         .observe_call(response.status().as_u16(), started.elapsed());
-    call.log_failure(&response);
+    call.log(&response);
     response
 }
 

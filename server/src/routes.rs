@@ -57,7 +57,7 @@ fn signed_routes(state: &AppState) -> Router<AppState> {
     for plan in state.functions.iter() {
         router = router.route(&plan.function.route_path(), function_route(plan.clone()));
     }
-    let unknown = any(unknown_function).layer(middleware::from_fn(log_failure));
+    let unknown = any(unknown_function).layer(middleware::from_fn(log_call));
     router
         .route("/fn", unknown.clone())
         .route("/fn/{*rest}", unknown)
@@ -134,10 +134,10 @@ fn request_id(request: &Request) -> &str {
 }
 
 /// Unknown functions have no plan to count them under; they are only logged.
-async fn log_failure(request: Request, next: Next) -> axum::response::Response {
+async fn log_call(request: Request, next: Next) -> axum::response::Response {
     let call = Call::of(&request);
     let response = next.run(request).await;
-    call.log_failure(&response);
+    call.log(&response);
     response
 }
 

@@ -202,6 +202,7 @@ fn served_instance_called_with_ibex_call_logs_no_secret() {
     let mut server = env
         .ibex()
         .args(["serve", "--addr", &addr])
+        .env("IBEX_LOG", "info,ibex::calls=debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -291,6 +292,15 @@ fn served_instance_called_with_ibex_call_logs_no_secret() {
     );
     assert_eq!(refused["path"], "/fn/customer-lookup", "{refused}");
     assert_eq!(refused["status"], 502, "{refused}");
+    // With `ibex::calls=debug`, the successful call has its line too.
+    assert!(
+        logs.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .any(|line| line["message"] == "function call"
+                && line["path"] == "/fn/order-status/1001"
+                && line["status"] == 200),
+        "no debug line for the successful call: {logs}"
+    );
     for secret in [
         SIGNING,
         SHOP_KEY,
