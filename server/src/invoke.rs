@@ -2,7 +2,8 @@
 //! partner answer → mapped outputs; then the call is counted and, if it failed, logged. One handler does all of
 //! it, so no extractor can answer on its own (in plain text) and no middleware wraps the call.
 
-use crate::errors::{ApiError, Call};
+use crate::calls::Call;
+use crate::errors::ApiError;
 use crate::functions::FunctionPlan;
 use crate::inputs::{Inputs, Scope};
 use crate::mapping::map_outputs;

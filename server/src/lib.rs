@@ -4,6 +4,7 @@
 #![recursion_limit = "256"]
 
 pub mod answer;
+pub mod calls;
 pub mod commands;
 pub mod config;
 pub mod errors;

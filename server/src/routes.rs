@@ -1,7 +1,8 @@
 //! The whole HTTP surface in one table: signed function routes generated from the app definition, operational
 //! endpoints, and the Leptos pages.
 
-use crate::errors::{ApiError, Call, REQUEST_ID};
+use crate::calls::{Call, REQUEST_ID};
+use crate::errors::ApiError;
 use crate::functions::FunctionPlan;
 use crate::invoke::{finish, serve};
 use crate::oauth;

@@ -1,0 +1,75 @@
+//! The signed routes' log: one line per call, written when the answer is known, under this module's target
+//! `ibex::calls`.
+
+use crate::errors::ErrorReport;
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::Response;
+
+/// What the signed routes' one log line says of a call: its request id, method and path (never the query,
+/// which could carry something private). These routes open no tracing span per call: the JSON formatter renders
+/// a span's fields when the span opens, ~10,000 instructions on every call for lines only failures write
+/// (docs/benchmarks.md). Nothing else logs on these routes, so no line lacks its request id.
+pub struct Call {
+    id: Option<HeaderValue>,
+    method: http::Method,
+    uri: http::Uri,
+}
+
+impl Call {
+    pub fn of(request: &Request) -> Self {
+        Call {
+            id: request.headers().get(REQUEST_ID).cloned(),
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+        }
+    }
+
+    /// One line for a refused or failed call, from the report `ApiError` left on the response; a successful
+    /// call only at DEBUG (`IBEX_LOG=info,ibex::calls=debug`), which costs nothing while disabled.
+    pub fn log(&self, response: &Response) {
+        let request_id = || {
+            self.id
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+        };
+        let (method, path) = (self.method.as_str(), self.uri.path());
+        let status = response.status().as_u16();
+        let Some(report) = response.extensions().get::<ErrorReport>() else {
+            tracing::debug!(
+                request_id = request_id(),
+                method,
+                path,
+                status,
+                "function call"
+            );
+            return;
+        };
+        let (request_id, code, error) = (request_id(), report.code, report.detail.as_str());
+        if response.status().is_server_error() {
+            tracing::warn!(
+                request_id,
+                method,
+                path,
+                status,
+                code,
+                error,
+                "function call failed"
+            );
+        } else {
+            tracing::info!(
+                request_id,
+                method,
+                path,
+                status,
+                code,
+                error,
+                "function call refused"
+            );
+        }
+    }
+}
+
+/// Set on every request by the outermost layer and sent back with the answer.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
