@@ -7,6 +7,7 @@ use crate::errors::ApiError;
 use crate::functions::FunctionPlan;
 use crate::inputs::{Inputs, Scope};
 use crate::mapping::map_outputs;
+use crate::oauth;
 use crate::partner::PartnerError;
 use crate::signed::SignedRequest;
 use crate::state::AppState;
@@ -31,7 +32,8 @@ pub fn finish(
     started: Instant,
     outcome: Result<Json<Map<String, Value>>, ApiError>,
 ) -> Response {
-    let response = outcome.into_response();
+    let mut response = outcome.into_response();
+    oauth::protect(response.headers_mut(), oauth::NOT_FRAMED);
     plan.metrics
         .observe_call(response.status().as_u16(), started.elapsed());
     call.log(&response);

@@ -282,10 +282,18 @@ pub async fn frame_policy(State(state): State<AppState>, request: Request, next:
     let policy = if embedded {
         state.oauth.frame_policy.clone()
     } else {
-        HeaderValue::from_static("frame-ancestors 'none'")
+        NOT_FRAMED
     };
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    protect(response.headers_mut(), policy);
+    response
+}
+
+pub const NOT_FRAMED: HeaderValue = HeaderValue::from_static("frame-ancestors 'none'");
+
+/// The headers every answer carries, pages and signed calls alike (there as defence in depth: an error
+/// message may echo the request path).
+pub fn protect(headers: &mut axum::http::HeaderMap, frame_ancestors: HeaderValue) {
+    headers.insert(header::CONTENT_SECURITY_POLICY, frame_ancestors);
     // The session token sits in the URL of the configuration page: never send it onwards.
     headers.insert(
         header::REFERRER_POLICY,
@@ -295,7 +303,6 @@ pub async fn frame_policy(State(state): State<AppState>, request: Request, next:
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    response
 }
 
 #[derive(Deserialize)]

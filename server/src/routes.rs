@@ -137,7 +137,8 @@ fn request_id(request: &Request) -> &str {
 /// Unknown functions have no plan to count them under; they are only logged.
 async fn log_call(request: Request, next: Next) -> axum::response::Response {
     let call = Call::of(&request);
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    oauth::protect(response.headers_mut(), oauth::NOT_FRAMED);
     call.log(&response);
     response
 }

@@ -231,10 +231,33 @@ async fn verification_table(backend: Backend) {
         400,
         Some("invalid_path"),
     );
+    // axum's own words name the parameter; ibex's add what a path parameter must be.
     assert!(
-        body["error"]["message"].as_str().unwrap().contains("UTF-8"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("order_id"),
         "{body}"
     );
+    // Signed routes carry the same protective headers as pages, through both of their paths.
+    for (method, path, status) in [
+        (Method::GET, "/fn/no-such-function", 404),
+        (Method::DELETE, "/fn/order-status/1001", 405),
+    ] {
+        let answer = reqwest::Client::new()
+            .request(method, format!("{}{path}", h.ibex))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), status, "{path}");
+        let headers = answer.headers();
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(
+            headers["content-security-policy"], "frame-ancestors 'none'",
+            "{path}"
+        );
+        assert_eq!(headers["x-request-id"].len(), 36, "{path}");
+    }
     expect(
         "wrong method",
         h.send(Method::POST, "/fn/order-status/1001", b"{}", b"{}", |_| {})
@@ -319,6 +342,18 @@ async fn partner_failures(backend: Backend) {
         502,
         Some("partner_bad_answer"),
     );
+    // A failure with an error page longer than the answer limit keeps its status.
+    h.shop_faults(
+        json!({"fail_next": 1, "status": 500, "huge_bytes": ibex::partner::MAX_ANSWER_BYTES + 1}),
+    )
+    .await;
+    let body = expect(
+        "partner 500 with a long answer",
+        h.get("/fn/order-status/1001").await,
+        502,
+        Some("partner_server_error"),
+    );
+    assert_eq!(body["error"]["details"]["partner_status"], 500, "{body}");
     h.shop_faults(json!({"huge_bytes": ibex::partner::MAX_ANSWER_BYTES + 1}))
         .await;
     let body = expect(

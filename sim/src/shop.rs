@@ -26,7 +26,8 @@ pub struct Faults {
     /// Answer with text that is not JSON.
     #[serde(default)]
     pub garbage: bool,
-    /// Answer with a JSON string of this many bytes (0: off), for a client's answer-size limit.
+    /// Answer (the failures of `fail_next` too) with a JSON string of this many bytes (0: off), for a client's
+    /// answer-size limit.
     #[serde(default)]
     pub huge_bytes: usize,
 }
@@ -172,16 +173,22 @@ async fn gate(
     if faults.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(faults.delay_ms)).await;
     }
+    let huge = |status: StatusCode| {
+        let text = format!("\"{}\"", "x".repeat(faults.huge_bytes.saturating_sub(2)));
+        (status, [("content-type", "application/json")], text).into_response()
+    };
     if faults.fail_next > 0 {
         let status = StatusCode::from_u16(faults.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        if faults.huge_bytes > 0 {
+            return huge(status);
+        }
         return (status, Json(json!({"error": "simulated failure"}))).into_response();
     }
     if faults.garbage {
         return (StatusCode::OK, "<html>not json</html>").into_response();
     }
     if faults.huge_bytes > 0 {
-        let text = format!("\"{}\"", "x".repeat(faults.huge_bytes.saturating_sub(2)));
-        return (StatusCode::OK, [("content-type", "application/json")], text).into_response();
+        return huge(StatusCode::OK);
     }
     let key_ok =
         parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()) == Some(shop.api_key.as_str());

@@ -11,8 +11,10 @@ use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::time::{Duration, Instant};
+use tower::timeout::Timeout;
+use tower::util::BoxCloneSyncService;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PartnerError {
@@ -64,11 +66,20 @@ impl Default for RetryPolicy {
 /// `url::Url` three times and runs redirect and retry layers ibex does not use, which measured 35,000
 /// instructions of a 79,000-instruction proxy call (docs/benchmarks.md). What reqwest added that ibex needs
 /// is set here: TLS with the Mozilla roots, a connect timeout, TCP_NODELAY, the pool limits, the user agent,
-/// and no redirects (the legacy client never follows one). Proxy variables (`HTTPS_PROXY`) are not read.
-type Http = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    Full<Bytes>,
+/// and no redirects (the legacy client never follows one). Proxy variables (`HTTPS_PROXY`) are not read, and
+/// credentials written into the base URL (`https://user:key@host`) become Basic auth where the request is built.
+type Http = hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
+
+/// The TLS connector under a timeout, boxed because hyper-util wants a connect future that is `Unpin`.
+type Connector = BoxCloneSyncService<
+    http::Uri,
+    hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>,
+    tower::BoxError,
 >;
+
+/// For the whole connection set-up, DNS and TLS handshake included; a failure here is a connect error, which
+/// is retried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Clone)]
 pub struct PartnerClient {
@@ -82,6 +93,16 @@ pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 
 const USER_AGENT: HeaderValue =
     HeaderValue::from_static(concat!("ibex/", env!("CARGO_PKG_VERSION")));
+const ACCEPT_ANY: HeaderValue = HeaderValue::from_static("*/*");
+
+/// The start of a failure answer is all an error message shows; the rest of such an answer is not read.
+const MAX_FAILURE_BYTES: usize = 64 * 1024;
+
+/// A partner answer: its status and body, `None` when the body was longer than this client reads.
+struct Answer {
+    status: u16,
+    body: Option<Bytes>,
+}
 
 enum Attempt {
     Done(serde_json::Value),
@@ -92,7 +113,6 @@ enum Attempt {
 enum ExchangeError {
     /// No connection could be made (refused, DNS, TLS handshake): safe to retry whatever the method.
     Connect(String),
-    TooLarge,
     Other(String),
 }
 
@@ -100,7 +120,6 @@ impl From<ExchangeError> for PartnerError {
     fn from(error: ExchangeError) -> Self {
         match error {
             ExchangeError::Connect(m) | ExchangeError::Other(m) => PartnerError::Unreachable(m),
-            ExchangeError::TooLarge => PartnerError::TooLarge(MAX_ANSWER_BYTES),
         }
     }
 }
@@ -110,12 +129,13 @@ impl PartnerClient {
         let mut connector = HttpConnector::new();
         connector.enforce_http(false);
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(3)));
+        connector.set_keepalive(Some(Duration::from_secs(15)));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
+        let https = BoxCloneSyncService::new(Timeout::new(https, CONNECT_TIMEOUT));
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(64)
@@ -170,10 +190,11 @@ impl PartnerClient {
         deadline: Duration,
     ) -> Result<u16, PartnerError> {
         let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
-        let (status, body) = tokio::time::timeout(deadline, self.exchange(request))
+        let Answer { status, body } = tokio::time::timeout(deadline, self.exchange(request))
             .await
             .map_err(|_| PartnerError::Timeout(deadline_ms))?
             .map_err(PartnerError::from)?;
+        let body = body.unwrap_or_default();
         match status {
             200..=299 => Ok(status),
             400..=499 => Err(PartnerError::ClientError {
@@ -187,13 +208,14 @@ impl PartnerClient {
         }
     }
 
-    async fn exchange(&self, request: &PartnerRequest) -> Result<(u16, Bytes), ExchangeError> {
+    async fn exchange(&self, request: &PartnerRequest) -> Result<Answer, ExchangeError> {
         let mut outbound = http::Request::new(Full::new(request.body.clone().unwrap_or_default()));
         *outbound.method_mut() = request.method.clone();
         *outbound.uri_mut() = request.uri.clone();
         let headers = outbound.headers_mut();
-        headers.reserve(request.headers.len() + 1);
+        headers.reserve(request.headers.len() + 2);
         headers.insert(http::header::USER_AGENT, USER_AGENT);
+        headers.insert(http::header::ACCEPT, ACCEPT_ANY);
         headers.extend(request.headers.clone());
         let response = self.http.request(outbound).await.map_err(|e| {
             // Never the URL: its query may hold a credential. The source chain says what failed.
@@ -205,17 +227,22 @@ impl PartnerClient {
             }
         })?;
         let status = response.status().as_u16();
-        let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.is::<LengthLimitError>() {
-                    ExchangeError::TooLarge
-                } else {
-                    ExchangeError::Other(format!("reading the answer failed: {}", chain(&*e)))
-                }
-            })?;
-        Ok((status, body.to_bytes()))
+        let limit = if (200..300).contains(&status) {
+            MAX_ANSWER_BYTES
+        } else {
+            MAX_FAILURE_BYTES
+        };
+        match Limited::new(response.into_body(), limit).collect().await {
+            Ok(body) => Ok(Answer {
+                status,
+                body: Some(body.to_bytes()),
+            }),
+            Err(e) if e.is::<LengthLimitError>() => Ok(Answer { status, body: None }),
+            Err(e) => Err(ExchangeError::Other(format!(
+                "reading the answer failed: {}",
+                chain(&*e)
+            ))),
+        }
     }
 
     async fn attempt(
@@ -223,17 +250,18 @@ impl PartnerClient {
         request: &PartnerRequest,
         shape: &AnswerShape,
     ) -> Result<Attempt, PartnerError> {
-        let (status, body) = match self.exchange(request).await {
+        let Answer { status, body } = match self.exchange(request).await {
             Ok(answer) => answer,
             Err(error @ ExchangeError::Connect(_)) => return Ok(Attempt::Retry(error.into())),
             Err(error) => return Err(error.into()),
         };
         if (200..300).contains(&status) {
+            let body = body.ok_or(PartnerError::TooLarge(MAX_ANSWER_BYTES))?;
             return shape.parse(&body).map(Attempt::Done).map_err(|e| {
                 PartnerError::NotJson(format!("{e}; it began with {:?}", excerpt(&body)))
             });
         }
-        let excerpt = excerpt(&body);
+        let excerpt = body.map_or_else(|| "(a long answer, not read)".to_owned(), |b| excerpt(&b));
         if (400..500).contains(&status) {
             return Err(PartnerError::ClientError { status, excerpt });
         }

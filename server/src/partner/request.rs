@@ -120,18 +120,9 @@ impl RequestPlan {
         if let Some(Auth::Query(name, template)) = &self.auth {
             query.append_pair(name, &template.render(scope, verbatim));
         }
-        let query = query.finish();
-        if !query.is_empty() {
-            full.push(if full.contains('?') { '&' } else { '?' });
-            full.push_str(&query);
-        }
-        let uri = match http::Uri::try_from(full.as_str()) {
-            Ok(uri)
-                if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() =>
-            {
-                uri
-            }
-            _ => return Err(BuildError::InvalidUrl(redact_query(&full))),
+        join_query(&mut full, &query.finish());
+        let Some((uri, url_credentials)) = parse_uri(&full) else {
+            return Err(BuildError::InvalidUrl(redact_query(&full)));
         };
         let mut headers = HeaderMap::with_capacity(self.headers.len() + 2);
         for (name, template) in self.headers.iter().filter(|(_, t)| t.is_complete(scope)) {
@@ -171,6 +162,19 @@ impl RequestPlan {
             }
             Some(Auth::Query(..)) | None => {}
         }
+        if let Some(pair) = url_credentials {
+            // As reqwest did: credentials in the URL are Basic auth, unless the request already authenticates.
+            if !headers.contains_key(http::header::AUTHORIZATION) {
+                let value = format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                );
+                headers.insert(
+                    http::header::AUTHORIZATION,
+                    secret_header("Authorization", value)?,
+                );
+            }
+        }
         let body = match &self.body {
             Some(template) => {
                 headers.insert(
@@ -190,6 +194,54 @@ impl RequestPlan {
             idempotent: self.method.is_idempotent(),
         })
     }
+}
+
+/// Appends the encoded query to a URL that may already carry one, or end in a bare `?`.
+fn join_query(full: &mut String, query: &str) {
+    if query.is_empty() {
+        if full.ends_with('?') {
+            full.pop();
+        }
+        return;
+    }
+    if !full.ends_with(['?', '&']) {
+        full.push(if full.contains('?') { '&' } else { '?' });
+    }
+    full.push_str(query);
+}
+
+/// The partner URL as hyper takes it, and the `user:password` written into it, if any. Text `http::Uri`
+/// accepts as it is takes the fast path; anything else (a non-ASCII host, a space in a path, credentials in
+/// the authority) goes through `url::Url`, which normalises it as reqwest did: IDNA hosts, percent-encoding,
+/// credentials taken out. `None` for what is not an http(s) URL with a host.
+fn parse_uri(full: &str) -> Option<(http::Uri, Option<String>)> {
+    let usable = |uri: &http::Uri| {
+        matches!(uri.scheme_str(), Some("http" | "https"))
+            && uri.host().is_some_and(|h| !h.is_empty())
+            && uri.authority().is_some_and(|a| !a.as_str().contains('@'))
+    };
+    if let Ok(uri) = http::Uri::try_from(full) {
+        if usable(&uri) {
+            return Some((uri, None));
+        }
+    }
+    let mut url = url::Url::parse(full).ok()?;
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let credentials = (!url.username().is_empty() || url.password().is_some()).then(|| {
+        format!(
+            "{}:{}",
+            decode(url.username()),
+            url.password().map(decode).unwrap_or_default()
+        )
+    });
+    url.set_username("").ok()?;
+    url.set_password(None).ok()?;
+    let uri = http::Uri::try_from(url.as_str()).ok()?;
+    usable(&uri).then_some((uri, credentials))
 }
 
 fn header_value(name: &str, value: String) -> Result<HeaderValue, BuildError> {
@@ -259,5 +311,55 @@ fn render_body(body: &Body, scope: &dyn Lookup) -> Option<Value> {
                 .collect(),
         )),
         Body::Literal(value) => Some(value.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(text: &str) -> Option<(String, Option<String>)> {
+        parse_uri(text).map(|(uri, credentials)| (uri.to_string(), credentials))
+    }
+
+    #[test]
+    fn partner_urls_are_taken_as_reqwest_took_them() {
+        let plain = |s: &str| Some((s.to_owned(), None));
+        assert_eq!(
+            uri("http://127.0.0.1:4001/orders/1?x=1"),
+            plain("http://127.0.0.1:4001/orders/1?x=1")
+        );
+        assert_eq!(uri("http://[::1]:8080/a"), plain("http://[::1]:8080/a"));
+        assert_eq!(
+            uri("https://müller-shop.de/api"),
+            plain("https://xn--mller-shop-9db.de/api")
+        );
+        assert_eq!(uri("http://h.example/a b"), plain("http://h.example/a%20b"));
+        assert_eq!(
+            uri("https://user:k%40y@api.example/o"),
+            Some((
+                "https://api.example/o".to_owned(),
+                Some("user:k@y".to_owned())
+            ))
+        );
+        for bad in ["ftp://h.example/", "http://", "not a url", "/relative"] {
+            assert_eq!(uri(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_query_joins_whatever_the_url_ends_with() {
+        for (base, query, joined) in [
+            ("http://h/p", "a=1", "http://h/p?a=1"),
+            ("http://h/p?x=1", "a=1", "http://h/p?x=1&a=1"),
+            ("http://h/p?", "a=1", "http://h/p?a=1"),
+            ("http://h/p?x=1&", "a=1", "http://h/p?x=1&a=1"),
+            ("http://h/p?", "", "http://h/p"),
+            ("http://h/p", "", "http://h/p"),
+        ] {
+            let mut full = base.to_owned();
+            join_query(&mut full, query);
+            assert_eq!(full, joined);
+        }
     }
 }
