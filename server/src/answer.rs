@@ -180,14 +180,7 @@ impl<'de> Visitor<'de> for &AnswerShape {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tokens(pointer: &str) -> Vec<String> {
-        pointer
-            .split('/')
-            .skip(1)
-            .map(|t| t.replace("~1", "/").replace("~0", "~"))
-            .collect()
-    }
+    use crate::mapping::pointer_tokens as tokens;
 
     fn shape(pointers: &[&str]) -> AnswerShape {
         let split: Vec<Vec<String>> = pointers.iter().map(|p| tokens(p)).collect();

@@ -110,7 +110,7 @@ fn map_one(plan: &OutputPlan, answer: &Value) -> Result<Option<Value>, MappingEr
 
 /// RFC 6901 reference tokens, unescaped (`~1` is `/`, `~0` is `~`). The definition loader has already
 /// made sure a pointer is empty or starts with `/`.
-fn pointer_tokens(pointer: &str) -> Vec<String> {
+pub(crate) fn pointer_tokens(pointer: &str) -> Vec<String> {
     pointer
         .split('/')
         .skip(1)

@@ -515,6 +515,24 @@ async fn middleware_translations(backend: Backend) {
     let last = h.shop_requests().await.pop().unwrap();
     assert_eq!(last["path"], "/orders/..%2Fcustomers");
 
+    // Credentials written into the base URL are sent as Basic auth, as reqwest sent them.
+    let with_credentials = h.shop.replace("http://", "http://desk:p%40ss@");
+    h.configure(ACCOUNT, &[("api_base_url", with_credentials.as_str())])
+        .await;
+    expect(
+        "credentials in the base URL",
+        h.get("/fn/order-status/1001").await,
+        200,
+        None,
+    );
+    let last = h.shop_requests().await.pop().unwrap();
+    assert_eq!(
+        last["headers"]["authorization"], "Basic ZGVzazpwQHNz",
+        "{last}"
+    );
+    h.configure(ACCOUNT, &[("api_base_url", h.shop.as_str())])
+        .await;
+
     let metrics = h
         .client
         .get(format!("{}/metrics", h.ibex))

@@ -151,28 +151,14 @@ impl RequestPlan {
                     user.render(scope, verbatim),
                     password.render(scope, verbatim)
                 );
-                let value = format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(pair)
-                );
-                headers.insert(
-                    http::header::AUTHORIZATION,
-                    secret_header("Authorization", value)?,
-                );
+                headers.insert(http::header::AUTHORIZATION, basic_auth(&pair)?);
             }
             Some(Auth::Query(..)) | None => {}
         }
         if let Some(pair) = url_credentials {
             // As reqwest did: credentials in the URL are Basic auth, unless the request already authenticates.
             if !headers.contains_key(http::header::AUTHORIZATION) {
-                let value = format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(pair)
-                );
-                headers.insert(
-                    http::header::AUTHORIZATION,
-                    secret_header("Authorization", value)?,
-                );
+                headers.insert(http::header::AUTHORIZATION, basic_auth(&pair)?);
             }
         }
         let body = match &self.body {
@@ -246,6 +232,15 @@ fn parse_uri(full: &str) -> Option<(http::Uri, Option<String>)> {
 
 fn header_value(name: &str, value: String) -> Result<HeaderValue, BuildError> {
     HeaderValue::try_from(value).map_err(|_| BuildError::InvalidHeader(name.to_owned()))
+}
+
+/// `Authorization: Basic` for a `user:password` pair.
+fn basic_auth(pair: &str) -> Result<HeaderValue, BuildError> {
+    let value = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    );
+    secret_header("Authorization", value)
 }
 
 /// Marked sensitive so that hyper never prints it.
