@@ -27,7 +27,8 @@ trap cleanup EXIT
 target/release/ibex-sim shop --addr "$up" --api-key "$key" >"$work/shop.log" 2>&1 &
 pids+=($!)
 export DATABASE_URL="sqlite://$work/ibex.db?mode=rwc" IBEX_SIGNING_SECRETS="$secret" \
-  IBEX_ENCRYPTION_KEY="k1:$(head -c 32 /dev/urandom | base64)" IBEX_ADDR="$ibex_addr" IBEX_LOG_FORMAT=json
+  IBEX_ENCRYPTION_KEY="k1:$(head -c 32 /dev/urandom | base64)" IBEX_ADDR="$ibex_addr" IBEX_LOG_FORMAT=json \
+  IBEX_ALLOW_LOOPBACK_PARTNERS=true
 target/release/ibex settings set "$account" "api_key=$key" "api_base_url=http://$up" >/dev/null
 valgrind --tool=callgrind --callgrind-out-file="$work/a.cg" target/release/ibex serve >"$work/ibex.log" 2>&1 &
 a_pid=$!

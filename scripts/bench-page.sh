@@ -27,7 +27,8 @@ target/release/ibex-sim portal --addr "$portal" --client-id ibex-bench \
   --redirect-uri "$ibex_site/oauth/callback" --settings-url "$ibex_site/settings" >"$work/portal.log" 2>&1 &
 pids+=($!)
 export DATABASE_URL="sqlite://$work/ibex.db?mode=rwc" IBEX_SIGNING_SECRETS=bench-secret \
-  IBEX_ENCRYPTION_KEY="k1:$(head -c 32 /dev/urandom | base64)" IBEX_LOG_FORMAT=json IBEX_LOG=warn
+  IBEX_ENCRYPTION_KEY="k1:$(head -c 32 /dev/urandom | base64)" IBEX_LOG_FORMAT=json IBEX_LOG=warn \
+  IBEX_ALLOW_LOOPBACK_PARTNERS=true
 target/release/ibex serve --addr "127.0.0.1:$ibex_port" --public-url "$ibex_site" \
   --oauth-authorize-url "http://$portal/exchange/1/oauth/authorize" \
   --oauth-token-url "http://$portal/exchange/1/oauth/token" --oauth-client-id ibex-bench \

@@ -35,7 +35,8 @@ target/release/ibex-sim proxy --addr "$floor" --upstream "http://$up" --api-key 
 pids+=($!)
 
 export DATABASE_URL="sqlite://$work/ibex.db?mode=rwc" IBEX_SIGNING_SECRETS="$secret" \
-  IBEX_ENCRYPTION_KEY="k1:$(head -c 32 /dev/urandom | base64)" IBEX_ADDR="$ibex_addr" IBEX_LOG_FORMAT=json
+  IBEX_ENCRYPTION_KEY="k1:$(head -c 32 /dev/urandom | base64)" IBEX_ADDR="$ibex_addr" IBEX_LOG_FORMAT=json \
+  IBEX_ALLOW_LOOPBACK_PARTNERS=true
 target/release/ibex settings set "$account" "api_key=$key" "api_base_url=http://$up" >/dev/null
 target/release/ibex serve >"$work/ibex.log" 2>&1 &
 ibex_pid=$!

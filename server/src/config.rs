@@ -111,6 +111,10 @@ pub struct Options {
     /// simulator's in --dev mode.
     #[arg(long, env = "IBEX_FRAME_ANCESTORS", global = true)]
     pub frame_ancestors: Option<String>,
+    /// Let partner calls reach loopback addresses (127.0.0.0/8, ::1), which are refused otherwise so that an
+    /// account's URL setting cannot aim ibex at services on its own host. On in --dev for the simulator.
+    #[arg(long, env = "IBEX_ALLOW_LOOPBACK_PARTNERS", global = true)]
+    pub allow_loopback_partners: bool,
     /// How long a configuration-page sign-in lasts.
     #[arg(
         long,
@@ -227,6 +231,15 @@ impl Options {
             Some(path) => AppDefinition::from_file(path)?,
             None => AppDefinition::from_toml(BUNDLED_EXAMPLE)?,
         })
+    }
+
+    /// Where partner calls may connect: the app definition's `[partner.egress]`, plus loopback when the
+    /// operator allows it or in development.
+    pub fn egress(&self, definition: &AppDefinition) -> crate::partner::EgressPolicy {
+        crate::partner::EgressPolicy::new(
+            &definition.partner.egress,
+            self.allow_loopback_partners || self.dev,
+        )
     }
 
     pub fn public_url(&self) -> Result<String, ConfigError> {

@@ -3,7 +3,7 @@
 
 use crate::inputs::InputError;
 use crate::mapping::MappingError;
-use crate::partner::PartnerError;
+use crate::partner::{BuildError, PartnerError};
 use crate::signature::SignatureError;
 use app::settings::store::StoreError;
 use app::settings::SettingsError;
@@ -77,7 +77,11 @@ impl ApiError {
                 (S::SERVICE_UNAVAILABLE, "settings_unavailable")
             }
             ApiError::Partner(e) => match e {
+                PartnerError::Build(BuildError::DotSegment(_)) => {
+                    (S::UNPROCESSABLE_ENTITY, "invalid_input")
+                }
                 PartnerError::Build(_) => (S::CONFLICT, "partner_request_invalid"),
+                PartnerError::Forbidden(_) => (S::CONFLICT, "partner_address_forbidden"),
                 PartnerError::Unreachable(_) => (S::BAD_GATEWAY, "partner_unreachable"),
                 PartnerError::Timeout(_) => (S::GATEWAY_TIMEOUT, "partner_timeout"),
                 PartnerError::ClientError { .. } => (S::BAD_GATEWAY, "partner_client_error"),

@@ -38,10 +38,18 @@ fn now_ms() -> i64 {
     app::settings::store::now_ms()
 }
 
-/// Only paths of this server: `next` must not turn the flow into an open redirect.
-fn safe_next(next: Option<String>) -> String {
-    next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
-        .unwrap_or_else(|| "/settings".into())
+/// The pages a sign-in may return to. `next` is compared with these exactly, never parsed: a check of its
+/// shape ("starts with one `/`") let `/\t/evil.example` through, which browsers read as `//evil.example` and
+/// so sent the fresh session token to another site.
+pub const SIGN_IN_PAGES: &[&str] = &["/settings"];
+
+/// Where the sign-in returns to: the page named by `next` if it is one of ours, `/settings` when none is
+/// named, `None` for anything else.
+fn return_page(next: Option<&str>) -> Option<&'static str> {
+    match next {
+        None => Some(SIGN_IN_PAGES[0]),
+        Some(next) => SIGN_IN_PAGES.iter().copied().find(|page| *page == next),
+    }
 }
 
 fn start_url(next: &str, attempt: u32) -> String {
@@ -86,7 +94,14 @@ pub struct StartQuery {
 }
 
 pub async fn start(State(state): State<AppState>, Query(q): Query<StartQuery>) -> Response {
-    let next = safe_next(q.next);
+    let Some(next) = return_page(q.next.as_deref()) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in link is not valid",
+            "It asks to return to a page this app does not have. Open the app again from Infobip.",
+            None,
+        );
+    };
     let Some(client_id) = state.oauth.client_id.clone() else {
         return error_page(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -96,20 +111,20 @@ pub async fn start(State(state): State<AppState>, Query(q): Query<StartQuery>) -
             None,
         );
     };
-    let attempt = q.attempt.unwrap_or(0) + 1;
+    let attempt = q.attempt.unwrap_or(0).saturating_add(1);
     if attempt > MAX_ATTEMPTS {
         return error_page(
             StatusCode::CONFLICT,
             "Signing in keeps failing",
             "Infobip sent this page back without a usable sign-in several times in a row. Reload Infobip's page; \
              if it happens again, the app's OAuth settings (redirect URL, client ID) do not match App shell.",
-            Some(start_url(&next, 0)),
+            Some(start_url(next, 0)),
         );
     }
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let sealed = OAuthState {
         verifier: verifier.secret().clone(),
-        next,
+        next: next.to_owned(),
         attempt,
         expires_at: now_ms() + STATE_LIFETIME_MS,
     }
@@ -167,7 +182,17 @@ pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQue
             Some(start_url("/settings", 0)),
         );
     };
-    let retry = Some(start_url(&flow.next, 0));
+    // Sealed by this server, so it was checked at the start; checked again so that no key compromise or future
+    // change can turn the session hand-over into a redirect elsewhere.
+    let Some(next) = return_page(Some(&flow.next)) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in is not valid",
+            "Open the app again from Infobip.",
+            None,
+        );
+    };
+    let retry = Some(start_url(next, 0));
     if let Some(error) = q.error {
         let message = match error.as_str() {
             "access_denied" => "Infobip refused access to this app for your user.".to_owned(),
@@ -228,7 +253,7 @@ pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQue
         .append_pair("session", &token)
         .append_pair("attempt", &flow.attempt.to_string())
         .finish();
-    Redirect::to(&format!("{}?{query}", flow.next)).into_response()
+    Redirect::to(&format!("{next}?{query}")).into_response()
 }
 
 async fn exchange_code(
@@ -332,4 +357,30 @@ pub async fn require_session(
         return next.run(request).await;
     }
     Redirect::to(&start_url(request.uri().path(), query.attempt.unwrap_or(0))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_in_returns_only_to_known_pages() {
+        assert_eq!(return_page(None), Some("/settings"));
+        assert_eq!(return_page(Some("/settings")), Some("/settings"));
+        for hostile in [
+            "/\t/evil.example",
+            "/%09/evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "https://evil.example/settings",
+            "/settings/../evil",
+            "/settings?x=1",
+            "/settings\r\nLocation: //evil.example",
+            "/Settings",
+            "",
+            "/",
+        ] {
+            assert_eq!(return_page(Some(hostile)), None, "{hostile:?}");
+        }
+    }
 }

@@ -59,11 +59,19 @@ impl ConnectionProbe for PartnerProbe {
     ) -> Pin<Box<dyn Future<Output = ConnectionCheck> + Send + 'a>> {
         Box::pin(self.run(settings))
     }
+
+    fn destination(&self, settings: &ResolvedSettings) -> Option<String> {
+        let request = self.plan.build(settings).ok()?;
+        Some(request.uri.authority()?.to_string())
+    }
 }
 
 fn advice(error: &PartnerError) -> String {
     match error {
         PartnerError::Build(e) => format!("Not tested: {e}."),
+        PartnerError::Forbidden(e) => format!(
+            "Not tested: {e}. Use the public address of the API."
+        ),
         PartnerError::Unreachable(_) => {
             "Could not reach the API: check the URL, and that the server is up and reachable from ibex.".into()
         }

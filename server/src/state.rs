@@ -105,7 +105,7 @@ impl AppState {
         let oauth = Arc::new(options.oauth()?);
         let keys = Arc::new(options.key_ring()?);
         let settings = open_settings_with(options, definition.clone(), keys.clone()).await?;
-        let partner = PartnerClient::new(RetryPolicy::default())?;
+        let partner = PartnerClient::new(RetryPolicy::default(), options.egress(&definition))?;
         let probe = PartnerProbe::compile(&definition, partner.clone())
             .map_err(StartError::Compile)?
             .map(|p| Arc::new(p) as Arc<dyn ConnectionProbe>);

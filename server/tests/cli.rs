@@ -32,7 +32,8 @@ impl Env {
                 format!("sqlite://{}/ibex.db?mode=rwc", self.dir.display()),
             )
             .env("IBEX_SIGNING_SECRETS", SIGNING)
-            .env("IBEX_ENCRYPTION_KEY", KEY);
+            .env("IBEX_ENCRYPTION_KEY", KEY)
+            .env("IBEX_ALLOW_LOOPBACK_PARTNERS", "true");
         cmd
     }
 

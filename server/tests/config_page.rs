@@ -178,8 +178,12 @@ async fn connection_test(backend: Backend) {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let (_, outcome) =
-        test_connection(&h, &session, serde_json::json!({"api_base_url": dead})).await;
+    let (_, outcome) = test_connection(
+        &h,
+        &session,
+        serde_json::json!({"api_base_url": dead, "api_key": common::SHOP_KEY}),
+    )
+    .await;
     let message = outcome["Failed"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("Could not reach"), "{outcome}");
 
@@ -376,6 +380,34 @@ async fn sign_in(backend: Backend) {
     .await;
     assert_eq!(page.status(), 409);
 
+    // Sign-in returns only to this app's pages: a `next` with a control character (which browsers strip, making
+    // `/\t/evil.example` read as `//evil.example`) or any other target is refused before Infobip is asked.
+    for hostile in [
+        "/%09/evil.example",
+        "/%0D%0A/evil.example",
+        "//evil.example",
+        "https://evil.example/",
+        "/%5Cevil.example",
+        "/settings/../x",
+    ] {
+        let response = client()
+            .get(format!("{}/oauth/start?next={hostile}", h.ibex))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "next={hostile}");
+        assert!(
+            response.headers().get("location").is_none(),
+            "next={hostile}"
+        );
+    }
+    let response = client()
+        .get(format!("{}/oauth/start?attempt={}", h.ibex, u32::MAX))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409, "the attempt counter saturates");
+
     // Pages that are not meant to be framed say so.
     let home = client().get(format!("{}/", h.ibex)).send().await.unwrap();
     assert_eq!(
@@ -395,6 +427,157 @@ async fn sign_in(backend: Backend) {
     h.finish().await;
 }
 
+/// Partner calls reach public addresses only: an account's URL setting cannot aim ibex at its own host, by IP
+/// literal, IPv4-mapped IPv6 or a name that resolves there, neither in a signed call nor through "Test
+/// connection". (Only loopback targets here: this test never sends traffic elsewhere, fixed or not. The
+/// address classes themselves, metadata and private ranges among them, are tested in `partner::egress`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partner_addresses_are_public_only() {
+    let h = Harness::start_with(Backend::Sqlite, &[]).await;
+    let ana = &USERS[0];
+    let session = session_for(&h, ana.user_key).await;
+    let port = h.shop.rsplit(':').next().unwrap().to_owned();
+    for url in [
+        h.shop.clone(),
+        format!("http://localhost:{port}"),
+        format!("http://[::ffff:127.0.0.1]:{port}"),
+        format!("http://127.9.9.9:{port}"),
+        format!("http://2130706433:{port}"),
+    ] {
+        h.configure(
+            common::ACCOUNT,
+            &[("api_base_url", &url), ("api_key", common::SHOP_KEY)],
+        )
+        .await;
+        let (status, body) = h.get("/fn/order-status/1001").await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (409, Some("partner_address_forbidden")),
+            "{url}: {body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("loopback"), "{url}: {body}");
+
+        let (_, outcome) = test_connection(
+            &h,
+            &session,
+            serde_json::json!({"api_base_url": url, "api_key": common::SHOP_KEY}),
+        )
+        .await;
+        let message = outcome["Failed"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("Not tested") && message.contains("loopback"),
+            "{url}: {outcome}"
+        );
+    }
+    assert_eq!(h.shop_requests().await, Vec::<serde_json::Value>::new());
+    h.finish().await;
+}
+
+/// The secrets an account stored were given for one address: a change of the setting that decides where
+/// requests go (the base URL) needs them entered again, for a save and for "Test connection" alike, so an
+/// admin (or a stolen session) cannot send the stored API key to a server of their own. Probes are audited.
+async fn secrets_follow_the_address(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let ana = &USERS[0];
+    let session = session_for(&h, ana.user_key).await;
+    let shop = h.shop.clone();
+    assert_eq!(
+        save(
+            &h,
+            &session,
+            0,
+            serde_json::json!({"api_key": common::SHOP_KEY, "api_base_url": shop})
+        )
+        .await,
+        serde_json::json!({"Saved": {"version": 1}})
+    );
+    // A listener of the "attacker's": it must never see the key.
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let elsewhere = format!("http://{}", trap.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = trap.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+
+    let (_, outcome) =
+        test_connection(&h, &session, serde_json::json!({"api_base_url": elsewhere})).await;
+    let errors = outcome["Invalid"]["errors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(errors.len(), 1, "{outcome}");
+    assert_eq!(errors[0]["field"], "api_key", "{outcome}");
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("again"),
+        "{outcome}"
+    );
+    let outcome = save(
+        &h,
+        &session,
+        1,
+        serde_json::json!({"api_base_url": elsewhere}),
+    )
+    .await;
+    assert_eq!(
+        outcome["Invalid"]["errors"][0]["field"], "api_key",
+        "{outcome}"
+    );
+    assert_eq!(stored_settings(&h, ana.account_key).await.version, 1);
+
+    // The same URL again is no change; a new URL with the key typed again is the admin's own choice.
+    let (_, outcome) =
+        test_connection(&h, &session, serde_json::json!({"api_base_url": shop})).await;
+    assert_eq!(outcome["Passed"]["status"], 200, "{outcome}");
+    let (_, outcome) = test_connection(
+        &h,
+        &session,
+        serde_json::json!({"api_base_url": elsewhere, "api_key": "typed-again"}),
+    )
+    .await;
+    assert!(outcome.get("Failed").is_some(), "{outcome}");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "only the probe with the key typed again reached the new address"
+    );
+
+    // Every probe is in the audit log: who, which fields were tried from the screen, and the outcome.
+    let probes = h
+        .state
+        .settings
+        .store()
+        .probes(ana.account_key, 10)
+        .await
+        .unwrap();
+    assert_eq!(probes.len(), 3, "{probes:?}");
+    assert!(
+        probes.iter().all(|p| p.tested_by.contains(ana.user_key)),
+        "{probes:?}"
+    );
+    assert_eq!(probes[0].tested_fields, vec!["api_base_url", "api_key"]);
+    assert!(probes[0].outcome.starts_with("failed"), "{probes:?}");
+    assert!(probes[1].outcome.starts_with("passed"), "{probes:?}");
+    assert!(probes[2].outcome.starts_with("invalid"), "{probes:?}");
+    assert_eq!(probes[2].destination, "", "a refused probe is sent nowhere");
+    assert_eq!(
+        probes[0].destination,
+        elsewhere.trim_start_matches("http://")
+    );
+    h.finish().await;
+}
+
+on_both_backends!(
+    configuration_page_secrets_follow_the_address,
+    secrets_follow_the_address
+);
 on_both_backends!(configuration_page_sign_in, sign_in);
 on_both_backends!(configuration_page_saving, saving);
 on_both_backends!(configuration_page_connection_test, connection_test);

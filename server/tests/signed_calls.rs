@@ -49,6 +49,29 @@ async fn get(h: &Harness, tamper: impl FnOnce(&mut reqwest::header::HeaderMap)) 
         .await
 }
 
+/// A signed GET written byte for byte, for paths an HTTP client would normalise (`..`, `%2E%2E`).
+async fn raw_get(h: &Harness, path: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = h.ibex.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
+    for (name, value) in ibex::signature::signed_headers(SECRET, ACCOUNT, now_ms(), b"") {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+    // Chunked or not, the JSON object is the part between the first `{` and the last `}`.
+    let json = &body[body.find('{').unwrap_or(0)..body.rfind('}').map_or(0, |i| i + 1)];
+    (
+        status,
+        serde_json::from_str(json).unwrap_or(Value::String(body.to_owned())),
+    )
+}
+
 fn header(value: impl AsRef<str>) -> HeaderValue {
     HeaderValue::from_str(value.as_ref()).unwrap()
 }
@@ -379,8 +402,14 @@ async fn partner_failures(backend: Backend) {
     );
     h.shop_faults(json!({})).await;
 
-    h.configure(ACCOUNT, &[("api_base_url", "http://127.0.0.1:9")])
-        .await;
+    h.configure(
+        ACCOUNT,
+        &[
+            ("api_base_url", "http://127.0.0.1:9"),
+            ("api_key", common::SHOP_KEY),
+        ],
+    )
+    .await;
     expect(
         "partner down",
         h.get("/fn/order-status/1001").await,
@@ -390,8 +419,14 @@ async fn partner_failures(backend: Backend) {
 
     // https goes through TLS: against the shop's plain-HTTP port the handshake fails, and says so.
     let plain = h.shop.replace("http://", "https://");
-    h.configure(ACCOUNT, &[("api_base_url", plain.as_str())])
-        .await;
+    h.configure(
+        ACCOUNT,
+        &[
+            ("api_base_url", plain.as_str()),
+            ("api_key", common::SHOP_KEY),
+        ],
+    )
+    .await;
     let body = expect(
         "https partner whose port speaks no TLS",
         h.get("/fn/order-status/1001").await,
@@ -497,10 +532,47 @@ async fn middleware_translations(backend: Backend) {
     let last = h.shop_requests().await.pop().unwrap();
     assert_eq!(last["path"], "/orders/..%2Fcustomers");
 
+    // A value of `.` or `..` would climb the partner's path (`/orders/..` is `/`): refused, whether it comes in
+    // the path (sent raw: an HTTP client would normalise it away) or in a JSON body, and nothing is sent.
+    let before = h.shop_requests().await.len();
+    for dots in ["..", ".", "%2E%2E", "%2e"] {
+        let body = expect(
+            &format!("path value {dots}"),
+            raw_get(&h, &format!("/fn/order-status/{dots}")).await,
+            422,
+            Some("invalid_input"),
+        );
+        assert_message_names(&body, "`order_id`");
+    }
+    for dots in ["..", "."] {
+        let body = expect(
+            &format!("body value {dots}"),
+            h.post(
+                "/fn/add-order-note",
+                &json!({"order_id": dots, "text": "x"}).to_string(),
+            )
+            .await,
+            422,
+            Some("invalid_input"),
+        );
+        assert_message_names(&body, "`order_id`");
+    }
+    assert_eq!(
+        h.shop_requests().await.len(),
+        before,
+        "nothing reached the partner"
+    );
+
     // Credentials written into the base URL are sent as Basic auth, as reqwest sent them.
     let with_credentials = h.shop.replace("http://", "http://desk:p%40ss@");
-    h.configure(ACCOUNT, &[("api_base_url", with_credentials.as_str())])
-        .await;
+    h.configure(
+        ACCOUNT,
+        &[
+            ("api_base_url", with_credentials.as_str()),
+            ("api_key", common::SHOP_KEY),
+        ],
+    )
+    .await;
     expect(
         "credentials in the base URL",
         h.get("/fn/order-status/1001").await,
@@ -512,8 +584,14 @@ async fn middleware_translations(backend: Backend) {
         last["headers"]["authorization"], "Basic ZGVzazpwQHNz",
         "{last}"
     );
-    h.configure(ACCOUNT, &[("api_base_url", h.shop.as_str())])
-        .await;
+    h.configure(
+        ACCOUNT,
+        &[
+            ("api_base_url", h.shop.as_str()),
+            ("api_key", common::SHOP_KEY),
+        ],
+    )
+    .await;
 
     let metrics = h
         .client

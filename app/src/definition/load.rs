@@ -127,6 +127,35 @@ impl AppDefinition {
                 settings_only("[partner.auth] password", password)?;
             }
         }
+        let egress = &self.partner.egress;
+        for (i, host) in egress.allow_hosts.iter().enumerate() {
+            let name = host.strip_prefix("*.").unwrap_or(host);
+            let valid = !name.is_empty()
+                && name.len() <= 253
+                && name.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !valid || name.bytes().any(|b| b.is_ascii_uppercase()) {
+                return Err(invalid(
+                    format!("[partner.egress] allow_hosts[{i}]"),
+                    format!(
+                        "{host:?} is not a lower-case host name or `*.` followed by one (e.g. \"api.example.com\", \"*.example.com\")"
+                    ),
+                ));
+            }
+        }
+        if egress.allow_private && egress.allow_hosts.is_empty() {
+            return Err(invalid(
+                "[partner.egress] allow_private",
+                "needs `allow_hosts`: private addresses can be allowed only for named hosts",
+            ));
+        }
         if let Some(probe) = &self.partner.probe {
             self.check_request("[partner.probe]", probe, None)?;
         }
@@ -484,5 +513,39 @@ path = "/x"
 "#,
         ));
         assert!(e.contains("input `email`") && e.contains("GET"), "{e}");
+    }
+
+    #[test]
+    fn egress_hosts_are_checked_and_named() {
+        let base = |egress: &str| {
+            format!("[app]\nname = \"T\"\n[partner]\nbase_url = \"https://x.example\"\n[partner.egress]\n{egress}\n")
+        };
+        let ok = AppDefinition::from_toml(&base(
+            "allow_hosts = [\"api.shop.example\", \"*.shop.example\"]\nallow_private = true\nhttps_only = true",
+        ))
+        .unwrap();
+        assert_eq!(ok.partner.egress.allow_hosts.len(), 2);
+        for bad in [
+            "*",
+            "*.",
+            "a..b",
+            "evil.example/",
+            "10.0.0.1:80",
+            "API.example",
+            "-a.example",
+            "a b",
+        ] {
+            let e = error_of(&base(&format!("allow_hosts = [{bad:?}]")));
+            assert!(
+                e.contains("[partner.egress] allow_hosts[0]") && e.contains(bad),
+                "{bad}: {e}"
+            );
+        }
+        let e = error_of(&base("allow_private = true"));
+        assert!(
+            e.contains("allow_private") && e.contains("allow_hosts"),
+            "{e}"
+        );
+        assert!(error_of(&base("allow = []")).contains("allow"));
     }
 }

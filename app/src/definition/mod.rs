@@ -94,6 +94,45 @@ pub struct PartnerSpec {
     /// Request that "Test connection" makes to check an account's credentials.
     #[serde(default)]
     pub probe: Option<RequestSpec>,
+    /// Where partner calls may go. The base URL can come from an account setting, which any customer admin
+    /// can change, so without limits ibex would call whatever address an admin names.
+    #[serde(default)]
+    pub egress: EgressSpec,
+}
+
+/// `[partner.egress]`: the partner's own limits on where ibex connects, on top of the default rule that only
+/// public (globally routable) addresses are called.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EgressSpec {
+    /// Host names partner calls may go to: `api.example.com` exactly, or `*.example.com` for any name below
+    /// it. Empty: any host.
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+    /// Lets the hosts of `allow_hosts` resolve to private or loopback addresses (a partner API inside the same
+    /// private network as ibex). Other hosts still get public addresses only.
+    #[serde(default)]
+    pub allow_private: bool,
+    /// Refuse plain `http://` partner URLs.
+    #[serde(default)]
+    pub https_only: bool,
+}
+
+impl PartnerSpec {
+    /// Settings that decide where a partner request goes. When one of them changes, the account's secrets
+    /// must be entered again: they were given for the old address.
+    pub fn destination_settings(&self) -> Vec<String> {
+        template::Template::parse(&self.base_url)
+            .map(|t| {
+                t.sources()
+                    .filter_map(|s| match s {
+                        template::Source::Setting(key) => Some(key.clone()),
+                        template::Source::Input(_) => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 fn default_timeout_ms() -> u64 {

@@ -462,27 +462,61 @@ pub async fn test_connection(
     changes: std::collections::BTreeMap<String, String>,
 ) -> Result<ConnectionCheck, ServerFnError> {
     use crate::settings::probe::ConnectionProbe;
+    use crate::settings::store::ProbeRecord;
     use crate::settings::{FieldError, SettingsError};
     use std::sync::Arc;
     let (service, session) = signed_in(&session)?;
     let probe = use_context::<Arc<dyn ConnectionProbe>>()
         .ok_or_else(|| ServerFnError::new("this app defines no connection test"))?;
-    match service.preview(&session.account_key, &changes).await {
-        Ok(settings) => Ok(probe.check(&settings).await),
-        Err(SettingsError::Invalid(errors)) => Ok(ConnectionCheck::Invalid { errors }),
-        Err(SettingsError::NotConfigured { missing }) => Ok(ConnectionCheck::Invalid {
-            errors: missing
-                .into_iter()
-                .map(|field| FieldError {
-                    field,
-                    message: "is required".into(),
-                })
-                .collect(),
-        }),
-        Err(SettingsError::Store(_)) => Err(ServerFnError::new(
-            "the settings could not be read; try again",
-        )),
+    let (check, destination) = match service.preview(&session.account_key, &changes).await {
+        Ok(settings) => (
+            probe.check(&settings).await,
+            probe.destination(&settings).unwrap_or_default(),
+        ),
+        Err(SettingsError::Invalid(errors)) => (ConnectionCheck::Invalid { errors }, String::new()),
+        Err(SettingsError::NotConfigured { missing }) => (
+            ConnectionCheck::Invalid {
+                errors: missing
+                    .into_iter()
+                    .map(|field| FieldError {
+                        field,
+                        message: "is required".into(),
+                    })
+                    .collect(),
+            },
+            String::new(),
+        ),
+        Err(SettingsError::Store(_)) => {
+            return Err(ServerFnError::new(
+                "the settings could not be read; try again",
+            ))
+        }
+    };
+    // The audit log keeps every probe, refused ones too: trying the stored key against a new address is
+    // exactly what it must show. The answer is already known, so a failure to record is logged, not shown.
+    let record = ProbeRecord {
+        tested_fields: changes.keys().cloned().collect(),
+        destination,
+        outcome: check.summary(),
+        tested_by: format!("{} ({})", session.username, session.user_key),
+        tested_at: crate::settings::store::now_ms(),
+    };
+    tracing::info!(
+        target: "ibex::audit",
+        account_key = %session.account_key,
+        tested_by = %record.tested_by,
+        destination = %record.destination,
+        outcome = %record.outcome,
+        "connection test"
+    );
+    if let Err(e) = service
+        .store()
+        .record_probe(&session.account_key, &record)
+        .await
+    {
+        tracing::error!(target: "ibex::audit", account_key = %session.account_key, "connection test not recorded: {e}");
     }
+    Ok(check)
 }
 
 #[cfg(all(test, feature = "ssr"))]

@@ -5,6 +5,22 @@
 use super::FieldError;
 use serde::{Deserialize, Serialize};
 
+impl ConnectionCheck {
+    /// One line for the audit log.
+    pub fn summary(&self) -> String {
+        match self {
+            ConnectionCheck::Passed { status, elapsed_ms } => {
+                format!("passed: HTTP {status} in {elapsed_ms} ms")
+            }
+            ConnectionCheck::Failed { message } => format!("failed: {message}"),
+            ConnectionCheck::Invalid { errors } => {
+                let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+                format!("invalid, not sent: {}", fields.join(", "))
+            }
+        }
+    }
+}
+
 /// What the admin sees after pressing "Test connection".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ConnectionCheck {
@@ -32,5 +48,8 @@ mod server_side {
             &'a self,
             settings: &'a ResolvedSettings,
         ) -> Pin<Box<dyn Future<Output = ConnectionCheck> + Send + 'a>>;
+
+        /// The host (and port) the probe goes to with these settings, for the audit log.
+        fn destination(&self, settings: &ResolvedSettings) -> Option<String>;
     }
 }

@@ -164,8 +164,56 @@ impl SettingsService {
             |key: &str| stored.values.contains_key(key) || stored.secrets.contains_key(key);
         let change =
             validate_changes(&self.definition, changes, is_set).map_err(SettingsError::Invalid)?;
+        self.keep_secrets_at_their_address(Some(&stored), &change)?;
         stored.apply(&change);
         ResolvedSettings::resolve(&self.definition, &stored)
+    }
+
+    /// A stored secret was given for the address the account's settings named then. When a change moves the
+    /// partner to another address (a setting of `[partner] base_url` gets a new value), every stored secret
+    /// that the change would keep must be typed again; otherwise whoever can edit the URL (an admin, or a
+    /// stolen session) could have ibex send the stored API key to a server of their own, by saving or just by
+    /// "Test connection".
+    fn keep_secrets_at_their_address(
+        &self,
+        current: Option<&StoredSettings>,
+        change: &super::SettingsChange,
+    ) -> Result<(), SettingsError> {
+        let Some(current) = current.filter(|c| !c.secrets.is_empty()) else {
+            return Ok(());
+        };
+        let moved: Vec<&str> = self
+            .definition
+            .partner
+            .destination_settings()
+            .iter()
+            .filter_map(|key| {
+                let field = self.definition.setting(key)?;
+                let new = change.values.get(key)?.as_ref().or(field.default.as_ref());
+                let old = current.values.get(key).or(field.default.as_ref());
+                (new != old).then_some(field.label.as_str())
+            })
+            .collect();
+        if moved.is_empty() {
+            return Ok(());
+        }
+        let errors: Vec<FieldError> = current
+            .secrets
+            .keys()
+            .filter(|key| !matches!(change.secrets.get(*key), Some(Some(_))))
+            .map(|key| FieldError {
+                field: key.clone(),
+                message: format!(
+                    "must be entered again: {} changed, and a stored secret is never sent to a new address",
+                    moved.join(", ")
+                ),
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(SettingsError::Invalid(errors))
+        }
     }
 
     /// Validates raw text changes and saves them; see `SettingsStore::save` for `expected_version`.
@@ -184,6 +232,7 @@ impl SettingsService {
         };
         let change =
             validate_changes(&self.definition, changes, is_set).map_err(SettingsError::Invalid)?;
+        self.keep_secrets_at_their_address(current.as_ref(), &change)?;
         let expected = expected_version.or(Some(current.as_ref().map_or(0, |c| c.version)));
         let saved = self.store.save(account_key, expected, &change, actor).await;
         self.cache.invalidate(account_key).await;

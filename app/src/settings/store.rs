@@ -102,6 +102,17 @@ pub struct ChangeRecord {
     pub changed_at: i64,
 }
 
+/// One "Test connection" as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeRecord {
+    pub tested_fields: Vec<String>,
+    /// Host (and port) the probe was sent to; empty when nothing was sent.
+    pub destination: String,
+    pub outcome: String,
+    pub tested_by: String,
+    pub tested_at: i64,
+}
+
 #[derive(Clone)]
 pub struct SettingsStore {
     pool: AnyPool,
@@ -329,6 +340,54 @@ impl SettingsStore {
                     changed_fields: serde_json::from_str(row.try_get::<String, _>(1)?.as_str())?,
                     changed_by: row.try_get(2)?,
                     changed_at: row.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn record_probe(
+        &self,
+        account_key: &str,
+        record: &ProbeRecord,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO connection_probes \
+             (account_key, tested_fields, destination, outcome, tested_by, tested_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(account_key)
+        .bind(serde_json::to_string(&record.tested_fields)?)
+        .bind(&record.destination)
+        .bind(&record.outcome)
+        .bind(&record.tested_by)
+        .bind(record.tested_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Newest first.
+    pub async fn probes(
+        &self,
+        account_key: &str,
+        limit: i64,
+    ) -> Result<Vec<ProbeRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tested_fields, destination, outcome, tested_by, tested_at FROM connection_probes \
+             WHERE account_key = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(account_key)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ProbeRecord {
+                    tested_fields: serde_json::from_str(row.try_get::<String, _>(0)?.as_str())?,
+                    destination: row.try_get(1)?,
+                    outcome: row.try_get(2)?,
+                    tested_by: row.try_get(3)?,
+                    tested_at: row.try_get(4)?,
                 })
             })
             .collect()

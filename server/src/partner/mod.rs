@@ -2,8 +2,10 @@
 //! retries, and retries only where sending twice is harmless (idempotent methods, after a connection failure or
 //! a gateway status).
 
+pub mod egress;
 pub mod request;
 
+pub use egress::{EgressError, EgressPolicy};
 pub use request::{BuildError, PartnerRequest, RequestPlan};
 
 use crate::answer::AnswerShape;
@@ -12,7 +14,9 @@ use http::HeaderValue;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tower::filter::Filter;
 use tower::timeout::Timeout;
 use tower::util::BoxCloneSyncService;
 
@@ -22,6 +26,8 @@ pub enum PartnerError {
     Build(#[from] BuildError),
     #[error("the partner API could not be reached: {0}")]
     Unreachable(String),
+    #[error("the partner URL is not allowed: {0}")]
+    Forbidden(EgressError),
     #[error("the partner API did not answer within {0} ms")]
     Timeout(u64),
     #[error("the partner API refused the request with HTTP {status}: {excerpt}")]
@@ -113,6 +119,8 @@ enum Attempt {
 enum ExchangeError {
     /// No connection could be made (refused, DNS, TLS handshake): safe to retry whatever the method.
     Connect(String),
+    /// The egress policy refused the address: never retried.
+    Forbidden(EgressError),
     Other(String),
 }
 
@@ -120,13 +128,17 @@ impl From<ExchangeError> for PartnerError {
     fn from(error: ExchangeError) -> Self {
         match error {
             ExchangeError::Connect(m) | ExchangeError::Other(m) => PartnerError::Unreachable(m),
+            ExchangeError::Forbidden(e) => PartnerError::Forbidden(e),
         }
     }
 }
 
 impl PartnerClient {
-    pub fn new(retry: RetryPolicy) -> Result<Self, rustls::Error> {
-        let mut connector = HttpConnector::new();
+    /// Every connection this client makes passes `egress` (see `egress.rs`).
+    pub fn new(retry: RetryPolicy, egress: EgressPolicy) -> Result<Self, rustls::Error> {
+        let egress = Arc::new(egress);
+        let mut connector =
+            HttpConnector::new_with_resolver(egress::EgressResolver::new(egress.clone()));
         connector.enforce_http(false);
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(15)));
@@ -135,7 +147,11 @@ impl PartnerClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
-        let https = BoxCloneSyncService::new(Timeout::new(https, CONNECT_TIMEOUT));
+        // IP literals never reach the resolver, so the URI itself is checked first.
+        let checked = Filter::new(https, move |uri: http::Uri| {
+            egress.check_uri(&uri).map(|()| uri)
+        });
+        let https = BoxCloneSyncService::new(Timeout::new(checked, CONNECT_TIMEOUT));
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(64)
@@ -194,17 +210,11 @@ impl PartnerClient {
             .await
             .map_err(|_| PartnerError::Timeout(deadline_ms))?
             .map_err(PartnerError::from)?;
-        let body = body.unwrap_or_default();
+        let excerpt = shown_excerpt(request, body.as_deref());
         match status {
             200..=299 => Ok(status),
-            400..=499 => Err(PartnerError::ClientError {
-                status,
-                excerpt: excerpt(&body),
-            }),
-            _ => Err(PartnerError::ServerError {
-                status,
-                excerpt: excerpt(&body),
-            }),
+            400..=499 => Err(PartnerError::ClientError { status, excerpt }),
+            _ => Err(PartnerError::ServerError { status, excerpt }),
         }
     }
 
@@ -218,6 +228,9 @@ impl PartnerClient {
         headers.insert(http::header::ACCEPT, ACCEPT_ANY);
         headers.extend(request.headers.clone());
         let response = self.http.request(outbound).await.map_err(|e| {
+            if let Some(refusal) = egress::find_refusal(&e) {
+                return ExchangeError::Forbidden(refusal);
+            }
             // Never the URL: its query may hold a credential. The source chain says what failed.
             let message = chain(&e);
             if e.is_connect() {
@@ -258,10 +271,13 @@ impl PartnerClient {
         if (200..300).contains(&status) {
             let body = body.ok_or(PartnerError::TooLarge(MAX_ANSWER_BYTES))?;
             return shape.parse(&body).map(Attempt::Done).map_err(|e| {
-                PartnerError::NotJson(format!("{e}; it began with {:?}", excerpt(&body)))
+                PartnerError::NotJson(format!(
+                    "{e}; it began with {:?}",
+                    shown_excerpt(request, Some(&body))
+                ))
             });
         }
-        let excerpt = body.map_or_else(|| "(a long answer, not read)".to_owned(), |b| excerpt(&b));
+        let excerpt = shown_excerpt(request, body.as_deref());
         if (400..500).contains(&status) {
             return Err(PartnerError::ClientError { status, excerpt });
         }
@@ -287,8 +303,18 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The start of the partner's answer, for an error message a bot designer can act on.
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-    text.trim().to_owned()
+/// The start of the partner's answer, for an error message a bot designer can act on; nothing of it when the
+/// partner URL came from an account setting, or ibex would read any URL for whoever can change that setting.
+fn shown_excerpt(request: &PartnerRequest, body: Option<&[u8]>) -> String {
+    if !request.echo_answer {
+        return "(the answer is not shown: the partner URL comes from the account's settings)"
+            .into();
+    }
+    match body {
+        None => "(a long answer, not read)".into(),
+        Some(body) => {
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+            text.trim().to_owned()
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! middleware's translations happen: account credentials into auth, preferences into the query, inputs that
 //! Exchange can only send as parameters into the headers or JSON body the partner wants.
 
-use app::definition::template::{verbatim, Lookup, Template, TemplateError};
+use app::definition::template::{verbatim, Lookup, Source, Template, TemplateError};
 use app::definition::{Method, PartnerAuth, PartnerSpec, RequestSpec};
 use base64::Engine;
 use bytes::Bytes;
@@ -24,6 +24,10 @@ pub enum BuildError {
     InvalidUrl(String),
     #[error("the value for partner header {0} contains characters a header cannot carry")]
     InvalidHeader(String),
+    /// A value of `.` or `..` would be read by the partner's server as "this folder" or "the folder above":
+    /// `/orders/..` reaches `/`. Percent-encoding cannot help (servers decode `%2E%2E` the same way).
+    #[error("{} cannot be `.` or `..` (it goes into the partner's URL path)", .0.as_deref().map_or_else(|| "a path value".to_owned(), |n| format!("input `{n}`")))]
+    DotSegment(Option<String>),
 }
 
 #[derive(Debug, Clone)]
@@ -33,6 +37,9 @@ pub struct PartnerRequest {
     pub headers: HeaderMap,
     pub body: Option<Bytes>,
     pub idempotent: bool,
+    /// False when the base URL comes from account settings: the partner's answer is then not quoted in error
+    /// messages (see `shown_excerpt`).
+    pub echo_answer: bool,
 }
 
 #[derive(Debug)]
@@ -111,6 +118,12 @@ impl RequestPlan {
         let path = self.path.render(scope, |value, out| {
             out.extend(utf8_percent_encode(value, PATH_VALUE));
         });
+        if path
+            .split(['/', '?', '#'])
+            .any(|segment| segment == "." || segment == "..")
+        {
+            return Err(BuildError::DotSegment(self.dot_input(scope)));
+        }
         let mut full = format!("{}{}", base.trim_end_matches('/'), path);
         let mut query = url::form_urlencoded::Serializer::new(String::new());
         // Optional inputs that were not sent leave their parameter out rather than sending it empty.
@@ -178,6 +191,21 @@ impl RequestPlan {
             headers,
             body,
             idempotent: self.method.is_idempotent(),
+            echo_answer: self.base_url.sources().next().is_none(),
+        })
+    }
+}
+
+impl RequestPlan {
+    /// The input whose value made a dot segment, for the error message.
+    fn dot_input(&self, scope: &dyn Lookup) -> Option<String> {
+        self.path.sources().find_map(|source| match source {
+            Source::Input(name) => scope
+                .lookup(source)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty() && v.chars().all(|c| c == '.'))
+                .map(|_| name.clone()),
+            Source::Setting(_) => None,
         })
     }
 }

@@ -138,6 +138,12 @@ pointer = \"/promised_date\"
 
 impl Harness {
     pub async fn start(backend: Backend) -> Self {
+        // The demo shop listens on loopback, which partner calls may not reach otherwise.
+        Self::start_with(backend, &["--allow-loopback-partners"]).await
+    }
+
+    /// A harness whose ibex gets `extra` command-line options.
+    pub async fn start_with(backend: Backend, extra: &[&str]) -> Self {
         let db = TestDb::new(backend).await;
         let shop = spawn(ibex_sim::shop::router(SHOP_KEY)).await;
         let definition_path =
@@ -157,7 +163,7 @@ impl Harness {
                 settings_url: format!("{ibex_url}/settings"),
             }),
         );
-        let cli = Cli::try_parse_from([
+        let mut args: Vec<String> = [
             "ibex",
             "--database-url",
             &db.url,
@@ -181,8 +187,12 @@ impl Harness {
             "ibex-test-client",
             "--frame-ancestors",
             &portal,
-        ])
-        .unwrap();
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let cli = Cli::try_parse_from(args).unwrap();
         let state = AppState::build(&cli.options).await.unwrap();
         let ibex = serve_on(ibex_listener, ibex::routes::router(state.clone()));
         let harness = Harness {
