@@ -117,7 +117,10 @@ async fn storage(backend: Backend) {
         .update(
             "ACCT-2",
             None,
-            &changes(&[("api_key", "other-key")]),
+            &changes(&[
+                ("api_key", "other-key"),
+                ("api_base_url", "https://acct2.example"),
+            ]),
             "admin",
         )
         .await
@@ -138,3 +141,71 @@ async fn storage(backend: Backend) {
 }
 
 on_both_backends!(settings_storage, storage);
+
+/// A definition whose whole partner URL is a secret (credentials in it): changing that secret moves the
+/// partner too, so the other stored secrets must be typed again, and the URL itself is not asked for twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_url_moves_the_partner_too() {
+    use app::definition::AppDefinition;
+    use app::settings::crypto::KeyRing;
+    use app::settings::store::SettingsStore;
+    use app::settings::SettingsService;
+    use std::sync::Arc;
+    let definition = AppDefinition::from_toml(
+        r#"
+[app]
+name = "Secret URL"
+[[settings]]
+key = "api_url"
+label = "API URL with credentials"
+type = "secret"
+required = true
+[[settings]]
+key = "api_key"
+label = "API key"
+type = "secret"
+required = true
+[partner]
+base_url = "{{settings.api_url}}"
+auth = { type = "header", name = "X-Key", value = "{{settings.api_key}}" }
+"#,
+    )
+    .unwrap();
+    let db = common::TestDb::new(Backend::Sqlite).await;
+    let keys = Arc::new(KeyRing::parse(&KeyRing::generate_spec("k1")).unwrap());
+    let store = SettingsStore::connect(&db.url, keys).await.unwrap();
+    store.migrate().await.unwrap();
+    let service = SettingsService::new(
+        Arc::new(definition),
+        store.clone(),
+        std::time::Duration::from_secs(5),
+    );
+    let first = changes(&[("api_url", "https://u:p@shop.example"), ("api_key", "k")]);
+    service.update("A", None, &first, "admin").await.unwrap();
+
+    let moved = changes(&[("api_url", "https://u:p@elsewhere.example")]);
+    for result in [
+        service.preview("A", &moved).await.map(|_| ()),
+        service.update("A", None, &moved, "admin").await.map(|_| ()),
+    ] {
+        let Err(SettingsError::Invalid(errors)) = result else {
+            panic!("{result:?}")
+        };
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["api_key"], "{errors:?}");
+        assert!(errors[0]
+            .message
+            .contains("API URL with credentials changed"));
+    }
+    // The same URL again moves nothing; a new one with the key typed again is the admin's choice.
+    let same = changes(&[("api_url", "https://u:p@shop.example")]);
+    service.update("A", None, &same, "admin").await.unwrap();
+    let both = changes(&[
+        ("api_url", "https://u:p@elsewhere.example"),
+        ("api_key", "k2"),
+    ]);
+    let saved = service.update("A", None, &both, "admin").await.unwrap();
+    assert_eq!(saved.secrets["api_key"], "k2");
+    store.close().await;
+    db.drop_db().await;
+}

@@ -182,16 +182,22 @@ impl SettingsService {
         let Some(current) = current.filter(|c| !c.secrets.is_empty()) else {
             return Ok(());
         };
-        let moved: Vec<&str> = self
+        let moved: Vec<(&str, &str)> = self
             .definition
             .partner
             .destination_settings()
             .iter()
             .filter_map(|key| {
                 let field = self.definition.setting(key)?;
-                let new = change.values.get(key)?.as_ref().or(field.default.as_ref());
-                let old = current.values.get(key).or(field.default.as_ref());
-                (new != old).then_some(field.label.as_str())
+                // A secret can hold the URL too (credentials and all): its change moves the partner as well.
+                let changed = if field.kind == crate::definition::SettingType::Secret {
+                    let new = change.secrets.get(key)?.as_deref();
+                    new != current.secrets.get(key).map(String::as_str)
+                } else {
+                    let new = change.values.get(key)?.as_ref().or(field.default.as_ref());
+                    new != current.values.get(key).or(field.default.as_ref())
+                };
+                changed.then_some((field.key.as_str(), field.label.as_str()))
             })
             .collect();
         if moved.is_empty() {
@@ -201,11 +207,12 @@ impl SettingsService {
             .secrets
             .keys()
             .filter(|key| !matches!(change.secrets.get(*key), Some(Some(_))))
+            .filter(|key| !moved.iter().any(|(moved_key, _)| moved_key == key))
             .map(|key| FieldError {
                 field: key.clone(),
                 message: format!(
                     "must be entered again: {} changed, and a stored secret is never sent to a new address",
-                    moved.join(", ")
+                    moved.iter().map(|(_, label)| *label).collect::<Vec<_>>().join(", ")
                 ),
             })
             .collect();
@@ -233,8 +240,16 @@ impl SettingsService {
         let change =
             validate_changes(&self.definition, changes, is_set).map_err(SettingsError::Invalid)?;
         self.keep_secrets_at_their_address(current.as_ref(), &change)?;
-        let expected = expected_version.or(Some(current.as_ref().map_or(0, |c| c.version)));
-        let saved = self.store.save(account_key, expected, &change, actor).await;
+        // The write must land on exactly the version checked above: a save that slipped in between (a first
+        // secret stored, say) would otherwise be overwritten by a change judged against what came before it.
+        let checked = current.as_ref().map_or(0, |c| c.version);
+        if expected_version.is_some_and(|expected| expected != checked) {
+            return Err(StoreError::Conflict { current: checked }.into());
+        }
+        let saved = self
+            .store
+            .save(account_key, Some(checked), &change, actor)
+            .await;
         self.cache.invalidate(account_key).await;
         Ok(saved?)
     }

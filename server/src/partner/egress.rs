@@ -27,7 +27,9 @@ use std::task::{Context, Poll};
 /// network failure (and never retry it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EgressError {
-    #[error("{host} resolves to {addr}, a {class} address, which ibex does not call")]
+    /// The address itself is not in the message, which an admin reads: it would map internal names for them.
+    /// The class says enough to act on.
+    #[error("{host} is or resolves to a {class} address, which ibex does not call")]
     Address {
         host: String,
         addr: IpAddr,
@@ -93,11 +95,14 @@ impl EgressPolicy {
             None => return Ok(()),
             Some(class) => class,
         };
+        // `allow_private` opens the private networks a partner API may live in, never link-local (cloud
+        // metadata), multicast or reserved space.
+        let private_class = matches!(class, "private" | "loopback" | "unique local (private)");
         let allowed = (class == "loopback" && self.allow_loopback)
             || (self.allow_private
+                && private_class
                 && !self.allow_hosts.is_empty()
-                && self.host_listed(host)
-                && class != "unspecified");
+                && self.host_listed(host));
         if allowed {
             Ok(())
         } else {
@@ -168,10 +173,13 @@ fn classify_v6(a: Ipv6Addr) -> Option<&'static str> {
         "unspecified"
     } else if a.is_loopback() {
         "loopback"
-    } else if s[0] == 0x64 && s[1] == 0xff9b {
-        // NAT64 (64:ff9b::/96 and /48 local use): the embedded IPv4 address is what is reached.
+    } else if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+        // NAT64 well-known prefix (64:ff9b::/96): the embedded IPv4 address is what is reached.
         let [.., a0, a1, a2, a3] = a.octets();
         return classify_v4(Ipv4Addr::new(a0, a1, a2, a3));
+    } else if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+        // NAT64 local use (64:ff9b:1::/48, RFC 8215): where the IPv4 address sits depends on the translator.
+        "NAT64 local use"
     } else if (s[0] & 0xfe00) == 0xfc00 {
         "unique local (private)"
     } else if (s[0] & 0xffc0) == 0xfe80 {
@@ -305,6 +313,7 @@ mod tests {
             ("::ffff:10.1.2.3", "private"),
             ("64:ff9b::7f00:1", "loopback"),
             ("64:ff9b::a9fe:a9fe", "link-local"),
+            ("64:ff9b:1:a00:0:100:808:808", "NAT64 local use"),
             ("::127.0.0.1", "reserved"),
             ("fc00::1", "unique local (private)"),
             ("fd12:3456::1", "unique local (private)"),
@@ -358,6 +367,13 @@ mod tests {
         assert!(policy
             .check_addr("api.shop.example", ip("0.0.0.0"))
             .is_err());
+        assert!(policy.check_addr("api.shop.example", ip("fd00::5")).is_ok());
+        for closed in ["169.254.169.254", "224.0.0.1", "240.0.0.1", "100.64.0.1"] {
+            assert!(
+                policy.check_addr("api.shop.example", ip(closed)).is_err(),
+                "{closed}"
+            );
+        }
 
         let default = EgressPolicy::new(&EgressSpec::default(), false);
         assert!(default.check_target("http", "anything.example").is_ok());

@@ -118,10 +118,7 @@ impl RequestPlan {
         let path = self.path.render(scope, |value, out| {
             out.extend(utf8_percent_encode(value, PATH_VALUE));
         });
-        if path
-            .split(['/', '?', '#'])
-            .any(|segment| segment == "." || segment == "..")
-        {
+        if climbs(&path) {
             return Err(BuildError::DotSegment(self.dot_input(scope)));
         }
         let mut full = format!("{}{}", base.trim_end_matches('/'), path);
@@ -196,14 +193,26 @@ impl RequestPlan {
     }
 }
 
+/// Whether the partner's server could read `path` as climbing: a segment that is `.` or `..` once
+/// percent-decoded, with `\` taken as a separator too. Proxies such as nginx decode `%2F` before they resolve
+/// `..`, so `..%2Finternal` (an input of `../internal`, escaped) reaches `/internal` behind them; IIS treats `\`
+/// as `/`.
+fn climbs(path: &str) -> bool {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    decoded
+        .split(['/', '\\'])
+        .any(|segment| segment == "." || segment == "..")
+}
+
 impl RequestPlan {
-    /// The input whose value made a dot segment, for the error message.
+    /// The input whose value made a climbing segment, for the error message.
     fn dot_input(&self, scope: &dyn Lookup) -> Option<String> {
         self.path.sources().find_map(|source| match source {
             Source::Input(name) => scope
                 .lookup(source)
                 .and_then(Value::as_str)
-                .filter(|v| !v.is_empty() && v.chars().all(|c| c == '.'))
+                .filter(|v| v.split(['/', '\\']).any(|s| s == "." || s == ".."))
                 .map(|_| name.clone()),
             Source::Setting(_) => None,
         })
@@ -278,9 +287,20 @@ fn secret_header(name: &str, value: String) -> Result<HeaderValue, BuildError> {
     Ok(value)
 }
 
-/// A URL for an error message, without its query string (which may carry a credential).
+/// A URL for an error message, without its query string or `user:password@` (either may carry a credential).
 fn redact_query(url: &str) -> String {
-    url.split('?').next().unwrap_or_default().to_owned()
+    let without_query = url.split('?').next().unwrap_or_default();
+    match without_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(authority_end);
+            let host = authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, host)| host);
+            format!("{scheme}://{host}{path}")
+        }
+        None => without_query.to_owned(),
+    }
 }
 
 fn to_http(method: Method) -> http::Method {
@@ -367,6 +387,39 @@ mod tests {
         );
         for bad in ["ftp://h.example/", "http://", "not a url", "/relative"] {
             assert_eq!(uri(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn error_messages_never_carry_credentials() {
+        assert_eq!(
+            redact_query("https://u:p@a{b.example/x?key=1"),
+            "https://a{b.example/x"
+        );
+        assert_eq!(redact_query("http://h/p?k=s"), "http://h/p");
+        assert_eq!(redact_query("no scheme?k=s"), "no scheme");
+    }
+
+    #[test]
+    fn climbing_paths_are_found_however_they_are_written() {
+        for path in [
+            "/orders/..",
+            "/orders/.",
+            "/orders/..%2Finternal",
+            "/a/..%5Cb",
+            "/a/%2E%2E",
+            "/a/..?x=1",
+        ] {
+            assert!(climbs(path), "{path}");
+        }
+        for path in [
+            "/orders/...",
+            "/orders/a..b",
+            "/orders/.hidden",
+            "/orders/1",
+            "/a/%2Ex",
+        ] {
+            assert!(!climbs(path), "{path}");
         }
     }
 
