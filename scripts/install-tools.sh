@@ -40,7 +40,7 @@ if ((${#need_apt[@]})); then
 fi
 
 # Node packages for the end-to-end tests and wasm-opt (binaryen from npm: Debian's wasm-opt 108 breaks hydration)
-if [[ ! -x "$root/end2end/node_modules/.bin/wasm-opt" || ! -d "$root/end2end/node_modules/@playwright/test" ]]; then
+if [[ ! -x "$root/end2end/node_modules/.bin/wasm-opt" || ! -d "$root/end2end/node_modules/@playwright/test" || ! -d "$root/end2end/node_modules/@axe-core/playwright" ]]; then
   log "installing end2end npm packages"
   (cd "$root/end2end" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi

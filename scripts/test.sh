@@ -12,6 +12,8 @@ step "cargo fmt"
 cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+# The workspace check above compiles `app` with ssr and hydrate together; the browser build has hydrate alone.
+cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings
 step "cargo test (SQLite and PostgreSQL)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -48,7 +48,13 @@ pub fn App() -> impl IntoView {
         <Title text="ibex"/>
         <Router>
             <main>
-                <Routes fallback=|| view! { <p class="notice">"Page not found."</p> }>
+                <Routes fallback=|| view! {
+                    <Title text="Page not found · ibex"/>
+                    <section class="notice">
+                        <h1>"Page not found"</h1>
+                        <p>"This address is not a page of this app. Open the app again from Infobip."</p>
+                    </section>
+                }>
                     // Async: the page is sent whole once its data is read, so the island script never races a
                     // streamed chunk and an island is always in the document when it looks for islands.
                     <Route path=StaticSegment("") view=pages::home::HomePage ssr=SsrMode::Async/>

@@ -227,9 +227,14 @@ pub enum ConfigError {
 
 impl Options {
     pub fn definition(&self) -> Result<AppDefinition, ConfigError> {
-        Ok(match &self.app {
+        let definition = match &self.app {
             Some(path) => AppDefinition::from_file(path)?,
             None => AppDefinition::from_toml(BUNDLED_EXAMPLE)?,
+        };
+        Ok(if self.dev {
+            definition.with_dev_defaults()
+        } else {
+            definition
         })
     }
 

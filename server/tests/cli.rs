@@ -157,6 +157,8 @@ fn settings_through_the_cli() {
         "{err}"
     );
     assert!(err.contains("api_key: is required"), "{err}");
+    // Outside --dev the example's loopback URL is no default: a customer must name their own.
+    assert!(err.contains("api_base_url: is required"), "{err}");
 
     let out = env.run(&["settings", "show", "ACC"]);
     assert!(!out.status.success(), "nothing was saved");
@@ -166,6 +168,7 @@ fn settings_through_the_cli() {
         "set",
         "ACC",
         &format!("api_key={SHOP_KEY}"),
+        "api_base_url=https://shop.example",
         "currency=USD",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -260,7 +260,7 @@ async fn saving(backend: Backend) {
             &h,
             &eve_session,
             0,
-            serde_json::json!({"api_key": "eve-key"})
+            serde_json::json!({"api_key": "eve-key", "api_base_url": "https://globex.example"})
         )
         .await,
         serde_json::json!({"Saved": {"version": 1}})

@@ -56,6 +56,15 @@ pub const USERS: &[SimUser] = &[
         account_name: "Globex Travel",
         locale: "hr-HR",
     },
+    // An account of its own for the accessibility tests, whose saves must not disturb the others'.
+    SimUser {
+        user_key: "U-IDA-2E93",
+        username: "ida.designer",
+        email: "ida@initech.example",
+        account_key: "6D1E0F2A3B4C5D6E7F8091A2B3C4D5E6",
+        account_name: "Initech Support",
+        locale: "de-DE",
+    },
 ];
 
 fn user(user_key: &str) -> Option<&'static SimUser> {

@@ -94,13 +94,24 @@ impl AppDefinition {
                     return Err(invalid(place, "`min` is greater than `max`"));
                 }
             }
-            if let Some(default) = &field.default {
-                let text = match default {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                crate::settings::parse_value(field, &text)
-                    .map_err(|message| invalid(format!("{place}, default"), message))?;
+            if field.kind == SettingType::Secret && field.dev_default.is_some() {
+                return Err(invalid(
+                    place,
+                    "a secret cannot have a dev_default: it would sit in the definition in plain text",
+                ));
+            }
+            for (name, value) in [
+                ("default", &field.default),
+                ("dev_default", &field.dev_default),
+            ] {
+                if let Some(value) = value {
+                    let text = match value {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    crate::settings::parse_value(field, &text)
+                        .map_err(|message| invalid(format!("{place}, {name}"), message))?;
+                }
             }
         }
         Ok(())

@@ -61,6 +61,13 @@ pub struct SettingField {
     pub required: bool,
     #[serde(default)]
     pub default: Option<serde_json::Value>,
+    /// A default for development only (`ibex --dev`), such as the simulator's loopback URL: a customer who
+    /// finds `http://127.0.0.1:4001` filled in reads it as a fault.
+    #[serde(default)]
+    pub dev_default: Option<serde_json::Value>,
+    /// Example text shown in the empty field, never used as a value.
+    #[serde(default)]
+    pub placeholder: String,
     #[serde(default)]
     pub help: String,
     /// Heading the form groups this field under (credentials, preferences, data mapping, ...).
@@ -118,6 +125,19 @@ pub struct EgressSpec {
     pub https_only: bool,
 }
 
+impl AppDefinition {
+    /// In development, each `dev_default` becomes the setting's default.
+    pub fn with_dev_defaults(mut self) -> Self {
+        for field in &mut self.settings {
+            if let Some(value) = field.dev_default.take() {
+                field.default = Some(value);
+            }
+        }
+        self
+    }
+}
+
+#[cfg(feature = "ssr")]
 impl PartnerSpec {
     /// Settings that decide where a partner request goes. When one of them changes, the account's secrets
     /// must be entered again: they were given for the old address.

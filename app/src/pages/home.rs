@@ -63,13 +63,18 @@ pub fn HomePage() -> impl IntoView {
 #[component]
 fn OverviewView(overview: Overview) -> impl IntoView {
     view! {
+        <leptos_meta::Title text=format!("{} · ibex", overview.app_name)/>
         <header class="page-header">
             <h1>{overview.app_name}</h1>
             <p class="muted">{overview.description}</p>
         </header>
         <h2>"Functions"</h2>
         <ul class="functions">
-            {overview.functions.into_iter().map(|f| view! { <FunctionCard f/> }).collect_view()}
+            // The island goes inside the item: an island element between <ul> and <li> breaks the list.
+            {overview.functions.into_iter().map(|f| {
+                let name = f.name.clone();
+                view! { <li class="card" data-function=name><FunctionCard f/></li> }
+            }).collect_view()}
         </ul>
     }
 }
@@ -78,28 +83,31 @@ fn OverviewView(overview: Overview) -> impl IntoView {
 #[island]
 pub fn FunctionCard(f: FunctionSummary) -> impl IntoView {
     let (open, set_open) = signal(false);
-    let name = f.name.clone();
+    let details_id = format!("fields-{}", f.name);
     view! {
-        <li class="card" data-function=name>
-            <div class="card-row">
-                <div>
-                    <h3>{f.name.clone()}</h3>
-                    <p class="muted">{f.description}</p>
-                    <code>{format!("{} {}", f.method, f.path)}</code>
-                    " "
-                    <span class="tag">{f.products.join(" · ")}</span>
-                </div>
-                <button type="button" class="button secondary" aria-expanded=move || open.get().to_string()
-                    on:click=move |_| set_open.update(|o| *o = !*o)>
-                    {move || if open.get() { "Hide fields" } else { "Show fields" }}
-                </button>
+        <div class="card-row">
+            <div>
+                <h3>{f.name.clone()}</h3>
+                <p class="muted">{f.description}</p>
+                <code>{format!("{} {}", f.method, f.path)}</code>
+                " "
+                <span class="tag">{f.products.join(" · ")}</span>
             </div>
+            // Several cards have this button: the hidden part of its name says whose fields it shows.
+            <button type="button" class="button secondary" aria-expanded=move || open.get().to_string()
+                aria-controls=details_id.clone()
+                on:click=move |_| set_open.update(|o| *o = !*o)>
+                {move || if open.get() { "Hide fields" } else { "Show fields" }}
+                <span class="visually-hidden">{format!(" of {}", f.name)}</span>
+            </button>
+        </div>
+        <div id=details_id>
             <Show when=move || open.get()>
                 <dl class="fields">
                     <dt>"Inputs"</dt><dd>{f.inputs.join(", ")}</dd>
                     <dt>"Outputs"</dt><dd>{f.outputs.join(", ")}</dd>
                 </dl>
             </Show>
-        </li>
+        </div>
     }
 }

@@ -18,6 +18,7 @@ pub struct FieldView {
     /// The stored value as text; `None` when unset. Never a secret's value.
     pub value: Option<String>,
     pub default: Option<String>,
+    pub placeholder: String,
     pub secret_set: bool,
     pub options: Vec<crate::definition::SelectOption>,
 }
@@ -86,6 +87,7 @@ pub async fn load_settings(session: String) -> Result<SettingsView, ServerFnErro
                 .and_then(|s| s.values.get(&f.key))
                 .map(text),
             default: f.default.as_ref().map(text),
+            placeholder: f.placeholder.clone(),
             secret_set: stored
                 .as_ref()
                 .is_some_and(|s| s.secrets.contains_key(&f.key)),
@@ -124,7 +126,10 @@ pub fn SettingsPage() -> impl IntoView {
                 {move || settings.get().map(|result| match result {
                     Ok(view) => view! { <SettingsOverview view session=session()/> }.into_any(),
                     Err(e) => view! {
-                        <p class="notice error" role="alert">{e.to_string()}</p>
+                        <section class="notice" role="alert">
+                            <h1>"The settings could not be opened"</h1>
+                            <p>{e.to_string()}</p>
+                        </section>
                     }.into_any(),
                 })}
             </Suspense>
@@ -157,7 +162,19 @@ impl FieldState {
     }
 }
 
-/// The static part, rendered on the server only: who is signed in and the last change.
+/// "8F3A…A113": enough to tell accounts apart in a narrow frame; the whole key is the tooltip.
+fn short_key(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() <= 12 {
+        return key.to_owned();
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}…{tail}")
+}
+
+/// The static part, rendered on the server only: one compact line saying what this is and who is signed in
+/// (the portal around the frame already shows the app's name in large), and the last change below the form.
 #[component]
 fn SettingsOverview(view: SettingsView, session: String) -> impl IntoView {
     let last_change = match (&view.updated_by, view.version) {
@@ -168,15 +185,41 @@ fn SettingsOverview(view: SettingsView, session: String) -> impl IntoView {
         _ => "Not configured yet".to_owned(),
     };
     view! {
-        <header class="page-header">
+        <leptos_meta::Title text=format!("{} settings · ibex", view.app_name)/>
+        <header class="topbar">
             <h1>{format!("{} settings", view.app_name)}</h1>
             <p class="muted" data-testid="signed-in">
-                {format!("Signed in as {} · account {}", view.username, view.account_key)}
+                <span title=view.account_key.clone()>{format!("Account {}", short_key(&view.account_key))}</span>
+                " · "
+                <span>{format!("Signed in as {}", view.username)}</span>
             </p>
-            <p class="muted" data-testid="last-change">{last_change}</p>
         </header>
         <SettingsForm fields=view.fields version=view.version can_test=view.can_test session/>
+        <p class="muted small" data-testid="last-change">{last_change}</p>
     }
+}
+
+/// A field's error as a sentence that names it, e.g. "API key is required.": read on its own (by a screen
+/// reader, or in the status line) it still says which field.
+fn sentence(label: &str, message: &str) -> String {
+    let message = message.trim_end_matches('.');
+    format!("{label} {message}.")
+}
+
+/// Moves focus to a field by its element id, once the browser has drawn the error (scrolling it into view at
+/// any width).
+fn focus_field(id: &str) {
+    #[cfg(feature = "hydrate")]
+    {
+        use leptos::wasm_bindgen::JsCast;
+        if let Some(element) = document().get_element_by_id(id) {
+            let _ = element
+                .unchecked_into::<leptos::web_sys::HtmlElement>()
+                .focus();
+        }
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = id;
 }
 
 /// The form, the page's only island: its props travel to the browser as JSON, so they hold nothing that the
@@ -219,17 +262,31 @@ pub fn SettingsForm(
                 .collect()
         }
     };
+    // Marks the fields named in `errors` (every other field is cleared) and moves focus to the first of them in
+    // page order; returns how many fields need correcting.
     let show_errors = {
         let all = all.clone();
-        move |errors: Vec<crate::settings::FieldError>| {
+        move |errors: Vec<crate::settings::FieldError>| -> usize {
+            let mut first = None;
+            let mut count = 0;
             for f in &all {
-                f.error.set(
-                    errors
-                        .iter()
-                        .find(|e| e.field == f.view.key)
-                        .map(|e| e.message.clone()),
-                );
+                let message = errors
+                    .iter()
+                    .filter(|e| e.field == f.view.key)
+                    .map(|e| sentence(&f.view.label, &e.message))
+                    .collect::<Vec<_>>();
+                if message.is_empty() {
+                    f.error.set(None);
+                } else {
+                    count += 1;
+                    first.get_or_insert_with(|| format!("field-{}", f.view.key));
+                    f.error.set(Some(message.join(" ")));
+                }
             }
+            if let Some(id) = first {
+                request_animation_frame(move || focus_field(&id));
+            }
+            count
         }
     };
     let check = RwSignal::new(None::<(bool, String)>);
@@ -260,8 +317,11 @@ pub fn SettingsForm(
                 }
                 Ok(ConnectionCheck::Failed { message }) => (false, message),
                 Ok(ConnectionCheck::Invalid { errors }) => {
-                    show_errors(errors);
-                    (false, "Not tested: correct the marked fields first.".into())
+                    let n = show_errors(errors);
+                    (
+                        false,
+                        format!("Not tested: correct the {} marked first.", fields_text(n)),
+                    )
                 }
                 Err(e) => (false, e.to_string()),
             }));
@@ -279,15 +339,18 @@ pub fn SettingsForm(
             let Some(result) = save.value().get() else {
                 return;
             };
-            show_errors(Vec::new());
             match result {
                 Ok(SaveOutcome::Saved { version: v }) => {
+                    show_errors(Vec::new());
                     version.set(v);
                     status.set(Some((true, format!("Saved (version {v}).").to_owned())));
                 }
                 Ok(SaveOutcome::Invalid { errors }) => {
-                    show_errors(errors);
-                    status.set(Some((false, "Nothing was saved: correct the marked fields.".into())));
+                    let n = show_errors(errors);
+                    status.set(Some((
+                        false,
+                        format!("Nothing was saved: correct the {} marked.", fields_text(n)),
+                    )));
                 }
                 Ok(SaveOutcome::Conflict { current }) => status.set(Some((
                     false,
@@ -300,16 +363,24 @@ pub fn SettingsForm(
             }
         }
     });
+    // While a save runs the button stays enabled (a disabled button drops keyboard focus to the page); a
+    // second press is ignored instead.
     let submit = {
         let changes = changes.clone();
         move |ev: leptos::ev::SubmitEvent| {
             ev.prevent_default();
+            if save.pending().get_untracked() {
+                return;
+            }
             status.set(None);
             save.dispatch(changes());
         }
     };
     // A new action replaces the last save's message, which may name field errors the test is about to re-check.
     let run_test = move |_| {
+        if test.pending().get_untracked() {
+            return;
+        }
         status.set(None);
         check.set(None);
         test.dispatch(changes());
@@ -321,49 +392,89 @@ pub fn SettingsForm(
             None => groups.push((field.view.group.clone(), vec![field])),
         }
     }
+    let any_required = groups
+        .iter()
+        .any(|(_, list)| list.iter().any(|f| f.view.required));
     view! {
         // Until the island is hydrated the buttons are disabled, and `post` keeps a native submit (Enter in a
         // field) from putting the typed values, a secret among them, into a URL.
         <form class="settings-form" method="post" on:submit=submit novalidate
             data-interactive=move || interactive.get().to_string()>
+            {any_required.then(|| view! {
+                <p class="muted small">"Fields marked " <span class="req">"*"</span> " are required."</p>
+            })}
             {groups.into_iter().map(|(group, list)| view! {
                 <fieldset class="card">
                     <legend>{group}</legend>
                     {list.into_iter().map(field_input).collect_view()}
                 </fieldset>
             }).collect_view()}
-            <div class="form-actions">
-                <button type="submit" class="button"
-                    disabled=move || !interactive.get() || save.pending().get()>
-                    {move || if save.pending().get() { "Saving…" } else { "Save" }}
-                </button>
-                {can_test.then(|| view! {
-                    <button type="button" class="button secondary" on:click=run_test
-                        disabled=move || !interactive.get() || test.pending().get()>
-                        {move || if test.pending().get() { "Testing…" } else { "Test connection" }}
+            <div class="action-bar">
+                <div class="actions">
+                    <button type="submit" class="button"
+                        disabled=move || !interactive.get()
+                        aria-disabled=move || save.pending().get().to_string()>
+                        {move || if save.pending().get() { "Saving…" } else { "Save" }}
                     </button>
-                })}
-                <span role="status" data-testid="save-status"
-                    class=move || match status.get() { Some((true, _)) => "ok", Some((false, _)) => "error", None => "" }>
+                    {can_test.then(|| view! {
+                        <button type="button" class="button secondary" on:click=run_test
+                            disabled=move || !interactive.get()
+                            aria-disabled=move || test.pending().get().to_string()>
+                            {move || if test.pending().get() { "Testing…" } else { "Test connection" }}
+                        </button>
+                    })}
+                </div>
+                <p role="status" data-testid="save-status"
+                    class=move || match status.get() { Some((true, _)) => "status ok", Some((false, _)) => "status error", None => "status" }>
                     {move || status.get().map(|(_, m)| m)}
-                </span>
+                </p>
+                <p role="status" data-testid="test-status"
+                    class=move || match check.get() { Some((true, _)) => "status ok", Some((false, _)) => "status error", None => "status" }>
+                    {move || check.get().map(|(_, m)| m)}
+                </p>
             </div>
-            <p role="status" data-testid="test-status"
-                class=move || match check.get() { Some((true, _)) => "check ok", Some((false, _)) => "check error", None => "check" }>
-                {move || check.get().map(|(_, m)| m)}
-            </p>
         </form>
+    }
+}
+
+fn fields_text(n: usize) -> String {
+    if n == 1 {
+        "field".into()
+    } else {
+        format!("{n} fields")
     }
 }
 
 fn field_input(f: FieldState) -> impl IntoView {
     let id = format!("field-{}", f.view.key);
     let help_id = format!("{id}-help");
+    let error_id = format!("{id}-error");
+    let has_help = !f.view.help.is_empty();
     let text = f.text;
     let error = f.error;
+    // The error first: it is what the admin must act on, read right after the field's name.
+    let described_by = {
+        let (help_id, error_id) = (help_id.clone(), error_id.clone());
+        move || {
+            let mut ids = Vec::new();
+            if error.get().is_some() {
+                ids.push(error_id.clone());
+            }
+            if has_help {
+                ids.push(help_id.clone());
+            }
+            (!ids.is_empty()).then(|| ids.join(" "))
+        }
+    };
+    let invalid = move || error.get().is_some().then_some("true");
+    let required = f.view.required && !(f.view.kind == SettingType::Secret && f.view.secret_set);
+    let aria_required = required.then_some("true");
+    let label = f.view.label.clone();
+    let mut clear_box = None;
     let input = match f.view.kind {
         SettingType::Select => view! {
-            <select id=id.clone() name=f.view.key.clone() aria-describedby=help_id.clone()
+            <select id=id.clone() name=f.view.key.clone() aria-describedby=described_by
+                aria-invalid=invalid aria-required=aria_required
                 on:change=move |ev| text.set(event_target_value(&ev))>
                 {f.view.options.iter().map(|o| {
                     let selected = o.value == f.initial;
@@ -372,41 +483,84 @@ fn field_input(f: FieldState) -> impl IntoView {
             </select>
         }.into_any(),
         SettingType::Bool => view! {
-            <input type="checkbox" id=id.clone() name=f.view.key.clone() aria-describedby=help_id.clone()
+            <input type="checkbox" id=id.clone() name=f.view.key.clone() aria-describedby=described_by
+                aria-invalid=invalid
                 prop:checked=move || text.get() == "true"
                 on:change=move |ev| text.set(event_target_checked(&ev).to_string())/>
         }.into_any(),
         SettingType::Secret => {
             let clear = f.clear;
             let placeholder = if f.view.secret_set { "Set — type to replace" } else { "Not set" };
+            if f.view.secret_set {
+                let clear_id = format!("{id}-clear");
+                clear_box = Some(view! {
+                    <div class="check-row">
+                        <input type="checkbox" id=clear_id.clone() prop:checked=move || clear.get()
+                            on:change=move |ev| clear.set(event_target_checked(&ev))/>
+                        <label for=clear_id>{format!("Clear the stored {}", lower_first(&label))}</label>
+                    </div>
+                });
+            }
             view! {
                 <input type="password" id=id.clone() name=f.view.key.clone() autocomplete="off"
-                    aria-describedby=help_id.clone() placeholder=placeholder
+                    aria-describedby=described_by aria-invalid=invalid aria-required=aria_required
+                    placeholder=placeholder
                     prop:value=move || text.get() on:input=move |ev| text.set(event_target_value(&ev))/>
-                <Show when=move || f.view.secret_set>
-                    <label class="inline"><input type="checkbox" prop:checked=move || clear.get()
-                        on:change=move |ev| clear.set(event_target_checked(&ev))/>" Clear"</label>
-                </Show>
             }.into_any()
         }
         kind => {
-            let input_type = match kind { SettingType::Url => "url", SettingType::Number => "text", _ => "text" };
+            let input_type = match kind { SettingType::Url => "url", _ => "text" };
+            let placeholder = (!f.view.placeholder.is_empty()).then(|| f.view.placeholder.clone());
             view! {
-                <input type=input_type id=id.clone() name=f.view.key.clone() aria-describedby=help_id.clone()
+                <input type=input_type id=id.clone() name=f.view.key.clone() aria-describedby=described_by
+                    aria-invalid=invalid aria-required=aria_required placeholder=placeholder
                     inputmode=if kind == SettingType::Number { "decimal" } else { "text" }
                     prop:value=move || text.get() on:input=move |ev| text.set(event_target_value(&ev))/>
             }.into_any()
         }
     };
+    let star = f
+        .view
+        .required
+        .then(|| view! { <span class="req" aria-hidden="true">"*"</span> });
+    let help =
+        has_help.then(|| view! { <small id=help_id class="muted">{f.view.help.clone()}</small> });
+    let error_view = view! {
+        <Show when=move || error.get().is_some()>
+            <small class="field-error" id=error_id.clone()>{move || error.get().unwrap_or_default()}</small>
+        </Show>
+    };
+    if f.view.kind == SettingType::Bool {
+        return view! {
+            <div class="field" data-field=f.view.key.clone() class:invalid=move || error.get().is_some()>
+                <div class="check-row">{input}<label for=id>{f.view.label.clone()}</label>{star}</div>
+                {error_view}
+                {help}
+            </div>
+        }
+        .into_any();
+    }
     view! {
         <div class="field" data-field=f.view.key.clone() class:invalid=move || error.get().is_some()>
-            <label for=id>{f.view.label.clone()}{f.view.required.then_some(" *")}</label>
+            // The star stays outside the label, so the field's name is its label alone.
+            <div class="label-row"><label for=id>{f.view.label.clone()}</label>{star}</div>
             {input}
-            <small id=help_id class="muted">{f.view.help.clone()}</small>
-            <Show when=move || error.get().is_some()>
-                <small class="field-error" role="alert">{move || error.get().unwrap_or_default()}</small>
-            </Show>
+            {error_view}
+            {help}
+            {clear_box}
         </div>
+    }
+    .into_any()
+}
+
+/// "Password" → "password", for "Clear the stored …"; an acronym ("API key") keeps its capitals.
+fn lower_first(label: &str) -> String {
+    let mut chars = label.chars();
+    match (chars.next(), chars.clone().next()) {
+        (Some(first), Some(second)) if first.is_uppercase() && !second.is_uppercase() => {
+            first.to_lowercase().chain(chars).collect()
+        }
+        _ => label.to_owned(),
     }
 }
 

@@ -53,8 +53,9 @@ pub fn parse_value(field: &SettingField, text: &str) -> Result<Value, String> {
             Ok(Value::String(text.to_owned()))
         }
         SettingType::Url => {
-            let url =
-                url::Url::parse(text.trim()).map_err(|e| format!("is not a valid URL ({e})"))?;
+            let url = url::Url::parse(text.trim()).map_err(|_| {
+                "is not a complete URL: write it in full, like https://api.example.com".to_owned()
+            })?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err("must start with https:// or http://".into());
             }
@@ -180,7 +181,11 @@ mod tests {
     fn accepts_a_complete_change_and_splits_secrets() {
         let change = validate_changes(
             &def(),
-            &raw(&[("api_key", "k-1"), ("currency", "USD")]),
+            &raw(&[
+                ("api_key", "k-1"),
+                ("api_base_url", "https://shop.example"),
+                ("currency", "USD"),
+            ]),
             |_| false,
         )
         .unwrap();
@@ -215,9 +220,9 @@ mod tests {
 
     #[test]
     fn required_field_already_set_may_be_left_alone_but_not_cleared() {
-        assert!(validate_changes(&def(), &raw(&[("currency", "EUR")]), |k| k == "api_key").is_ok());
-        let errors =
-            validate_changes(&def(), &raw(&[("api_key", "")]), |k| k == "api_key").unwrap_err();
+        let stored = |k: &str| k == "api_key" || k == "api_base_url";
+        assert!(validate_changes(&def(), &raw(&[("currency", "EUR")]), stored).is_ok());
+        let errors = validate_changes(&def(), &raw(&[("api_key", "")]), stored).unwrap_err();
         assert_eq!(errors[0].field, "api_key");
     }
 
