@@ -50,7 +50,8 @@ export default defineConfig({
     {
       command:
         `${root}/target/release/ibex-sim portal --addr 127.0.0.1:${portalPort} --client-id ibex-e2e ` +
-        `--redirect-uri ${ibexSite}/oauth/callback --settings-url ${ibexSite}/settings`,
+        `--redirect-uri ${ibexSite}/oauth/callback --settings-url ${ibexSite}/settings ` +
+        `--card-url ${ibexSite}/card`,
       url: `${portalURL}/login`,
       reuseExistingServer: false,
       timeout: 30_000,
@@ -60,7 +61,7 @@ export default defineConfig({
         `${root}/target/release/ibex serve --dev --addr 127.0.0.1:${ibexPort} --public-url ${ibexSite} ` +
         `--oauth-authorize-url ${portalURL}/exchange/1/oauth/authorize ` +
         `--oauth-token-url ${portalURL}/exchange/1/oauth/token --oauth-client-id ibex-e2e ` +
-        `--frame-ancestors ${portalURL}`,
+        `--frame-ancestors ${portalURL} --infobip-api-url ${portalURL}`,
       cwd: root,
       url: `http://127.0.0.1:${ibexPort}/healthz`,
       reuseExistingServer: false,

@@ -20,7 +20,8 @@ export IBEX_ADDR IBEX_PUBLIC_URL IBEX_LOG_FORMAT="${IBEX_LOG_FORMAT:-text}"
 target/release/ibex-sim shop --addr "$SHOP_ADDR" --api-key "$SHOP_KEY" &
 shop_pid=$!
 target/release/ibex-sim portal --addr "$PORTAL_ADDR" \
-  --redirect-uri "$IBEX_PUBLIC_URL/oauth/callback" --settings-url "$IBEX_PUBLIC_URL/settings" &
+  --redirect-uri "$IBEX_PUBLIC_URL/oauth/callback" --settings-url "$IBEX_PUBLIC_URL/settings" \
+  --card-url "$IBEX_PUBLIC_URL/card" &
 portal_pid=$!
 trap 'kill $shop_pid $portal_pid 2>/dev/null || true' EXIT INT TERM
 
@@ -31,6 +32,7 @@ cat <<TXT
 
   ibex is starting on $IBEX_PUBLIC_URL  (demo shop API on http://$SHOP_ADDR)
   Simulated Infobip portal: http://$PORTAL_ADDR  (sign in, Exchange → My apps → Open)
+  Context card: http://$PORTAL_ADDR/conversations  (pick a conversation; the card is on the right)
   Call a function as Infobip would:
     target/release/ibex --dev call order-status order_id=1001 --account demo-account
   Manifest for App shell:

@@ -20,6 +20,9 @@ pub struct Session {
 pub struct OAuthState {
     pub verifier: String,
     pub next: String,
+    /// The conversation the card was opened for, carried through the authorization server.
+    #[serde(default)]
+    pub conversation: Option<String>,
     pub attempt: u32,
     pub expires_at: i64,
 }

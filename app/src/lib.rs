@@ -59,6 +59,7 @@ pub fn App() -> impl IntoView {
                     // streamed chunk and an island is always in the document when it looks for islands.
                     <Route path=StaticSegment("") view=pages::home::HomePage ssr=SsrMode::Async/>
                     <Route path=StaticSegment("settings") view=pages::settings::SettingsPage ssr=SsrMode::Async/>
+                    <Route path=StaticSegment("card") view=pages::card::CardPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>

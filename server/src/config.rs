@@ -115,6 +115,25 @@ pub struct Options {
     /// account's URL setting cannot aim ibex at services on its own host. On in --dev for the simulator.
     #[arg(long, env = "IBEX_ALLOW_LOOPBACK_PARTNERS", global = true)]
     pub allow_loopback_partners: bool,
+    /// OAuth scopes asked for at sign-in, space-separated.
+    #[arg(
+        long,
+        env = "IBEX_OAUTH_SCOPE",
+        default_value = "conversations",
+        global = true
+    )]
+    pub oauth_scope: String,
+    /// Base URL of Infobip's API for the context card's calls (the simulator's portal in --dev mode).
+    #[arg(long, env = "IBEX_INFOBIP_API_URL", global = true)]
+    pub infobip_api_url: Option<String>,
+    /// The scheme before the Exchange token in `Authorization` when calling Infobip's API.
+    #[arg(
+        long,
+        env = "IBEX_INFOBIP_AUTH_SCHEME",
+        default_value = "IBSSO",
+        global = true
+    )]
+    pub infobip_auth_scheme: String,
     /// How long a configuration-page sign-in lasts.
     #[arg(
         long,
@@ -218,6 +237,8 @@ pub enum ConfigError {
         "IBEX_FRAME_ANCESTORS {0:?} holds characters a Content-Security-Policy header cannot carry"
     )]
     FrameAncestors(String),
+    #[error("IBEX_INFOBIP_AUTH_SCHEME {0:?} must be one word of letters, digits or `-` (e.g. IBSSO, Bearer)")]
+    AuthScheme(String),
     #[error("cannot keep development secrets in {path}: {source}")]
     DevSecrets {
         path: String,
@@ -322,6 +343,41 @@ impl Options {
             ))
             .map_err(|_| ConfigError::FrameAncestors(ancestors.clone()))?,
             session_ttl: Duration::from_secs(self.session_ttl_secs),
+            scope: self.oauth_scope.clone(),
+        })
+    }
+
+    /// Infobip's API for the card: `https://api.infobip.com` unless configured (the account's own
+    /// `xxxxx.api.infobip.com` works too), the simulator's portal in development.
+    pub fn infobip(&self) -> Result<crate::infobip::InfobipConfig, ConfigError> {
+        let value = self.infobip_api_url.clone().unwrap_or_else(|| {
+            if self.dev {
+                "http://127.0.0.1:4100".into()
+            } else {
+                "https://api.infobip.com".into()
+            }
+        });
+        let base_url = match url::Url::parse(&value) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => u,
+            _ => {
+                return Err(ConfigError::OAuthUrl {
+                    name: "IBEX_INFOBIP_API_URL",
+                    value,
+                })
+            }
+        };
+        if self.infobip_auth_scheme.is_empty()
+            || !self
+                .infobip_auth_scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(ConfigError::AuthScheme(self.infobip_auth_scheme.clone()));
+        }
+        Ok(crate::infobip::InfobipConfig {
+            base_url,
+            auth_scheme: self.infobip_auth_scheme.clone(),
+            timeout: Duration::from_secs(5),
         })
     }
 

@@ -5,10 +5,13 @@
 
 pub mod answer;
 pub mod calls;
+pub mod card;
+pub mod card_sessions;
 pub mod commands;
 pub mod config;
 pub mod errors;
 pub mod functions;
+pub mod infobip;
 pub mod inputs;
 pub mod invoke;
 pub mod manifest;

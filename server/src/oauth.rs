@@ -1,9 +1,11 @@
-//! Signing in to the embedded configuration page with Exchange's OAuth (authorization code + PKCE S256), which
-//! tells ibex the Infobip account and user behind the iframe.
+//! Signing in to the embedded pages (the configuration page and the context card) with Exchange's OAuth
+//! (authorization code + PKCE S256), which tells ibex the Infobip account and user behind the iframe. One flow
+//! serves both pages; only what it hands over differs.
 //!
-//! Nothing is kept in cookies (a cross-site iframe loses them): the PKCE verifier travels sealed inside `state`,
-//! and the resulting session is a sealed token handed to the page. A failed sign-in ends on an explicit error
-//! page, and a sign-in that keeps bouncing stops after a few attempts instead of looping.
+//! Nothing is kept in cookies (a cross-site iframe loses them): the PKCE verifier travels sealed inside `state`.
+//! The configuration page gets a sealed session token; the card, which must act with Infobip's token, gets the
+//! id of a server-side session that holds the token (`card_sessions`). A failed sign-in ends on an explicit
+//! error page, and a sign-in that keeps bouncing stops after a few attempts instead of looping.
 
 use crate::state::AppState;
 use app::auth::{OAuthState, Session};
@@ -32,6 +34,9 @@ pub struct OAuthConfig {
     /// page is ever served without it.
     pub frame_policy: HeaderValue,
     pub session_ttl: Duration,
+    /// Space-separated OAuth scopes asked for (`conversations` by default: the sample's, since Infobip
+    /// documents none).
+    pub scope: String,
 }
 
 fn now_ms() -> i64 {
@@ -41,7 +46,7 @@ fn now_ms() -> i64 {
 /// The pages a sign-in may return to. `next` is compared with these exactly, never parsed: a check of its
 /// shape ("starts with one `/`") let `/\t/evil.example` through, which browsers read as `//evil.example` and
 /// so sent the fresh session token to another site.
-pub const SIGN_IN_PAGES: &[&str] = &["/settings"];
+pub const SIGN_IN_PAGES: &[&str] = &["/settings", "/card"];
 
 /// Where the sign-in returns to: the page named by `next` if it is one of ours, `/settings` when none is
 /// named, `None` for anything else.
@@ -52,16 +57,32 @@ fn return_page(next: Option<&str>) -> Option<&'static str> {
     }
 }
 
-fn start_url(next: &str, attempt: u32) -> String {
-    let query: String = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("next", next)
-        .append_pair("attempt", &attempt.to_string())
-        .finish();
-    format!("/oauth/start?{query}")
+pub fn start_url(next: &str, attempt: u32, conversation: Option<&str>) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("next", next);
+    query.append_pair("attempt", &attempt.to_string());
+    if let Some(conversation) = conversation {
+        query.append_pair("conversation", conversation);
+    }
+    format!("/oauth/start?{}", query.finish())
+}
+
+/// A conversation id as Infobip writes them (UUID-like); anything else is refused before it reaches a URL.
+pub fn valid_conversation_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && !id.bytes().all(|b| b == b'.')
 }
 
 /// A page a customer admin can act on, shown inside Infobip's iframe.
-fn error_page(status: StatusCode, title: &str, message: &str, retry: Option<String>) -> Response {
+pub fn error_page(
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    retry: Option<String>,
+) -> Response {
     let escape = |t: &str| {
         t.replace('&', "&amp;")
             .replace('<', "&lt;")
@@ -91,6 +112,7 @@ fn error_page(status: StatusCode, title: &str, message: &str, retry: Option<Stri
 pub struct StartQuery {
     next: Option<String>,
     attempt: Option<u32>,
+    conversation: Option<String>,
 }
 
 pub async fn start(State(state): State<AppState>, Query(q): Query<StartQuery>) -> Response {
@@ -102,6 +124,16 @@ pub async fn start(State(state): State<AppState>, Query(q): Query<StartQuery>) -
             None,
         );
     };
+    let conversation = q.conversation.filter(|c| valid_conversation_id(c));
+    if next == "/card" && conversation.is_none() {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Open the card from a conversation",
+            "This card shows the customer of one conversation: open it from the conversation in Infobip \
+             Conversations.",
+            None,
+        );
+    }
     let Some(client_id) = state.oauth.client_id.clone() else {
         return error_page(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -118,13 +150,14 @@ pub async fn start(State(state): State<AppState>, Query(q): Query<StartQuery>) -
             "Signing in keeps failing",
             "Infobip sent this page back without a usable sign-in several times in a row. Reload Infobip's page; \
              if it happens again, the app's OAuth settings (redirect URL, client ID) do not match App shell.",
-            Some(start_url(next, 0)),
+            Some(start_url(next, 0, conversation.as_deref())),
         );
     }
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let sealed = OAuthState {
         verifier: verifier.secret().clone(),
         next: next.to_owned(),
+        conversation,
         attempt,
         expires_at: now_ms() + STATE_LIFETIME_MS,
     }
@@ -143,7 +176,13 @@ pub async fn start(State(state): State<AppState>, Query(q): Query<StartQuery>) -
         .set_redirect_uri(redirect);
     let (url, _) = client
         .authorize_url(|| CsrfToken::new(sealed))
-        .add_scope(Scope::new("conversations".into()))
+        .add_scopes(
+            state
+                .oauth
+                .scope
+                .split_whitespace()
+                .map(|s| Scope::new(s.to_owned())),
+        )
         .set_pkce_challenge(challenge)
         .url();
     Redirect::to(url.as_str()).into_response()
@@ -157,15 +196,28 @@ pub struct CallbackQuery {
     error_description: Option<String>,
 }
 
-/// Infobip's token answer (not RFC 6749: `token`, plus who signed in).
+/// Infobip's token answer (not RFC 6749: `token`, plus who signed in), every field of it. The token itself is
+/// kept only for the card, which calls Infobip with it.
 #[derive(Deserialize)]
 struct TokenAnswer {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    token_type: String,
+    /// Seconds; absent means the configured session lifetime.
+    #[serde(default)]
+    expires_in: Option<u64>,
     #[serde(rename = "accountKey")]
     account_key: String,
     #[serde(rename = "userKey")]
     user_key: String,
     #[serde(default)]
     username: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    locale: String,
 }
 
 pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQuery>) -> Response {
@@ -179,7 +231,7 @@ pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQue
             "This sign-in is not valid",
             "The sign-in answer is missing its state, has expired or was not started here. Open the app again \
              from Infobip.",
-            Some(start_url("/settings", 0)),
+            Some(start_url("/settings", 0, None)),
         );
     };
     // Sealed by this server, so it was checked at the start; checked again so that no key compromise or future
@@ -192,7 +244,8 @@ pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQue
             None,
         );
     };
-    let retry = Some(start_url(next, 0));
+    let conversation = flow.conversation.as_deref();
+    let retry = Some(start_url(next, 0, conversation));
     if let Some(error) = q.error {
         let message = match error.as_str() {
             "access_denied" => "Infobip refused access to this app for your user.".to_owned(),
@@ -234,6 +287,9 @@ pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQue
         }
     };
     let ttl_ms = i64::try_from(state.oauth.session_ttl.as_millis()).unwrap_or(i64::MAX);
+    if next == "/card" {
+        return card_signed_in(&state, answer, ttl_ms, conversation, flow.attempt, retry).await;
+    }
     let session = Session {
         account_key: answer.account_key,
         user_key: answer.user_key,
@@ -254,6 +310,59 @@ pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQue
         .append_pair("attempt", &flow.attempt.to_string())
         .finish();
     Redirect::to(&format!("{next}?{query}")).into_response()
+}
+
+/// The card's sign-in: the token goes into a server-side session (never lasting longer than the token), and
+/// the card's URL gets only that session's id.
+async fn card_signed_in(
+    state: &AppState,
+    answer: TokenAnswer,
+    ttl_ms: i64,
+    conversation: Option<&str>,
+    attempt: u32,
+    retry: Option<String>,
+) -> Response {
+    let token_ms = answer
+        .expires_in
+        .and_then(|s| i64::try_from(s.saturating_mul(1000)).ok())
+        .unwrap_or(ttl_ms);
+    let sign_in = crate::card_sessions::CardSignIn {
+        account_key: answer.account_key,
+        user_key: answer.user_key,
+        username: answer.username,
+        email: answer.email,
+        locale: answer.locale,
+        token: answer.token,
+        token_expires_at: now_ms().saturating_add(token_ms.min(ttl_ms)),
+    };
+    if sign_in.token.is_empty() {
+        return error_page(
+            StatusCode::BAD_GATEWAY,
+            "Infobip did not complete the sign-in",
+            "The token answer has no token.",
+            retry,
+        );
+    }
+    let id = match state.card_sessions.create(&sign_in).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!("{e}");
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The card could not be opened",
+                "Its sign-in could not be stored. Try again in a moment.",
+                retry,
+            );
+        }
+    };
+    tracing::info!(account_key = %sign_in.account_key, user_key = %sign_in.user_key, "context card sign-in");
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(conversation) = conversation {
+        query.append_pair("conversationId", conversation);
+    }
+    query.append_pair("card", &id);
+    query.append_pair("attempt", &attempt.to_string());
+    Redirect::to(&format!("/card?{}", query.finish())).into_response()
 }
 
 async fn exchange_code(
@@ -302,7 +411,7 @@ async fn exchange_code(
 /// Pages Exchange frames may be framed only by its portal; everything else by nobody.
 pub async fn frame_policy(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    let embedded = path == "/settings" || path.starts_with("/oauth/");
+    let embedded = path == "/settings" || path == "/card" || path.starts_with("/oauth/");
     let mut response = next.run(request).await;
     let policy = if embedded {
         state.oauth.frame_policy.clone()
@@ -356,7 +465,73 @@ pub async fn require_session(
     if valid {
         return next.run(request).await;
     }
-    Redirect::to(&start_url(request.uri().path(), query.attempt.unwrap_or(0))).into_response()
+    Redirect::to(&start_url(
+        request.uri().path(),
+        query.attempt.unwrap_or(0),
+        None,
+    ))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct CardQuery {
+    state: Option<String>,
+    #[serde(rename = "conversationId")]
+    conversation_id: Option<String>,
+    card: Option<String>,
+    attempt: Option<u32>,
+}
+
+/// `/card` as Infobip launches it (`state` and `conversationId`) starts the sign-in; with a card session of
+/// its own it is shown; anything else gets a page saying where the card is opened from.
+pub async fn require_card_session(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let query = Query::<CardQuery>::try_from_uri(request.uri())
+        .map(|Query(q)| q)
+        .unwrap_or(CardQuery {
+            state: None,
+            conversation_id: None,
+            card: None,
+            attempt: None,
+        });
+    let conversation = query
+        .conversation_id
+        .as_deref()
+        .filter(|c| valid_conversation_id(c));
+    let Some(conversation) = conversation else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Open the card from a conversation",
+            "This card shows the customer of one conversation: open it from the conversation in Infobip \
+             Conversations.",
+            None,
+        );
+    };
+    let signed_in = match query.card.as_deref() {
+        Some(id) => state.card_sessions.load(id).await.ok().flatten().is_some(),
+        None => false,
+    };
+    if signed_in {
+        return next.run(request).await;
+    }
+    if query.state.is_none() && query.card.is_none() {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Open the card from a conversation",
+            "Infobip opens this card with a sign-in request (`state`), which this address lacks. Open it from \
+             the conversation in Infobip Conversations.",
+            None,
+        );
+    }
+    Redirect::to(&start_url(
+        "/card",
+        query.attempt.unwrap_or(0),
+        Some(conversation),
+    ))
+    .into_response()
 }
 
 #[cfg(test)]

@@ -77,6 +77,9 @@ fn pages(state: &AppState) -> Router<AppState> {
     let keys = state.keys.clone();
     let settings = state.settings.clone();
     let probe = state.probe.clone();
+    let card: Arc<dyn app::pages::card::CardSource> = Arc::new(crate::card::ServerCard {
+        state: state.clone(),
+    });
     let leptos_options = (*state.leptos_options).clone();
     Router::new()
         .route("/oauth/start", get(oauth::start))
@@ -91,6 +94,7 @@ fn pages(state: &AppState) -> Router<AppState> {
                 if let Some(probe) = &probe {
                     provide_context(probe.clone());
                 }
+                provide_context(card.clone());
             },
             move || app::shell(leptos_options.clone()),
         )
@@ -147,15 +151,15 @@ async fn unknown_function(request: Request) -> ApiError {
     ApiError::UnknownFunction(request.uri().path().to_owned())
 }
 
-/// The configuration page needs a signed-in Infobip user; other routes pass through.
+/// The configuration page and the card need a signed-in Infobip user; other routes pass through.
 async fn gate_settings(
     state: State<AppState>,
     request: Request,
     next: Next,
 ) -> axum::response::Response {
-    if request.uri().path() == "/settings" {
-        oauth::require_session(state, request, next).await
-    } else {
-        next.run(request).await
+    match request.uri().path() {
+        "/settings" => oauth::require_session(state, request, next).await,
+        "/card" => oauth::require_card_session(state, request, next).await,
+        _ => next.run(request).await,
     }
 }

@@ -31,6 +31,8 @@ pub enum StartError {
     Tls(#[from] rustls::Error),
     #[error("cannot read the Leptos site configuration: {0}")]
     Leptos(String),
+    #[error(transparent)]
+    CardSessions(#[from] crate::card_sessions::CardSessionError),
 }
 
 /// What every handler shares. Axum clones the state for each extractor and middleware of every request, so
@@ -62,6 +64,9 @@ pub struct Shared {
     pub probe: Option<Arc<dyn ConnectionProbe>>,
     /// For calls to Infobip (OAuth token exchange); partner calls have their own client.
     pub http: reqwest::Client,
+    /// The context card's sign-ins, Infobip token included, on the server.
+    pub card_sessions: crate::card_sessions::CardSessions,
+    pub infobip: crate::infobip::InfobipClient,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -109,6 +114,13 @@ impl AppState {
         let probe = PartnerProbe::compile(&definition, partner.clone())
             .map_err(StartError::Compile)?
             .map(|p| Arc::new(p) as Arc<dyn ConnectionProbe>);
+        let card_sessions =
+            crate::card_sessions::CardSessions::connect(&options.database_url, keys.clone())
+                .await?;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let infobip = crate::infobip::InfobipClient::new(http.clone(), options.infobip()?);
         Ok(AppState(Arc::new(Shared {
             functions: Arc::new(functions),
             settings,
@@ -121,9 +133,9 @@ impl AppState {
             public_url: public_url.into(),
             keys,
             oauth,
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
+            http,
+            card_sessions,
+            infobip,
             definition,
         })))
     }

@@ -4,44 +4,8 @@
 
 mod common;
 
-use common::{Backend, Harness};
+use common::{client, follow, Backend, Harness};
 use ibex_sim::exchange::USERS;
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-/// Follows redirects by hand, sending the portal's sign-in cookie to the portal only (as a browser would).
-async fn follow(
-    h: &Harness,
-    start: &str,
-    portal_user: Option<&str>,
-) -> (reqwest::Response, Vec<String>) {
-    let http = client();
-    let mut url = start.to_owned();
-    let mut trail = Vec::new();
-    for _ in 0..10 {
-        trail.push(url.clone());
-        let mut request = http.get(&url);
-        if let (Some(user), true) = (portal_user, url.starts_with(&h.portal)) {
-            request = request.header("cookie", format!("sim_portal_user={user}"));
-        }
-        let response = request.send().await.unwrap();
-        if !response.status().is_redirection() {
-            return (response, trail);
-        }
-        let location = response.headers()["location"].to_str().unwrap().to_owned();
-        url = if location.starts_with('/') {
-            format!("{}{location}", h.ibex)
-        } else {
-            location
-        };
-    }
-    panic!("redirect loop: {trail:#?}");
-}
 
 /// Signs in through the portal as `user` and returns the page's session token.
 async fn session_for(h: &Harness, user: &str) -> String {

@@ -80,6 +80,8 @@ pub struct AppListing {
     pub client_secret: Option<String>,
     pub redirect_uris: Vec<String>,
     pub settings_url: String,
+    /// The app's context card (the Conversations manifest's `card.src`), framed beside a conversation.
+    pub card_url: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -93,6 +95,15 @@ pub struct OAuthSwitches {
     /// Delay every OAuth answer by this long.
     #[serde(default)]
     pub delay_ms: u64,
+    /// Answer the Conversations messages API with this status instead (403, 429, 500...).
+    #[serde(default)]
+    pub messages_status: Option<u16>,
+    /// `Retry-After` seconds sent with a forced 429.
+    #[serde(default)]
+    pub retry_after_secs: Option<u64>,
+    /// Delay every messages answer by this long.
+    #[serde(default)]
+    pub messages_delay_ms: u64,
 }
 
 struct Grant {
@@ -134,6 +145,11 @@ pub fn router(app: AppListing) -> Router {
         .route("/exchange/1/oauth/token", post(token))
         .route("/exchange/1/oauth/tokeninfo", get(token_info))
         .route("/_sim/oauth", post(set_switches).get(get_switches))
+        .route("/conversations", get(workspace))
+        .route(
+            "/ccaas/1/conversations/{conversation_id}/messages",
+            get(conversation_messages),
+        )
         .with_state(state)
 }
 
@@ -176,7 +192,7 @@ fn page(title: &str, user: Option<&SimUser>, body: &str) -> Html<String> {
         r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · Infobip (simulated)</title><style>{STYLE}</style></head>
 <body><header class="top"><strong>infobip</strong><span class="sim">simulated portal</span><div class="who">{who}</div></header>
-<div class="shell"><nav><a>Home</a><a class="on" href="/exchange/my-apps">Exchange</a><a>Answers</a><a>Moments</a><a>Conversations</a><a>People</a></nav>
+<div class="shell"><nav><a>Home</a><a href="/exchange/my-apps">Exchange</a><a>Answers</a><a>Moments</a><a href="/conversations">Conversations</a><a>People</a></nav>
 <main>{body}</main></div></body></html>"#,
         title = escape(title),
     ))
@@ -188,10 +204,17 @@ const STYLE: &str = "body{margin:0;font:15px/1.5 system-ui,sans-serif;color:#1b2
 .who form{margin:0}.link{background:none;border:0;color:#cfd6df;cursor:pointer;font:inherit;text-decoration:underline}\
 .shell{display:flex;min-height:calc(100vh - 52px)}nav{width:180px;background:#fff;border-right:1px solid #dde2e8;padding:12px 0}\
 nav a{display:block;padding:8px 20px;color:#5b6675;text-decoration:none}nav a.on{color:#1b2430;font-weight:600;border-left:3px solid #e8590c}\
-main{flex:1;padding:20px 24px}h1{font-size:20px;margin:0 0 16px}.card{background:#fff;border:1px solid #dde2e8;border-radius:8px;padding:16px;max-width:720px}\
+main{flex:1;padding:20px 24px;min-width:0}h1{font-size:20px;margin:0 0 16px}.card{background:#fff;border:1px solid #dde2e8;border-radius:8px;padding:16px;max-width:720px}\
 .button{display:inline-block;background:#e8590c;color:#fff;border:0;border-radius:6px;padding:6px 14px;text-decoration:none;font:inherit;cursor:pointer}\
 iframe{width:100%;height:calc(100vh - 150px);border:1px solid #dde2e8;border-radius:8px;background:#fff}\
-label{display:block;margin:8px 0}";
+label{display:block;margin:8px 0}\
+.workspace{display:grid;grid-template-columns:260px 1fr 360px;gap:16px;align-items:start}\
+.conversations{list-style:none;margin:0;padding:0;background:#fff;border:1px solid #dde2e8;border-radius:8px}\
+.conversations a{display:block;padding:10px 14px;color:#1b2430;text-decoration:none;border-bottom:1px solid #eef1f5}\
+.conversations a[aria-current]{background:#fff4ec;font-weight:600}.conversations small{display:block;color:#5b6675;font-weight:400}\
+.chat{background:#fff;border:1px solid #dde2e8;border-radius:8px;padding:16px;min-height:300px}.chat h2{margin:0 0 12px;font-size:16px}\
+.bubble{background:#eef1f5;border-radius:12px;padding:8px 12px;display:inline-block;margin:0}\
+#card-frame{height:calc(100vh - 150px)}";
 
 #[derive(Deserialize)]
 struct NextQuery {
@@ -512,4 +535,226 @@ async fn set_switches(
 
 async fn get_switches(State(ex): State<Arc<Exchange>>) -> Json<OAuthSwitches> {
     Json(lock(&ex.switches).clone())
+}
+
+/// A seeded conversation of the Conversations workspace: whose it is and who wrote in.
+pub struct SimConversation {
+    pub id: &'static str,
+    pub account_key: &'static str,
+    pub channel: &'static str,
+    /// The end user's phone number or address, as the first inbound message's `from`.
+    pub from: &'static str,
+    pub sender_name: &'static str,
+    pub text: &'static str,
+}
+
+/// End users of the demo shop (one by phone, one by email) and one the shop does not know, per account.
+pub const CONVERSATIONS: &[SimConversation] = &[
+    SimConversation {
+        id: "4b7c1e52-acme-0001",
+        account_key: "8F3A2C51D0B94E17A6C2F0D9E4B7A113",
+        channel: "WHATSAPP",
+        from: "+385911234567",
+        sender_name: "Ana Horvat",
+        text: "Hi, where is my order 1001?",
+    },
+    SimConversation {
+        id: "4b7c1e52-acme-0002",
+        account_key: "8F3A2C51D0B94E17A6C2F0D9E4B7A113",
+        channel: "EMAIL",
+        from: "marko@example.com",
+        sender_name: "Marko Kovač",
+        text: "Can I change the delivery address?",
+    },
+    SimConversation {
+        id: "4b7c1e52-acme-0003",
+        account_key: "8F3A2C51D0B94E17A6C2F0D9E4B7A113",
+        channel: "SMS",
+        from: "+15550100999",
+        sender_name: "",
+        text: "hello?",
+    },
+    SimConversation {
+        id: "9d2e6f10-globex-0001",
+        account_key: "2B7E91C4A85F4D3EB0196C7D2E8F5A40",
+        channel: "WHATSAPP",
+        from: "+441632960961",
+        sender_name: "Jane Doe",
+        text: "I need to rebook my trip.",
+    },
+    SimConversation {
+        id: "7a3b9c04-initech-0001",
+        account_key: "6D1E0F2A3B4C5D6E7F8091A2B3C4D5E6",
+        channel: "LIVE_CHAT",
+        from: "+385911234567",
+        sender_name: "Ana Horvat",
+        text: "My headlamp does not turn on.",
+    },
+];
+
+#[derive(Deserialize)]
+struct WorkspaceQuery {
+    open: Option<String>,
+}
+
+/// Conversations → the agent's workspace: the account's conversations, and the app's card framed beside the
+/// chosen one with `state` and `conversationId`, as Infobip launches it.
+async fn workspace(
+    State(ex): State<Arc<Exchange>>,
+    headers: HeaderMap,
+    Query(q): Query<WorkspaceQuery>,
+) -> Response {
+    let Some(user) = signed_in(&headers) else {
+        return Redirect::to("/login?next=/conversations").into_response();
+    };
+    let mine: Vec<&SimConversation> = CONVERSATIONS
+        .iter()
+        .filter(|c| c.account_key == user.account_key)
+        .collect();
+    let open = q
+        .open
+        .as_deref()
+        .and_then(|id| mine.iter().find(|c| c.id == id))
+        .or(mine.first());
+    let list: String = mine
+        .iter()
+        .map(|c| {
+            let who = if c.sender_name.is_empty() { c.from } else { c.sender_name };
+            let current = open.is_some_and(|o| o.id == c.id);
+            format!(
+                "<li><a href=\"/conversations?open={id}\"{aria}>{who}<small>{channel} · {from}</small></a></li>",
+                id = escape(c.id),
+                aria = if current { " aria-current=\"page\"" } else { "" },
+                who = escape(who),
+                channel = escape(c.channel),
+                from = escape(c.from),
+            )
+        })
+        .collect();
+    let chat = match open {
+        Some(c) => {
+            let card = url_with(
+                &ex.app.card_url,
+                &[("state", &random_token()), ("conversationId", c.id)],
+            );
+            format!(
+                "<section class=chat><h2>{who}</h2><p class=bubble>{text}</p></section>\
+                 <iframe id=card-frame title=\"{app} context card\" src=\"{card}\"></iframe>",
+                who = escape(if c.sender_name.is_empty() {
+                    c.from
+                } else {
+                    c.sender_name
+                }),
+                text = escape(c.text),
+                app = escape(&ex.app.name),
+                card = escape(&card),
+            )
+        }
+        None => "<p>No conversations.</p>".into(),
+    };
+    page(
+        "Conversations",
+        Some(user),
+        &format!(
+            "<h1>Conversations · My work</h1><div class=workspace><ul class=conversations>{list}</ul>{chat}</div>"
+        ),
+    )
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct ConversationPath {
+    conversation_id: String,
+}
+
+/// `GET /ccaas/1/conversations/{id}/messages` as Infobip answers it: the token must be live and of the
+/// conversation's account (another account's conversation is not found), newest message last.
+async fn conversation_messages(
+    State(ex): State<Arc<Exchange>>,
+    headers: HeaderMap,
+    axum::extract::Path(path): axum::extract::Path<ConversationPath>,
+) -> Response {
+    let switches = lock(&ex.switches).clone();
+    if switches.messages_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(switches.messages_delay_ms)).await;
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("IBSSO "));
+    let found = token.and_then(|t| {
+        lock(&ex.tokens)
+            .get(t)
+            .map(|(u, at, life)| (*u, at.elapsed() <= *life))
+    });
+    let user = match found {
+        Some((u, true)) => u,
+        Some((_, false)) => {
+            return infobip_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "Token expired.")
+        }
+        None => {
+            return infobip_error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "Invalid login details.",
+            )
+        }
+    };
+    if let Some(status) = switches.messages_status {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = infobip_error(status, "SIMULATED", "Switched on in /_sim/oauth.");
+        if let Some(secs) = switches.retry_after_secs {
+            if let Ok(value) = header::HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        return response;
+    }
+    let Some(c) = CONVERSATIONS
+        .iter()
+        .find(|c| c.id == path.conversation_id && c.account_key == user.account_key)
+    else {
+        return infobip_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "Conversation not found.",
+        );
+    };
+    Json(json!({
+        "messages": [
+            {
+                "id": format!("{}-m0", c.id),
+                "channel": c.channel,
+                "direction": "OUTBOUND",
+                "from": "InfobipShop",
+                "to": c.from,
+                "conversationId": c.id,
+                "createdAt": "2026-11-26T09:00:00.000+0000",
+                "contentType": "TEXT",
+                "content": {"text": "Welcome! How can we help?"}
+            },
+            {
+                "id": format!("{}-m1", c.id),
+                "channel": c.channel,
+                "direction": "INBOUND",
+                "from": c.from,
+                "to": "InfobipShop",
+                "conversationId": c.id,
+                "createdAt": "2026-11-26T09:01:00.000+0000",
+                "contentType": "TEXT",
+                "content": {"text": c.text, "sender": c.from, "senderName": c.sender_name}
+            }
+        ],
+        "pagination": {"totalItems": 2, "page": 0, "size": 20}
+    }))
+    .into_response()
+}
+
+/// Infobip's error shape.
+fn infobip_error(status: StatusCode, id: &str, text: &str) -> Response {
+    (
+        status,
+        Json(json!({"requestError": {"serviceException": {"messageId": id, "text": text}}})),
+    )
+        .into_response()
 }

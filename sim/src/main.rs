@@ -59,6 +59,9 @@ enum Command {
         /// The app's Settings URL, loaded in the configuration iframe.
         #[arg(long, default_value = "http://localhost:3000/settings")]
         settings_url: String,
+        /// The app's context card URL, framed beside a conversation in Conversations.
+        #[arg(long, default_value = "http://localhost:3000/card")]
+        card_url: String,
     },
 }
 
@@ -80,6 +83,7 @@ async fn main() -> std::process::ExitCode {
             client_secret,
             redirect_uris,
             settings_url,
+            card_url,
         } => {
             let app = ibex_sim::exchange::AppListing {
                 name: app_name,
@@ -87,6 +91,7 @@ async fn main() -> std::process::ExitCode {
                 client_secret,
                 redirect_uris,
                 settings_url,
+                card_url,
             };
             ibex_sim::exchange::serve(addr, app).await
         }

@@ -22,6 +22,7 @@ async fn start() -> Sim {
         client_secret: None,
         redirect_uris: vec![REDIRECT.into()],
         settings_url: "http://localhost:3000/settings".into(),
+        card_url: "http://localhost:3000/card".into(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

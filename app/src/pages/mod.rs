@@ -1,2 +1,3 @@
+pub mod card;
 pub mod home;
 pub mod settings;

@@ -161,6 +161,7 @@ impl Harness {
                 client_secret: None,
                 redirect_uris: vec![format!("{ibex_url}/oauth/callback")],
                 settings_url: format!("{ibex_url}/settings"),
+                card_url: format!("{ibex_url}/card"),
             }),
         );
         let mut args: Vec<String> = [
@@ -186,6 +187,8 @@ impl Harness {
             "--oauth-client-id",
             "ibex-test-client",
             "--frame-ancestors",
+            &portal,
+            "--infobip-api-url",
             &portal,
         ]
         .iter()
@@ -302,6 +305,42 @@ impl Harness {
             .await
             .unwrap()
     }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Follows redirects by hand, sending the portal's sign-in cookie to the portal only (as a browser would).
+pub async fn follow(
+    h: &Harness,
+    start: &str,
+    portal_user: Option<&str>,
+) -> (reqwest::Response, Vec<String>) {
+    let http = client();
+    let mut url = start.to_owned();
+    let mut trail = Vec::new();
+    for _ in 0..10 {
+        trail.push(url.clone());
+        let mut request = http.get(&url);
+        if let (Some(user), true) = (portal_user, url.starts_with(&h.portal)) {
+            request = request.header("cookie", format!("sim_portal_user={user}"));
+        }
+        let response = request.send().await.unwrap();
+        if !response.status().is_redirection() {
+            return (response, trail);
+        }
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        url = if location.starts_with('/') {
+            format!("{}{location}", h.ibex)
+        } else {
+            location
+        };
+    }
+    panic!("redirect loop: {trail:#?}");
 }
 
 /// Runs a test body once per settings backend.

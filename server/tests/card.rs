@@ -1,0 +1,199 @@
+//! The Conversations context card over real HTTP, through the simulated portal's OAuth server and
+//! Conversations API, on both settings backends: the card learns the account, the agent and the end user; the
+//! Infobip token stays on the server (encrypted at rest, never in a URL or a body); an expired sign-in is renewed
+//! without a stop; another account's conversation is not shown; Infobip's refusals become the card's states.
+
+mod common;
+
+use common::{client, follow, Backend, Harness};
+use ibex_sim::exchange::{CONVERSATIONS, USERS};
+use sqlx::Row;
+
+/// Opens the card as Infobip launches it for `conversation`, signed in to the portal as `user`.
+async fn open_card(h: &Harness, user: &str, conversation: &str) -> (u16, String, Vec<String>) {
+    let (page, trail) = follow(
+        h,
+        &format!(
+            "{}/card?state=launch-state&conversationId={conversation}",
+            h.ibex
+        ),
+        Some(user),
+    )
+    .await;
+    let status = page.status().as_u16();
+    (status, page.text().await.unwrap(), trail)
+}
+
+fn card_id(url: &str) -> String {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "card")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+async fn sim_switches(h: &Harness, switches: serde_json::Value) {
+    let response = client()
+        .post(format!("{}/_sim/oauth", h.portal))
+        .json(&switches)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+}
+
+async fn card(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let ana = &USERS[0];
+    let by_phone = &CONVERSATIONS[0];
+
+    let (status, html, trail) = open_card(&h, ana.user_key, by_phone.id).await;
+    assert_eq!(status, 200, "{trail:#?}\n{html}");
+    assert!(
+        html.contains("Ana Horvat") && html.contains("+385911234567"),
+        "{html}"
+    );
+    assert!(html.contains("ana.admin"), "the agent is named: {html}");
+    let last = trail.last().unwrap();
+    assert!(
+        last.contains("/card?") && last.contains(by_phone.id),
+        "{trail:#?}"
+    );
+
+    // The token is on the server only: not in any URL of the flow, not in the page, sealed at rest.
+    let id = card_id(last);
+    let sign_in = h.state.card_sessions.load(&id).await.unwrap().unwrap();
+    assert_eq!(sign_in.account_key, ana.account_key);
+    assert_eq!(
+        (sign_in.email.as_str(), sign_in.locale.as_str()),
+        (ana.email, ana.locale)
+    );
+    assert!(!sign_in.token.is_empty());
+    assert!(
+        trail.iter().all(|u| !u.contains(&sign_in.token)),
+        "{trail:#?}"
+    );
+    assert!(!html.contains(&sign_in.token));
+    assert!(
+        !format!("{sign_in:?}").contains(&sign_in.token),
+        "Debug shows no token"
+    );
+    let stored: Vec<Vec<u8>> = match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&h.db.url).await.unwrap();
+            let rows = sqlx::query("SELECT data FROM card_sessions")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            rows.iter().map(|r| r.get::<Vec<u8>, _>(0)).collect()
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&h.db.url).await.unwrap();
+            let rows = sqlx::query("SELECT data FROM tower_sessions.card_sessions")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            rows.iter().map(|r| r.get::<Vec<u8>, _>(0)).collect()
+        }
+    };
+    assert_eq!(stored.len(), 1, "one card session");
+    let record = String::from_utf8_lossy(&stored[0]);
+    assert!(record.contains(ana.user_key), "the record is the sign-in's");
+    assert!(
+        !record.contains(&sign_in.token),
+        "the token is sealed at rest"
+    );
+
+    // Switching the conversation switches the card; the email one is found by its address.
+    let (_, html, _) = open_card(&h, ana.user_key, CONVERSATIONS[1].id).await;
+    assert!(
+        html.contains("Marko") && html.contains("marko@example.com"),
+        "{html}"
+    );
+
+    // Another account's conversation is not shown, whatever the URL says.
+    let (_, html, _) = open_card(&h, ana.user_key, CONVERSATIONS[3].id).await;
+    assert!(
+        html.contains("Conversation not found") && !html.contains("Jane"),
+        "{html}"
+    );
+
+    // A made-up or tampered card session starts a new sign-in instead of showing anything.
+    let forged = format!(
+        "{}/card?conversationId={}&card=AAAAAAAAAAAAAAAAAAAAAA",
+        h.ibex, by_phone.id
+    );
+    let response = client().get(&forged).send().await.unwrap();
+    assert_eq!(response.status(), 303);
+    assert!(response.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("/oauth/start?next=%2Fcard"));
+
+    // Without Infobip's launch parameters the card says where it is opened from.
+    for url in [
+        format!("{}/card", h.ibex),
+        format!("{}/card?conversationId={}", h.ibex, by_phone.id),
+        format!("{}/card?state=s&conversationId=..%2Fx", h.ibex),
+    ] {
+        let response = client().get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{url}");
+        assert!(response
+            .text()
+            .await
+            .unwrap()
+            .contains("Open the card from a conversation"));
+    }
+
+    // An expired token is renewed without the agent doing anything: the card comes back, with a new session.
+    sim_switches(&h, serde_json::json!({"expires_in": 1})).await;
+    let (_, _, trail) = open_card(&h, ana.user_key, by_phone.id).await;
+    let short = card_id(trail.last().unwrap());
+    sim_switches(&h, serde_json::json!({})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (page, trail) = follow(
+        &h,
+        &format!(
+            "{}/card?conversationId={}&card={short}",
+            h.ibex, by_phone.id
+        ),
+        Some(ana.user_key),
+    )
+    .await;
+    assert_eq!(page.status(), 200, "{trail:#?}");
+    assert!(page.text().await.unwrap().contains("Ana Horvat"));
+    assert_ne!(card_id(trail.last().unwrap()), short, "{trail:#?}");
+
+    // Infobip refusing or rate-limiting is said plainly, with a way to try again.
+    sim_switches(&h, serde_json::json!({"messages_status": 403})).await;
+    let (status, html, _) = open_card(&h, ana.user_key, by_phone.id).await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("Infobip refused the card") && html.contains("Try again"),
+        "{html}"
+    );
+    sim_switches(
+        &h,
+        serde_json::json!({"messages_status": 429, "retry_after_secs": 30}),
+    )
+    .await;
+    let (_, html, _) = open_card(&h, ana.user_key, by_phone.id).await;
+    assert!(html.contains("Try again in 30 s"), "{html}");
+    sim_switches(&h, serde_json::json!({})).await;
+
+    // The card may be framed by the portal only.
+    let (page, _) = follow(
+        &h,
+        &format!("{}/card?state=s&conversationId={}", h.ibex, by_phone.id),
+        Some(ana.user_key),
+    )
+    .await;
+    assert_eq!(
+        page.headers()["content-security-policy"],
+        format!("frame-ancestors {}", h.portal).as_str()
+    );
+    h.finish().await;
+}
+
+on_both_backends!(context_card, card);
