@@ -71,6 +71,30 @@ impl Inputs {
         Ok(Inputs { values })
     }
 
+    /// Inputs given by name (the context card's), typed and checked like a signed call's.
+    pub fn from_values(
+        function: &Function,
+        given: &HashMap<String, Value>,
+    ) -> Result<Self, InputError> {
+        let mut values = HashMap::with_capacity(function.inputs.len());
+        for input in &function.inputs {
+            match given
+                .get(&input.name)
+                .filter(|v| !v.is_null() && v.as_str() != Some(""))
+            {
+                Some(value) => {
+                    values.insert(
+                        input.name.clone(),
+                        coerce(&input.name, input.kind, value.clone())?,
+                    );
+                }
+                None if input.required => return Err(InputError::Missing(input.name.clone())),
+                None => {}
+            }
+        }
+        Ok(Inputs { values })
+    }
+
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.values.get(name)
     }
@@ -106,6 +130,7 @@ impl Lookup for Scope<'_> {
         match source {
             Source::Input(name) => self.inputs.get(name),
             Source::Setting(_) => self.settings.lookup(source),
+            Source::Conversation(_) | Source::Lookup(_) => None,
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::oauth;
 use crate::partner::PartnerError;
 use crate::signed::SignedRequest;
 use crate::state::AppState;
+use app::settings::ResolvedSettings;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -53,12 +54,20 @@ async fn invoke(
     let signed = SignedRequest::from_request(Request::from_parts(parts, body), state).await?;
     let settings = state.settings.resolved(&signed.account_key).await?;
     let inputs = Inputs::collect(&plan.function, &path, query.as_deref(), &signed.body)?;
+    Ok(Json(call_partner(state, plan, &settings, &inputs).await?))
+}
+
+/// Inputs and the account's settings → partner request → partner answer → mapped outputs: the part of a signed
+/// call that the context card's calls share, so both reach the partner by one path.
+pub async fn call_partner(
+    state: &AppState,
+    plan: &FunctionPlan,
+    settings: &ResolvedSettings,
+    inputs: &Inputs,
+) -> Result<Map<String, Value>, ApiError> {
     let request = plan
         .request
-        .build(&Scope {
-            inputs: &inputs,
-            settings: settings.as_ref(),
-        })
+        .build(&Scope { inputs, settings })
         .map_err(PartnerError::from)?;
     let started = Instant::now();
     let answer = state
@@ -67,6 +76,5 @@ async fn invoke(
         .await;
     plan.metrics
         .observe_partner_call(answer.is_ok(), started.elapsed());
-    let outputs = map_outputs(&plan.outputs, &answer?)?;
-    Ok(Json(outputs))
+    Ok(map_outputs(&plan.outputs, &answer?)?)
 }

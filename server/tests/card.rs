@@ -48,6 +48,7 @@ async fn card(backend: Backend) {
     let ana = &USERS[0];
     let by_phone = &CONVERSATIONS[0];
 
+    // The account has not configured the app yet: the card names the end user and says what is missing.
     let (status, html, trail) = open_card(&h, ana.user_key, by_phone.id).await;
     assert_eq!(status, 200, "{trail:#?}\n{html}");
     assert!(
@@ -55,6 +56,50 @@ async fn card(backend: Backend) {
         "{html}"
     );
     assert!(html.contains("ana.admin"), "the agent is named: {html}");
+    assert!(html.contains("not set up for this account yet"), "{html}");
+
+    // Configured: the partner's record of the end user, found by phone, and their recent orders, through the
+    // signed path's partner middleware with this account's settings.
+    h.configure(
+        ana.account_key,
+        &[
+            ("api_base_url", &h.shop),
+            ("api_key", common::SHOP_KEY),
+            ("max_orders", "2"),
+        ],
+    )
+    .await;
+    let (status, html, trail) = open_card(&h, ana.user_key, by_phone.id).await;
+    assert_eq!(status, 200, "{trail:#?}\n{html}");
+    for expected in [
+        "c-100",
+        "gold",
+        "Recent orders",
+        "1 × Headlamp",
+        "delivered",
+    ] {
+        assert!(html.contains(expected), "{expected}: {html}");
+    }
+    let seen = h.shop_requests().await;
+    let list = seen.iter().rev().find(|r| r["path"] == "/orders").unwrap();
+    assert!(
+        list["query"]
+            .as_str()
+            .unwrap()
+            .contains("customer_id=c-100"),
+        "{list}"
+    );
+    assert!(
+        list["query"].as_str().unwrap().contains("limit=2"),
+        "settings apply: {list}"
+    );
+
+    // An end user the shop does not know is said so, with the address.
+    let (_, html, _) = open_card(&h, ana.user_key, CONVERSATIONS[2].id).await;
+    assert!(
+        html.contains("No customer for +15550100999 in Order desk"),
+        "{html}"
+    );
     let last = trail.last().unwrap();
     assert!(
         last.contains("/card?") && last.contains(by_phone.id),
@@ -97,13 +142,18 @@ async fn card(backend: Backend) {
             rows.iter().map(|r| r.get::<Vec<u8>, _>(0)).collect()
         }
     };
-    assert_eq!(stored.len(), 1, "one card session");
-    let record = String::from_utf8_lossy(&stored[0]);
-    assert!(record.contains(ana.user_key), "the record is the sign-in's");
-    assert!(
-        !record.contains(&sign_in.token),
-        "the token is sealed at rest"
-    );
+    assert!(!stored.is_empty());
+    for record in &stored {
+        let record = String::from_utf8_lossy(record);
+        assert!(
+            record.contains(ana.user_key),
+            "the records are the sign-ins'"
+        );
+        assert!(
+            !record.contains(&sign_in.token),
+            "the token is sealed at rest"
+        );
+    }
 
     // Switching the conversation switches the card; the email one is found by its address.
     let (_, html, _) = open_card(&h, ana.user_key, CONVERSATIONS[1].id).await;
@@ -111,6 +161,18 @@ async fn card(backend: Backend) {
         html.contains("Marko") && html.contains("marko@example.com"),
         "{html}"
     );
+    assert!(html.contains("c-101") && html.contains("silver"), "{html}");
+
+    // The partner failing is the card's state, not a broken page.
+    h.shop_faults(serde_json::json!({"status": 500, "fail_next": 5}))
+        .await;
+    let (status, html, _) = open_card(&h, ana.user_key, by_phone.id).await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("Order desk is not answering right now"),
+        "{html}"
+    );
+    h.shop_faults(serde_json::json!({})).await;
 
     // Another account's conversation is not shown, whatever the URL says.
     let (_, html, _) = open_card(&h, ana.user_key, CONVERSATIONS[3].id).await;

@@ -590,6 +590,14 @@ pub const CONVERSATIONS: &[SimConversation] = &[
         sender_name: "Ana Horvat",
         text: "My headlamp does not turn on.",
     },
+    SimConversation {
+        id: "7a3b9c04-initech-0002",
+        account_key: "6D1E0F2A3B4C5D6E7F8091A2B3C4D5E6",
+        channel: "EMAIL",
+        from: "marko@example.com",
+        sender_name: "Marko Kovač",
+        text: "Is the rain jacket waterproof?",
+    },
 ];
 
 #[derive(Deserialize)]

@@ -61,6 +61,119 @@ impl AppDefinition {
             }
             self.check_function(function, &place)?;
         }
+        if let Some(card) = &self.card {
+            self.check_card(card)?;
+        }
+        Ok(())
+    }
+
+    /// `[card]`: functions that exist, inputs they have, templates over the conversation's variables and the
+    /// lookup's outputs only, and a list that names an array output and its items.
+    fn check_card(&self, card: &CardSpec) -> Result<(), DefinitionError> {
+        let function = |place: &str, name: &str| {
+            self.functions
+                .iter()
+                .find(|f| f.name == name)
+                .ok_or_else(|| invalid(place, format!("`{name}` is not a function of this app")))
+        };
+        let template = |place: &str, text: &str, lookup: Option<&HashSet<&str>>| {
+            let parsed = Template::parse(text).map_err(|e| invalid(place, e.to_string()))?;
+            for source in parsed.sources() {
+                match source {
+                    Source::Conversation(name) if !CONVERSATION_VARIABLES.contains(&name.as_str()) => {
+                        return Err(invalid(
+                            place,
+                            format!(
+                                "`{{{{{source}}}}}` is not a conversation variable; use one of: {}",
+                                CONVERSATION_VARIABLES.join(", ")
+                            ),
+                        ))
+                    }
+                    Source::Conversation(_) => {}
+                    Source::Lookup(name) if lookup.is_some_and(|l| l.contains(name.as_str())) => {}
+                    Source::Lookup(_) if lookup.is_none() => {
+                        return Err(invalid(
+                            place,
+                            format!("`{{{{{source}}}}}`: the lookup's outputs are not known yet here"),
+                        ))
+                    }
+                    Source::Lookup(_) => {
+                        return Err(invalid(
+                            place,
+                            format!("`{{{{{source}}}}}` is not an output of every lookup function"),
+                        ))
+                    }
+                    _ => {
+                        return Err(invalid(
+                            place,
+                            format!("`{{{{{source}}}}}`: a card template uses conversation.* and lookup.* only"),
+                        ))
+                    }
+                }
+            }
+            Ok(())
+        };
+        if card.lookup.is_empty() {
+            return Err(invalid("[card] lookup", "needs at least one lookup"));
+        }
+        let mut outputs: Option<HashSet<&str>> = None;
+        for (i, lookup) in card.lookup.iter().enumerate() {
+            let place = format!("[card] lookup[{i}]");
+            let f = function(&place, &lookup.function)?;
+            for (name, text) in &lookup.inputs {
+                if !f.inputs.iter().any(|input| input.name == *name) {
+                    return Err(invalid(
+                        &place,
+                        format!("`{}` has no input `{name}`", f.name),
+                    ));
+                }
+                template(&format!("{place}, input `{name}`"), text, None)?;
+            }
+            let names: HashSet<&str> = f.outputs.iter().map(|o| o.name.as_str()).collect();
+            outputs = Some(match outputs {
+                None => names,
+                Some(common) => common.intersection(&names).copied().collect(),
+            });
+        }
+        let outputs = outputs.unwrap_or_default();
+        template("[card] title", &card.title, Some(&outputs))?;
+        for (i, field) in card.fields.iter().enumerate() {
+            template(
+                &format!("[card] fields[{i}] value"),
+                &field.value,
+                Some(&outputs),
+            )?;
+        }
+        if let Some(list) = &card.list {
+            let f = function("[card.list] function", &list.function)?;
+            for (name, text) in &list.inputs {
+                if !f.inputs.iter().any(|input| input.name == *name) {
+                    return Err(invalid(
+                        "[card.list]",
+                        format!("`{}` has no input `{name}`", f.name),
+                    ));
+                }
+                template(&format!("[card.list] input `{name}`"), text, Some(&outputs))?;
+            }
+            let Some(array) = f
+                .outputs
+                .iter()
+                .find(|o| o.name == list.output && o.kind == ValueType::Array)
+            else {
+                return Err(invalid(
+                    "[card.list] output",
+                    format!("`{}` has no array output `{}`", f.name, list.output),
+                ));
+            };
+            for item in std::iter::once(&list.item_title).chain(list.item_detail.iter()) {
+                if !array.items.iter().any(|i| i.name == *item) {
+                    return Err(invalid(
+                        "[card.list]",
+                        format!("output `{}` has no item `{item}`", list.output),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -338,6 +451,14 @@ impl AppDefinition {
                         format!("`{{{{{source}}}}}` names no input of this function"),
                     ))
                 }
+                Source::Conversation(_) | Source::Lookup(_) => {
+                    return Err(invalid(
+                        place,
+                        format!(
+                        "`{{{{{source}}}}}`: conversation and lookup values belong in [card] only"
+                    ),
+                    ))
+                }
                 _ => {}
             }
         }
@@ -558,5 +679,53 @@ path = "/x"
             "{e}"
         );
         assert!(error_of(&base("allow = []")).contains("allow"));
+    }
+
+    #[test]
+    fn card_mistakes_are_named() {
+        let card = |section: &str| {
+            let base = BUNDLED_EXAMPLE
+                .split("\n[card]")
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            error_of(&format!("{base}\n{section}"))
+        };
+        let lookup = "[card]\ntitle = \"{{lookup.name}}\"\n[[card.lookup]]\nfunction = \"customer-lookup\"\n";
+        for (section, expected) in [
+            (
+                "[card]\ntitle = \"x\"\nlookup = []".to_owned(),
+                "needs at least one lookup",
+            ),
+            (
+                format!("{lookup}inputs = {{ phone = \"{{{{conversation.phone}}}}\" }}"),
+                "is not a conversation variable; use one of: conversationId",
+            ),
+            (
+                format!("{lookup}inputs = {{ fax = \"{{{{conversation.customerNumber}}}}\" }}"),
+                "has no input `fax`",
+            ),
+            (
+                format!("{lookup}inputs = {{ phone = \"{{{{settings.api_key}}}}\" }}"),
+                "uses conversation.* and lookup.* only",
+            ),
+            (
+                format!(
+                    "{lookup}inputs = {{ phone = \"{{{{conversation.customerNumber}}}}\" }}\n\
+                     [[card.fields]]\nlabel = \"X\"\nvalue = \"{{{{lookup.nope}}}}\""
+                ),
+                "is not an output of every lookup function",
+            ),
+            (
+                format!(
+                    "{lookup}inputs = {{ phone = \"{{{{conversation.customerNumber}}}}\" }}\n\
+                     [card.list]\ntitle = \"T\"\nfunction = \"recent-orders\"\noutput = \"orders\"\nitem_title = \"nope\""
+                ),
+                "has no item `nope`",
+            ),
+        ] {
+            let e = card(&section);
+            assert!(e.contains(expected), "{section}\n=> {e}");
+        }
     }
 }

@@ -26,7 +26,77 @@ pub struct AppDefinition {
     pub partner: PartnerSpec,
     #[serde(default)]
     pub functions: Vec<Function>,
+    /// What the Conversations context card shows of the end user; without it the card names the end user only.
+    #[serde(default)]
+    pub card: Option<CardSpec>,
 }
+
+/// `[card]`: how the end user of a conversation is found in the partner's platform and what is shown of them.
+/// Every call goes through a function of this definition, with the account's settings, as a signed call does.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CardSpec {
+    /// Tried in order; the first whose `when` fits the end user's address is called.
+    pub lookup: Vec<CardLookup>,
+    /// The card's heading, e.g. `"{{lookup.name}}"`.
+    pub title: String,
+    #[serde(default)]
+    pub fields: Vec<CardField>,
+    #[serde(default)]
+    pub list: Option<CardList>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressKind {
+    #[default]
+    Any,
+    Phone,
+    Email,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CardLookup {
+    pub function: String,
+    #[serde(default)]
+    pub when: AddressKind,
+    /// Input name → template over `conversation.*`.
+    pub inputs: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CardField {
+    pub label: String,
+    /// Template over `lookup.*` and `conversation.*`; a field whose value is empty is left out.
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CardList {
+    pub title: String,
+    pub function: String,
+    /// Input name → template over `lookup.*` and `conversation.*`.
+    #[serde(default)]
+    pub inputs: std::collections::BTreeMap<String, String>,
+    /// The function's array output that holds the rows.
+    pub output: String,
+    /// Item shown as each row's text, and one shown beside it.
+    pub item_title: String,
+    #[serde(default)]
+    pub item_detail: Option<String>,
+}
+
+/// The conversation variables a card template may use, named as Infobip names them.
+pub const CONVERSATION_VARIABLES: &[&str] = &[
+    "conversationId",
+    "customerNumber",
+    "customerDisplayName",
+    "channel",
+    "agentId",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -147,7 +217,7 @@ impl PartnerSpec {
                 t.sources()
                     .filter_map(|s| match s {
                         template::Source::Setting(key) => Some(key.clone()),
-                        template::Source::Input(_) => None,
+                        _ => None,
                     })
                     .collect()
             })

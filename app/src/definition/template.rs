@@ -10,6 +10,10 @@ use std::fmt::Write;
 pub enum Source {
     Input(String),
     Setting(String),
+    /// The open conversation, in Infobip's own words (`{{conversation.customerNumber}}`): context card only.
+    Conversation(String),
+    /// An output of the card's lookup call (`{{lookup.customer_id}}`): context card only.
+    Lookup(String),
 }
 
 impl std::fmt::Display for Source {
@@ -17,6 +21,8 @@ impl std::fmt::Display for Source {
         match self {
             Source::Input(name) => write!(f, "inputs.{name}"),
             Source::Setting(key) => write!(f, "settings.{key}"),
+            Source::Conversation(name) => write!(f, "conversation.{name}"),
+            Source::Lookup(name) => write!(f, "lookup.{name}"),
         }
     }
 }
@@ -63,6 +69,10 @@ impl Template {
             let source = match inner.split_once('.') {
                 Some(("inputs", name)) if !name.is_empty() => Source::Input(name.to_owned()),
                 Some(("settings", key)) if !key.is_empty() => Source::Setting(key.to_owned()),
+                Some(("conversation", name)) if !name.is_empty() => {
+                    Source::Conversation(name.to_owned())
+                }
+                Some(("lookup", name)) if !name.is_empty() => Source::Lookup(name.to_owned()),
                 _ => return Err(TemplateError::Unknown(inner.to_owned())),
             };
             parts.push(Part::Value(source));

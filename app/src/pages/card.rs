@@ -13,6 +13,8 @@ pub enum CardView {
         agent: String,
         /// The end user's phone number or address; `None` when nobody has written in yet.
         end_user: Option<EndUserView>,
+        /// What the partner's platform knows of the end user (`[card]` of the app definition).
+        partner: PartnerPart,
     },
     /// Infobip knows no such conversation for the signed-in account.
     ConversationNotFound,
@@ -20,6 +22,33 @@ pub enum CardView {
     InfobipRefused { message: String },
     /// Infobip could not be reached or failed.
     InfobipUnavailable { message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PartnerPart {
+    /// The app definition declares no `[card]`, or nobody has written in yet.
+    Nothing,
+    Found {
+        title: String,
+        /// Label and value, in the definition's order; empty values left out.
+        fields: Vec<(String, String)>,
+        list: Option<ListView>,
+    },
+    /// The lookup ran and the partner has no such customer.
+    NotFound {
+        address: String,
+    },
+    /// The account has not saved the app's settings yet.
+    NotConfigured,
+    Failed {
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListView {
+    pub title: String,
+    pub rows: Vec<(String, Option<String>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,12 +171,16 @@ fn CardBody(view: CardView, refresh: String) -> impl IntoView {
             app_name,
             agent,
             end_user,
+            partner,
         } => {
-            let who = end_user.as_ref().map(|u| {
-                u.display_name
-                    .clone()
-                    .unwrap_or_else(|| u.address.clone())
-            });
+            let who = match &partner {
+                PartnerPart::Found { title, .. } if !title.is_empty() => Some(title.clone()),
+                _ => end_user.as_ref().map(|u| {
+                    u.display_name
+                        .clone()
+                        .unwrap_or_else(|| u.address.clone())
+                }),
+            };
             view! {
                 <header class="card-head">
                     <h1>{who.clone().unwrap_or_else(|| "No customer yet".into())}</h1>
@@ -164,6 +197,7 @@ fn CardBody(view: CardView, refresh: String) -> impl IntoView {
                         <p class="muted">"Nobody has written in this conversation yet."</p>
                     }.into_any(),
                 }}
+                <PartnerSection partner app_name=app_name.clone()/>
                 <p class="muted small card-foot">{format!("{app_name} · signed in as {agent}")}</p>
             }
             .into_any()
@@ -180,6 +214,49 @@ fn CardBody(view: CardView, refresh: String) -> impl IntoView {
         .into_any(),
         CardView::InfobipUnavailable { message } => view! {
             <CardNotice title="Infobip is not answering" message refresh/>
+        }
+        .into_any(),
+    }
+}
+
+#[component]
+fn PartnerSection(partner: PartnerPart, app_name: String) -> impl IntoView {
+    match partner {
+        PartnerPart::Nothing => ().into_any(),
+        PartnerPart::Found { fields, list, .. } => view! {
+            <dl class="card-facts" data-testid="partner-fields">
+                {fields.into_iter().map(|(label, value)| view! { <dt>{label}</dt><dd>{value}</dd> }).collect_view()}
+            </dl>
+            {list.map(|list| view! {
+                <section class="card-list" aria-labelledby="card-list-title">
+                    <h2 id="card-list-title">{list.title}</h2>
+                    {if list.rows.is_empty() {
+                        view! { <p class="muted">"None yet."</p> }.into_any()
+                    } else {
+                        view! {
+                            <ul>
+                                {list.rows.into_iter().map(|(title, detail)| view! {
+                                    <li><span>{title}</span>{detail.map(|d| view! { <span class="tag">{d}</span> })}</li>
+                                }).collect_view()}
+                            </ul>
+                        }.into_any()
+                    }}
+                </section>
+            })}
+        }
+        .into_any(),
+        PartnerPart::NotFound { address } => view! {
+            <p class="card-state" data-testid="not-found">{format!("No customer for {address} in {app_name}.")}</p>
+        }
+        .into_any(),
+        PartnerPart::NotConfigured => view! {
+            <p class="card-state" data-testid="not-configured">
+                {format!("{app_name} is not set up for this account yet: an admin opens Exchange → My apps → {app_name} → Open and saves its settings.")}
+            </p>
+        }
+        .into_any(),
+        PartnerPart::Failed { message } => view! {
+            <p class="card-state error" role="status" data-testid="partner-failed">{message}</p>
         }
         .into_any(),
     }

@@ -82,7 +82,7 @@ impl Lookup for ResolvedSettings {
     fn lookup(&self, source: &Source) -> Option<&Value> {
         match source {
             Source::Setting(key) => self.values.get(key),
-            Source::Input(_) => None,
+            _ => None,
         }
     }
 }

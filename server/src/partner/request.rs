@@ -214,7 +214,7 @@ impl RequestPlan {
                 .and_then(Value::as_str)
                 .filter(|v| v.split(['/', '\\']).any(|s| s == "." || s == ".."))
                 .map(|_| name.clone()),
-            Source::Setting(_) => None,
+            _ => None,
         })
     }
 }
