@@ -30,9 +30,12 @@ impl ServerCard {
         let again = || CardOutcome::SignInAgain {
             url: start_url("/card", attempt, Some(conversation_id)),
         };
+        if !crate::oauth::valid_conversation_id(conversation_id) {
+            return CardOutcome::Show(CardView::ConversationNotFound);
+        }
         let sign_in = match self.state.card_sessions.load(card_session).await {
-            Ok(Some(sign_in)) => sign_in,
-            Ok(None) => return again(),
+            Ok(Some(sign_in)) if sign_in.conversation_id == conversation_id => sign_in,
+            Ok(_) => return again(),
             Err(e) => {
                 tracing::error!("{e}");
                 return CardOutcome::Show(CardView::InfobipUnavailable {
@@ -52,7 +55,10 @@ impl ServerCard {
                 let _ = self.state.card_sessions.delete(card_session).await;
                 return again();
             }
-            Err(error) => return CardOutcome::Show(view_of(error)),
+            Err(error) => {
+                tracing::info!(conversation_id, "context card: {error}");
+                return CardOutcome::Show(view_of(error));
+            }
         };
         let partner = match (&self.state.definition.card, &end_user) {
             (Some(card), Some(user)) => {
@@ -269,17 +275,17 @@ fn view_of(error: InfobipError) -> CardView {
                       app's OAuth settings do not match App shell."
                 .into(),
         },
-        InfobipError::Forbidden(text) => CardView::InfobipRefused {
-            message: format!(
-                "Infobip refused access to this conversation ({text}). Your user may lack the \
-                 Conversations permission the app asks for."
-            ),
+        InfobipError::Forbidden(_) => CardView::InfobipRefused {
+            message: "Infobip refused access to this conversation. Your user may lack the Conversations \
+                      permission the app asks for."
+                .into(),
         },
         InfobipError::RateLimited(secs) => CardView::InfobipRefused {
             message: format!("Infobip is limiting requests right now. Try again in {secs} s."),
         },
-        other => CardView::InfobipUnavailable {
-            message: format!("{other}. Try again in a moment."),
+        // The details (Infobip's own error text, a connection error) are for the log, not the agent.
+        _ => CardView::InfobipUnavailable {
+            message: "Infobip did not answer as expected. Try again in a moment.".into(),
         },
     }
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tower_sessions::session::{Id, Record};
+use tower_sessions::session_store::ExpiredDeletion;
 use tower_sessions::SessionStore;
 use tower_sessions_sqlx_store::{PostgresStore, SqliteStore};
 
@@ -38,6 +39,9 @@ pub struct CardSignIn {
     pub token: String,
     /// Milliseconds since the epoch; the session ends with the token.
     pub token_expires_at: i64,
+    /// The conversation the card was opened for: the session shows that one only, so an id seen in a URL
+    /// (history, a proxy log) cannot be used to read the account's other conversations.
+    pub conversation_id: String,
 }
 
 impl std::fmt::Debug for CardSignIn {
@@ -146,6 +150,25 @@ impl CardSessions {
             .open(&sign_in.token, TOKEN_PURPOSE)
             .map_err(|e| CardSessionError::Crypto(e.to_string()))?;
         Ok(Some(sign_in))
+    }
+
+    /// Deletes expired sessions every `period`, for as long as the process runs: every card launch adds one,
+    /// and an expired one holds an agent's name and e-mail. A failed sweep is logged and retried next time.
+    pub fn spawn_cleanup(&self, period: std::time::Duration) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            loop {
+                interval.tick().await;
+                let swept = match &store {
+                    Store::Sqlite(s) => s.delete_expired().await,
+                    Store::Postgres(s) => s.delete_expired().await,
+                };
+                if let Err(e) = swept {
+                    tracing::warn!("card sessions: deleting expired sessions failed: {e}");
+                }
+            }
+        });
     }
 
     /// Ends a sign-in (its token was refused).

@@ -100,6 +100,9 @@ pub fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::Worker
 async fn serve(options: &Options) -> Result<ExitCode, CommandError> {
     let _log_guard = init_logging(options.log_format);
     let state = AppState::build(options).await?;
+    state
+        .card_sessions
+        .spawn_cleanup(std::time::Duration::from_secs(300));
     let listener = tokio::net::TcpListener::bind(options.addr)
         .await
         .map_err(|source| CommandError::Bind {

@@ -177,10 +177,7 @@ impl InfobipClient {
                 }
                 return Err(InfobipError::RateLimited(retry_after));
             }
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| InfobipError::Unreachable(causes(&e.without_url())))?;
+            let body = read_capped(response).await?;
             return match status {
                 200..=299 => Ok(body),
                 401 => Err(InfobipError::Unauthorized),
@@ -193,6 +190,26 @@ impl InfobipClient {
             };
         }
     }
+}
+
+/// Infobip's answers the card reads are small; a larger one is refused rather than buffered.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+async fn read_capped(mut response: reqwest::Response) -> Result<bytes::Bytes, InfobipError> {
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| InfobipError::Unreachable(causes(&e.without_url())))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(InfobipError::BadAnswer(format!(
+                "the answer is larger than {MAX_ANSWER_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// Infobip's own words from `requestError.serviceException.text`, or the start of the body.

@@ -198,29 +198,62 @@ pub struct CallbackQuery {
 
 /// Infobip's token answer (not RFC 6749: `token`, plus who signed in), every field of it. The token itself is
 /// kept only for the card, which calls Infobip with it.
+/// Lenient where Infobip's documentation is silent: a field may be `null`, and `expires_in` a number or a
+/// numeric string, without failing the sign-in of every page.
 #[derive(Deserialize)]
 struct TokenAnswer {
     #[serde(default)]
-    token: String,
+    token: Option<String>,
     #[serde(default)]
     #[allow(dead_code)]
-    token_type: String,
+    token_type: Option<String>,
     /// Seconds; absent means the configured session lifetime.
     #[serde(default)]
-    expires_in: Option<u64>,
+    expires_in: Option<serde_json::Value>,
     #[serde(rename = "accountKey")]
     account_key: String,
     #[serde(rename = "userKey")]
     user_key: String,
     #[serde(default)]
-    username: String,
+    username: Option<String>,
     #[serde(default)]
-    email: String,
+    email: Option<String>,
     #[serde(default)]
-    locale: String,
+    locale: Option<String>,
 }
 
-pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQuery>) -> Response {
+impl TokenAnswer {
+    fn expires_in_secs(&self) -> Option<u64> {
+        match self.expires_in.as_ref()? {
+            serde_json::Value::Number(n) => {
+                n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64))
+            }
+            serde_json::Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+pub async fn callback(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
+    // Sign-in finishes inside Infobip's frame only. A browser says where a navigation goes; a callback opened
+    // as a page of its own is someone else's code and state handed over in a link, which would sign the
+    // victim in to the sender's account (login CSRF). Clients that send no Sec-Fetch-Dest pass.
+    if headers
+        .get("sec-fetch-dest")
+        .is_some_and(|dest| dest.as_bytes() != b"iframe")
+    {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Sign-in finishes inside Infobip",
+            "This sign-in link was opened outside Infobip's web interface, so it is not used. Open the app \
+             from Infobip.",
+            None,
+        );
+    }
     let opened = q
         .state
         .as_deref()
@@ -293,7 +326,7 @@ pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQue
     let session = Session {
         account_key: answer.account_key,
         user_key: answer.user_key,
-        username: answer.username,
+        username: answer.username.unwrap_or_default(),
         expires_at: now_ms().saturating_add(ttl_ms),
     };
     let Ok(token) = session.seal(&state.keys) else {
@@ -323,17 +356,18 @@ async fn card_signed_in(
     retry: Option<String>,
 ) -> Response {
     let token_ms = answer
-        .expires_in
+        .expires_in_secs()
         .and_then(|s| i64::try_from(s.saturating_mul(1000)).ok())
         .unwrap_or(ttl_ms);
     let sign_in = crate::card_sessions::CardSignIn {
         account_key: answer.account_key,
         user_key: answer.user_key,
-        username: answer.username,
-        email: answer.email,
-        locale: answer.locale,
-        token: answer.token,
+        username: answer.username.unwrap_or_default(),
+        email: answer.email.unwrap_or_default(),
+        locale: answer.locale.unwrap_or_default(),
+        token: answer.token.unwrap_or_default(),
         token_expires_at: now_ms().saturating_add(token_ms.min(ttl_ms)),
+        conversation_id: conversation.unwrap_or_default().to_owned(),
     };
     if sign_in.token.is_empty() {
         return error_page(
@@ -511,7 +545,13 @@ pub async fn require_card_session(
         );
     };
     let signed_in = match query.card.as_deref() {
-        Some(id) => state.card_sessions.load(id).await.ok().flatten().is_some(),
+        Some(id) => state
+            .card_sessions
+            .load(id)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.conversation_id == conversation),
         None => false,
     };
     if signed_in {
@@ -556,6 +596,28 @@ mod tests {
             "/",
         ] {
             assert_eq!(return_page(Some(hostile)), None, "{hostile:?}");
+        }
+    }
+
+    #[test]
+    fn token_answers_are_read_leniently() {
+        let answer: TokenAnswer = serde_json::from_str(
+            r#"{"token":"t","accountKey":"A","userKey":"U","email":null,"username":null,"locale":null,"expires_in":"3600"}"#,
+        )
+        .unwrap();
+        assert_eq!(answer.expires_in_secs(), Some(3600));
+        assert_eq!(answer.email, None);
+        for (expires, secs) in [
+            ("3600", Some(3600)),
+            ("3600.0", Some(3600)),
+            ("null", None),
+            ("\"x\"", None),
+        ] {
+            let answer: TokenAnswer = serde_json::from_str(&format!(
+                r#"{{"accountKey":"A","userKey":"U","expires_in":{expires}}}"#
+            ))
+            .unwrap();
+            assert_eq!(answer.expires_in_secs(), secs, "{expires}");
         }
     }
 }

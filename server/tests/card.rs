@@ -227,6 +227,86 @@ async fn card(backend: Backend) {
     assert!(page.text().await.unwrap().contains("Ana Horvat"));
     assert_ne!(card_id(trail.last().unwrap()), short, "{trail:#?}");
 
+    // Infobip refusing a token that has not expired (revoked) is renewed just as silently: a real redirect
+    // through a new sign-in, and the card again.
+    let (_, _, trail) = open_card(&h, ana.user_key, by_phone.id).await;
+    let before = card_id(trail.last().unwrap());
+    sim_switches(&h, serde_json::json!({"revoke_tokens": true})).await;
+    let (page, trail) = follow(
+        &h,
+        &format!(
+            "{}/card?conversationId={}&card={before}",
+            h.ibex, by_phone.id
+        ),
+        Some(ana.user_key),
+    )
+    .await;
+    assert_eq!(page.status(), 200, "{trail:#?}");
+    assert!(page.text().await.unwrap().contains("c-100"));
+    assert!(
+        trail.iter().any(|u| u.contains("/oauth/start")),
+        "{trail:#?}"
+    );
+    assert_ne!(card_id(trail.last().unwrap()), before);
+    // A token Infobip keeps refusing ends, after a few silent tries, on a message instead of a loop.
+    sim_switches(&h, serde_json::json!({"messages_status": 401})).await;
+    let (status, html, trail) = open_card(&h, ana.user_key, by_phone.id).await;
+    assert_eq!(status, 200, "{trail:#?}");
+    assert!(html.contains("keeps refusing"), "{html}");
+    sim_switches(&h, serde_json::json!({})).await;
+
+    // A card session shows the conversation it was opened for, and no other of the account's.
+    let (_, _, trail) = open_card(&h, ana.user_key, by_phone.id).await;
+    let id = card_id(trail.last().unwrap());
+    let other = client()
+        .get(format!(
+            "{}/card?conversationId={}&card={id}",
+            h.ibex, CONVERSATIONS[1].id
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        other.status(),
+        303,
+        "another conversation needs its own sign-in"
+    );
+    let direct = client()
+        .post(format!("{}/api/load_card", h.ibex))
+        .form(&[
+            ("card", id.as_str()),
+            ("conversation_id", CONVERSATIONS[1].id),
+            ("attempt", "0"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let body = direct.text().await.unwrap();
+    assert!(!body.contains("Marko") && !body.contains("c-101"), "{body}");
+    for bad in ["..", "../../people/2/persons", &"x".repeat(500)] {
+        let response = client()
+            .post(format!("{}/api/load_card", h.ibex))
+            .form(&[
+                ("card", id.as_str()),
+                ("conversation_id", bad),
+                ("attempt", "0"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let body = response.text().await.unwrap();
+        assert!(body.contains("ConversationNotFound"), "{bad}: {body}");
+    }
+
+    // A callback opened as a page of its own (a link someone sent) is not used: sign-in finishes in the frame.
+    let response = client()
+        .get(format!("{}/oauth/callback?code=x&state=y", h.ibex))
+        .header("sec-fetch-dest", "document")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+
     // Infobip refusing or rate-limiting is said plainly, with a way to try again.
     sim_switches(&h, serde_json::json!({"messages_status": 403})).await;
     let (status, html, _) = open_card(&h, ana.user_key, by_phone.id).await;

@@ -104,6 +104,9 @@ pub struct OAuthSwitches {
     /// Delay every messages answer by this long.
     #[serde(default)]
     pub messages_delay_ms: u64,
+    /// Forget every token issued so far (as a revocation or a restart would), once, when set.
+    #[serde(default)]
+    pub revoke_tokens: bool,
 }
 
 struct Grant {
@@ -527,8 +530,11 @@ async fn token_info(State(ex): State<Arc<Exchange>>, headers: HeaderMap) -> Resp
 
 async fn set_switches(
     State(ex): State<Arc<Exchange>>,
-    Json(s): Json<OAuthSwitches>,
+    Json(mut s): Json<OAuthSwitches>,
 ) -> Json<OAuthSwitches> {
+    if std::mem::take(&mut s.revoke_tokens) {
+        lock(&ex.tokens).clear();
+    }
     *lock(&ex.switches) = s.clone();
     Json(s)
 }

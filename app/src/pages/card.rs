@@ -98,7 +98,12 @@ pub async fn load_card(
     match source.load(&card, &conversation_id, attempt).await {
         CardOutcome::Show(view) => Ok(view),
         CardOutcome::SignInAgain { url } => {
+            // A real redirect (the page is rendered whole before it is sent), so the browser follows it and
+            // the agent sees the card again, not a message.
             leptos_axum::redirect(&url);
+            if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+                response.set_status(http::StatusCode::SEE_OTHER);
+            }
             Err(ServerFnError::new("signing in again"))
         }
     }
@@ -135,8 +140,10 @@ pub fn CardPage() -> impl IntoView {
             <Suspense fallback=|| view! { <CardSkeleton/> }>
                 {move || card.get().map(|result| match result {
                     Ok(view) => view! { <CardBody view refresh=refresh()/> }.into_any(),
-                    Err(e) => view! {
-                        <CardNotice title="The card could not be loaded" message=e.to_string() refresh=refresh()/>
+                    Err(_) => view! {
+                        <CardNotice title="The card could not be loaded"
+                            message="Something went wrong on the app's side. Try again in a moment.".into()
+                            refresh=refresh()/>
                     }.into_any(),
                 })}
             </Suspense>

@@ -323,7 +323,8 @@ pub async fn follow(
     let http = client();
     let mut url = start.to_owned();
     let mut trail = Vec::new();
-    for _ in 0..10 {
+    // Browsers follow up to 20 redirects.
+    for _ in 0..20 {
         trail.push(url.clone());
         let mut request = http.get(&url);
         if let (Some(user), true) = (portal_user, url.starts_with(&h.portal)) {
