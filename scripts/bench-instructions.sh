@@ -96,13 +96,13 @@ Stages, counted on the same code built without LTO (profile \`profiling\`, $s_pe
 
 | stage of (a), inclusive | instructions per call |
 |---|---|
-$(stage "signature check" "ibex::signature::Verifier::verify ")
+$(stage "signature check" "ibex::signed::signature::Verifier::verify ")
 $(stage "account settings (cache)" "SettingsService::resolved::{{closure}} ")
-$(stage "inputs" "ibex::inputs::Inputs::collect ")
+$(stage "inputs" "ibex::signed::inputs::Inputs::collect ")
 $(stage "partner request built" "ibex::partner::request::RequestPlan::build ")
 $(stage "partner exchange (hyper-util client)" "ibex::partner::PartnerClient::exchange::{{closure}} ")
-$(stage "outputs mapped" "ibex::mapping::map_outputs ")
-$(stage "partner answer parsed (only what the outputs read)" "ibex::answer::AnswerShape::parse ")
+$(stage "outputs mapped" "ibex::signed::mapping::map_outputs ")
+$(stage "partner answer parsed (only what the outputs read)" "ibex::signed::answer::AnswerShape::parse ")
 $(stage "answer serialised (axum Json)" "axum::json::Json<T> as axum_core::response::into_response::IntoResponse>::into_response ")
 $(stage "request id (uuid, extensions, header)" "tower_http::request_id::SetRequestId<S,M> as tower_service::Service")
 - wrk -t1 -c4 -d${secs}s per target under callgrind, after a 3 s warm-up

@@ -3,10 +3,10 @@
 
 use crate::errors::ApiError;
 use crate::infobip::InfobipError;
-use crate::inputs::Inputs;
-use crate::invoke::call_partner;
-use crate::oauth::start_url;
 use crate::partner::PartnerError;
+use crate::signed::inputs::Inputs;
+use crate::signed::invoke::call_partner;
+use crate::signin::oauth::start_url;
 use crate::state::AppState;
 use app::definition::template::{verbatim, Lookup, Source, Template};
 use app::definition::{AddressKind, CardSpec};
@@ -30,7 +30,7 @@ impl ServerCard {
         let again = || CardOutcome::SignInAgain {
             url: start_url("/card", attempt, Some(conversation_id)),
         };
-        if !crate::oauth::valid_conversation_id(conversation_id) {
+        if !crate::signin::oauth::valid_conversation_id(conversation_id) {
             return CardOutcome::Show(CardView::ConversationNotFound);
         }
         let sign_in = match self.state.card_sessions.load(card_session).await {

@@ -1,10 +1,10 @@
 //! The one place where failures of every layer become HTTP answers: `{"error": {"code", "message"}}`, a precise
 //! status, and a message written for the developer or bot designer who has to fix the cause.
 
-use crate::inputs::InputError;
-use crate::mapping::MappingError;
 use crate::partner::{BuildError, PartnerError};
-use crate::signature::SignatureError;
+use crate::signed::inputs::InputError;
+use crate::signed::mapping::MappingError;
+use crate::signed::signature::SignatureError;
 use app::settings::store::StoreError;
 use app::settings::SettingsError;
 use axum::http::StatusCode;

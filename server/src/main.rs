@@ -9,8 +9,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = ibex::config::parse_cli();
-    match ibex::commands::run(cli).await {
+    let cli = ibex::cli::config::parse_cli();
+    match ibex::cli::commands::run(cli).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ibex: {e}");

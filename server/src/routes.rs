@@ -1,12 +1,12 @@
 //! The whole HTTP surface in one table: signed function routes generated from the app definition, operational
 //! endpoints, and the Leptos pages.
 
-use crate::calls::{Call, REQUEST_ID};
 use crate::errors::ApiError;
-use crate::functions::FunctionPlan;
-use crate::invoke::{finish, serve};
-use crate::oauth;
 use crate::ops;
+use crate::signed::calls::{Call, REQUEST_ID};
+use crate::signed::functions::FunctionPlan;
+use crate::signed::invoke::{finish, serve};
+use crate::signin::oauth;
 use crate::state::AppState;
 use app::definition::Method;
 use axum::extract::{Request, State};

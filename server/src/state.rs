@@ -1,12 +1,12 @@
 //! Everything a request handler needs, built once at start-up from the configuration.
 
-use crate::config::{ConfigError, Options};
-use crate::functions::{self, FunctionPlan};
-use crate::metrics::Metrics;
-use crate::oauth::OAuthConfig;
+use crate::cli::config::{ConfigError, Options};
+use crate::ops::metrics::Metrics;
+use crate::partner::probe::PartnerProbe;
 use crate::partner::{PartnerClient, RetryPolicy};
-use crate::probe::PartnerProbe;
-use crate::signature::Verifier;
+use crate::signed::functions::{self, FunctionPlan};
+use crate::signed::signature::Verifier;
+use crate::signin::oauth::OAuthConfig;
 use app::definition::AppDefinition;
 use app::settings::crypto::KeyRing;
 use app::settings::probe::ConnectionProbe;
@@ -32,7 +32,7 @@ pub enum StartError {
     #[error("cannot read the Leptos site configuration: {0}")]
     Leptos(String),
     #[error(transparent)]
-    CardSessions(#[from] crate::card_sessions::CardSessionError),
+    CardSessions(#[from] crate::signin::card_sessions::CardSessionError),
 }
 
 /// What every handler shares. Axum clones the state for each extractor and middleware of every request, so
@@ -65,7 +65,7 @@ pub struct Shared {
     /// For calls to Infobip (OAuth token exchange); partner calls have their own client.
     pub http: reqwest::Client,
     /// The context card's sign-ins, Infobip token included, on the server.
-    pub card_sessions: crate::card_sessions::CardSessions,
+    pub card_sessions: crate::signin::card_sessions::CardSessions,
     pub infobip: crate::infobip::InfobipClient,
 }
 
@@ -114,9 +114,11 @@ impl AppState {
         let probe = PartnerProbe::compile(&definition, partner.clone())
             .map_err(StartError::Compile)?
             .map(|p| Arc::new(p) as Arc<dyn ConnectionProbe>);
-        let card_sessions =
-            crate::card_sessions::CardSessions::connect(&options.database_url, keys.clone())
-                .await?;
+        let card_sessions = crate::signin::card_sessions::CardSessions::connect(
+            &options.database_url,
+            keys.clone(),
+        )
+        .await?;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()?;

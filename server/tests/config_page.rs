@@ -253,7 +253,7 @@ async fn saving(backend: Backend) {
                 );
                 m.insert(
                     "x-ib-exchange-req-signature",
-                    ibex::signature::sign(common::SECRET, &ts, b"")
+                    ibex::signed::signature::sign(common::SECRET, &ts, b"")
                         .parse()
                         .unwrap(),
                 );

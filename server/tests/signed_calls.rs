@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Backend, Harness, ACCOUNT, SECOND_SECRET, SECRET};
-use ibex::signature::{now_ms, sign};
+use ibex::signed::signature::{now_ms, sign};
 use reqwest::header::HeaderValue;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -55,7 +55,7 @@ async fn raw_get(h: &Harness, path: &str) -> (u16, Value) {
     let host = h.ibex.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
     let mut request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
-    for (name, value) in ibex::signature::signed_headers(SECRET, ACCOUNT, now_ms(), b"") {
+    for (name, value) in ibex::signed::signature::signed_headers(SECRET, ACCOUNT, now_ms(), b"") {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
@@ -226,7 +226,8 @@ async fn verification_table(backend: Backend) {
         .post(format!("{}/fn/customer-lookup", h.ibex))
         .header("content-type", "application/json")
         .body(huge.clone());
-    for (name, value) in ibex::signature::signed_headers(SECRET, ACCOUNT, now_ms(), huge.as_bytes())
+    for (name, value) in
+        ibex::signed::signature::signed_headers(SECRET, ACCOUNT, now_ms(), huge.as_bytes())
     {
         oversized = oversized.header(name, value);
     }

@@ -3,12 +3,13 @@
 //! a gateway status).
 
 pub mod egress;
+pub mod probe;
 pub mod request;
 
 pub use egress::{EgressError, EgressPolicy};
 pub use request::{BuildError, PartnerRequest, RequestPlan};
 
-use crate::answer::AnswerShape;
+use crate::signed::answer::AnswerShape;
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};

@@ -6,8 +6,8 @@
 use app::definition::BUNDLED_EXAMPLE;
 use app::settings::crypto::KeyRing;
 use clap::Parser;
-use ibex::config::Cli;
-use ibex::signature::{now_ms, signed_headers};
+use ibex::cli::config::Cli;
+use ibex::signed::signature::{now_ms, signed_headers};
 use ibex::state::AppState;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;

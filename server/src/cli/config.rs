@@ -1,7 +1,7 @@
 //! Command line and environment. Every option has a flag and an environment variable (the flag wins); a bad
 //! value is reported with the variable's name, before anything starts.
 
-use crate::signature::{SecretError, Verifier};
+use crate::signed::signature::{SecretError, Verifier};
 use app::definition::{AppDefinition, DefinitionError, Product, BUNDLED_EXAMPLE};
 use app::settings::crypto::{KeyError, KeyRing};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -305,7 +305,7 @@ impl Options {
         Ok(KeyRing::parse(spec)?)
     }
 
-    pub fn oauth(&self) -> Result<crate::oauth::OAuthConfig, ConfigError> {
+    pub fn oauth(&self) -> Result<crate::signin::oauth::OAuthConfig, ConfigError> {
         const SIM: &str = "http://127.0.0.1:4100/exchange/1/oauth";
         // Infobip's documented host for Exchange OAuth; older variants exist, hence configurable.
         const INFOBIP: &str = "https://oneapi.infobip.com/exchange/1/oauth";
@@ -324,7 +324,7 @@ impl Options {
                 "https://portal.infobip.com".into()
             }
         });
-        Ok(crate::oauth::OAuthConfig {
+        Ok(crate::signin::oauth::OAuthConfig {
             authorize_url: url(
                 "IBEX_OAUTH_AUTHORIZE_URL",
                 &self.oauth_authorize_url,

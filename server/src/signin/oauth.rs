@@ -126,12 +126,9 @@ pub async fn start(State(state): State<AppState>, Query(q): Query<StartQuery>) -
     };
     let conversation = q.conversation.filter(|c| valid_conversation_id(c));
     if next == "/card" && conversation.is_none() {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "Open the card from a conversation",
+        return not_from_a_conversation(
             "This card shows the customer of one conversation: open it from the conversation in Infobip \
              Conversations.",
-            None,
         );
     }
     let Some(client_id) = state.oauth.client_id.clone() else {
@@ -359,7 +356,7 @@ async fn card_signed_in(
         .expires_in_secs()
         .and_then(|s| i64::try_from(s.saturating_mul(1000)).ok())
         .unwrap_or(ttl_ms);
-    let sign_in = crate::card_sessions::CardSignIn {
+    let sign_in = crate::signin::card_sessions::CardSignIn {
         account_key: answer.account_key,
         user_key: answer.user_key,
         username: answer.username.unwrap_or_default(),
@@ -507,6 +504,16 @@ pub async fn require_session(
     .into_response()
 }
 
+/// The card opened some other way than from a conversation.
+fn not_from_a_conversation(message: &str) -> Response {
+    error_page(
+        StatusCode::BAD_REQUEST,
+        "Open the card from a conversation",
+        message,
+        None,
+    )
+}
+
 #[derive(Deserialize)]
 struct CardQuery {
     state: Option<String>,
@@ -536,12 +543,9 @@ pub async fn require_card_session(
         .as_deref()
         .filter(|c| valid_conversation_id(c));
     let Some(conversation) = conversation else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "Open the card from a conversation",
+        return not_from_a_conversation(
             "This card shows the customer of one conversation: open it from the conversation in Infobip \
              Conversations.",
-            None,
         );
     };
     let signed_in = match query.card.as_deref() {
@@ -558,12 +562,9 @@ pub async fn require_card_session(
         return next.run(request).await;
     }
     if query.state.is_none() && query.card.is_none() {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "Open the card from a conversation",
+        return not_from_a_conversation(
             "Infobip opens this card with a sign-in request (`state`), which this address lacks. Open it from \
              the conversation in Infobip Conversations.",
-            None,
         );
     }
     Redirect::to(&start_url(

@@ -180,7 +180,7 @@ impl<'de> Visitor<'de> for &AnswerShape {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::pointer_tokens as tokens;
+    use crate::signed::mapping::pointer_tokens as tokens;
 
     fn shape(pointers: &[&str]) -> AnswerShape {
         let split: Vec<Vec<String>> = pointers.iter().map(|p| tokens(p)).collect();

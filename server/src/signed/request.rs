@@ -2,7 +2,7 @@
 //! hands the handler the account key and the very bytes that were verified.
 
 use crate::errors::ApiError;
-use crate::signature::now_ms;
+use crate::signed::signature::now_ms;
 use crate::state::AppState;
 use axum::extract::{FromRequest, Request};
 use bytes::Bytes;

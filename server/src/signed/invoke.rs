@@ -2,14 +2,14 @@
 //! partner answer → mapped outputs; then the call is counted and, if it failed, logged. One handler does all of
 //! it, so no extractor can answer on its own (in plain text) and no middleware wraps the call.
 
-use crate::calls::Call;
 use crate::errors::ApiError;
-use crate::functions::FunctionPlan;
-use crate::inputs::{Inputs, Scope};
-use crate::mapping::map_outputs;
-use crate::oauth;
 use crate::partner::PartnerError;
-use crate::signed::SignedRequest;
+use crate::signed::calls::Call;
+use crate::signed::functions::FunctionPlan;
+use crate::signed::inputs::{Inputs, Scope};
+use crate::signed::mapping::map_outputs;
+use crate::signed::request::SignedRequest;
+use crate::signin::oauth;
 use crate::state::AppState;
 use app::settings::ResolvedSettings;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};

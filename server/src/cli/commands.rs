@@ -1,12 +1,12 @@
 //! The `ibex` subcommands. Each is a short sequence over the same pieces the server uses, so the CLI can never
 //! accept what the configuration page would refuse.
 
-use crate::config::{
+use crate::cli::config::{
     Cli, Command, ConfigError, LogFormat, ManifestFormat, Options, SettingsCommand,
 };
 use crate::manifest::manifest;
 use crate::routes;
-use crate::signature::{now_ms, signed_headers};
+use crate::signed::signature::{now_ms, signed_headers};
 use crate::state::{open_settings, AppState, StartError};
 use app::definition::{AppDefinition, InputLocation, ValueType};
 use app::settings::store::redact_url;

@@ -1,5 +1,7 @@
 //! Endpoints for whoever runs ibex: liveness, readiness (the settings database answers) and metrics.
 
+pub mod metrics;
+
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::{header, StatusCode};

@@ -2,7 +2,7 @@
 //! an Answers block or a Flow element reads. JSONPaths and JSON pointers are parsed once at start-up:
 //! `Value::pointer` splits and unescapes its text on every call, which was the mapping's largest cost.
 
-use crate::answer::AnswerShape;
+use crate::signed::answer::AnswerShape;
 use app::definition::{Output, ValueType};
 use serde_json::{Map, Value};
 use serde_json_path::JsonPath;

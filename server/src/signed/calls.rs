@@ -1,5 +1,5 @@
-//! The signed routes' log: one line per call, written when the answer is known, under this module's target
-//! `ibex::calls`.
+//! The signed routes' log: one line per call, written when the answer is known, under the target
+//! `ibex::calls` (named, not this module's path, so the documented `IBEX_LOG` filter outlives a move).
 
 use crate::errors::ErrorReport;
 use axum::extract::Request;
@@ -38,6 +38,7 @@ impl Call {
         let status = response.status().as_u16();
         let Some(report) = response.extensions().get::<ErrorReport>() else {
             tracing::debug!(
+                target: "ibex::calls",
                 request_id = request_id(),
                 method,
                 path,
@@ -49,6 +50,7 @@ impl Call {
         let (request_id, code, error) = (request_id(), report.code, report.detail.as_str());
         if response.status().is_server_error() {
             tracing::warn!(
+                target: "ibex::calls",
                 request_id,
                 method,
                 path,
@@ -59,6 +61,7 @@ impl Call {
             );
         } else {
             tracing::info!(
+                target: "ibex::calls",
                 request_id,
                 method,
                 path,

@@ -1,10 +1,10 @@
 //! A function of the app definition, prepared for serving: its partner request and outputs compiled once, so
 //! the signed path only fills in values.
 
-use crate::answer::AnswerShape;
-use crate::mapping::{answer_shape, OutputPlan};
-use crate::metrics::{FunctionMetrics, Metrics};
+use crate::ops::metrics::{FunctionMetrics, Metrics};
 use crate::partner::RequestPlan;
+use crate::signed::answer::AnswerShape;
+use crate::signed::mapping::{answer_shape, OutputPlan};
 use app::definition::{AppDefinition, Function};
 use std::sync::Arc;
 use std::time::Duration;
