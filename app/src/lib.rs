@@ -18,6 +18,7 @@ const IDLE_DEADLINE: &str =
 (c,o)=>r.call(window,c,Object.assign({timeout:50},o));}})();";
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    content_security_policy();
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -37,6 +38,25 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <App/>
             </body>
         </html>
+    }
+}
+
+/// The page's Content-Security-Policy, with the nonce Leptos put on every inline script of this response: no
+/// other script runs, nothing is loaded from elsewhere, no plugin, no `<base>`. `wasm-unsafe-eval` lets the
+/// islands' WebAssembly start. The server adds `frame-ancestors` (`signin::oauth::frame_policy`).
+fn content_security_policy() {
+    #[cfg(feature = "ssr")]
+    if let (Some(nonce), Some(response)) = (
+        leptos::nonce::use_nonce(),
+        use_context::<leptos_axum::ResponseOptions>(),
+    ) {
+        let policy = format!(
+            "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self'; \
+             img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'"
+        );
+        if let Ok(value) = http::HeaderValue::try_from(policy) {
+            response.insert_header(http::header::CONTENT_SECURITY_POLICY, value);
+        }
     }
 }
 

@@ -278,7 +278,11 @@ async fn sign_in(backend: Backend) {
         .to_str()
         .unwrap()
         .to_owned();
-    assert_eq!(csp, format!("frame-ancestors {}", h.portal));
+    assert!(
+        csp.ends_with(&format!("; frame-ancestors {}", h.portal)),
+        "{csp}"
+    );
+    assert_eq!(page.headers()["cache-control"], "no-store");
     assert_eq!(page.headers()["referrer-policy"], "no-referrer");
     let final_url = trail.last().unwrap().clone();
     assert!(trail
@@ -286,6 +290,25 @@ async fn sign_in(backend: Backend) {
         .any(|u| u.contains("/exchange/1/oauth/authorize") && u.contains("code_challenge=")));
     let session = session_in(&final_url);
     let html = page.text().await.unwrap();
+    // Only scripts carrying this response's nonce run: every inline script has it, and the policy names it.
+    let nonce = csp
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or_else(|| panic!("no nonce in {csp}"));
+    for directive in ["object-src 'none'", "base-uri 'none'", "default-src 'self'"] {
+        assert!(csp.contains(directive), "{directive}: {csp}");
+    }
+    let scripts = html.matches("<script").count();
+    assert!(scripts > 0);
+    assert_eq!(
+        html.matches(&format!("<script nonce=\"{nonce}\"")).count()
+            + html
+                .matches(&format!("<script type=\"module\" nonce=\"{nonce}\""))
+                .count(),
+        scripts,
+        "every script carries the nonce"
+    );
     let tag = |start: &str| {
         let at = html
             .find(start)
@@ -374,20 +397,33 @@ async fn sign_in(backend: Backend) {
 
     // Pages that are not meant to be framed say so.
     let home = client().get(format!("{}/", h.ibex)).send().await.unwrap();
-    assert_eq!(
-        home.headers()["content-security-policy"],
-        "frame-ancestors 'none'"
-    );
+    let home_csp = home.headers()["content-security-policy"].to_str().unwrap();
+    assert!(home_csp.ends_with("; frame-ancestors 'none'"), "{home_csp}");
+    assert!(home_csp.contains("'nonce-"), "{home_csp}");
     let missing = client()
         .get(format!("{}/no-such-page", h.ibex))
         .send()
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
-    assert_eq!(
-        missing.headers()["content-security-policy"],
-        "frame-ancestors 'none'"
+    let missing_csp = missing.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(
+        missing_csp.ends_with("; frame-ancestors 'none'"),
+        "{missing_csp}"
     );
+    // The sign-in's own pages run no script at all.
+    let refused = client()
+        .get(format!("{}/oauth/start?next=//x", h.ibex))
+        .send()
+        .await
+        .unwrap();
+    let refused_csp = refused.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(refused_csp.contains("script-src 'none'"), "{refused_csp}");
+    assert_eq!(refused.headers()["cache-control"], "no-store");
     h.finish().await;
 }
 

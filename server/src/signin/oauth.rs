@@ -443,15 +443,37 @@ async fn exchange_code(
 pub async fn frame_policy(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let embedded = path == "/settings" || path == "/card" || path.starts_with("/oauth/");
+    let is_asset = path.starts_with("/pkg/") || path == "/favicon.svg";
     let mut response = next.run(request).await;
-    let policy = if embedded {
+    let frame = if embedded {
         state.oauth.frame_policy.clone()
     } else {
         NOT_FRAMED
     };
+    // A page rendered by Leptos set its own policy, with the nonce of its scripts (`app::shell`); every other
+    // answer (the sign-in's error pages, JSON, files) runs no script at all.
+    let policy = match response
+        .headers()
+        .get(header::CONTENT_SECURITY_POLICY)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(page) => format!("{page}; {}", frame.to_str().unwrap_or_default()),
+        None => format!("{NO_SCRIPTS}; {}", frame.to_str().unwrap_or_default()),
+    };
+    let policy = HeaderValue::try_from(policy).unwrap_or(frame);
     protect(response.headers_mut(), policy);
+    // Pages and server-function answers carry a session (in the URL, the form, the answer): never cached.
+    if !is_asset {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     response
 }
+
+/// The policy of answers that run no script: the sign-in's pages, JSON, static files.
+const NO_SCRIPTS: &str =
+    "default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'";
 
 pub const NOT_FRAMED: HeaderValue = HeaderValue::from_static("frame-ancestors 'none'");
 
