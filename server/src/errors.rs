@@ -96,7 +96,7 @@ impl ApiError {
 
     fn message(&self) -> String {
         match self {
-            ApiError::Settings(SettingsError::NotConfigured { missing }) => format!(
+            ApiError::Settings(SettingsError::NotConfigured { missing, .. }) => format!(
                 "this Infobip account has not configured the app yet ({} missing): an admin of the account should \
                  open the app's configuration page (Exchange → My Apps → Open) and save the settings",
                 missing.join(", ")
@@ -113,7 +113,7 @@ impl ApiError {
     fn details(&self) -> Option<Value> {
         match self {
             ApiError::Partner(e) => e.partner_status().map(|s| json!({ "partner_status": s })),
-            ApiError::Settings(SettingsError::NotConfigured { missing }) => {
+            ApiError::Settings(SettingsError::NotConfigured { missing, .. }) => {
                 Some(json!({ "missing": missing }))
             }
             ApiError::Settings(SettingsError::Invalid(fields)) => Some(json!({ "fields": fields })),

@@ -179,6 +179,20 @@ fn settings_through_the_cli() {
         "{shown}"
     );
     assert!(!shown.contains(SHOP_KEY), "secret must be masked: {shown}");
+
+    // Links for signed-call keys that differ from the configuration page's: only to a key with settings.
+    let out = env.run(&["settings", "link", "SIGNED-ACC", "ACC"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("now use the settings of ACC"));
+    let out = env.run(&["settings", "link", "SIGNED-X", "NOBODY"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("has no settings"));
+    let out = env.run(&["settings", "unlink", "SIGNED-ACC"]);
+    assert!(
+        text(&out.stdout).contains("no longer linked"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]

@@ -209,3 +209,72 @@ auth = { type = "header", name = "X-Key", value = "{{settings.api_key}}" }
     store.close().await;
     db.drop_db().await;
 }
+
+/// Signed calls name an account by X-Ib-Exchange-Req-AccountKey, the configuration page by the OAuth
+/// accountKey. Should Infobip's two differ, an operator links them and the signed calls find the settings.
+async fn linked_account_keys(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let signed_key = "SIGNED-KEY-OF-ACCT-1";
+    let call = |key: &'static str| {
+        h.send(
+            reqwest::Method::GET,
+            "/fn/order-status/1001",
+            b"",
+            b"",
+            move |m| {
+                let ts = m["x-ib-exchange-req-timestamp"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                m.insert("x-ib-exchange-req-accountkey", key.parse().unwrap());
+                m.insert(
+                    "x-ib-exchange-req-signature",
+                    ibex::signed::signature::sign(common::SECRET, &ts, b"")
+                        .parse()
+                        .unwrap(),
+                );
+            },
+        )
+    };
+    let (status, body) = call(signed_key).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("account_not_configured")),
+        "{body}"
+    );
+    // The log line of that call says what to do (the answer itself is for the bot designer).
+    let hint = SettingsError::NotConfigured {
+        missing: vec![],
+        stored: false,
+    }
+    .to_string();
+    assert!(hint.contains("ibex settings link"), "{hint}");
+
+    h.state
+        .settings
+        .store()
+        .link(signed_key, ACCOUNT, "op")
+        .await
+        .unwrap();
+    let (status, body) = call(signed_key).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "shipped");
+    assert_eq!(
+        h.state
+            .settings
+            .store()
+            .linked(signed_key)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(ACCOUNT)
+    );
+    assert!(h.state.settings.store().unlink(signed_key).await.unwrap());
+    assert_eq!(
+        h.state.settings.store().linked(signed_key).await.unwrap(),
+        None
+    );
+    h.finish().await;
+}
+
+on_both_backends!(account_key_links, linked_account_keys);

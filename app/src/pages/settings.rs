@@ -628,7 +628,7 @@ pub async fn test_connection(
             probe.destination(&settings).unwrap_or_default(),
         ),
         Err(SettingsError::Invalid(errors)) => (ConnectionCheck::Invalid { errors }, String::new()),
-        Err(SettingsError::NotConfigured { missing }) => (
+        Err(SettingsError::NotConfigured { missing, .. }) => (
             ConnectionCheck::Invalid {
                 errors: missing
                     .into_iter()

@@ -13,8 +13,10 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("account is not configured yet: {missing:?} missing")]
-    NotConfigured { missing: Vec<String> },
+    /// `stored` tells an account with incomplete settings from one ibex has no settings for at all, for which
+    /// the log hints at a different account key (`ibex settings link`).
+    #[error("{}", if *.stored { format!("account is not configured yet: {missing:?} missing") } else { "no settings are stored under this account key; if the configuration page saved them under another key (Infobip's signed-call key and OAuth key differ), link the two with `ibex settings link SIGNED_KEY SETTINGS_KEY`".to_owned() })]
+    NotConfigured { missing: Vec<String>, stored: bool },
     #[error("invalid settings")]
     Invalid(Vec<FieldError>),
     #[error(transparent)]
@@ -65,7 +67,10 @@ impl ResolvedSettings {
             }
         }
         if !missing.is_empty() {
-            return Err(SettingsError::NotConfigured { missing });
+            return Err(SettingsError::NotConfigured {
+                missing,
+                stored: true,
+            });
         }
         Ok(ResolvedSettings {
             values,
@@ -124,19 +129,25 @@ impl SettingsService {
         if let Some(hit) = self.cache.get(account_key).await {
             return Ok(hit);
         }
-        let stored =
-            self.store
-                .load(account_key)
-                .await?
-                .ok_or_else(|| SettingsError::NotConfigured {
-                    missing: self
-                        .definition
-                        .settings
-                        .iter()
-                        .filter(|f| f.required && f.default.is_none())
-                        .map(|f| f.key.clone())
-                        .collect(),
-                })?;
+        let stored = match self.store.load(account_key).await? {
+            Some(stored) => Some(stored),
+            // A link an operator made: signed calls name the account by a key other than the one its settings
+            // were saved under. Only looked up when the key itself has no settings.
+            None => match self.store.linked(account_key).await? {
+                Some(settings_key) => self.store.load(&settings_key).await?,
+                None => None,
+            },
+        };
+        let stored = stored.ok_or_else(|| SettingsError::NotConfigured {
+            stored: false,
+            missing: self
+                .definition
+                .settings
+                .iter()
+                .filter(|f| f.required && f.default.is_none())
+                .map(|f| f.key.clone())
+                .collect(),
+        })?;
         let resolved = Arc::new(ResolvedSettings::resolve(&self.definition, &stored)?);
         self.cache
             .insert(account_key.to_owned(), resolved.clone())

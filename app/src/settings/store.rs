@@ -345,6 +345,49 @@ impl SettingsStore {
             .collect()
     }
 
+    /// Makes signed calls for `signed_key` use the settings saved under `settings_key` (replacing any link).
+    pub async fn link(
+        &self,
+        signed_key: &str,
+        settings_key: &str,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM account_links WHERE signed_key = $1")
+            .bind(signed_key)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO account_links (signed_key, settings_key, linked_by, linked_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(signed_key)
+        .bind(settings_key)
+        .bind(actor)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes a link; true when there was one.
+    pub async fn unlink(&self, signed_key: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM account_links WHERE signed_key = $1")
+            .bind(signed_key)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The settings key `signed_key` is linked to, if any.
+    pub async fn linked(&self, signed_key: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT settings_key FROM account_links WHERE signed_key = $1")
+            .bind(signed_key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
     pub async fn record_probe(
         &self,
         account_key: &str,

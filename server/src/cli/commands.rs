@@ -56,6 +56,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CommandError> {
             account_key,
             changes,
         }) => settings_set(&options, &account_key, &changes).await,
+        Command::Settings(SettingsCommand::Link {
+            signed_key,
+            settings_key,
+        }) => settings_link(&options, &signed_key, Some(&settings_key)).await,
+        Command::Settings(SettingsCommand::Unlink { signed_key }) => {
+            settings_link(&options, &signed_key, None).await
+        }
         Command::Settings(SettingsCommand::Show { account_key }) => {
             settings_show(&options, &account_key).await
         }
@@ -193,6 +200,41 @@ async fn settings_set(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Links (or, without `settings_key`, unlinks) a signed-call account key. The settings key must have settings:
+/// a link to nothing would only move the error.
+async fn settings_link(
+    options: &Options,
+    signed_key: &str,
+    settings_key: Option<&str>,
+) -> Result<ExitCode, CommandError> {
+    let settings = open_settings(options, Arc::new(options.definition()?)).await?;
+    let store = settings.store();
+    let result = async {
+        match settings_key {
+            Some(target) => {
+                if store.load(target).await?.is_none() {
+                    eprintln!("account {target} has no settings: link to the key the configuration page saved under");
+                    return Ok(ExitCode::from(2));
+                }
+                store.link(signed_key, target, &actor()).await?;
+                println!("signed calls for {signed_key} now use the settings of {target}");
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                if store.unlink(signed_key).await? {
+                    println!("{signed_key} is no longer linked");
+                } else {
+                    println!("{signed_key} was not linked");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    }
+    .await;
+    store.close().await;
+    result.map_err(|e: app::settings::store::StoreError| CommandError::Settings(e.into()))
 }
 
 async fn settings_show(options: &Options, account_key: &str) -> Result<ExitCode, CommandError> {

@@ -190,6 +190,14 @@ pub enum SettingsCommand {
     },
     /// Show an account's settings with secrets masked.
     Show { account_key: String },
+    /// Let signed calls that name SIGNED_KEY use the settings saved under SETTINGS_KEY (for when Infobip's
+    /// signed-call account key differs from the configuration page's OAuth accountKey).
+    Link {
+        signed_key: String,
+        settings_key: String,
+    },
+    /// Remove a link made with `settings link`.
+    Unlink { signed_key: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
