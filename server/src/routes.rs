@@ -9,6 +9,7 @@ use crate::signed::invoke::{finish, serve};
 use crate::signin::oauth;
 use crate::state::AppState;
 use app::definition::Method;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::routing::{any, get, MethodFilter, MethodRouter};
@@ -17,10 +18,18 @@ use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use std::sync::Arc;
 use std::time::Instant;
+use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 pub fn router(state: AppState) -> Router {
+    // Past the limit a request is answered 503 at once: queueing would only make every caller late, and
+    // Infobip's callers have deadlines of their own.
+    let shed = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(overloaded))
+        .load_shed()
+        .concurrency_limit(state.max_concurrent_requests);
     Router::new()
         .merge(signed_routes(&state))
         .merge(
@@ -44,9 +53,28 @@ pub fn router(state: AppState) -> Router {
                         .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
                 ),
         )
+        .layer(RequestBodyTimeoutLayer::new(state.body_timeout))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(shed)
         .with_state(state)
+}
+
+async fn overloaded(_: tower::BoxError) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut response = (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({"error": {
+            "code": "overloaded",
+            "message": "ibex is serving as many requests as it is configured for; retry shortly"
+        }})),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    response
 }
 
 /// Every function of the app definition at the URI its manifest names; anything else under `/fn` is an

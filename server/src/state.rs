@@ -64,6 +64,12 @@ pub struct Shared {
     pub probe: Option<Arc<dyn ConnectionProbe>>,
     /// For calls to Infobip (OAuth token exchange); partner calls have their own client.
     pub http: reqwest::Client,
+    pub max_concurrent_requests: usize,
+    pub body_timeout: Duration,
+    /// Required to read `/metrics` when set.
+    pub metrics_token: Option<String>,
+    /// Development mode (`--dev`): `/metrics` is open without a token.
+    pub dev: bool,
     /// The context card's sign-ins, Infobip token included, on the server.
     pub card_sessions: crate::signin::card_sessions::CardSessions,
     pub infobip: crate::infobip::InfobipClient,
@@ -136,6 +142,10 @@ impl AppState {
             keys,
             oauth,
             http,
+            metrics_token: options.metrics_token.clone().filter(|t| !t.is_empty()),
+            max_concurrent_requests: options.max_concurrent_requests.max(1),
+            body_timeout: Duration::from_secs(options.body_timeout_secs.max(1)),
+            dev: options.dev,
             card_sessions,
             infobip,
             definition,

@@ -595,9 +595,24 @@ async fn middleware_translations(backend: Backend) {
     )
     .await;
 
+    // Metrics need the operator's token.
+    for token in [None, Some("wrong")] {
+        let mut request = h.client.get(format!("{}/metrics", h.ibex));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{token:?}");
+        assert!(!response
+            .text()
+            .await
+            .unwrap()
+            .contains("ibex_function_calls_total"));
+    }
     let metrics = h
         .client
         .get(format!("{}/metrics", h.ibex))
+        .bearer_auth(common::METRICS_TOKEN)
         .send()
         .await
         .unwrap()
@@ -636,3 +651,36 @@ async fn middleware_translations(backend: Backend) {
 on_both_backends!(verification, verification_table);
 on_both_backends!(partner, partner_failures);
 on_both_backends!(translations, middleware_translations);
+
+/// Past the configured number of requests in flight, ibex answers 503 at once (with Retry-After) instead of
+/// queueing; the request already in flight is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_shed_at_once() {
+    let h = std::sync::Arc::new(
+        Harness::start_with(
+            Backend::Sqlite,
+            &[
+                "--allow-loopback-partners",
+                "--max-concurrent-requests",
+                "1",
+            ],
+        )
+        .await,
+    );
+    h.shop_faults(json!({"delay_ms": 1000})).await;
+    let first = {
+        let h = h.clone();
+        tokio::spawn(async move { h.get("/fn/order-status/1001").await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let (status, body) = h.get("/fn/order-status/1002").await;
+    assert_eq!((status, code(&body)), (503, "overloaded"), "{body}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(500),
+        "shed, not queued"
+    );
+    let (status, body) = first.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    h.shop_faults(json!({})).await;
+}

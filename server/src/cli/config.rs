@@ -115,6 +115,30 @@ pub struct Options {
     /// account's URL setting cannot aim ibex at services on its own host. On in --dev for the simulator.
     #[arg(long, env = "IBEX_ALLOW_LOOPBACK_PARTNERS", global = true)]
     pub allow_loopback_partners: bool,
+    /// Requests served at once; more are answered 503 at once (load shedding) instead of queueing up.
+    #[arg(
+        long,
+        env = "IBEX_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub max_concurrent_requests: usize,
+    /// Seconds a client may take to send its request body (a slow client holds a connection otherwise).
+    #[arg(
+        long,
+        env = "IBEX_BODY_TIMEOUT_SECS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub body_timeout_secs: u64,
+    /// Bearer token that `/metrics` requires; without it, metrics are served in --dev mode only.
+    #[arg(
+        long,
+        env = "IBEX_METRICS_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub metrics_token: Option<String>,
     /// OAuth scopes asked for at sign-in, space-separated.
     #[arg(
         long,

@@ -26,7 +26,35 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// Metrics name every function and count every failure: not for whoever reaches the public listener. With
+/// `IBEX_METRICS_TOKEN` set, a scraper sends `Authorization: Bearer <token>`; without it, only development
+/// mode serves them.
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    let allowed = match state.metrics_token.as_deref() {
+        Some(token) => headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| {
+                subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes()).into()
+            }),
+        None => state.dev,
+    };
+    if !allowed {
+        let message = if state.metrics_token.is_some() {
+            "send the metrics token as Authorization: Bearer <IBEX_METRICS_TOKEN>"
+        } else {
+            "metrics are off: set IBEX_METRICS_TOKEN and send it as Authorization: Bearer <token>"
+        };
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "error": { "code": "metrics_unauthorized", "message": message } })),
+        )
+            .into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -34,4 +62,5 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+        .into_response()
 }

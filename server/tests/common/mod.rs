@@ -18,6 +18,7 @@ pub const SECRET: &str = "primary-signing-secret";
 pub const SECOND_SECRET: &str = "rotated-signing-secret";
 pub const SHOP_KEY: &str = "shop-test-key";
 pub const ACCOUNT: &str = "ACCT-1";
+pub const METRICS_TOKEN: &str = "metrics-test-token";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -190,6 +191,8 @@ impl Harness {
             &portal,
             "--infobip-api-url",
             &portal,
+            "--metrics-token",
+            METRICS_TOKEN,
         ]
         .iter()
         .map(|a| a.to_string())
