@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 pub enum ApiError {
     #[error(transparent)]
     Signature(#[from] SignatureError),
+    #[error("this signed request was already received; a signature is accepted once (IBEX_REPLAY_GUARD)")]
+    Replayed,
     #[error("request body is larger than the {limit} bytes allowed")]
     BodyTooLarge { limit: usize },
     #[error("the request body could not be read")]
@@ -55,6 +57,7 @@ impl ApiError {
                 SignatureError::MalformedSignature => (S::UNAUTHORIZED, "malformed_signature"),
                 SignatureError::Mismatch => (S::UNAUTHORIZED, "signature_mismatch"),
             },
+            ApiError::Replayed => (S::CONFLICT, "replayed"),
             ApiError::BodyTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::BodyUnreadable => (S::BAD_REQUEST, "body_unreadable"),
             ApiError::UnknownFunction(_) => (S::NOT_FOUND, "unknown_function"),

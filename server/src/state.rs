@@ -65,6 +65,8 @@ pub struct Shared {
     /// For calls to Infobip (OAuth token exchange); partner calls have their own client.
     pub http: reqwest::Client,
     pub max_concurrent_requests: usize,
+    /// Signatures seen within the replay window, when the opt-in guard is on (per instance).
+    pub replay_guard: Option<moka::sync::Cache<String, ()>>,
     pub body_timeout: Duration,
     /// Required to read `/metrics` when set.
     pub metrics_token: Option<String>,
@@ -144,6 +146,15 @@ impl AppState {
             http,
             metrics_token: options.metrics_token.clone().filter(|t| !t.is_empty()),
             max_concurrent_requests: options.max_concurrent_requests.max(1),
+            // Both directions of the window: a signature can be valid for twice the tolerance.
+            replay_guard: options.replay_guard.then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(1_000_000)
+                    .time_to_live(Duration::from_secs(
+                        options.signature_tolerance_secs.saturating_mul(2).max(1),
+                    ))
+                    .build()
+            }),
             body_timeout: Duration::from_secs(options.body_timeout_secs.max(1)),
             dev: options.dev,
             card_sessions,

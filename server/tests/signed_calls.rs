@@ -684,3 +684,49 @@ async fn overload_is_shed_at_once() {
     assert_eq!(status, 200, "{body}");
     h.shop_faults(json!({})).await;
 }
+
+/// What the signature does not cover cannot change a call: a POST's inputs come from the signed body only (a
+/// query added on the way is not read), and with the opt-in replay guard the same signed request is accepted
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_parts_change_nothing() {
+    let h = Harness::start_with(
+        Backend::Sqlite,
+        &["--allow-loopback-partners", "--replay-guard"],
+    )
+    .await;
+    let body = br#"{"text":"from the body"}"#;
+    let answer = h
+        .send(
+            Method::POST,
+            "/fn/add-order-note?order_id=1002",
+            body,
+            body,
+            |_| {},
+        )
+        .await;
+    let answer = expect("query on a signed POST", answer, 422, Some("invalid_input"));
+    assert_message_names(&answer, "`order_id`");
+
+    let ts = now_ms().to_string();
+    let signature = sign(SECRET, &ts, b"");
+    let replay = |ts: String, signature: String| {
+        h.send(Method::GET, "/fn/order-status/1001", b"", b"", move |m| {
+            m.insert(TS, header(ts));
+            m.insert(SIG, header(signature));
+        })
+    };
+    expect(
+        "first",
+        replay(ts.clone(), signature.clone()).await,
+        200,
+        None,
+    );
+    expect(
+        "the same request again",
+        replay(ts.clone(), signature.to_uppercase()).await,
+        409,
+        Some("replayed"),
+    );
+    h.finish().await;
+}

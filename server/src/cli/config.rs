@@ -115,6 +115,10 @@ pub struct Options {
     /// account's URL setting cannot aim ibex at services on its own host. On in --dev for the simulator.
     #[arg(long, env = "IBEX_ALLOW_LOOPBACK_PARTNERS", global = true)]
     pub allow_loopback_partners: bool,
+    /// Refuse a signed request whose signature this instance already accepted within the replay window
+    /// (409 replayed). Per instance: behind a load balancer, a replay sent to another instance is not seen.
+    #[arg(long, env = "IBEX_REPLAY_GUARD", global = true)]
+    pub replay_guard: bool,
     /// Requests served at once; more are answered 503 at once (load shedding) instead of queueing up.
     #[arg(
         long,

@@ -49,16 +49,13 @@ impl Inputs {
                     .iter()
                     .find(|(k, _)| *k == input.name)
                     .map(|(_, v)| Value::String(v.clone())),
-                // Exchange documents only path and query parameters, yet its samples post JSON bodies: accept both.
-                InputLocation::Query | InputLocation::Body => body
-                    .as_ref()
-                    .and_then(|b| b.get(&input.name).cloned())
-                    .or_else(|| {
-                        query
-                            .iter()
-                            .find(|(k, _)| *k == input.name)
-                            .map(|(_, v)| Value::String(v.clone()))
-                    }),
+                // The signature covers the body, not the query: a body input is read from the body only, so
+                // nobody on the way can add or replace it in the URL of a signed POST.
+                InputLocation::Body => body.as_ref().and_then(|b| b.get(&input.name).cloned()),
+                InputLocation::Query => query
+                    .iter()
+                    .find(|(k, _)| *k == input.name)
+                    .map(|(_, v)| Value::String(v.clone())),
             };
             match raw.filter(|v| !v.is_null() && v.as_str() != Some("")) {
                 Some(value) => {

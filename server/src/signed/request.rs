@@ -37,6 +37,18 @@ impl FromRequest<AppState> for SignedRequest {
             }
         })?;
         let verified = state.verifier.verify(&parts.headers, &body, now_ms())?;
+        if let Some(seen) = &state.replay_guard {
+            // The signature is unique to timestamp + body: the same one twice is the same request sent again.
+            let signature = parts
+                .headers
+                .get("x-ib-exchange-req-signature")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if !seen.entry(signature).or_insert(()).is_fresh() {
+                return Err(ApiError::Replayed);
+            }
+        }
         Ok(SignedRequest {
             account_key: verified.account_key.to_owned(),
             body,
