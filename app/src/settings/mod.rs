@@ -59,6 +59,14 @@ pub fn parse_value(field: &SettingField, text: &str) -> Result<Value, String> {
             if !matches!(url.scheme(), "http" | "https") {
                 return Err("must start with https:// or http://".into());
             }
+            // A URL is stored and shown as it is: a password in it would be plain text in both.
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(
+                    "must not contain a user name or password (a URL is stored and shown in plain text); enter \
+                     credentials in their own fields"
+                        .into(),
+                );
+            }
             Ok(Value::String(text.trim().trim_end_matches('/').to_owned()))
         }
         SettingType::Select => field
