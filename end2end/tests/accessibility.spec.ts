@@ -1,6 +1,6 @@
 import AxeBuilder from "@axe-core/playwright";
 import { expect, test, type Page } from "@playwright/test";
-import { portalURL } from "../playwright.config";
+import { openConfiguration } from "./portal";
 
 // WCAG 2.1 A and AA plus axe's best practices, on every page and state these tests reach, at the narrowest
 // and a wide iframe. Any violation fails the test, listed with its rule, impact and elements.
@@ -21,12 +21,7 @@ async function expectAccessible(page: Page, state: string) {
 
 /** Signs in through the portal as `user` and returns the configuration page's own URL (session included). */
 async function settingsURL(page: Page, user: string): Promise<string> {
-  await page.goto(`${portalURL}/login`);
-  await page.getByLabel(new RegExp(user)).check();
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByRole("link", { name: "Open" }).click();
-  const frame = page.frameLocator("#app-frame");
-  await expect(frame.locator("form.settings-form")).toHaveAttribute("data-interactive", "true");
+  await openConfiguration(page, user);
   const src = page.frames().find((f) => f.url().includes("/settings?"))?.url();
   expect(src).toBeTruthy();
   return src!;

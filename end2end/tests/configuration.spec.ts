@@ -3,21 +3,11 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { chromiumArgs, dataDir, ibexRoot, ibexURL, portalURL } from "../playwright.config";
+import { chromiumArgs, dataDir, ibexRoot, ibexURL } from "../playwright.config";
+import { openConfiguration } from "./portal";
 
 const ACME = "8F3A2C51D0B94E17A6C2F0D9E4B7A113";
 const GLOBEX = "2B7E91C4A85F4D3EB0196C7D2E8F5A40";
-
-/** Signs in to the portal as `user`, opens the app, and waits until the framed form is hydrated. */
-async function openConfiguration(page: Page, user: string) {
-  await page.goto(`${portalURL}/login`);
-  await page.getByLabel(new RegExp(user)).check();
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByRole("link", { name: "Open" }).click();
-  const frame = page.frameLocator("#app-frame");
-  await expect(frame.locator("form.settings-form")).toHaveAttribute("data-interactive", "true");
-  return frame;
-}
 
 /** The `ibex` command line against the running server's data directory and database. */
 function ibexCli(...args: string[]): { status: number | null; output: string } {

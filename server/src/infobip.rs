@@ -159,7 +159,11 @@ impl InfobipClient {
                 Ok(r) => r,
                 Err(e) if e.is_timeout() => return Err(InfobipError::Timeout(deadline_ms)),
                 // Never the URL in a message: reqwest's error text would carry it.
-                Err(e) => return Err(InfobipError::Unreachable(causes(&e.without_url()))),
+                Err(e) => {
+                    return Err(InfobipError::Unreachable(crate::partner::chain(
+                        &e.without_url(),
+                    )))
+                }
             };
             let status = response.status().as_u16();
             if status == 429 {
@@ -200,7 +204,7 @@ async fn read_capped(mut response: reqwest::Response) -> Result<bytes::Bytes, In
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| InfobipError::Unreachable(causes(&e.without_url())))?
+        .map_err(|e| InfobipError::Unreachable(crate::partner::chain(&e.without_url())))?
     {
         if body.len() + chunk.len() > MAX_ANSWER_BYTES {
             return Err(InfobipError::BadAnswer(format!(
@@ -223,17 +227,4 @@ fn error_text(body: &[u8]) -> String {
                 .trim()
                 .to_owned()
         })
-}
-
-/// An error with its causes (`error sending request: connection refused`): reqwest's own text stops at the
-/// first, which says nothing an operator can act on.
-fn causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -293,7 +293,7 @@ impl PartnerClient {
 
 /// An error with its causes, `outer: inner: innermost`, which is where hyper puts the useful part
 /// ("Connection refused", "invalid peer certificate").
-fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
