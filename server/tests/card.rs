@@ -94,6 +94,19 @@ async fn card(backend: Backend) {
         "settings apply: {list}"
     );
 
+    // Values in the agent's locale: Ana's token says en-US, so money and dates are American; only http(s)
+    // links become links, in a new tab.
+    assert!(
+        html.contains("EUR\u{a0}35.00 · 08/30/2026"),
+        "en-US money and date: {html}"
+    );
+    h.configure(ana.account_key, &[("max_orders", "3")]).await;
+    let (_, html, _) = open_card(&h, ana.user_key, by_phone.id).await;
+    assert!(
+        html.contains(r#"<a href="https://track.example.com/1001" target="_blank" rel="noopener noreferrer">"#),
+        "the shipped order links to its tracking page: {html}"
+    );
+
     // An end user the shop does not know is said so, with the address.
     let (_, html, _) = open_card(&h, ana.user_key, CONVERSATIONS[2].id).await;
     assert!(

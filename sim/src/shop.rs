@@ -80,20 +80,64 @@ const CUSTOMERS: &[(&str, &str, &str, &str, &str)] = &[
     ),
 ];
 
-// id, customer, status, amount in EUR, summary
-const ORDERS: &[(&str, &str, &str, f64, &str)] = &[
-    ("1001", "c-100", "shipped", 59.90, "2 × Trail running shoes"),
+// id, customer, status, amount in EUR, summary, placed on
+type Order = (
+    &'static str,
+    &'static str,
+    &'static str,
+    f64,
+    &'static str,
+    &'static str,
+);
+const ORDERS: &[Order] = &[
+    (
+        "1001",
+        "c-100",
+        "shipped",
+        59.90,
+        "2 × Trail running shoes",
+        "2026-11-18",
+    ),
     (
         "1002",
         "c-100",
         "processing",
         19.50,
         "1 × Merino socks (3 pack)",
+        "2026-11-21",
     ),
-    ("1003", "c-101", "delivered", 120.00, "1 × Rain jacket"),
-    ("1004", "c-102", "cancelled", 8.99, "1 × Water bottle"),
-    ("1005", "c-102", "processing", 240.00, "1 × GPS watch"),
-    ("1006", "c-100", "delivered", 35.00, "1 × Headlamp"),
+    (
+        "1003",
+        "c-101",
+        "delivered",
+        120.00,
+        "1 × Rain jacket",
+        "2026-10-02",
+    ),
+    (
+        "1004",
+        "c-102",
+        "cancelled",
+        8.99,
+        "1 × Water bottle",
+        "2026-09-14",
+    ),
+    (
+        "1005",
+        "c-102",
+        "processing",
+        1240.00,
+        "1 × GPS watch",
+        "2026-11-24",
+    ),
+    (
+        "1006",
+        "c-100",
+        "delivered",
+        35.00,
+        "1 × Headlamp",
+        "2026-08-30",
+    ),
 ];
 
 fn rate(currency: &str) -> Option<f64> {
@@ -239,12 +283,13 @@ fn customer_json(id: &str) -> Value {
     json!({"id": id, "name": name, "email": email, "phone": phone, "tier": tier, "open_orders": open})
 }
 
-fn order_json(order: &(&str, &str, &str, f64, &str), currency: &str, factor: f64) -> Value {
-    let (id, customer, status, amount, summary) = order;
+fn order_json(order: &Order, currency: &str, factor: f64) -> Value {
+    let (id, customer, status, amount, summary, placed_on) = order;
     let mut value = json!({
         "id": id,
         "status": status,
         "summary": summary,
+        "placed_on": placed_on,
         "total": {"amount": (amount * factor * 100.0).round() / 100.0, "currency": currency},
         "customer": customer_json(customer),
     });

@@ -138,11 +138,24 @@ impl AppDefinition {
         let outputs = outputs.unwrap_or_default();
         template("[card] title", &card.title, Some(&outputs))?;
         for (i, field) in card.fields.iter().enumerate() {
-            template(
-                &format!("[card] fields[{i}] value"),
-                &field.value,
-                Some(&outputs),
-            )?;
+            let place = format!("[card] fields[{i}]");
+            template(&format!("{place} value"), &field.value, Some(&outputs))?;
+            match (&field.format, &field.currency) {
+                (ValueFormat::Money, None) => return Err(invalid(
+                    place,
+                    "format = \"money\" needs `currency` (a code such as \"EUR\" or a template)",
+                )),
+                (ValueFormat::Money, Some(currency)) => {
+                    template(&format!("{place} currency"), currency, Some(&outputs))?
+                }
+                (_, Some(_)) => {
+                    return Err(invalid(
+                        place,
+                        "`currency` belongs to format = \"money\" only",
+                    ))
+                }
+                _ => {}
+            }
         }
         if let Some(list) = &card.list {
             let f = function("[card.list] function", &list.function)?;
@@ -165,12 +178,49 @@ impl AppDefinition {
                     format!("`{}` has no array output `{}`", f.name, list.output),
                 ));
             };
-            for item in std::iter::once(&list.item_title).chain(list.item_detail.iter()) {
+            let named = std::iter::once(&list.item_title)
+                .chain(list.item_detail.iter())
+                .chain(list.item_link.iter())
+                .chain(list.values.iter().map(|v| &v.item))
+                .chain(list.values.iter().filter_map(|v| v.currency_item.as_ref()));
+            for item in named {
                 if !array.items.iter().any(|i| i.name == *item) {
                     return Err(invalid(
                         "[card.list]",
                         format!("output `{}` has no item `{item}`", list.output),
                     ));
+                }
+            }
+            for (i, value) in list.values.iter().enumerate() {
+                let place = format!("[card.list] values[{i}]");
+                let currencies = usize::from(value.currency.is_some())
+                    + usize::from(value.currency_item.is_some());
+                match (value.format, currencies) {
+                    (ValueFormat::Money, 1) | (ValueFormat::Text, 0) => {}
+                    (ValueFormat::Money, _) => {
+                        return Err(invalid(
+                            place,
+                            "format = \"money\" needs one of `currency` or `currency_item`",
+                        ))
+                    }
+                    (ValueFormat::Link, _) => {
+                        return Err(invalid(place, "a row links with `item_link`, not a value"))
+                    }
+                    (_, 0) => {}
+                    _ => {
+                        return Err(invalid(
+                            place,
+                            "`currency` and `currency_item` belong to format = \"money\" only",
+                        ))
+                    }
+                }
+                if let Some(code) = &value.currency {
+                    if !is_currency_code(code) {
+                        return Err(invalid(
+                            place,
+                            format!("`{code}` is not a three-letter currency code such as EUR"),
+                        ));
+                    }
                 }
             }
         }
@@ -518,6 +568,11 @@ fn check_output(output: &Output, place: &str) -> Result<(), DefinitionError> {
     Ok(())
 }
 
+/// ISO 4217 codes are three upper-case letters; which ones exist is the partner's business.
+fn is_currency_code(code: &str) -> bool {
+    code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase())
+}
+
 fn is_identifier(name: &str, allow_dash: bool) -> bool {
     !name.is_empty()
         && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
@@ -722,6 +777,36 @@ path = "/x"
                      [card.list]\ntitle = \"T\"\nfunction = \"recent-orders\"\noutput = \"orders\"\nitem_title = \"nope\""
                 ),
                 "has no item `nope`",
+            ),
+            (
+                format!(
+                    "{lookup}inputs = {{ phone = \"{{{{conversation.customerNumber}}}}\" }}\n\
+                     [[card.fields]]\nlabel = \"X\"\nvalue = \"{{{{lookup.tier}}}}\"\nformat = \"money\""
+                ),
+                "needs `currency`",
+            ),
+            (
+                format!(
+                    "{lookup}inputs = {{ phone = \"{{{{conversation.customerNumber}}}}\" }}\n\
+                     [[card.fields]]\nlabel = \"X\"\nvalue = \"{{{{lookup.tier}}}}\"\ncurrency = \"EUR\""
+                ),
+                "belongs to format = \"money\" only",
+            ),
+            (
+                format!(
+                    "{lookup}inputs = {{ phone = \"{{{{conversation.customerNumber}}}}\" }}\n\
+                     [card.list]\ntitle = \"T\"\nfunction = \"recent-orders\"\noutput = \"orders\"\nitem_title = \"label\"\n\
+                     [[card.list.values]]\nitem = \"total\"\nformat = \"money\"\ncurrency = \"euro\""
+                ),
+                "is not a three-letter currency code",
+            ),
+            (
+                format!(
+                    "{lookup}inputs = {{ phone = \"{{{{conversation.customerNumber}}}}\" }}\n\
+                     [card.list]\ntitle = \"T\"\nfunction = \"recent-orders\"\noutput = \"orders\"\nitem_title = \"label\"\n\
+                     item_link = \"href\""
+                ),
+                "has no item `href`",
             ),
         ] {
             let e = card(&section);

@@ -71,6 +71,45 @@ pub struct CardField {
     pub label: String,
     /// Template over `lookup.*` and `conversation.*`; a field whose value is empty is left out.
     pub value: String,
+    /// How the value is shown: in the agent's locale for numbers, money and dates.
+    #[serde(default)]
+    pub format: ValueFormat,
+    /// Money only: the ISO 4217 code, written out (`"EUR"`) or a template (`"{{lookup.currency}}"`).
+    #[serde(default)]
+    pub currency: Option<String>,
+}
+
+/// How a value on the card is shown. Numbers, money and dates follow the agent's locale (Infobip's token says
+/// which); a value that does not read as its format is shown as the partner sent it.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueFormat {
+    #[default]
+    Text,
+    Number,
+    Money,
+    /// `2026-11-20`, or the date part of an RFC 3339 timestamp.
+    Date,
+    /// An RFC 3339 timestamp, shown at the offset the partner gave.
+    Datetime,
+    /// An http(s) URL, opened in a new tab; any other scheme is shown as text, never as a link.
+    Link,
+}
+
+/// One more value of each list row, e.g. an order's total or date.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CardItemValue {
+    /// The item of the list's array output.
+    pub item: String,
+    #[serde(default)]
+    pub format: ValueFormat,
+    /// Money only: the item holding the currency code…
+    #[serde(default)]
+    pub currency_item: Option<String>,
+    /// …or the code itself.
+    #[serde(default)]
+    pub currency: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -87,6 +126,11 @@ pub struct CardList {
     pub item_title: String,
     #[serde(default)]
     pub item_detail: Option<String>,
+    /// Item holding an http(s) URL: the row's title links there, in a new tab.
+    #[serde(default)]
+    pub item_link: Option<String>,
+    #[serde(default)]
+    pub values: Vec<CardItemValue>,
 }
 
 /// The conversation variables a card template may use, named as Infobip names them.

@@ -30,8 +30,8 @@ pub enum PartnerPart {
     Nothing,
     Found {
         title: String,
-        /// Label and value, in the definition's order; empty values left out.
-        fields: Vec<(String, String)>,
+        /// In the definition's order; empty values left out.
+        fields: Vec<ValueView>,
         list: Option<ListView>,
     },
     /// The lookup ran and the partner has no such customer.
@@ -45,10 +45,30 @@ pub enum PartnerPart {
     },
 }
 
+/// A labelled value, already formatted for the agent's locale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValueView {
+    pub label: String,
+    pub text: String,
+    /// An http(s) URL (checked on the server), opened in a new tab.
+    pub link: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ListView {
     pub title: String,
-    pub rows: Vec<(String, Option<String>)>,
+    pub rows: Vec<RowView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowView {
+    pub title: String,
+    /// An http(s) URL (checked on the server): the title links there, in a new tab.
+    pub link: Option<String>,
+    /// Shown as a tag beside the title (e.g. the order's status).
+    pub detail: Option<String>,
+    /// Formatted values under the title (e.g. the total and the date).
+    pub values: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -232,7 +252,13 @@ fn PartnerSection(partner: PartnerPart, app_name: String) -> impl IntoView {
         PartnerPart::Nothing => ().into_any(),
         PartnerPart::Found { fields, list, .. } => view! {
             <dl class="card-facts" data-testid="partner-fields">
-                {fields.into_iter().map(|(label, value)| view! { <dt>{label}</dt><dd>{value}</dd> }).collect_view()}
+                {fields.into_iter().map(|field| view! {
+                    <dt>{field.label}</dt>
+                    <dd>{match field.link {
+                        Some(href) => view! { <NewTabLink href text=field.text/> }.into_any(),
+                        None => field.text.into_any(),
+                    }}</dd>
+                }).collect_view()}
             </dl>
             {list.map(|list| view! {
                 <section class="card-list" aria-labelledby="card-list-title">
@@ -242,8 +268,19 @@ fn PartnerSection(partner: PartnerPart, app_name: String) -> impl IntoView {
                     } else {
                         view! {
                             <ul>
-                                {list.rows.into_iter().map(|(title, detail)| view! {
-                                    <li><span>{title}</span>{detail.map(|d| view! { <span class="tag">{d}</span> })}</li>
+                                {list.rows.into_iter().map(|row| view! {
+                                    <li>
+                                        <div class="row-head">
+                                            {match row.link {
+                                                Some(href) => view! { <NewTabLink href text=row.title/> }.into_any(),
+                                                None => view! { <span>{row.title}</span> }.into_any(),
+                                            }}
+                                            {row.detail.map(|d| view! { <span class="tag">{d}</span> })}
+                                        </div>
+                                        {(!row.values.is_empty()).then(|| view! {
+                                            <p class="row-values muted small">{row.values.join(" · ")}</p>
+                                        })}
+                                    </li>
                                 }).collect_view()}
                             </ul>
                         }.into_any()
@@ -266,5 +303,17 @@ fn PartnerSection(partner: PartnerPart, app_name: String) -> impl IntoView {
             <p class="card-state error" role="status" data-testid="partner-failed">{message}</p>
         }
         .into_any(),
+    }
+}
+
+/// A link out of the card: a new tab (the card is a narrow frame beside the chat), without handing the
+/// partner's page a handle on Infobip's window, and saying so to screen-reader users.
+#[component]
+fn NewTabLink(href: String, text: String) -> impl IntoView {
+    view! {
+        <a href=href target="_blank" rel="noopener noreferrer">
+            {text}<span class="visually-hidden">" (opens in a new tab)"</span>
+            <span aria-hidden="true">" ↗"</span>
+        </a>
     }
 }

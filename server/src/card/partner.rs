@@ -1,0 +1,257 @@
+//! What the partner's platform knows of a conversation's end user, as `[card]` declares it: the lookup, then
+//! the fields and the list. Both ways of showing a card (the framed page and the Custom cards webhook) come
+//! here, and every call goes through the signed path's own partner middleware (`invoke::call_partner`) with the
+//! account's settings: there is no second way to reach the partner.
+
+use super::format::AgentLocale;
+use crate::errors::ApiError;
+use crate::partner::PartnerError;
+use crate::signed::inputs::Inputs;
+use crate::signed::invoke::call_partner;
+use crate::state::AppState;
+use app::definition::template::{verbatim, Lookup, Source, Template};
+use app::definition::{AddressKind, CardSpec, ValueFormat};
+use app::pages::card::{ListView, PartnerPart, RowView, ValueView};
+use app::settings::{ResolvedSettings, SettingsError};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap};
+
+/// The conversation as Infobip names it (`customerNumber`, `conversationId` …), for the card's templates.
+pub type Conversation = HashMap<&'static str, Value>;
+
+pub async fn partner_part(
+    state: &AppState,
+    card: &CardSpec,
+    account_key: &str,
+    conversation: Conversation,
+    locale: AgentLocale,
+) -> PartnerPart {
+    let address = conversation
+        .get("customerNumber")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if address.is_empty() {
+        return PartnerPart::Nothing;
+    }
+    let settings = match state.settings.resolved(account_key).await {
+        Ok(settings) => settings,
+        Err(SettingsError::NotConfigured { .. }) => return PartnerPart::NotConfigured,
+        Err(e) => {
+            return PartnerPart::Failed {
+                message: failure(state, &e.into()),
+            }
+        }
+    };
+    let kind = if address.contains('@') {
+        AddressKind::Email
+    } else {
+        AddressKind::Phone
+    };
+    let Some(lookup) = card
+        .lookup
+        .iter()
+        .find(|l| l.when == AddressKind::Any || l.when == kind)
+    else {
+        return PartnerPart::NotFound { address };
+    };
+    let mut scope = CardScope {
+        conversation,
+        lookup: Map::new(),
+    };
+    let found = match call(state, &lookup.function, &lookup.inputs, &scope, &settings).await {
+        Ok(outputs) => outputs,
+        Err(ApiError::Partner(PartnerError::ClientError { status: 404, .. })) => {
+            return PartnerPart::NotFound { address }
+        }
+        Err(e) => {
+            return PartnerPart::Failed {
+                message: failure(state, &e),
+            }
+        }
+    };
+    scope.lookup = found;
+    let fields = card
+        .fields
+        .iter()
+        .filter_map(|f| {
+            let raw = scope.value(&f.value);
+            if raw.is_null() || raw.as_str() == Some("") {
+                return None;
+            }
+            let currency = f.currency.as_deref().map(|c| scope.render(c));
+            let text = locale.show(&raw, f.format, currency.as_deref());
+            let link = (f.format == ValueFormat::Link)
+                .then(|| safe_link(&text))
+                .flatten();
+            Some(ValueView {
+                label: f.label.clone(),
+                text,
+                link,
+            })
+        })
+        .collect();
+    let list = match &card.list {
+        None => None,
+        Some(list) => match call(state, &list.function, &list.inputs, &scope, &settings).await {
+            Ok(outputs) => Some(ListView {
+                title: list.title.clone(),
+                rows: outputs
+                    .get(&list.output)
+                    .and_then(Value::as_array)
+                    .map(|items| items.iter().map(|item| row(list, item, locale)).collect())
+                    .unwrap_or_default(),
+            }),
+            Err(e) => {
+                return PartnerPart::Failed {
+                    message: failure(state, &e),
+                }
+            }
+        },
+    };
+    PartnerPart::Found {
+        title: scope.render(&card.title),
+        fields,
+        list,
+    }
+}
+
+fn row(list: &app::definition::CardList, item: &Value, locale: AgentLocale) -> RowView {
+    let get = |name: &str| item.get(name).unwrap_or(&Value::Null);
+    RowView {
+        title: text(get(&list.item_title)),
+        link: list
+            .item_link
+            .as_deref()
+            .and_then(|name| safe_link(&text(get(name)))),
+        detail: list
+            .item_detail
+            .as_deref()
+            .map(|d| text(get(d)))
+            .filter(|d| !d.is_empty()),
+        values: list
+            .values
+            .iter()
+            .filter(|v| !get(&v.item).is_null())
+            .map(|v| {
+                let currency = v
+                    .currency
+                    .clone()
+                    .or_else(|| v.currency_item.as_deref().map(|c| text(get(c))));
+                locale.show(get(&v.item), v.format, currency.as_deref())
+            })
+            .collect(),
+    }
+}
+
+/// Only http(s) URLs become links: a partner's `javascript:` or `data:` value must never be an `href` on the
+/// agent's screen.
+pub fn safe_link(raw: &str) -> Option<String> {
+    let url = url::Url::parse(raw.trim()).ok()?;
+    matches!(url.scheme(), "http" | "https").then(|| url.to_string())
+}
+
+/// One function of the definition with inputs rendered from the card's scope.
+async fn call(
+    state: &AppState,
+    function: &str,
+    inputs: &BTreeMap<String, String>,
+    scope: &CardScope,
+    settings: &ResolvedSettings,
+) -> Result<Map<String, Value>, ApiError> {
+    let plan = state
+        .functions
+        .iter()
+        .find(|p| p.function.name == function)
+        .ok_or_else(|| ApiError::UnknownFunction(function.to_owned()))?;
+    let given: HashMap<String, Value> = inputs
+        .iter()
+        .map(|(name, text)| (name.clone(), Value::from(scope.render(text))))
+        .collect();
+    let inputs = Inputs::from_values(&plan.function, &given)?;
+    call_partner(state, plan, settings, &inputs).await
+}
+
+/// What the agent reads when the partner part fails; the cause goes to the log.
+pub fn failure(state: &AppState, error: &ApiError) -> String {
+    let app = &state.definition.app.name;
+    let (_, code) = error.status_and_code();
+    tracing::info!(code, "context card: {error}");
+    match code {
+        "partner_unreachable" | "partner_timeout" | "partner_server_error" => {
+            format!("{app} is not answering right now. Try again in a moment.")
+        }
+        "partner_address_forbidden" | "partner_request_invalid" | "invalid_settings"
+        | "settings_unreadable" | "partner_client_error" => format!(
+            "This account's {app} settings do not work: an admin should open the app's configuration \
+             page and use Test connection."
+        ),
+        _ => format!("{app} answered in a way the card cannot show ({code})."),
+    }
+}
+
+/// The values a card template draws from: the conversation, and the lookup's outputs once it has run.
+pub struct CardScope {
+    pub conversation: Conversation,
+    pub lookup: Map<String, Value>,
+}
+
+impl CardScope {
+    pub fn render(&self, text: &str) -> String {
+        Template::parse(text)
+            .map(|t| t.render(self, verbatim))
+            .unwrap_or_default()
+    }
+
+    /// A template that is one placeholder keeps its JSON type (a number stays a number for its format).
+    fn value(&self, text: &str) -> Value {
+        match Template::parse(text) {
+            Ok(t) => match t.single() {
+                Some(source) => self.lookup(source).cloned().unwrap_or(Value::Null),
+                None => Value::from(t.render(self, verbatim)),
+            },
+            Err(_) => Value::Null,
+        }
+    }
+}
+
+impl Lookup for CardScope {
+    fn lookup(&self, source: &Source) -> Option<&Value> {
+        match source {
+            Source::Conversation(name) => self.conversation.get(name.as_str()),
+            Source::Lookup(name) => self.lookup.get(name),
+            _ => None,
+        }
+    }
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_link;
+
+    #[test]
+    fn only_web_addresses_become_links() {
+        assert_eq!(
+            safe_link("https://track.example.com/1001").as_deref(),
+            Some("https://track.example.com/1001")
+        );
+        for hostile in [
+            "javascript:alert(1)",
+            " JavaScript:alert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "vbscript:x",
+            "//evil.example/x",
+            "/relative",
+        ] {
+            assert_eq!(safe_link(hostile), None, "{hostile}");
+        }
+    }
+}
