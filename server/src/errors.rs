@@ -32,6 +32,12 @@ pub enum ApiError {
         expected: &'static str,
         got: String,
     },
+    #[error("send the account's custom card token as `Authorization: Bearer ibexcc_…`; an admin issues it on the app's configuration page")]
+    CardTokenMissing,
+    #[error("this custom card token is not (or no longer) issued: the token on the app's configuration page replaces any earlier one")]
+    CardTokenUnknown,
+    #[error("query parameter `{0}` is missing or empty")]
+    MissingParameter(&'static str),
     #[error(transparent)]
     Input(#[from] InputError),
     #[error(transparent)]
@@ -62,6 +68,9 @@ impl ApiError {
             ApiError::BodyUnreadable => (S::BAD_REQUEST, "body_unreadable"),
             ApiError::UnknownFunction(_) => (S::NOT_FOUND, "unknown_function"),
             ApiError::InvalidPath(_) => (S::BAD_REQUEST, "invalid_path"),
+            ApiError::CardTokenMissing => (S::UNAUTHORIZED, "missing_card_token"),
+            ApiError::CardTokenUnknown => (S::UNAUTHORIZED, "unknown_card_token"),
+            ApiError::MissingParameter(_) => (S::BAD_REQUEST, "missing_parameter"),
             ApiError::MethodNotAllowed { .. } => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Input(InputError::MalformedJson(_) | InputError::NotAnObject) => {
                 (S::BAD_REQUEST, "malformed_json")

@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .merge(signed_routes(&state))
         .merge(
             operations()
+                .merge(custom_card())
                 .merge(pages(&state))
                 .layer(middleware::from_fn_with_state(
                     state.clone(),
@@ -99,6 +100,14 @@ fn operations() -> Router<AppState> {
         .route("/metrics", get(ops::metrics))
 }
 
+/// Conversations' Custom cards call this with the account's bearer token (card/webhook.rs).
+fn custom_card() -> Router<AppState> {
+    Router::new().route(
+        "/custom-card",
+        get(crate::card::webhook::custom_card).post(crate::card::webhook::custom_card),
+    )
+}
+
 /// The configuration page, its sign-in and the static files; `/settings` needs a signed-in Infobip user.
 fn pages(state: &AppState) -> Router<AppState> {
     let definition = state.definition.clone();
@@ -107,6 +116,11 @@ fn pages(state: &AppState) -> Router<AppState> {
     let probe = state.probe.clone();
     let card: Arc<dyn app::pages::card::CardSource> = Arc::new(crate::card::ServerCard {
         state: state.clone(),
+    });
+    let custom_card = state.definition.card.as_ref().map(|_| {
+        app::pages::custom_card::CustomCardEndpoint(crate::card::webhook::webhook_url(
+            &state.public_url,
+        ))
     });
     let leptos_options = (*state.leptos_options).clone();
     Router::new()
@@ -123,6 +137,9 @@ fn pages(state: &AppState) -> Router<AppState> {
                     provide_context(probe.clone());
                 }
                 provide_context(card.clone());
+                if let Some(endpoint) = &custom_card {
+                    provide_context(endpoint.clone());
+                }
             },
             move || app::shell(leptos_options.clone()),
         )

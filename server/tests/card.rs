@@ -103,7 +103,9 @@ async fn card(backend: Backend) {
     h.configure(ana.account_key, &[("max_orders", "3")]).await;
     let (_, html, _) = open_card(&h, ana.user_key, by_phone.id).await;
     assert!(
-        html.contains(r#"<a href="https://track.example.com/1001" target="_blank" rel="noopener noreferrer">"#),
+        html.contains(
+            r#"<a href="https://track.example.com/1001" target="_blank" rel="noopener noreferrer">"#
+        ),
         "the shipped order links to its tracking page: {html}"
     );
 
@@ -353,3 +355,104 @@ async fn card(backend: Backend) {
 }
 
 on_both_backends!(context_card, card);
+
+/// Conversations' Custom cards: the account's bearer token picks the account, and the answer is that account's
+/// card data, from the same `[card]` declaration and partner middleware as the framed card.
+async fn custom_cards(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let (acme, globex) = (USERS[0].account_key, USERS[2].account_key);
+    let call = |token: Option<String>, query: &'static str| {
+        let request = client().get(format!("{}/custom-card?{query}", h.ibex));
+        let request = match token {
+            Some(t) => request.header("Authorization", format!("Bearer {t}")),
+            None => request,
+        };
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let ana = "customerNumber=%2B385911234567&conversationId=c1&locale=de-DE";
+
+    let (status, body) = call(None, ana).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("missing_card_token"))
+    );
+    let issue = |account: &'static str| {
+        let store = h.state.settings.store().clone();
+        async move {
+            let issued = app::settings::card_tokens::issue();
+            store
+                .replace_card_token(account, &issued.digest, &issued.hint, "test")
+                .await
+                .unwrap();
+            issued.token
+        }
+    };
+    let acme_token = issue(acme).await;
+    let (status, body) = call(Some(format!("{acme_token}x")), ana).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unknown_card_token"))
+    );
+    let (status, body) = call(Some(acme_token.clone()), "conversationId=c1").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("missing_parameter"))
+    );
+    let (status, body) = call(Some(acme_token.clone()), ana).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (409, Some("not_configured"))
+    );
+
+    h.configure(
+        acme,
+        &[
+            ("api_base_url", &h.shop),
+            ("api_key", common::SHOP_KEY),
+            ("max_orders", "3"),
+        ],
+    )
+    .await;
+    let (status, body) = call(Some(acme_token.clone()), ana).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "found");
+    assert_eq!(body["title"], "Ana Horvat");
+    assert!(
+        body["fields"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({"label": "Customer ID", "value": "c-100", "url": null})),
+        "{body}"
+    );
+    let items = body["list"]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{body}");
+    assert_eq!(
+        items[2]["values"],
+        serde_json::json!(["59,90\u{a0}€", "18.11.2026"]),
+        "de-DE money and date: {body}"
+    );
+    assert_eq!(items[2]["url"], "https://track.example.com/1001");
+
+    // Another account's token opens that account's settings only: Globex has configured nothing, so Ana's data
+    // (Acme's customer) is not shown whatever number is asked for.
+    let globex_token = issue(globex).await;
+    let (status, body) = call(Some(globex_token), ana).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (409, Some("not_configured"))
+    );
+
+    // A new token replaces the old one at once.
+    let newer = issue(acme).await;
+    let (status, _) = call(Some(acme_token), ana).await;
+    assert_eq!(status, 401);
+    let (status, _) = call(Some(newer), "customerNumber=nobody%40example.com").await;
+    assert_eq!(status, 200);
+    h.finish().await;
+}
+
+on_both_backends!(custom_card_webhook, custom_cards);

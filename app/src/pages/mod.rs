@@ -1,3 +1,4 @@
 pub mod card;
+pub mod custom_card;
 pub mod home;
 pub mod settings;

@@ -35,12 +35,14 @@ pub struct SettingsView {
     /// Whether the app definition has a probe request, i.e. whether "Test connection" is offered.
     pub can_test: bool,
     pub fields: Vec<FieldView>,
+    /// Conversations' Custom cards: present when the app has a context card.
+    pub custom_card: Option<super::custom_card::CustomCardStatus>,
 }
 
 /// The settings service and the session every server function starts from. A token that does not open
 /// (forged, altered, expired) is answered 401, so a caller can tell it from a server fault.
 #[cfg(feature = "ssr")]
-fn signed_in(
+pub(super) fn signed_in(
     token: &str,
 ) -> Result<(crate::settings::SettingsService, crate::auth::Session), ServerFnError> {
     use crate::settings::crypto::KeyRing;
@@ -94,7 +96,9 @@ pub async fn load_settings(session: String) -> Result<SettingsView, ServerFnErro
             options: f.options.clone(),
         })
         .collect();
+    let custom_card = super::custom_card::status(&service, &session.account_key).await?;
     Ok(SettingsView {
+        custom_card,
         app_name: definition.app.name.clone(),
         username: session.username,
         account_key: session.account_key,
@@ -107,7 +111,7 @@ pub async fn load_settings(session: String) -> Result<SettingsView, ServerFnErro
 }
 
 #[cfg(feature = "ssr")]
-fn utc_minutes(ms: i64) -> Option<String> {
+pub(super) fn utc_minutes(ms: i64) -> Option<String> {
     let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
     at.format(time::macros::format_description!(
         "[year]-[month]-[day] [hour]:[minute] UTC"
@@ -194,8 +198,9 @@ fn SettingsOverview(view: SettingsView, session: String) -> impl IntoView {
                 <span>{format!("Signed in as {}", view.username)}</span>
             </p>
         </header>
-        <SettingsForm fields=view.fields version=view.version can_test=view.can_test session/>
+        <SettingsForm fields=view.fields version=view.version can_test=view.can_test session=session.clone()/>
         <p class="muted small" data-testid="last-change">{last_change}</p>
+        {view.custom_card.map(|status| view! { <super::custom_card::CustomCardPanel status session/> })}
     }
 }
 

@@ -4,6 +4,8 @@
 //! settings schema; an empty text clears a field. Storage, encryption and caching are server-only.
 
 #[cfg(feature = "ssr")]
+pub mod card_tokens;
+#[cfg(feature = "ssr")]
 pub mod crypto;
 pub mod probe;
 #[cfg(feature = "ssr")]

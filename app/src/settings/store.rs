@@ -113,6 +113,14 @@ pub struct ProbeRecord {
     pub tested_at: i64,
 }
 
+/// An account's Custom cards token, as the configuration page may show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardTokenRecord {
+    pub hint: String,
+    pub issued_by: String,
+    pub issued_at: i64,
+}
+
 #[derive(Clone)]
 pub struct SettingsStore {
     pool: AnyPool,
@@ -383,6 +391,63 @@ impl SettingsStore {
     pub async fn linked(&self, signed_key: &str) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT settings_key FROM account_links WHERE signed_key = $1")
             .bind(signed_key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    /// Issues a new Custom cards token for the account, replacing (and so revoking) the one before.
+    pub async fn replace_card_token(
+        &self,
+        account_key: &str,
+        digest: &str,
+        hint: &str,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM card_tokens WHERE account_key = $1")
+            .bind(account_key)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO card_tokens (account_key, digest, hint, issued_by, issued_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(account_key)
+        .bind(digest)
+        .bind(hint)
+        .bind(actor)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Which token the account has, without the token itself.
+    pub async fn card_token(
+        &self,
+        account_key: &str,
+    ) -> Result<Option<CardTokenRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT hint, issued_by, issued_at FROM card_tokens WHERE account_key = $1",
+        )
+        .bind(account_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(CardTokenRecord {
+                hint: r.try_get(0)?,
+                issued_by: r.try_get(1)?,
+                issued_at: r.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The account a presented token's digest belongs to.
+    pub async fn card_token_account(&self, digest: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT account_key FROM card_tokens WHERE digest = $1")
+            .bind(digest)
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)

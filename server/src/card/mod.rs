@@ -3,6 +3,7 @@
 
 pub mod format;
 pub mod partner;
+pub mod webhook;
 
 use crate::infobip::InfobipError;
 use crate::signin::oauth::start_url;
