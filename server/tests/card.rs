@@ -24,6 +24,12 @@ async fn open_card(h: &Harness, user: &str, conversation: &str) -> (u16, String,
     (status, page.text().await.unwrap(), trail)
 }
 
+/// The card session id of a fresh card for `conversation`.
+async fn h_last(h: &Harness, user: &str, conversation: &str) -> String {
+    let (_, _, trail) = open_card(h, user, conversation).await;
+    trail.last().cloned().unwrap_or_default()
+}
+
 fn card_id(url: &str) -> String {
     url::Url::parse(url)
         .unwrap()
@@ -108,6 +114,90 @@ async fn card(backend: Backend) {
         ),
         "the shipped order links to its tracking page: {html}"
     );
+
+    // The row's action: the card offers "Add note" on each order, and the server fills in the order itself.
+    assert!(html.contains("Add note"), "{html}");
+    let session_id = card_id(h_last(&h, ana.user_key, by_phone.id).await.as_str());
+    let act = |key: serde_json::Value, typed: serde_json::Value| {
+        let request =
+            client()
+                .post(format!("{}/api/card_action", h.ibex))
+                .json(&serde_json::json!({
+                    "card": session_id, "conversation_id": by_phone.id, "key": key, "typed": typed,
+                }));
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let done = act(
+        serde_json::json!({"order_id": "1006"}),
+        serde_json::json!({"text": "Called back about the headlamp"}),
+    )
+    .await;
+    let message = done["Ok"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("Note ") && message.ends_with("added to order 1006."),
+        "{done}"
+    );
+    let sent = notes_sent(&h).await;
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(sent[0]["path"], "/orders/1006/notes");
+    assert!(sent[0]["body"]
+        .as_str()
+        .unwrap()
+        .contains("Called back about the headlamp"));
+    // Hostile: another customer's order (1003 is Marko's), a key field the agent made up, an input the action
+    // does not ask for, an empty note. None reaches the partner.
+    for (key, typed, expected) in [
+        (
+            serde_json::json!({"order_id": "1003"}),
+            serde_json::json!({"text": "x"}),
+            "no longer in Order desk's list",
+        ),
+        (
+            serde_json::json!({"order_id": "1006", "extra": "1"}),
+            serde_json::json!({"text": "x"}),
+            "no longer in Order desk's list",
+        ),
+        (
+            serde_json::json!({"order_id": "1006"}),
+            serde_json::json!({"text": "x", "order_id": "1003"}),
+            "`order_id` cannot be typed",
+        ),
+        (
+            serde_json::json!({"order_id": "1006"}),
+            serde_json::json!({"text": "  "}),
+            "text",
+        ),
+    ] {
+        let answer = act(key.clone(), typed.clone()).await;
+        let refused = answer["Err"].as_str().unwrap_or_default();
+        assert!(refused.contains(expected), "{key} {typed}: {answer}");
+    }
+    assert_eq!(notes_sent(&h).await.len(), 1, "nothing more was sent");
+    // A card session of another conversation cannot act on this one.
+    let answer = client()
+        .post(format!("{}/api/card_action", h.ibex))
+        .json(&serde_json::json!({
+            "card": session_id, "conversation_id": CONVERSATIONS[1].id,
+            "key": {"order_id": "1003"}, "typed": {"text": "x"},
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert!(
+        answer["Err"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("sign-in to the card has ended"),
+        "{answer}"
+    );
+    assert_eq!(notes_sent(&h).await.len(), 1);
 
     // An end user the shop does not know is said so, with the address.
     let (_, html, _) = open_card(&h, ana.user_key, CONVERSATIONS[2].id).await;
@@ -456,3 +546,14 @@ async fn custom_cards(backend: Backend) {
 }
 
 on_both_backends!(custom_card_webhook, custom_cards);
+
+/// The notes the demo shop has been asked to add.
+async fn notes_sent(h: &Harness) -> Vec<serde_json::Value> {
+    h.shop_requests()
+        .await
+        .into_iter()
+        .filter(|r| {
+            r["method"] == "POST" && r["path"].as_str().unwrap_or_default().ends_with("/notes")
+        })
+        .collect()
+}

@@ -76,7 +76,12 @@ impl AppDefinition {
                 .find(|f| f.name == name)
                 .ok_or_else(|| invalid(place, format!("`{name}` is not a function of this app")))
         };
-        let template = |place: &str, text: &str, lookup: Option<&HashSet<&str>>| {
+        let no_items: HashSet<&str> = HashSet::new();
+        let scoped = |place: &str,
+                      text: &str,
+                      lookup: Option<&HashSet<&str>>,
+                      items: &HashSet<&str>,
+                      results: &HashSet<&str>| {
             let parsed = Template::parse(text).map_err(|e| invalid(place, e.to_string()))?;
             for source in parsed.sources() {
                 match source {
@@ -103,6 +108,32 @@ impl AppDefinition {
                             format!("`{{{{{source}}}}}` is not an output of every lookup function"),
                         ))
                     }
+                    Source::Item(name) if items.contains(name.as_str()) => {}
+                    Source::Item(_) if items.is_empty() => {
+                        return Err(invalid(
+                            place,
+                            format!("`{{{{{source}}}}}`: item.* belongs to the list's action only"),
+                        ))
+                    }
+                    Source::Item(_) => {
+                        return Err(invalid(
+                            place,
+                            format!("`{{{{{source}}}}}` is not an item of the list's output"),
+                        ))
+                    }
+                    Source::Result(name) if results.contains(name.as_str()) => {}
+                    Source::Result(_) if results.is_empty() => {
+                        return Err(invalid(
+                            place,
+                            format!("`{{{{{source}}}}}`: result.* belongs to the action's `done` only"),
+                        ))
+                    }
+                    Source::Result(_) => {
+                        return Err(invalid(
+                            place,
+                            format!("`{{{{{source}}}}}` is not an output of the action's function"),
+                        ))
+                    }
                     _ => {
                         return Err(invalid(
                             place,
@@ -112,6 +143,9 @@ impl AppDefinition {
                 }
             }
             Ok(())
+        };
+        let template = |place: &str, text: &str, lookup: Option<&HashSet<&str>>| {
+            scoped(place, text, lookup, &no_items, &no_items)
         };
         if card.lookup.is_empty() {
             return Err(invalid("[card] lookup", "needs at least one lookup"));
@@ -190,6 +224,62 @@ impl AppDefinition {
                         format!("output `{}` has no item `{item}`", list.output),
                     ));
                 }
+            }
+            if let Some(action) = &list.action {
+                let place = "[card.list.action]";
+                let f = function(place, &action.function)?;
+                let items: HashSet<&str> = array.items.iter().map(|i| i.name.as_str()).collect();
+                let results: HashSet<&str> = f.outputs.iter().map(|o| o.name.as_str()).collect();
+                for name in action.inputs.keys().chain(action.ask.iter()) {
+                    if !f.inputs.iter().any(|input| input.name == *name) {
+                        return Err(invalid(
+                            place,
+                            format!("`{}` has no input `{name}`", f.name),
+                        ));
+                    }
+                }
+                if let Some(both) = action.ask.iter().find(|a| action.inputs.contains_key(*a)) {
+                    return Err(invalid(
+                        place,
+                        format!("input `{both}` is both filled in (`inputs`) and asked (`ask`)"),
+                    ));
+                }
+                if let Some(missing) = f.inputs.iter().find(|input| {
+                    input.required
+                        && !action.inputs.contains_key(&input.name)
+                        && !action.ask.contains(&input.name)
+                }) {
+                    return Err(invalid(
+                        place,
+                        format!(
+                            "required input `{}` is neither in `inputs` nor in `ask`",
+                            missing.name
+                        ),
+                    ));
+                }
+                for (name, text) in &action.inputs {
+                    scoped(
+                        &format!("{place} input `{name}`"),
+                        text,
+                        Some(&outputs),
+                        &items,
+                        &no_items,
+                    )?;
+                }
+                scoped(
+                    &format!("{place} confirm"),
+                    &action.confirm,
+                    Some(&outputs),
+                    &items,
+                    &no_items,
+                )?;
+                scoped(
+                    &format!("{place} done"),
+                    &action.done,
+                    Some(&outputs),
+                    &items,
+                    &results,
+                )?;
             }
             for (i, value) in list.values.iter().enumerate() {
                 let place = format!("[card.list] values[{i}]");
@@ -501,7 +591,10 @@ impl AppDefinition {
                         format!("`{{{{{source}}}}}` names no input of this function"),
                     ))
                 }
-                Source::Conversation(_) | Source::Lookup(_) => {
+                Source::Conversation(_)
+                | Source::Lookup(_)
+                | Source::Item(_)
+                | Source::Result(_) => {
                     return Err(invalid(
                         place,
                         format!(

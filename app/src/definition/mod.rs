@@ -131,6 +131,30 @@ pub struct CardList {
     pub item_link: Option<String>,
     #[serde(default)]
     pub values: Vec<CardItemValue>,
+    /// What the agent can do to a row, e.g. add a note to an order.
+    #[serde(default)]
+    pub action: Option<CardAction>,
+}
+
+/// An action on a list row: a function of this definition, called through the same partner middleware as every
+/// other call, after the agent confirms.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CardAction {
+    /// The button, e.g. "Add note".
+    pub label: String,
+    pub function: String,
+    /// Input name → template over `item.*`, `lookup.*` and `conversation.*`, filled in by the server: the agent
+    /// cannot change them.
+    #[serde(default)]
+    pub inputs: std::collections::BTreeMap<String, String>,
+    /// Inputs the agent types (labelled with the function's input titles).
+    #[serde(default)]
+    pub ask: Vec<String>,
+    /// The question the agent confirms, e.g. "Add this note to order {{item.id}}?".
+    pub confirm: String,
+    /// Said after it worked, e.g. "Note {{result.note_id}} added to order {{item.id}}.".
+    pub done: String,
 }
 
 /// The conversation variables a card template may use, named as Infobip names them.

@@ -14,6 +14,10 @@ pub enum Source {
     Conversation(String),
     /// An output of the card's lookup call (`{{lookup.customer_id}}`): context card only.
     Lookup(String),
+    /// An item of the card list's row (`{{item.id}}`): the list's action only.
+    Item(String),
+    /// An output of the action's own call (`{{result.note_id}}`): the action's `done` message only.
+    Result(String),
 }
 
 impl std::fmt::Display for Source {
@@ -23,6 +27,8 @@ impl std::fmt::Display for Source {
             Source::Setting(key) => write!(f, "settings.{key}"),
             Source::Conversation(name) => write!(f, "conversation.{name}"),
             Source::Lookup(name) => write!(f, "lookup.{name}"),
+            Source::Item(name) => write!(f, "item.{name}"),
+            Source::Result(name) => write!(f, "result.{name}"),
         }
     }
 }
@@ -73,6 +79,8 @@ impl Template {
                     Source::Conversation(name.to_owned())
                 }
                 Some(("lookup", name)) if !name.is_empty() => Source::Lookup(name.to_owned()),
+                Some(("item", name)) if !name.is_empty() => Source::Item(name.to_owned()),
+                Some(("result", name)) if !name.is_empty() => Source::Result(name.to_owned()),
                 _ => return Err(TemplateError::Unknown(inner.to_owned())),
             };
             parts.push(Part::Value(source));

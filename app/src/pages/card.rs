@@ -1,9 +1,10 @@
 //! The Conversations context card: beside the agent's chat, who the account, the agent and the end user are.
-//! Rendered on the server only (no island yet: refreshing is a link), so it ships no wasm of its own.
+//! Rendered on the server; only a row's action is an island (refreshing is a link).
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// What the card shows, one variant per state the agent can meet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +59,29 @@ pub struct ValueView {
 pub struct ListView {
     pub title: String,
     pub rows: Vec<RowView>,
+    /// What the agent can do to each row.
+    pub action: Option<ActionView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionView {
+    pub label: String,
+    /// The inputs the agent types.
+    pub asks: Vec<AskView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AskView {
+    pub name: String,
+    pub label: String,
+}
+
+/// A row's action as the server prepared it: `key` names the row (the inputs the server fills in), `confirm`
+/// is the question the agent answers before anything is sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowAction {
+    pub key: BTreeMap<String, String>,
+    pub confirm: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +93,7 @@ pub struct RowView {
     pub detail: Option<String>,
     /// Formatted values under the title (e.g. the total and the date).
     pub values: Vec<String>,
+    pub action: Option<RowAction>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +117,7 @@ pub use server_side::CardSource;
 #[cfg(feature = "ssr")]
 mod server_side {
     use super::CardOutcome;
+    use std::collections::BTreeMap;
     use std::future::Future;
     use std::pin::Pin;
 
@@ -103,6 +129,15 @@ mod server_side {
             conversation_id: &'a str,
             attempt: u32,
         ) -> Pin<Box<dyn Future<Output = CardOutcome> + Send + 'a>>;
+
+        /// Runs a row's action: `Ok` with what to tell the agent, or `Err` with why it did not happen.
+        fn act<'a>(
+            &'a self,
+            card_session: &'a str,
+            conversation_id: &'a str,
+            key: BTreeMap<String, String>,
+            typed: BTreeMap<String, String>,
+        ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
     }
 }
 
@@ -127,6 +162,20 @@ pub async fn load_card(
             Err(ServerFnError::new("signing in again"))
         }
     }
+}
+
+/// A row's action, after the agent confirmed it. The answer is a sentence for the agent either way.
+#[server(endpoint = "card_action", input = leptos::server_fn::codec::Json)]
+pub async fn card_action(
+    card: String,
+    conversation_id: String,
+    key: BTreeMap<String, String>,
+    typed: BTreeMap<String, String>,
+) -> Result<Result<String, String>, ServerFnError> {
+    use std::sync::Arc;
+    let source = use_context::<Arc<dyn CardSource>>()
+        .ok_or_else(|| ServerFnError::new("the context card is not set up"))?;
+    Ok(source.act(&card, &conversation_id, key, typed).await)
 }
 
 #[component]
@@ -159,7 +208,10 @@ pub fn CardPage() -> impl IntoView {
         <section class="card-page">
             <Suspense fallback=|| view! { <CardSkeleton/> }>
                 {move || card.get().map(|result| match result {
-                    Ok(view) => view! { <CardBody view refresh=refresh()/> }.into_any(),
+                    Ok(view) => {
+                        let (card, conversation, _) = params();
+                        view! { <CardBody view refresh=refresh() card conversation/> }.into_any()
+                    }
                     Err(_) => view! {
                         <CardNotice title="The card could not be loaded"
                             message="Something went wrong on the app's side. Try again in a moment.".into()
@@ -192,7 +244,7 @@ fn CardNotice(title: &'static str, message: String, refresh: String) -> impl Int
 }
 
 #[component]
-fn CardBody(view: CardView, refresh: String) -> impl IntoView {
+fn CardBody(view: CardView, refresh: String, card: String, conversation: String) -> impl IntoView {
     match view {
         CardView::Ready {
             app_name,
@@ -224,7 +276,7 @@ fn CardBody(view: CardView, refresh: String) -> impl IntoView {
                         <p class="muted">"Nobody has written in this conversation yet."</p>
                     }.into_any(),
                 }}
-                <PartnerSection partner app_name=app_name.clone()/>
+                <PartnerSection partner app_name=app_name.clone() card conversation/>
                 <p class="muted small card-foot">{format!("{app_name} · signed in as {agent}")}</p>
             }
             .into_any()
@@ -247,7 +299,12 @@ fn CardBody(view: CardView, refresh: String) -> impl IntoView {
 }
 
 #[component]
-fn PartnerSection(partner: PartnerPart, app_name: String) -> impl IntoView {
+fn PartnerSection(
+    partner: PartnerPart,
+    app_name: String,
+    card: String,
+    conversation: String,
+) -> impl IntoView {
     match partner {
         PartnerPart::Nothing => ().into_any(),
         PartnerPart::Found { fields, list, .. } => view! {
@@ -268,7 +325,16 @@ fn PartnerSection(partner: PartnerPart, app_name: String) -> impl IntoView {
                     } else {
                         view! {
                             <ul>
-                                {list.rows.into_iter().map(|row| view! {
+                                {list.rows.into_iter().map(|row| {
+                                    let action = match (&list.action, row.action) {
+                                        (Some(a), Some(r)) => Some(view! {
+                                            <RowActionControl card=card.clone() conversation=conversation.clone()
+                                                label=a.label.clone() asks=a.asks.clone() key=r.key confirm=r.confirm
+                                                row_title=row.title.clone()/>
+                                        }),
+                                        _ => None,
+                                    };
+                                    view! {
                                     <li>
                                         <div class="row-head">
                                             {match row.link {
@@ -280,8 +346,9 @@ fn PartnerSection(partner: PartnerPart, app_name: String) -> impl IntoView {
                                         {(!row.values.is_empty()).then(|| view! {
                                             <p class="row-values muted small">{row.values.join(" · ")}</p>
                                         })}
+                                        {action}
                                     </li>
-                                }).collect_view()}
+                                }}).collect_view()}
                             </ul>
                         }.into_any()
                     }}
@@ -315,5 +382,148 @@ fn NewTabLink(href: String, text: String) -> impl IntoView {
             {text}<span class="visually-hidden">" (opens in a new tab)"</span>
             <span aria-hidden="true">" ↗"</span>
         </a>
+    }
+}
+
+/// Where a row's action stands in the agent's hands.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    Closed,
+    Typing,
+    Confirming,
+    Done(Result<String, String>),
+}
+
+/// A row's action: open, type, confirm, done. The card's only island, so the card ships the same wasm bundle as
+/// the configuration page and nothing more; the row's identity (`key`) is checked again on the server.
+#[island]
+fn RowActionControl(
+    card: String,
+    conversation: String,
+    label: String,
+    asks: Vec<AskView>,
+    key: BTreeMap<String, String>,
+    confirm: String,
+    row_title: String,
+) -> impl IntoView {
+    let step = RwSignal::new(Step::Closed);
+    let values: Vec<(AskView, RwSignal<String>)> = asks
+        .into_iter()
+        .map(|a| (a, RwSignal::new(String::new())))
+        .collect();
+    let missing = RwSignal::new(None::<String>);
+    let interactive = RwSignal::new(false);
+    Effect::new(move || interactive.set(true));
+    let id = format!(
+        "act-{}",
+        key.values().cloned().collect::<Vec<_>>().join("-")
+    )
+    .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_");
+    let run = Action::new({
+        let (card, conversation, key) = (card.clone(), conversation.clone(), key.clone());
+        move |typed: &BTreeMap<String, String>| {
+            let (card, conversation, key, typed) = (
+                card.clone(),
+                conversation.clone(),
+                key.clone(),
+                typed.clone(),
+            );
+            async move {
+                match card_action(card, conversation, key, typed).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err("The app did not answer. Try again in a moment.".to_owned()),
+                }
+            }
+        }
+    });
+    Effect::new(move || {
+        if let Some(outcome) = run.value().get() {
+            step.set(Step::Done(outcome));
+        }
+    });
+    let typed = {
+        let values = values.clone();
+        move || -> BTreeMap<String, String> {
+            values
+                .iter()
+                .map(|(a, v)| (a.name.clone(), v.get_untracked()))
+                .collect()
+        }
+    };
+    let review = {
+        let values = values.clone();
+        move |ev: leptos::ev::SubmitEvent| {
+            ev.prevent_default();
+            match values
+                .iter()
+                .find(|(_, v)| v.get_untracked().trim().is_empty())
+            {
+                Some((a, _)) => missing.set(Some(format!("{} is required.", a.label))),
+                None => {
+                    missing.set(None);
+                    step.set(Step::Confirming);
+                }
+            }
+        }
+    };
+    let open_label = format!("{label}: {row_title}");
+    let field_id = id.clone();
+    view! {
+        <div class="row-action" data-interactive=move || interactive.get().to_string()>
+            {move || match step.get() {
+                Step::Closed => view! {
+                    <button type="button" class="link-button" aria-label=open_label.clone()
+                        disabled=move || !interactive.get()
+                        on:click=move |_| step.set(Step::Typing)>{label.clone()}</button>
+                }.into_any(),
+                Step::Typing => view! {
+                    <form class="row-action-form" on:submit=review.clone() novalidate>
+                        {values.iter().map(|(a, v)| {
+                            let v = *v;
+                            let input_id = format!("{field_id}-{}", a.name);
+                            view! {
+                                <label for=input_id.clone()>{a.label.clone()}</label>
+                                <textarea id=input_id rows="2" required aria-required="true"
+                                    aria-invalid=move || missing.get().is_some().then_some("true")
+                                    autofocus
+                                    prop:value=move || v.get()
+                                    on:input=move |ev| v.set(event_target_value(&ev))></textarea>
+                            }
+                        }).collect_view()}
+                        <p class="status error" role="alert">{move || missing.get()}</p>
+                        <div class="actions">
+                            <button type="submit" class="button secondary">"Review"</button>
+                            <button type="button" class="link-button" on:click=move |_| step.set(Step::Closed)>"Cancel"</button>
+                        </div>
+                    </form>
+                }.into_any(),
+                Step::Confirming => {
+                    let typed = typed.clone();
+                    view! {
+                        <div class="row-action-confirm" role="group" aria-label="Confirm">
+                            <p>{confirm.clone()}</p>
+                            <blockquote class="small">{values.iter().map(|(_, v)| v.get_untracked()).collect::<Vec<_>>().join(" · ")}</blockquote>
+                            <div class="actions">
+                                <button type="button" class="button" autofocus
+                                    aria-disabled=move || run.pending().get().to_string()
+                                    on:click=move |_| { if !run.pending().get_untracked() { run.dispatch(typed()); } }>
+                                    {move || if run.pending().get() { "Sending…" } else { "Confirm" }}
+                                </button>
+                                <button type="button" class="link-button" on:click=move |_| step.set(Step::Typing)>"Back"</button>
+                            </div>
+                        </div>
+                    }.into_any()
+                }
+                Step::Done(Ok(message)) => view! {
+                    <p class="status ok" role="status" data-testid="action-done">{message}</p>
+                }.into_any(),
+                Step::Done(Err(message)) => view! {
+                    <div>
+                        <p class="status error" role="alert" data-testid="action-failed">{message}</p>
+                        <button type="button" class="link-button" on:click=move |_| step.set(Step::Confirming)>"Try again"</button>
+                    </div>
+                }.into_any(),
+            }}
+        </div>
     }
 }

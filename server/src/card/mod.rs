@@ -11,7 +11,7 @@ use crate::state::AppState;
 use app::pages::card::{CardOutcome, CardSource, CardView, EndUserView, PartnerPart};
 use format::AgentLocale;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -59,19 +59,7 @@ impl ServerCard {
         };
         let partner = match (&self.state.definition.card, &end_user) {
             (Some(card), Some(user)) => {
-                let conversation = HashMap::from([
-                    ("conversationId", Value::from(conversation_id)),
-                    ("customerNumber", Value::from(user.address.as_str())),
-                    (
-                        "customerDisplayName",
-                        Value::from(user.display_name.clone().unwrap_or_default()),
-                    ),
-                    (
-                        "channel",
-                        Value::from(user.channel.clone().unwrap_or_default()),
-                    ),
-                    ("agentId", Value::from(sign_in.user_key.as_str())),
-                ]);
+                let conversation = conversation_of(conversation_id, &sign_in, user);
                 partner::partner_part(
                     &self.state,
                     card,
@@ -94,6 +82,77 @@ impl ServerCard {
             partner,
         })
     }
+}
+
+impl ServerCard {
+    /// A row's action: the same sign-in and end user as the card the agent is looking at, then
+    /// `partner::act`, which finds the row again in the customer's current list.
+    async fn act(
+        &self,
+        card_session: &str,
+        conversation_id: &str,
+        key: BTreeMap<String, String>,
+        typed: BTreeMap<String, String>,
+    ) -> Result<String, String> {
+        let ended =
+            || "Your sign-in to the card has ended: refresh the card, then try again.".to_owned();
+        let Some(card) = &self.state.definition.card else {
+            return Err("This card has no actions.".into());
+        };
+        let sign_in = match self.state.card_sessions.load(card_session).await {
+            Ok(Some(sign_in)) if sign_in.conversation_id == conversation_id => sign_in,
+            Ok(_) => return Err(ended()),
+            Err(e) => {
+                tracing::error!("{e}");
+                return Err("The card's sign-in could not be read. Try again in a moment.".into());
+            }
+        };
+        let user = match self
+            .state
+            .infobip
+            .end_user(&sign_in.token, conversation_id)
+            .await
+        {
+            Ok(Some(user)) => user,
+            Ok(None) => return Err("Nobody has written in this conversation yet.".into()),
+            Err(InfobipError::Unauthorized) => return Err(ended()),
+            Err(error) => {
+                tracing::info!(conversation_id, "context card action: {error}");
+                return Err("Infobip did not answer as expected. Try again in a moment.".into());
+            }
+        };
+        let conversation = conversation_of(conversation_id, &sign_in, &user);
+        partner::act(
+            &self.state,
+            card,
+            &sign_in.account_key,
+            conversation,
+            &key,
+            &typed,
+        )
+        .await
+    }
+}
+
+/// The conversation in Infobip's own words, for the card's templates.
+fn conversation_of(
+    conversation_id: &str,
+    sign_in: &crate::signin::card_sessions::CardSignIn,
+    user: &crate::infobip::EndUser,
+) -> partner::Conversation {
+    HashMap::from([
+        ("conversationId", Value::from(conversation_id)),
+        ("customerNumber", Value::from(user.address.as_str())),
+        (
+            "customerDisplayName",
+            Value::from(user.display_name.clone().unwrap_or_default()),
+        ),
+        (
+            "channel",
+            Value::from(user.channel.clone().unwrap_or_default()),
+        ),
+        ("agentId", Value::from(sign_in.user_key.as_str())),
+    ])
 }
 
 fn view_of(error: InfobipError) -> CardView {
@@ -127,5 +186,21 @@ impl CardSource for ServerCard {
         attempt: u32,
     ) -> Pin<Box<dyn Future<Output = CardOutcome> + Send + 'a>> {
         Box::pin(self.run(card_session, conversation_id, attempt))
+    }
+
+    fn act<'a>(
+        &'a self,
+        card_session: &'a str,
+        conversation_id: &'a str,
+        key: BTreeMap<String, String>,
+        typed: BTreeMap<String, String>,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
+        Box::pin(ServerCard::act(
+            self,
+            card_session,
+            conversation_id,
+            key,
+            typed,
+        ))
     }
 }

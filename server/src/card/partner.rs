@@ -10,8 +10,8 @@ use crate::signed::inputs::Inputs;
 use crate::signed::invoke::call_partner;
 use crate::state::AppState;
 use app::definition::template::{verbatim, Lookup, Source, Template};
-use app::definition::{AddressKind, CardSpec, ValueFormat};
-use app::pages::card::{ListView, PartnerPart, RowView, ValueView};
+use app::definition::{AddressKind, CardAction, CardList, CardSpec, ValueFormat};
+use app::pages::card::{ActionView, AskView, ListView, PartnerPart, RowAction, RowView, ValueView};
 use app::settings::{ResolvedSettings, SettingsError};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -26,51 +26,10 @@ pub async fn partner_part(
     conversation: Conversation,
     locale: AgentLocale,
 ) -> PartnerPart {
-    let address = conversation
-        .get("customerNumber")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    if address.is_empty() {
-        return PartnerPart::Nothing;
-    }
-    let settings = match state.settings.resolved(account_key).await {
-        Ok(settings) => settings,
-        Err(SettingsError::NotConfigured { .. }) => return PartnerPart::NotConfigured,
-        Err(e) => {
-            return PartnerPart::Failed {
-                message: failure(state, &e.into()),
-            }
-        }
+    let (scope, settings) = match found(state, card, account_key, conversation).await {
+        Ok(found) => found,
+        Err(part) => return part,
     };
-    let kind = if address.contains('@') {
-        AddressKind::Email
-    } else {
-        AddressKind::Phone
-    };
-    let Some(lookup) = card
-        .lookup
-        .iter()
-        .find(|l| l.when == AddressKind::Any || l.when == kind)
-    else {
-        return PartnerPart::NotFound { address };
-    };
-    let mut scope = CardScope {
-        conversation,
-        lookup: Map::new(),
-    };
-    let found = match call(state, &lookup.function, &lookup.inputs, &scope, &settings).await {
-        Ok(outputs) => outputs,
-        Err(ApiError::Partner(PartnerError::ClientError { status: 404, .. })) => {
-            return PartnerPart::NotFound { address }
-        }
-        Err(e) => {
-            return PartnerPart::Failed {
-                message: failure(state, &e),
-            }
-        }
-    };
-    scope.lookup = found;
     let fields = card
         .fields
         .iter()
@@ -93,14 +52,14 @@ pub async fn partner_part(
         .collect();
     let list = match &card.list {
         None => None,
-        Some(list) => match call(state, &list.function, &list.inputs, &scope, &settings).await {
-            Ok(outputs) => Some(ListView {
+        Some(list) => match items(state, list, &scope, &settings).await {
+            Ok(items) => Some(ListView {
                 title: list.title.clone(),
-                rows: outputs
-                    .get(&list.output)
-                    .and_then(Value::as_array)
-                    .map(|items| items.iter().map(|item| row(list, item, locale)).collect())
-                    .unwrap_or_default(),
+                rows: items
+                    .iter()
+                    .map(|item| row(list, item, &scope, locale))
+                    .collect(),
+                action: list.action.as_ref().map(|a| action_view(state, a)),
             }),
             Err(e) => {
                 return PartnerPart::Failed {
@@ -116,9 +75,195 @@ pub async fn partner_part(
     }
 }
 
-fn row(list: &app::definition::CardList, item: &Value, locale: AgentLocale) -> RowView {
+/// The account's settings and the lookup's outputs, or the state the card shows instead.
+async fn found(
+    state: &AppState,
+    card: &CardSpec,
+    account_key: &str,
+    conversation: Conversation,
+) -> Result<(CardScope, std::sync::Arc<ResolvedSettings>), PartnerPart> {
+    let address = conversation
+        .get("customerNumber")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if address.is_empty() {
+        return Err(PartnerPart::Nothing);
+    }
+    let settings = match state.settings.resolved(account_key).await {
+        Ok(settings) => settings,
+        Err(SettingsError::NotConfigured { .. }) => return Err(PartnerPart::NotConfigured),
+        Err(e) => {
+            return Err(PartnerPart::Failed {
+                message: failure(state, &e.into()),
+            })
+        }
+    };
+    let kind = if address.contains('@') {
+        AddressKind::Email
+    } else {
+        AddressKind::Phone
+    };
+    let Some(lookup) = card
+        .lookup
+        .iter()
+        .find(|l| l.when == AddressKind::Any || l.when == kind)
+    else {
+        return Err(PartnerPart::NotFound { address });
+    };
+    let mut scope = CardScope {
+        conversation,
+        lookup: Map::new(),
+        item: None,
+        result: None,
+    };
+    match call(
+        state,
+        &lookup.function,
+        &lookup.inputs,
+        &scope,
+        &settings,
+        None,
+    )
+    .await
+    {
+        Ok(outputs) => scope.lookup = outputs,
+        Err(ApiError::Partner(PartnerError::ClientError { status: 404, .. })) => {
+            return Err(PartnerPart::NotFound { address })
+        }
+        Err(e) => {
+            return Err(PartnerPart::Failed {
+                message: failure(state, &e),
+            })
+        }
+    }
+    Ok((scope, settings))
+}
+
+/// The list's rows as the partner answered them.
+async fn items(
+    state: &AppState,
+    list: &CardList,
+    scope: &CardScope,
+    settings: &ResolvedSettings,
+) -> Result<Vec<Value>, ApiError> {
+    let outputs = call(state, &list.function, &list.inputs, scope, settings, None).await?;
+    Ok(match outputs.get(&list.output) {
+        Some(Value::Array(items)) => items.clone(),
+        _ => Vec::new(),
+    })
+}
+
+fn action_view(state: &AppState, action: &CardAction) -> ActionView {
+    let function = state
+        .functions
+        .iter()
+        .find(|p| p.function.name == action.function);
+    ActionView {
+        label: action.label.clone(),
+        asks: action
+            .ask
+            .iter()
+            .map(|name| AskView {
+                name: name.clone(),
+                label: function
+                    .and_then(|p| p.function.inputs.iter().find(|i| i.name == *name))
+                    .and_then(|i| i.title.clone())
+                    .unwrap_or_else(|| name.clone()),
+            })
+            .collect(),
+    }
+}
+
+/// Runs a row's action for the agent. The row is named by the inputs the server rendered for it (`key`); it is
+/// looked for again in the customer's current list, so an agent can act only on rows the card would show, and
+/// the only values taken from the browser are the ones `ask` names.
+pub async fn act(
+    state: &AppState,
+    card: &CardSpec,
+    account_key: &str,
+    conversation: Conversation,
+    key: &BTreeMap<String, String>,
+    typed: &BTreeMap<String, String>,
+) -> Result<String, String> {
+    let app = &state.definition.app.name;
+    let gone =
+        || format!("This row is no longer in {app}'s list for this customer: refresh the card.");
+    let (Some(list), Some(action)) = (
+        card.list.as_ref(),
+        card.list.as_ref().and_then(|l| l.action.as_ref()),
+    ) else {
+        return Err("This card has no such action.".into());
+    };
+    if let Some(extra) = typed.keys().find(|name| !action.ask.contains(name)) {
+        return Err(format!("`{extra}` cannot be typed for this action."));
+    }
+    let (mut scope, settings) = match found(state, card, account_key, conversation).await {
+        Ok(found) => found,
+        Err(PartnerPart::Failed { message }) => return Err(message),
+        Err(_) => return Err(gone()),
+    };
+    let items = items(state, list, &scope, &settings)
+        .await
+        .map_err(|e| failure(state, &e))?;
+    let item = items
+        .into_iter()
+        .find(|item| {
+            scope.item = Some(item.clone());
+            row_key(action, &scope) == *key
+        })
+        .ok_or_else(gone)?;
+    scope.item = Some(item);
+    let typed: HashMap<String, Value> = typed
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.trim())))
+        .collect();
+    match call(
+        state,
+        &action.function,
+        &action.inputs,
+        &scope,
+        &settings,
+        Some(typed),
+    )
+    .await
+    {
+        Ok(outputs) => {
+            scope.result = Some(outputs);
+            tracing::info!(target: "ibex::audit", account = %account_key, function = %action.function,
+                "context card action");
+            Ok(scope.render(&action.done))
+        }
+        Err(ApiError::Input(e)) => Err(format!("{e}.")),
+        Err(e) => Err(failure(state, &e)),
+    }
+}
+
+/// The inputs the server fills in for a row's action: what names the row when the agent acts on it.
+fn row_key(action: &CardAction, scope: &CardScope) -> BTreeMap<String, String> {
+    action
+        .inputs
+        .iter()
+        .map(|(name, text)| (name.clone(), scope.render(text)))
+        .collect()
+}
+
+fn row(list: &CardList, item: &Value, scope: &CardScope, locale: AgentLocale) -> RowView {
     let get = |name: &str| item.get(name).unwrap_or(&Value::Null);
+    let action = list.action.as_ref().map(|action| {
+        let scope = CardScope {
+            conversation: scope.conversation.clone(),
+            lookup: scope.lookup.clone(),
+            item: Some(item.clone()),
+            result: None,
+        };
+        RowAction {
+            key: row_key(action, &scope),
+            confirm: scope.render(&action.confirm),
+        }
+    });
     RowView {
+        action,
         title: text(get(&list.item_title)),
         link: list
             .item_link
@@ -158,16 +303,19 @@ async fn call(
     inputs: &BTreeMap<String, String>,
     scope: &CardScope,
     settings: &ResolvedSettings,
+    typed: Option<HashMap<String, Value>>,
 ) -> Result<Map<String, Value>, ApiError> {
     let plan = state
         .functions
         .iter()
         .find(|p| p.function.name == function)
         .ok_or_else(|| ApiError::UnknownFunction(function.to_owned()))?;
-    let given: HashMap<String, Value> = inputs
-        .iter()
-        .map(|(name, text)| (name.clone(), Value::from(scope.render(text))))
-        .collect();
+    let mut given: HashMap<String, Value> = typed.unwrap_or_default();
+    given.extend(
+        inputs
+            .iter()
+            .map(|(name, text)| (name.clone(), Value::from(scope.render(text)))),
+    );
     let inputs = Inputs::from_values(&plan.function, &given)?;
     call_partner(state, plan, settings, &inputs).await
 }
@@ -194,6 +342,10 @@ pub fn failure(state: &AppState, error: &ApiError) -> String {
 pub struct CardScope {
     pub conversation: Conversation,
     pub lookup: Map<String, Value>,
+    /// The list row an action is for.
+    pub item: Option<Value>,
+    /// The action's own outputs, for its `done` message.
+    pub result: Option<Map<String, Value>>,
 }
 
 impl CardScope {
@@ -220,6 +372,8 @@ impl Lookup for CardScope {
         match source {
             Source::Conversation(name) => self.conversation.get(name.as_str()),
             Source::Lookup(name) => self.lookup.get(name),
+            Source::Item(name) => self.item.as_ref().and_then(|i| i.get(name)),
+            Source::Result(name) => self.result.as_ref().and_then(|r| r.get(name)),
             _ => None,
         }
     }

@@ -127,7 +127,9 @@ impl Lookup for Scope<'_> {
         match source {
             Source::Input(name) => self.inputs.get(name),
             Source::Setting(_) => self.settings.lookup(source),
-            Source::Conversation(_) | Source::Lookup(_) => None,
+            Source::Conversation(_) | Source::Lookup(_) | Source::Item(_) | Source::Result(_) => {
+                None
+            }
         }
     }
 }
