@@ -91,3 +91,33 @@ test("the context card says so when the customer is unknown or Infobip refuses",
     await request.post(`${portalURL}/_sim/oauth`, { data: {} });
   }
 });
+
+test("an agent adds a note to an order from the card, after confirming it", async ({ page }) => {
+  configureInitech();
+  await page.setViewportSize({ width: 1280, height: 900 });
+  const framed = await openWorkspace(page, "ida.designer");
+  await expect(framed.getByRole("heading", { level: 1 })).toHaveText("Ana Horvat");
+  const src = page.frames().find((f) => f.url().includes("/card?"))!.url();
+  await page.setViewportSize({ width: 420, height: 800 });
+  await page.goto(src);
+  // ida's token says de-DE: money and dates as a German agent reads them.
+  const orders = page.getByRole("region", { name: "Recent orders" });
+  await expect(orders).toContainText("35,00\u00a0€ · 30.08.2026");
+  await expect(page.locator(".row-action").first()).toHaveAttribute("data-interactive", "true");
+
+  await page.getByRole("button", { name: "Add note: 1 × Headlamp" }).click();
+  const note = page.getByLabel("Note");
+  await expect(note).toBeFocused();
+  await page.getByRole("button", { name: "Review" }).click();
+  await expect(page.getByRole("alert")).toHaveText("Note is required.");
+  await note.fill("Customer asked for a second headlamp");
+  await expectAccessible(page, "action: typing");
+  await page.getByRole("button", { name: "Review" }).click();
+  await expect(page.getByRole("group", { name: "Confirm" })).toContainText("Add this note to order 1006?");
+  await expectAccessible(page, "action: confirming");
+  await page.screenshot({ path: "test-results/card-action-confirm-420.png", fullPage: true });
+  await page.getByRole("button", { name: "Confirm" }).click();
+  await expect(page.getByTestId("action-done")).toHaveText(/^Note \S+ added to order 1006\.$/);
+  await expectAccessible(page, "action: done");
+  await page.screenshot({ path: "test-results/card-action-done-420.png", fullPage: true });
+});

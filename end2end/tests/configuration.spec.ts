@@ -173,3 +173,43 @@ test("the configuration page fits iframes from 320 to 1200 px wide", async ({ pa
     await page.screenshot({ path: `test-results/configuration-${width}.png`, fullPage: true });
   }
 });
+
+test("an admin issues the Custom cards token, shown once, and Conversations' call gets the card's data", async ({
+  page,
+  request,
+}) => {
+  const frame = await openConfiguration(page, "ana.admin");
+  const panel = frame.getByRole("region", { name: "Custom card in Conversations" });
+  await expect(panel.getByLabel("Webhook URL")).toHaveValue(
+    /\/custom-card\?conversationId=\{\{conversation\.conversationId \| url_encode\}\}&customerNumber=/,
+  );
+  await expect(frame.locator("section.custom-card")).toHaveAttribute("data-interactive", "true");
+  const issue = panel.getByRole("button", { name: /Issue token|Replace token/ });
+  if ((await issue.textContent())?.startsWith("Replace")) {
+    await issue.click();
+    await expect(panel.getByRole("alert")).toContainText("stops working at once");
+    await panel.getByRole("button", { name: "Replace the token" }).click();
+  } else {
+    await issue.click();
+  }
+  const header = panel.getByLabel(/Authorization header value/);
+  await expect(header).toHaveValue(/^Bearer ibexcc_/);
+  const value = await header.inputValue();
+  await expect(panel.getByTestId("card-token-state")).toContainText(`ending in …${value.slice(-4)}`);
+  await page.screenshot({ path: "test-results/configuration-custom-card.png", fullPage: true });
+
+  // Conversations calls the webhook with the header the admin pasted.
+  ibexCli("settings", "set", ACME, "api_key=e2e-shop-key", "api_base_url=http://127.0.0.1:4101");
+  const answer = await request.get(`${ibexURL}/custom-card?customerNumber=%2B385911234567`, {
+    headers: { Authorization: value },
+  });
+  expect(answer.status()).toBe(200);
+  const card = await answer.json();
+  expect(card.title).toBe("Ana Horvat");
+
+  // After a reload the token is never shown again, only which one is in use.
+  const reopened = await openConfiguration(page, "ana.admin");
+  const again = reopened.getByRole("region", { name: "Custom card in Conversations" });
+  await expect(again.getByTestId("card-token-state")).toContainText(`ending in …${value.slice(-4)}`);
+  await expect(again.getByLabel(/Authorization header value/)).toHaveCount(0);
+});

@@ -15,7 +15,7 @@ pub enum CardView {
         /// The end user's phone number or address; `None` when nobody has written in yet.
         end_user: Option<EndUserView>,
         /// What the partner's platform knows of the end user (`[card]` of the app definition).
-        partner: PartnerPart,
+        partner: Box<PartnerPart>,
     },
     /// Infobip knows no such conversation for the signed-in account.
     ConversationNotFound,
@@ -252,7 +252,7 @@ fn CardBody(view: CardView, refresh: String, card: String, conversation: String)
             end_user,
             partner,
         } => {
-            let who = match &partner {
+            let who = match partner.as_ref() {
                 PartnerPart::Found { title, .. } if !title.is_empty() => Some(title.clone()),
                 _ => end_user.as_ref().map(|u| {
                     u.display_name
@@ -276,7 +276,7 @@ fn CardBody(view: CardView, refresh: String, card: String, conversation: String)
                         <p class="muted">"Nobody has written in this conversation yet."</p>
                     }.into_any(),
                 }}
-                <PartnerSection partner app_name=app_name.clone() card conversation/>
+                <PartnerSection partner=*partner app_name=app_name.clone() card conversation/>
                 <p class="muted small card-foot">{format!("{app_name} · signed in as {agent}")}</p>
             }
             .into_any()

@@ -79,7 +79,7 @@ impl ServerCard {
                 display_name: u.display_name,
                 channel: u.channel,
             }),
-            partner,
+            partner: Box::new(partner),
         })
     }
 }
