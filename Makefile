@@ -1,4 +1,4 @@
-.PHONY: run test bench bench-instructions bench-page
+.PHONY: run test bench bench-instructions bench-page bench-card
 run:
 	scripts/run.sh
 test:
@@ -10,3 +10,6 @@ bench-instructions:
 
 bench-page:
 	scripts/bench-page.sh
+
+bench-card:
+	scripts/bench-card.sh

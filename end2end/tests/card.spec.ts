@@ -106,7 +106,7 @@ test("an agent adds a note to an order from the card, after confirming it", asyn
   await expect(page.locator(".row-action").first()).toHaveAttribute("data-interactive", "true");
 
   await page.getByRole("button", { name: "Add note: 1 × Headlamp" }).click();
-  const note = page.getByLabel("Note");
+  const note = page.getByRole("textbox", { name: "Note", exact: true });
   await expect(note).toBeFocused();
   await page.getByRole("button", { name: "Review" }).click();
   await expect(page.getByRole("alert")).toHaveText("Note is required.");
@@ -116,7 +116,9 @@ test("an agent adds a note to an order from the card, after confirming it", asyn
   await expect(page.getByRole("group", { name: "Confirm" })).toContainText("Add this note to order 1006?");
   await expectAccessible(page, "action: confirming");
   await page.screenshot({ path: "test-results/card-action-confirm-420.png", fullPage: true });
-  await page.getByRole("button", { name: "Confirm" }).click();
+  await expect(page.getByRole("button", { name: "Confirm" })).toBeFocused();
+  await page.keyboard.press("Enter");
+  await expect(page.getByTestId("action-done")).toBeFocused();
   await expect(page.getByTestId("action-done")).toHaveText(/^Note \S+ added to order 1006\.$/);
   await expectAccessible(page, "action: done");
   await page.screenshot({ path: "test-results/card-action-done-420.png", fullPage: true });

@@ -14,3 +14,4 @@ pub mod routes;
 pub mod signed;
 pub mod signin;
 pub mod state;
+pub mod sync;

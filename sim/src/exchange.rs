@@ -154,6 +154,8 @@ pub fn router(app: AppListing) -> Router {
             get(conversation_messages),
         )
         .with_state(state)
+        // Infobip's People API lives on the same account base URL as Conversations.
+        .merge(crate::people::router(crate::people::API_KEY))
 }
 
 pub async fn serve(addr: std::net::SocketAddr, app: AppListing) -> std::io::Result<()> {

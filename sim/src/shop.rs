@@ -50,6 +50,68 @@ struct Shop {
     faults: Mutex<Faults>,
     seen: Mutex<VecDeque<SeenRequest>>,
     notes: Mutex<Vec<Value>>,
+    /// Customers beyond the seeded ones, made up on demand from their number (none are kept in memory).
+    generated: usize,
+}
+
+/// The default size of the customer list (`GET /customers`), for People sync.
+pub const GENERATED_CUSTOMERS: usize = 10_000;
+
+const FIRST_NAMES: &[&str] = &[
+    "Ivana", "Luka", "Petra", "Marko", "Ana", "Nikola", "Maja", "Josip", "Lucija", "Tomislav",
+];
+const LAST_NAMES: &[&str] = &[
+    "Horvat",
+    "Kovačević",
+    "Babić",
+    "Marić",
+    "Jurić",
+    "Novak",
+    "Knežević",
+    "Vuković",
+];
+const TIERS: &[&str] = &["gold", "silver", "bronze", ""];
+
+/// An email address's local part in plain ASCII: "Kovačević" → "kovacevic".
+fn ascii(name: &str) -> String {
+    name.to_lowercase()
+        .chars()
+        .map(|c| match c {
+            'č' | 'ć' => 'c',
+            'š' => 's',
+            'ž' => 'z',
+            'đ' => 'd',
+            other => other,
+        })
+        .collect()
+}
+
+/// Generated customer `n` (from 0): a Croatian mobile number written nationally, and now and then a record
+/// People would refuse (a phone number that is not one), so a sync's failure path is exercised.
+fn generated_customer(n: usize) -> Value {
+    let first = FIRST_NAMES[n % FIRST_NAMES.len()];
+    let last = LAST_NAMES[(n / FIRST_NAMES.len()) % LAST_NAMES.len()];
+    let phone = if n % 97 == 13 {
+        "n/a".to_owned()
+    } else {
+        format!(
+            "09{} {:03} {:04}",
+            [1, 2, 5, 8][n % 4],
+            (n / 10_000) % 1000,
+            n % 10_000
+        )
+    };
+    let mut customer = json!({
+        "id": format!("g-{n:06}"),
+        "name": format!("{first} {last}"),
+        "email": format!("{}.{}{n}@example.com", ascii(first), ascii(last)),
+        "phone": phone,
+    });
+    let tier = TIERS[n % TIERS.len()];
+    if !tier.is_empty() {
+        customer["tier"] = json!(tier);
+    }
+    customer
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -150,11 +212,17 @@ fn rate(currency: &str) -> Option<f64> {
 }
 
 pub fn router(api_key: impl Into<String>) -> Router {
+    router_with(api_key, GENERATED_CUSTOMERS)
+}
+
+/// The shop with `generated` made-up customers after the seeded ones.
+pub fn router_with(api_key: impl Into<String>, generated: usize) -> Router {
     let shop = Arc::new(Shop {
         api_key: api_key.into(),
         faults: Mutex::new(Faults::default()),
         seen: Mutex::new(VecDeque::new()),
         notes: Mutex::new(Vec::new()),
+        generated,
     });
     let api = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
@@ -162,6 +230,7 @@ pub fn router(api_key: impl Into<String>) -> Router {
         .route("/orders/{id}", get(order))
         .route("/orders/{id}/notes", post(add_note))
         .route("/customers/lookup", get(lookup_customer))
+        .route("/customers", get(list_customers))
         .route_layer(axum::middleware::from_fn_with_state(shop.clone(), gate));
     Router::new()
         .route("/_sim/faults", post(set_faults).get(get_faults))
@@ -332,6 +401,27 @@ async fn list_orders(Query(q): Query<ListQuery>) -> Json<Value> {
         .map(|o| order_json(o, "EUR", 1.0))
         .collect();
     Json(json!({ "orders": orders }))
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    page: Option<usize>,
+    size: Option<usize>,
+}
+
+/// `GET /customers?page=1&size=100`: the seeded customers, then the generated ones, in a stable order.
+async fn list_customers(State(shop): State<Arc<Shop>>, Query(q): Query<PageQuery>) -> Json<Value> {
+    let size = q.size.unwrap_or(100).clamp(1, 500);
+    let page = q.page.unwrap_or(1).max(1);
+    let total = CUSTOMERS.len() + shop.generated;
+    let start = (page - 1).saturating_mul(size);
+    let customers: Vec<Value> = (start..total.min(start.saturating_add(size)))
+        .map(|i| match CUSTOMERS.get(i) {
+            Some(c) => customer_json(c.0),
+            None => generated_customer(i - CUSTOMERS.len()),
+        })
+        .collect();
+    Json(json!({ "customers": customers, "page": page, "size": size, "total": total }))
 }
 
 async fn lookup_customer(headers: HeaderMap) -> Response {

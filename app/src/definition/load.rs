@@ -35,8 +35,15 @@ impl AppDefinition {
     }
 
     pub fn from_toml(text: &str) -> Result<Self, DefinitionError> {
-        let definition: AppDefinition =
+        let mut definition: AppDefinition =
             toml::from_str(text).map_err(|e| DefinitionError::Syntax(e.to_string()))?;
+        if let Some(sync) = &definition.sync {
+            // The People connection and the account's sync choices are settings like any other: validated,
+            // stored (the key encrypted), and shown on the configuration page. Added before the checks, so a
+            // partner's own setting of the same key is reported as a duplicate.
+            let added = sync::people_settings(sync);
+            definition.settings.extend(added);
+        }
         definition.check()?;
         Ok(definition)
     }
@@ -63,6 +70,143 @@ impl AppDefinition {
         }
         if let Some(card) = &self.card {
             self.check_card(card)?;
+        }
+        if let Some(sync) = &self.sync {
+            self.check_sync(sync)?;
+        }
+        Ok(())
+    }
+
+    /// `[sync]`: a list function with an array output, one way of paging, and a mapping that names items of
+    /// that output, writes known person fields, and includes the identifier records are matched by.
+    fn check_sync(&self, sync: &sync::SyncSpec) -> Result<(), DefinitionError> {
+        let to = &sync.to_people;
+        let place = "[sync.to_people]";
+        let f = self
+            .functions
+            .iter()
+            .find(|f| f.name == to.function)
+            .ok_or_else(|| {
+                invalid(
+                    place,
+                    format!("`{}` is not a function of this app", to.function),
+                )
+            })?;
+        let array = f
+            .outputs
+            .iter()
+            .find(|o| o.name == to.output && o.kind == ValueType::Array)
+            .ok_or_else(|| {
+                invalid(
+                    place,
+                    format!("`{}` has no array output `{}`", f.name, to.output),
+                )
+            })?;
+        let has_input = |name: &str| f.inputs.iter().any(|i| i.name == name);
+        match (&to.page_input, &to.cursor_input, &to.cursor_output) {
+            (Some(page), None, None) if has_input(page) => {}
+            (Some(page), None, None) => {
+                return Err(invalid(
+                    place,
+                    format!("`{}` has no input `{page}` (page_input)", f.name),
+                ))
+            }
+            (None, Some(input), Some(output)) => {
+                if !has_input(input) {
+                    return Err(invalid(
+                        place,
+                        format!("`{}` has no input `{input}` (cursor_input)", f.name),
+                    ));
+                }
+                if !f
+                    .outputs
+                    .iter()
+                    .any(|o| o.name == *output && o.kind != ValueType::Array)
+                {
+                    return Err(invalid(
+                        place,
+                        format!(
+                            "`{}` has no single-value output `{output}` (cursor_output)",
+                            f.name
+                        ),
+                    ));
+                }
+            }
+            (None, None, None) => {}
+            _ => {
+                return Err(invalid(
+                    place,
+                    "page with `page_input`, or with `cursor_input` and `cursor_output`, not both",
+                ))
+            }
+        }
+        let paging = [to.page_input.as_ref(), to.cursor_input.as_ref()];
+        if let Some(input) = f
+            .inputs
+            .iter()
+            .find(|i| i.required && !paging.contains(&Some(&i.name)))
+        {
+            return Err(invalid(
+                place,
+                format!(
+                    "`{}` requires input `{}`, which a sync cannot give",
+                    f.name, input.name
+                ),
+            ));
+        }
+        if to.fields.is_empty() {
+            return Err(invalid(place, "fields: map at least the identifier"));
+        }
+        for (i, field) in to.fields.iter().enumerate() {
+            let place = format!("[sync.to_people] fields[{i}]");
+            let known = sync::PERSON_FIELDS.contains(&field.person.as_str())
+                || field
+                    .person
+                    .strip_prefix("customAttributes.")
+                    .is_some_and(|name| {
+                        !name.is_empty()
+                            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    });
+            if !known {
+                return Err(invalid(
+                    place,
+                    format!(
+                        "`{}` is not a person field; use one of {} or customAttributes.NAME",
+                        field.person,
+                        sync::PERSON_FIELDS.join(", ")
+                    ),
+                ));
+            }
+            match (&field.item, &field.value) {
+                (Some(item), None) => {
+                    if !array.items.iter().any(|i| i.name == *item) {
+                        return Err(invalid(
+                            place,
+                            format!("output `{}` has no item `{item}`", to.output),
+                        ));
+                    }
+                }
+                (None, Some(_)) => {}
+                _ => return Err(invalid(place, "give one of `item` or `value`")),
+            }
+        }
+        let identifier = sync.identifier.field();
+        if !to.fields.iter().any(|f| f.person == identifier) {
+            return Err(invalid(
+                place,
+                format!(
+                    "records are matched by {} (identifier), so fields must map `{identifier}`",
+                    sync.identifier.as_str()
+                ),
+            ));
+        }
+        if let Some(region) = &sync.default_region {
+            if region.len() != 2 || !region.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(invalid(
+                    "[sync] default_region",
+                    format!("`{region}` is not a two-letter region code such as HR"),
+                ));
+            }
         }
         Ok(())
     }
@@ -903,6 +1047,56 @@ path = "/x"
             ),
         ] {
             let e = card(&section);
+            assert!(e.contains(expected), "{section}\n=> {e}");
+        }
+    }
+
+    #[test]
+    fn sync_mistakes_are_named() {
+        let sync = |section: &str| {
+            let base = BUNDLED_EXAMPLE
+                .split("\n[sync]")
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            error_of(&format!("{base}\n{section}"))
+        };
+        let head =
+            "[sync]\n[sync.to_people]\nfunction = \"list-customers\"\noutput = \"customers\"\n";
+        let id = "[[sync.to_people.fields]]\nperson = \"externalId\"\nitem = \"id\"\n";
+        for (section, expected) in [
+            (
+                "[sync]\n[sync.to_people]\nfunction = \"nope\"\noutput = \"x\"\nfields = []".to_owned(),
+                "`nope` is not a function of this app",
+            ),
+            (format!("{head}page_input = \"p\"\n{id}"), "has no input `p` (page_input)"),
+            (
+                format!("{head}page_input = \"page\"\ncursor_input = \"page\"\n{id}"),
+                "not both",
+            ),
+            (format!("{head}fields = []"), "map at least the identifier"),
+            (
+                format!("{head}[[sync.to_people.fields]]\nperson = \"nickname\"\nitem = \"id\"\n"),
+                "`nickname` is not a person field",
+            ),
+            (
+                format!("{head}[[sync.to_people.fields]]\nperson = \"externalId\"\nitem = \"uid\"\n"),
+                "has no item `uid`",
+            ),
+            (
+                format!("{head}[[sync.to_people.fields]]\nperson = \"firstName\"\nitem = \"name\"\n"),
+                "fields must map `externalId`",
+            ),
+            (
+                format!("{head}[[sync.to_people.fields]]\nperson = \"externalId\"\nitem = \"id\"\nvalue = \"x\"\n"),
+                "give one of `item` or `value`",
+            ),
+            (
+                format!("[sync]\ndefault_region = \"hr\"\n[sync.to_people]\nfunction = \"list-customers\"\noutput = \"customers\"\n{id}"),
+                "not a two-letter region code",
+            ),
+        ] {
+            let e = sync(&section);
             assert!(e.contains(expected), "{section}\n=> {e}");
         }
     }

@@ -5,6 +5,7 @@
 
 #[cfg(feature = "ssr")]
 mod load;
+pub mod sync;
 #[cfg(feature = "ssr")]
 pub mod template;
 
@@ -29,6 +30,9 @@ pub struct AppDefinition {
     /// What the Conversations context card shows of the end user; without it the card names the end user only.
     #[serde(default)]
     pub card: Option<CardSpec>,
+    /// People data sync; when present, the People settings of `sync::PEOPLE_SETTINGS` join the form.
+    #[serde(default)]
+    pub sync: Option<sync::SyncSpec>,
 }
 
 /// `[card]`: how the end user of a conversation is found in the partner's platform and what is shown of them.

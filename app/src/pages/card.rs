@@ -419,6 +419,24 @@ fn RowActionControl(
         key.values().cloned().collect::<Vec<_>>().join("-")
     )
     .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_");
+    // Each step replaces the control that had focus, so focus moves to what the step asks for (the first field,
+    // Confirm, the outcome), never dropping to the page.
+    Effect::new({
+        let id = id.clone();
+        let first = values
+            .first()
+            .map(|(a, _)| a.name.clone())
+            .unwrap_or_default();
+        move || {
+            let target = match step.get() {
+                Step::Closed => return,
+                Step::Typing => format!("{id}-{first}"),
+                Step::Confirming => format!("{id}-confirm"),
+                Step::Done(_) => format!("{id}-outcome"),
+            };
+            request_animation_frame(move || focus_element(&target));
+        }
+    });
     let run = Action::new({
         let (card, conversation, key) = (card.clone(), conversation.clone(), key.clone());
         move |typed: &BTreeMap<String, String>| {
@@ -485,7 +503,6 @@ fn RowActionControl(
                                 <label for=input_id.clone()>{a.label.clone()}</label>
                                 <textarea id=input_id rows="2" required aria-required="true"
                                     aria-invalid=move || missing.get().is_some().then_some("true")
-                                    autofocus
                                     prop:value=move || v.get()
                                     on:input=move |ev| v.set(event_target_value(&ev))></textarea>
                             }
@@ -499,12 +516,13 @@ fn RowActionControl(
                 }.into_any(),
                 Step::Confirming => {
                     let typed = typed.clone();
+                    let confirm_id = format!("{field_id}-confirm");
                     view! {
                         <div class="row-action-confirm" role="group" aria-label="Confirm">
                             <p>{confirm.clone()}</p>
                             <blockquote class="small">{values.iter().map(|(_, v)| v.get_untracked()).collect::<Vec<_>>().join(" · ")}</blockquote>
                             <div class="actions">
-                                <button type="button" class="button" autofocus
+                                <button type="button" class="button" id=confirm_id
                                     aria-disabled=move || run.pending().get().to_string()
                                     on:click=move |_| { if !run.pending().get_untracked() { run.dispatch(typed()); } }>
                                     {move || if run.pending().get() { "Sending…" } else { "Confirm" }}
@@ -515,15 +533,31 @@ fn RowActionControl(
                     }.into_any()
                 }
                 Step::Done(Ok(message)) => view! {
-                    <p class="status ok" role="status" data-testid="action-done">{message}</p>
+                    <p class="status ok" role="status" tabindex="-1" id=format!("{field_id}-outcome")
+                        data-testid="action-done">{message}</p>
                 }.into_any(),
                 Step::Done(Err(message)) => view! {
                     <div>
-                        <p class="status error" role="alert" data-testid="action-failed">{message}</p>
+                        <p class="status error" role="alert" tabindex="-1" id=format!("{field_id}-outcome")
+                            data-testid="action-failed">{message}</p>
                         <button type="button" class="link-button" on:click=move |_| step.set(Step::Confirming)>"Try again"</button>
                     </div>
                 }.into_any(),
             }}
         </div>
     }
+}
+
+fn focus_element(id: &str) {
+    #[cfg(feature = "hydrate")]
+    {
+        use leptos::wasm_bindgen::JsCast;
+        if let Some(element) = document().get_element_by_id(id) {
+            let _ = element
+                .unchecked_into::<leptos::web_sys::HtmlElement>()
+                .focus();
+        }
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = id;
 }

@@ -162,6 +162,53 @@ pub struct Options {
         global = true
     )]
     pub infobip_auth_scheme: String,
+    /// People calls per second per account and instance: reads (lookups) and writes, Infobip's documented
+    /// limits by default.
+    #[arg(
+        long,
+        env = "IBEX_PEOPLE_READS_PER_SEC",
+        default_value_t = 5,
+        global = true
+    )]
+    pub people_reads_per_sec: u32,
+    #[arg(
+        long,
+        env = "IBEX_PEOPLE_WRITES_PER_SEC",
+        default_value_t = 10,
+        global = true
+    )]
+    pub people_writes_per_sec: u32,
+    /// Hosts an account's People base URL may name (space-separated, exact or `*.suffix`): it comes from a
+    /// setting, so it is held to Infobip's own hosts. The host of IBEX_INFOBIP_API_URL is always allowed.
+    #[arg(
+        long,
+        env = "IBEX_PEOPLE_HOSTS",
+        default_value = "*.api.infobip.com api.infobip.com",
+        global = true
+    )]
+    pub people_hosts: String,
+    /// Run People sync jobs in this instance (several instances on one PostgreSQL share them).
+    #[arg(long, env = "IBEX_SYNC_WORKER", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub sync_worker: bool,
+    /// How long a claimed sync run is held without progress before another instance may take it over.
+    #[arg(
+        long,
+        env = "IBEX_SYNC_LEASE_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub sync_lease_secs: u64,
+    /// How long a sync run paused by a People or partner outage waits before it is tried again.
+    #[arg(
+        long,
+        env = "IBEX_SYNC_PAUSE_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub sync_pause_secs: u64,
+    /// How often an idle sync worker looks for due runs.
+    #[arg(long, env = "IBEX_SYNC_POLL_MS", default_value_t = 1000, global = true)]
+    pub sync_poll_ms: u64,
     /// How long a configuration-page sign-in lasts.
     #[arg(
         long,
@@ -380,6 +427,28 @@ impl Options {
             .map_err(|_| ConfigError::FrameAncestors(ancestors.clone()))?,
             session_ttl: Duration::from_secs(self.session_ttl_secs),
             scope: self.oauth_scope.clone(),
+        })
+    }
+
+    /// People sync's limits and where an account's People base URL may point.
+    pub fn sync(&self) -> Result<crate::sync::SyncConfig, ConfigError> {
+        let mut hosts: Vec<String> = self
+            .people_hosts
+            .split_whitespace()
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if let Some(host) = self.infobip()?.base_url.host_str() {
+            hosts.push(host.to_ascii_lowercase());
+        }
+        Ok(crate::sync::SyncConfig {
+            reads_per_sec: self.people_reads_per_sec,
+            writes_per_sec: self.people_writes_per_sec,
+            hosts,
+            allow_loopback: self.allow_loopback_partners || self.dev,
+            lease: Duration::from_secs(self.sync_lease_secs.max(5)),
+            poll: Duration::from_millis(self.sync_poll_ms.max(50)),
+            pause: Duration::from_secs(self.sync_pause_secs),
+            worker: self.sync_worker,
         })
     }
 

@@ -145,8 +145,13 @@ impl Harness {
 
     /// A harness whose ibex gets `extra` command-line options.
     pub async fn start_with(backend: Backend, extra: &[&str]) -> Self {
+        Self::start_with_shop(backend, extra, ibex_sim::shop::GENERATED_CUSTOMERS).await
+    }
+
+    /// A harness whose demo shop lists `customers` made-up customers after the seeded three.
+    pub async fn start_with_shop(backend: Backend, extra: &[&str], customers: usize) -> Self {
         let db = TestDb::new(backend).await;
-        let shop = spawn(ibex_sim::shop::router(SHOP_KEY)).await;
+        let shop = spawn(ibex_sim::shop::router_with(SHOP_KEY, customers)).await;
         let definition_path =
             std::env::temp_dir().join(format!("ibex-def-{}.toml", uuid::Uuid::new_v4().simple()));
         std::fs::write(&definition_path, test_definition()).unwrap();

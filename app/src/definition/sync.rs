@@ -1,0 +1,189 @@
+//! `[sync]`: People data sync, declared once. Which function lists the partner's records and how it pages, how
+//! a record becomes an Infobip People person (fields, simple transforms), how People is written, and the default
+//! schedule; each account turns it on and adjusts it on the configuration page.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSpec {
+    /// The People identifier records are matched by.
+    #[serde(default)]
+    pub identifier: PersonIdentifier,
+    /// How a person is written.
+    #[serde(default)]
+    pub write: WriteMode,
+    /// `true`: a write replaces the person (PUT: what the mapping omits is cleared); `false`: PATCH (kept).
+    #[serde(default)]
+    pub replace: bool,
+    /// Minutes between scheduled runs, the accounts' default; 0 runs only on "Sync now".
+    #[serde(default)]
+    pub every_minutes: u32,
+    /// Region for phone numbers written without a country code (`"HR"`), for E.164.
+    #[serde(default)]
+    pub default_region: Option<String>,
+    pub to_people: ToPeople,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PersonIdentifier {
+    #[default]
+    ExternalId,
+    Phone,
+    Email,
+}
+
+impl PersonIdentifier {
+    /// The `type` People's endpoints take.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PersonIdentifier::ExternalId => "EXTERNAL_ID",
+            PersonIdentifier::Phone => "PHONE",
+            PersonIdentifier::Email => "EMAIL",
+        }
+    }
+
+    /// The person field that carries it.
+    pub fn field(self) -> &'static str {
+        match self {
+            PersonIdentifier::ExternalId => "externalId",
+            PersonIdentifier::Phone => "phone",
+            PersonIdentifier::Email => "email",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// `PATCH` (or `PUT` with `replace`) `/people/3/persons/upsert`: one call per record.
+    #[default]
+    Upsert,
+    /// Look the person up by the identifier, then `POST` a new one or `PATCH`/`PUT` the one found.
+    LookupThenWrite,
+}
+
+/// Partner → People.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ToPeople {
+    /// A function of this definition whose array output holds one page of records.
+    pub function: String,
+    pub output: String,
+    /// Page pagination: the function's input that takes the page number (from 1). A page with fewer records
+    /// than the one before, or none, is the last.
+    #[serde(default)]
+    pub page_input: Option<String>,
+    /// Cursor pagination: the input that takes the cursor, and the output that gives the next one (empty or
+    /// missing: the last page).
+    #[serde(default)]
+    pub cursor_input: Option<String>,
+    #[serde(default)]
+    pub cursor_output: Option<String>,
+    pub fields: Vec<FieldMap>,
+}
+
+/// One person field from one item of the record (or a constant).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FieldMap {
+    /// `externalId`, `firstName`, `lastName`, `email`, `phone`, `tags`, or `customAttributes.NAME`.
+    pub person: String,
+    /// The record's item (an item of the list output).
+    #[serde(default)]
+    pub item: Option<String>,
+    /// A constant instead of an item (e.g. a tag every synced person gets).
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub transform: Option<Transform>,
+    /// Used when the item is missing or empty.
+    #[serde(default)]
+    pub default: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Transform {
+    /// The first word of a full name.
+    FirstName,
+    /// Everything after the first word of a full name.
+    LastName,
+    /// A phone number in E.164 digits (`385911234567`), with `default_region` for national numbers.
+    E164,
+    Lowercase,
+    Trim,
+}
+
+/// The person fields a mapping may write.
+pub const PERSON_FIELDS: &[&str] = &[
+    "externalId",
+    "firstName",
+    "lastName",
+    "email",
+    "phone",
+    "tags",
+];
+
+/// The settings `[sync]` adds to the form, under their own heading: where People is and its key (the account's
+/// own Infobip API key, with People permissions), and the account's choices.
+pub const PEOPLE_BASE_URL: &str = "people_base_url";
+pub const PEOPLE_API_KEY: &str = "people_api_key";
+pub const PEOPLE_SYNC_ON: &str = "people_sync_on";
+pub const PEOPLE_SYNC_EVERY: &str = "people_sync_every_minutes";
+
+pub fn people_settings(sync: &SyncSpec) -> Vec<super::SettingField> {
+    use super::{SettingField, SettingType};
+    let field = |key: &str, label: &str, kind: SettingType, help: &str| SettingField {
+        key: key.into(),
+        label: label.into(),
+        kind,
+        required: false,
+        default: None,
+        dev_default: None,
+        placeholder: String::new(),
+        help: help.into(),
+        group: Some("Infobip People".into()),
+        options: Vec::new(),
+        min: None,
+        max: None,
+    };
+    vec![
+        SettingField {
+            placeholder: "https://xxxxx.api.infobip.com".into(),
+            ..field(
+                PEOPLE_BASE_URL,
+                "Infobip API base URL",
+                SettingType::Url,
+                "Your account's API base URL, shown on the Infobip web interface's home page.",
+            )
+        },
+        field(
+            PEOPLE_API_KEY,
+            "Infobip API key",
+            SettingType::Secret,
+            "An API key of this account with People permissions. Stored encrypted; never shown again once saved.",
+        ),
+        SettingField {
+            default: Some(serde_json::Value::Bool(false)),
+            ..field(
+                PEOPLE_SYNC_ON,
+                "Sync customers to People",
+                SettingType::Bool,
+                "Create and update a People person for each customer, on the schedule below and on Sync now.",
+            )
+        },
+        SettingField {
+            default: Some(serde_json::Value::from(sync.every_minutes)),
+            min: Some(0.0),
+            max: Some(10080.0),
+            ..field(
+                PEOPLE_SYNC_EVERY,
+                "Minutes between syncs",
+                SettingType::Number,
+                "0 syncs only when you press Sync now.",
+            )
+        },
+    ]
+}

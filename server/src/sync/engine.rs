@@ -1,0 +1,337 @@
+//! The sync worker: claims due runs (`runs::Runs::claim`), runs each page by page (partner list function →
+//! persons → People), and commits every page's progress under its lease. A People or partner outage pauses the
+//! run at its last checkpoint; missing credentials end it with the reason; a record People refuses is recorded
+//! and the run goes on.
+
+use super::people::{Limits, PeopleTarget, PeopleWriter, WriteError, Written};
+use super::person::map_record;
+use super::runs::{Checkpoint, Failure, PageCommit, Run, Runs, TO_PEOPLE};
+use super::SyncConfig;
+use crate::errors::ApiError;
+use crate::signed::inputs::Inputs;
+use crate::signed::invoke::call_partner;
+use crate::state::AppState;
+use app::definition::sync::SyncSpec;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Clone)]
+pub struct SyncEngine {
+    pub runs: Runs,
+    pub limits: Arc<Limits>,
+    pub config: SyncConfig,
+    /// This instance's name in leases: unique per process start, so a restarted instance never mistakes a dead
+    /// predecessor's lease for its own.
+    pub owner: String,
+}
+
+/// How a run ended this time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    Paused(String),
+    Failed(String),
+    /// Another instance holds the run now (this one stalled past its lease).
+    LostLease,
+}
+
+impl SyncEngine {
+    pub fn new(state: &AppState, config: SyncConfig) -> Self {
+        SyncEngine {
+            runs: Runs::new(state.settings.store().clone()),
+            limits: Limits::new(&config),
+            owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4()),
+            config,
+        }
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Works until the process ends: claim, run, repeat; sleep when nothing is due.
+    pub fn spawn(self, state: AppState) {
+        tokio::spawn(async move {
+            loop {
+                match self.work_once(&state).await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("sync worker: {e}"),
+                }
+                tokio::time::sleep(self.config.poll).await;
+            }
+        });
+    }
+
+    /// Claims and runs one due run, if there is one.
+    pub async fn work_once(
+        &self,
+        state: &AppState,
+    ) -> Result<Option<(Run, Outcome)>, app::settings::store::StoreError> {
+        let Some(run) = self.runs.claim(&self.owner, self.lease_ms()).await? else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let outcome = self.run(state, &run).await;
+        let ended = match &outcome {
+            Outcome::Done => self.runs.finish(run.id, &self.owner, "done", None).await?,
+            Outcome::Failed(reason) => {
+                self.runs
+                    .finish(run.id, &self.owner, "failed", Some(reason))
+                    .await?
+            }
+            Outcome::Paused(reason) => {
+                let pause = i64::try_from(self.config.pause.as_millis()).unwrap_or(30_000);
+                self.runs.pause(run.id, &self.owner, pause, reason).await?
+            }
+            Outcome::LostLease => false,
+        };
+        let counts = self
+            .runs
+            .get(run.id)
+            .await?
+            .map(|r| r.counts)
+            .unwrap_or_default();
+        // One line per run (per attempt of a paused one), with everything an operator asks first.
+        tracing::info!(
+            run = run.id,
+            account = %run.account_key,
+            direction = %run.direction,
+            outcome = ?outcome,
+            recorded = ended,
+            read = counts.read,
+            created = counts.created,
+            updated = counts.updated,
+            unchanged = counts.unchanged,
+            failed = counts.failed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "sync run"
+        );
+        Ok(Some((run, outcome)))
+    }
+
+    async fn run(&self, state: &AppState, run: &Run) -> Outcome {
+        let Some(sync) = &state.definition.sync else {
+            return Outcome::Failed("this app defines no [sync]".into());
+        };
+        if run.direction != TO_PEOPLE {
+            return Outcome::Failed(format!("unknown direction {}", run.direction));
+        }
+        let settings = match state.settings.resolved(&run.account_key).await {
+            Ok(s) => s,
+            Err(app::settings::SettingsError::NotConfigured { missing, .. }) => {
+                return Outcome::Failed(format!(
+                    "the app is not configured for this account ({} missing)",
+                    missing.join(", ")
+                ))
+            }
+            Err(e) => return Outcome::Paused(format!("the settings could not be read: {e}")),
+        };
+        let target = match PeopleTarget::from_settings(&settings, &self.config) {
+            Ok(t) => t,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        let Some(plan) = state
+            .functions
+            .iter()
+            .find(|p| p.function.name == sync.to_people.function)
+        else {
+            return Outcome::Failed("the list function is gone".into());
+        };
+        let writer = PeopleWriter {
+            http: &state.http,
+            limits: &self.limits,
+            target: &target,
+            account_key: &run.account_key,
+            sync,
+        };
+        let mut checkpoint = run.checkpoint.clone();
+        loop {
+            // The partner's page: the same middleware and settings as every other partner call.
+            let mut given: HashMap<String, Value> = HashMap::new();
+            if let Some(input) = &sync.to_people.page_input {
+                given.insert(input.clone(), Value::from(checkpoint.page.unwrap_or(1)));
+            }
+            if let (Some(input), Some(cursor)) = (&sync.to_people.cursor_input, &checkpoint.cursor)
+            {
+                given.insert(input.clone(), Value::from(cursor.clone()));
+            }
+            let outputs = match partner_page(state, plan, &settings, &given).await {
+                Ok(outputs) => outputs,
+                Err(e) => {
+                    let (status, code) = e.status_and_code();
+                    return if status.is_server_error() {
+                        Outcome::Paused(format!("the partner's list failed ({code})"))
+                    } else {
+                        Outcome::Failed(format!("the partner's list was refused ({code}): {e}"))
+                    };
+                }
+            };
+            let records: Vec<Value> = match outputs.get(&sync.to_people.output) {
+                Some(Value::Array(items)) => items.clone(),
+                _ => Vec::new(),
+            };
+            let mut page = PageCommit::default();
+            match self
+                .write_page(&writer, sync, run, &records, &mut page)
+                .await
+            {
+                Ok(()) => {}
+                Err(WriteError::Refused(status)) => {
+                    return Outcome::Failed(WriteError::Refused(status).to_string())
+                }
+                Err(e) => return Outcome::Paused(e.to_string()),
+            }
+            let next = next_checkpoint(sync, &checkpoint, &outputs, records.len());
+            let last = next.is_none();
+            page.next = next.unwrap_or(Checkpoint {
+                page: checkpoint.page,
+                cursor: None,
+                page_size: checkpoint.page_size,
+            });
+            match self
+                .runs
+                .commit_page(run, &self.owner, self.lease_ms(), &page)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return Outcome::LostLease,
+                Err(e) => return Outcome::Paused(format!("progress could not be saved: {e}")),
+            }
+            if last {
+                return Outcome::Done;
+            }
+            checkpoint = page.next;
+        }
+    }
+
+    /// Maps and writes one page's records; a record's own failure is recorded in `page`, an outage or a refused
+    /// key ends the page (its progress is not committed, so the page is done again on resume: writes are
+    /// idempotent upserts by identifier).
+    async fn write_page(
+        &self,
+        writer: &PeopleWriter<'_>,
+        sync: &SyncSpec,
+        run: &Run,
+        records: &[Value],
+        page: &mut PageCommit,
+    ) -> Result<(), WriteError> {
+        let mut persons = Vec::with_capacity(records.len());
+        for record in records {
+            page.counts.read += 1;
+            match map_record(sync, record) {
+                Ok(person) => persons.push((person, record)),
+                Err(e) => page.failures.push(failure(record, sync, e.to_string())),
+            }
+        }
+        let keys: Vec<String> = persons.iter().map(|(p, _)| p.key.clone()).collect();
+        let known = self
+            .runs
+            .digests(&run.account_key, &run.direction, &keys)
+            .await
+            .map_err(|e| WriteError::Outage(format!("the sync records could not be read: {e}")))?;
+        let mut renewed = Instant::now();
+        for (person, record) in persons {
+            if known.get(&person.key) == Some(&person.digest) {
+                page.counts.unchanged += 1;
+                continue;
+            }
+            match writer.write(&person).await {
+                Ok(Written::Created) => page.counts.created += 1,
+                Ok(Written::Updated) => page.counts.updated += 1,
+                Err(WriteError::Invalid(reason)) => {
+                    page.failures.push(failure(record, sync, reason));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            page.written.push((person.key, person.digest));
+            // A long page (rate limits, Retry-After) must not outlive the lease.
+            if renewed.elapsed() > self.config.lease / 3 {
+                renewed = Instant::now();
+                if !self
+                    .runs
+                    .renew(run.id, &self.owner, self.lease_ms())
+                    .await
+                    .unwrap_or(false)
+                {
+                    return Err(WriteError::Outage("the run's lease was lost".into()));
+                }
+            }
+        }
+        page.counts.failed += i64::try_from(page.failures.len()).unwrap_or(0);
+        Ok(())
+    }
+}
+
+fn failure(record: &Value, sync: &SyncSpec, reason: String) -> Failure {
+    let key = sync
+        .to_people
+        .fields
+        .iter()
+        .find(|f| f.person == sync.identifier.field())
+        .and_then(|f| f.item.as_ref())
+        .and_then(|item| record.get(item))
+        .map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .unwrap_or_default();
+    Failure {
+        record_key: key,
+        reason,
+        record: record.to_string(),
+    }
+}
+
+async fn partner_page(
+    state: &AppState,
+    plan: &crate::signed::functions::FunctionPlan,
+    settings: &app::settings::ResolvedSettings,
+    given: &HashMap<String, Value>,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let inputs = Inputs::from_values(&plan.function, given)?;
+    call_partner(state, plan, settings, &inputs).await
+}
+
+/// The checkpoint after a page, or `None` when it was the last: page pagination ends on an empty page or one
+/// shorter than the largest seen; cursor pagination ends when no next cursor comes back.
+fn next_checkpoint(
+    sync: &SyncSpec,
+    current: &Checkpoint,
+    outputs: &serde_json::Map<String, Value>,
+    count: usize,
+) -> Option<Checkpoint> {
+    let to = &sync.to_people;
+    if to.page_input.is_some() {
+        if count == 0 || count < current.page_size {
+            return None;
+        }
+        return Some(Checkpoint {
+            page: Some(current.page.unwrap_or(1) + 1),
+            cursor: None,
+            page_size: current.page_size.max(count),
+        });
+    }
+    if let Some(output) = &to.cursor_output {
+        let next = outputs
+            .get(output)
+            .and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .filter(|c| !c.is_empty() && Some(c) != current.cursor.as_ref())?;
+        if count == 0 {
+            return None;
+        }
+        return Some(Checkpoint {
+            page: None,
+            cursor: Some(next),
+            page_size: current.page_size.max(count),
+        });
+    }
+    None
+}

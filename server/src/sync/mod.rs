@@ -1,0 +1,26 @@
+//! People data sync (`[sync]` of the app definition): durable runs in the settings database (`runs`), a record
+//! mapped to a person (`person`), written to the account's People API (`people`), driven by a worker in each
+//! instance that wants one (`engine`).
+
+pub mod engine;
+pub mod people;
+pub mod person;
+pub mod runs;
+
+use std::time::Duration;
+
+/// People sync's limits, from the command line or environment (cli/config.rs).
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub reads_per_sec: u32,
+    pub writes_per_sec: u32,
+    /// Hosts an account's People base URL may name: exact, or `*.suffix`.
+    pub hosts: Vec<String>,
+    /// Loopback People (the simulator), in development only.
+    pub allow_loopback: bool,
+    pub lease: Duration,
+    pub poll: Duration,
+    /// How long a run paused by an outage waits before it is tried again.
+    pub pause: Duration,
+    pub worker: bool,
+}

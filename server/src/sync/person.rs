@@ -1,0 +1,213 @@
+//! One partner record → one Infobip People person, as `[sync.to_people] fields` says. A record that cannot
+//! become a valid person (no identifier, a phone number that is not one) is refused here with its reason, so the
+//! run records it and goes on instead of sending People something it will reject.
+
+use app::definition::sync::{FieldMap, SyncSpec, Transform};
+use phonenumber::Mode;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("no {0}: the record cannot be matched in People")]
+    NoIdentifier(&'static str),
+    #[error("`{value}` is not a phone number{}", region.as_deref().map(|r| format!(" (region {r})")).unwrap_or_default())]
+    BadPhone {
+        value: String,
+        region: Option<String>,
+    },
+    #[error("`{0}` is not an email address")]
+    BadEmail(String),
+}
+
+/// The person, the value it is matched by, and a digest of what is written (equal digests: nothing changed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Person {
+    pub body: Value,
+    pub key: String,
+    pub digest: String,
+}
+
+pub fn map_record(sync: &SyncSpec, record: &Value) -> Result<Person, RecordError> {
+    let mut body = Map::new();
+    let mut attributes = Map::new();
+    let mut tags: Vec<Value> = Vec::new();
+    let (mut emails, mut phones) = (Vec::new(), Vec::new());
+    for field in &sync.to_people.fields {
+        let Some(text) = value_of(field, record) else {
+            continue;
+        };
+        let text = transform(field.transform, &text, sync.default_region.as_deref())?;
+        if text.is_empty() {
+            continue;
+        }
+        match field.person.as_str() {
+            "email" => {
+                if !text.contains('@') {
+                    return Err(RecordError::BadEmail(text));
+                }
+                emails.push(json!({ "address": text }));
+            }
+            "phone" => phones.push(json!({ "number": text })),
+            "tags" => tags.push(Value::from(text)),
+            other => match other.strip_prefix("customAttributes.") {
+                Some(name) => {
+                    attributes.insert(name.to_owned(), Value::from(text));
+                }
+                None => {
+                    body.insert(other.to_owned(), Value::from(text));
+                }
+            },
+        }
+    }
+    let key = match sync.identifier.field() {
+        "email" => emails.first().and_then(|e| e["address"].as_str()),
+        "phone" => phones.first().and_then(|p| p["number"].as_str()),
+        field => body.get(field).and_then(Value::as_str),
+    }
+    .map(str::to_owned)
+    .ok_or(RecordError::NoIdentifier(sync.identifier.as_str()))?;
+    if !emails.is_empty() || !phones.is_empty() {
+        let mut contacts = Map::new();
+        if !emails.is_empty() {
+            contacts.insert("email".into(), Value::Array(emails));
+        }
+        if !phones.is_empty() {
+            contacts.insert("phone".into(), Value::Array(phones));
+        }
+        body.insert("contactInformation".into(), Value::Object(contacts));
+    }
+    if !attributes.is_empty() {
+        body.insert("customAttributes".into(), Value::Object(attributes));
+    }
+    if !tags.is_empty() {
+        body.insert("tags".into(), Value::Array(tags));
+    }
+    let body = Value::Object(body);
+    // serde_json's maps are ordered, so equal persons serialise equally.
+    let digest = hex::encode(Sha256::digest(body.to_string().as_bytes()));
+    Ok(Person { body, key, digest })
+}
+
+fn value_of(field: &FieldMap, record: &Value) -> Option<String> {
+    let found = match (&field.item, &field.value) {
+        (Some(item), _) => match record.get(item) {
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(Value::Bool(b)) => Some(b.to_string()),
+            _ => None,
+        },
+        (None, Some(value)) => Some(value.clone()),
+        (None, None) => None,
+    };
+    found.or_else(|| field.default.clone())
+}
+
+fn transform(
+    transform: Option<Transform>,
+    text: &str,
+    region: Option<&str>,
+) -> Result<String, RecordError> {
+    let text = text.trim();
+    Ok(match transform {
+        None | Some(Transform::Trim) => text.to_owned(),
+        Some(Transform::Lowercase) => text.to_lowercase(),
+        Some(Transform::FirstName) => text
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        Some(Transform::LastName) => text
+            .split_once(char::is_whitespace)
+            .map(|(_, rest)| rest.trim().to_owned())
+            .unwrap_or_default(),
+        Some(Transform::E164) => e164(text, region)?,
+    })
+}
+
+/// People stores numbers as E.164 digits without `+` (`385911234567`).
+fn e164(text: &str, region: Option<&str>) -> Result<String, RecordError> {
+    let bad = || RecordError::BadPhone {
+        value: text.to_owned(),
+        region: region.map(str::to_owned),
+    };
+    let country = region.and_then(|r| r.parse::<phonenumber::country::Id>().ok());
+    let number = phonenumber::parse(country, text).map_err(|_| bad())?;
+    if !phonenumber::is_valid(&number) {
+        return Err(bad());
+    }
+    Ok(number
+        .format()
+        .mode(Mode::E164)
+        .to_string()
+        .trim_start_matches('+')
+        .to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use app::definition::AppDefinition;
+
+    fn spec() -> SyncSpec {
+        AppDefinition::from_toml(app::definition::BUNDLED_EXAMPLE)
+            .unwrap()
+            .sync
+            .unwrap()
+    }
+
+    #[test]
+    fn the_example_maps_a_customer() {
+        let person = map_record(
+            &spec(),
+            &json!({"id": "c-100", "name": "Ana Marija Horvat", "email": " Ana@Example.com", "phone": "091 123 4567"}),
+        )
+        .unwrap();
+        assert_eq!(person.key, "c-100");
+        assert_eq!(
+            person.body,
+            json!({
+                "externalId": "c-100", "firstName": "Ana", "lastName": "Marija Horvat",
+                "contactInformation": {"email": [{"address": "ana@example.com"}], "phone": [{"number": "385911234567"}]},
+                "customAttributes": {"loyaltyTier": "bronze"},
+                "tags": ["order-desk"],
+            })
+        );
+    }
+
+    #[test]
+    fn equal_records_have_equal_digests() {
+        let record = json!({"id": "c-1", "name": "Jane Doe", "tier": "gold"});
+        let (a, b) = (
+            map_record(&spec(), &record).unwrap(),
+            map_record(&spec(), &record).unwrap(),
+        );
+        assert_eq!(a.digest, b.digest);
+        let changed = map_record(
+            &spec(),
+            &json!({"id": "c-1", "name": "Jane Doe", "tier": "silver"}),
+        )
+        .unwrap();
+        assert_ne!(a.digest, changed.digest);
+    }
+
+    #[test]
+    fn refusals_name_the_reason() {
+        assert_eq!(
+            map_record(&spec(), &json!({"name": "No Id"})),
+            Err(RecordError::NoIdentifier("EXTERNAL_ID"))
+        );
+        let bad = map_record(&spec(), &json!({"id": "c-2", "phone": "12"})).unwrap_err();
+        assert_eq!(bad.to_string(), "`12` is not a phone number (region HR)");
+        assert!(matches!(
+            map_record(&spec(), &json!({"id": "c-3", "email": "nobody"})),
+            Err(RecordError::BadEmail(_))
+        ));
+        // An international number keeps its own country.
+        let uk = map_record(&spec(), &json!({"id": "c-4", "phone": "+44 7400 123456"})).unwrap();
+        assert_eq!(
+            uk.body["contactInformation"]["phone"][0]["number"],
+            "447400123456"
+        );
+    }
+}

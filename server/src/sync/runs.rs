@@ -1,0 +1,392 @@
+//! Sync runs as durable jobs in the settings database (SQLite or PostgreSQL), written by hand rather than with a
+//! job crate: apalis' SQL backends need sqlx 0.9 in their stable release (ibex is on 0.8), share sqlx's migration
+//! table, and lease by worker heartbeat without fencing (docs/sync.md has the comparison).
+//!
+//! A run is claimed with a lease (`lease_owner`, `lease_until`); on PostgreSQL the claim skips rows another
+//! instance holds (`FOR UPDATE SKIP LOCKED`), on SQLite the single UPDATE is atomic. Every page's progress is
+//! committed with the lease as a fence: an instance whose lease was taken over (it stalled past `lease_until`)
+//! finds its checkpoint refused and stops, so counts and checkpoints come from one holder only. A run whose
+//! holder died (`kill -9`) is claimed again once its lease runs out, and resumes at its checkpoint.
+
+use app::settings::store::{now_ms, Backend, SettingsStore, StoreError};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+pub const TO_PEOPLE: &str = "to_people";
+
+/// Where a run is: the next page (page pagination) or cursor, and whether the source is exhausted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    #[serde(default)]
+    pub page: Option<u64>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// The largest page seen so far: a shorter page is the last one.
+    #[serde(default)]
+    pub page_size: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub read: i64,
+    pub created: i64,
+    pub updated: i64,
+    pub unchanged: i64,
+    pub failed: i64,
+}
+
+impl Counts {
+    pub fn add(&mut self, other: &Counts) {
+        self.read += other.read;
+        self.created += other.created;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.failed += other.failed;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: i64,
+    pub account_key: String,
+    pub direction: String,
+    pub status: String,
+    pub requested_by: String,
+    pub requested_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub attempts: i64,
+    pub checkpoint: Checkpoint,
+    pub counts: Counts,
+    pub last_error: Option<String>,
+}
+
+/// A record the run could not write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub record_key: String,
+    pub reason: String,
+    pub record: String,
+}
+
+/// What one page changes, committed at once.
+#[derive(Debug, Default)]
+pub struct PageCommit {
+    pub next: Checkpoint,
+    pub counts: Counts,
+    /// (record key, digest) of records written.
+    pub written: Vec<(String, String)>,
+    pub failures: Vec<Failure>,
+}
+
+#[derive(Clone)]
+pub struct Runs {
+    store: SettingsStore,
+}
+
+const COLUMNS: &str = "id, account_key, direction, status, requested_by, requested_at, started_at, finished_at, \
+     attempts, checkpoint, read_count, created_count, updated_count, unchanged_count, failed_count, last_error";
+
+impl Runs {
+    pub fn new(store: SettingsStore) -> Self {
+        Runs { store }
+    }
+
+    /// Queues a run unless one is open for the account and direction; returns the open or new run's id.
+    pub async fn enqueue(
+        &self,
+        account_key: &str,
+        direction: &str,
+        by: &str,
+    ) -> Result<i64, StoreError> {
+        let pool = self.store.pool();
+        if let Some(open) = self.open(account_key, direction).await? {
+            return Ok(open.id);
+        }
+        let now = now_ms();
+        let inserted = sqlx::query(
+            "INSERT INTO sync_runs (account_key, direction, status, requested_by, requested_at, next_attempt_at) \
+             VALUES ($1, $2, 'queued', $3, $4, $5) RETURNING id",
+        )
+        .bind(account_key)
+        .bind(direction)
+        .bind(by)
+        .bind(now)
+        .bind(now)
+        .fetch_one(pool)
+        .await;
+        match inserted {
+            Ok(row) => Ok(row.try_get(0)?),
+            // Another instance (or click) queued one between the check and the insert: the unique index says so.
+            Err(e) if is_unique_violation(&e) => match self.open(account_key, direction).await? {
+                Some(open) => Ok(open.id),
+                None => Err(e.into()),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn open(
+        &self,
+        account_key: &str,
+        direction: &str,
+    ) -> Result<Option<Run>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM sync_runs WHERE account_key = $1 AND direction = $2 \
+             AND status IN ('queued', 'running', 'paused') ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(account_key)
+        .bind(direction)
+        .fetch_optional(self.store.pool())
+        .await?;
+        row.map(|r| decode(&r)).transpose()
+    }
+
+    pub async fn get(&self, id: i64) -> Result<Option<Run>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM sync_runs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.store.pool())
+            .await?;
+        row.map(|r| decode(&r)).transpose()
+    }
+
+    /// Newest first.
+    pub async fn history(&self, account_key: &str, limit: i64) -> Result<Vec<Run>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM sync_runs WHERE account_key = $1 ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(account_key)
+        .bind(limit)
+        .fetch_all(self.store.pool())
+        .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Claims the oldest due run for `owner` until `lease_ms` from now: a queued or paused run whose time has
+    /// come, or a running one whose holder's lease ran out.
+    pub async fn claim(&self, owner: &str, lease_ms: i64) -> Result<Option<Run>, StoreError> {
+        let now = now_ms();
+        let lock = match self.store.backend() {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let row = sqlx::query(&format!(
+            "UPDATE sync_runs SET status = 'running', lease_owner = $1, lease_until = $2, \
+             attempts = attempts + 1, started_at = COALESCE(started_at, $3) \
+             WHERE id = (SELECT id FROM sync_runs WHERE \
+                 (status IN ('queued', 'paused') AND next_attempt_at <= $3) \
+                 OR (status = 'running' AND lease_until < $3) \
+               ORDER BY id LIMIT 1 {lock}) \
+             RETURNING {COLUMNS}"
+        ))
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(now)
+        .fetch_optional(self.store.pool())
+        .await?;
+        row.map(|r| decode(&r)).transpose()
+    }
+
+    /// Extends the lease; false when it is no longer `owner`'s.
+    pub async fn renew(&self, id: i64, owner: &str, lease_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sync_runs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3 AND status = 'running'",
+        )
+        .bind(now_ms() + lease_ms)
+        .bind(id)
+        .bind(owner)
+        .execute(self.store.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Commits one page: the digests of written records, the failures, the counts and the next checkpoint, in
+    /// one transaction fenced by the lease. False (and nothing written) when the lease is no longer `owner`'s.
+    pub async fn commit_page(
+        &self,
+        run: &Run,
+        owner: &str,
+        lease_ms: i64,
+        page: &PageCommit,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.store.pool().begin().await?;
+        let fenced = sqlx::query(
+            "UPDATE sync_runs SET checkpoint = $1, read_count = read_count + $2, created_count = created_count + $3, \
+             updated_count = updated_count + $4, unchanged_count = unchanged_count + $5, \
+             failed_count = failed_count + $6, lease_until = $7 \
+             WHERE id = $8 AND lease_owner = $9 AND status = 'running'",
+        )
+        .bind(serde_json::to_string(&page.next)?)
+        .bind(page.counts.read)
+        .bind(page.counts.created)
+        .bind(page.counts.updated)
+        .bind(page.counts.unchanged)
+        .bind(page.counts.failed)
+        .bind(now + lease_ms)
+        .bind(run.id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        if fenced.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for (key, digest) in &page.written {
+            sqlx::query(
+                "INSERT INTO sync_records (account_key, direction, record_key, digest, synced_at) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (account_key, direction, record_key) DO UPDATE SET digest = $4, synced_at = $5",
+            )
+            .bind(&run.account_key)
+            .bind(&run.direction)
+            .bind(key)
+            .bind(digest)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for failure in &page.failures {
+            sqlx::query(
+                "INSERT INTO sync_failures (run_id, account_key, record_key, reason, record, failed_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(run.id)
+            .bind(&run.account_key)
+            .bind(&failure.record_key)
+            .bind(&failure.reason)
+            .bind(&failure.record)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The digests last written for these records of the account.
+    pub async fn digests(
+        &self,
+        account_key: &str,
+        direction: &str,
+        keys: &[String],
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let mut found = std::collections::HashMap::new();
+        // One query per chunk keeps the statement within both databases' parameter limits.
+        for chunk in keys.chunks(200) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+            let sql = format!(
+                "SELECT record_key, digest FROM sync_records WHERE account_key = $1 AND direction = $2 \
+                 AND record_key IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(account_key).bind(direction);
+            for key in chunk {
+                query = query.bind(key);
+            }
+            for row in query.fetch_all(self.store.pool()).await? {
+                found.insert(row.try_get(0)?, row.try_get(1)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Ends a run: `done`, or `failed` with the reason (a run that cannot go on without a person's help, such
+    /// as missing People credentials).
+    pub async fn finish(
+        &self,
+        id: i64,
+        owner: &str,
+        status: &str,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sync_runs SET status = $1, finished_at = $2, last_error = $3, lease_owner = NULL, \
+             lease_until = NULL WHERE id = $4 AND lease_owner = $5 AND status = 'running'",
+        )
+        .bind(status)
+        .bind(now_ms())
+        .bind(error)
+        .bind(id)
+        .bind(owner)
+        .execute(self.store.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Pauses a run after an outage: it keeps its checkpoint and is claimed again after `retry_in_ms`.
+    pub async fn pause(
+        &self,
+        id: i64,
+        owner: &str,
+        retry_in_ms: i64,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sync_runs SET status = 'paused', next_attempt_at = $1, last_error = $2, lease_owner = NULL, \
+             lease_until = NULL WHERE id = $3 AND lease_owner = $4 AND status = 'running'",
+        )
+        .bind(now_ms() + retry_in_ms)
+        .bind(error)
+        .bind(id)
+        .bind(owner)
+        .execute(self.store.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn failures(&self, run_id: i64) -> Result<Vec<Failure>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT record_key, reason, record FROM sync_failures WHERE run_id = $1 ORDER BY id",
+        )
+        .bind(run_id)
+        .fetch_all(self.store.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Failure {
+                    record_key: r.try_get(0)?,
+                    reason: r.try_get(1)?,
+                    record: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Runs waiting to be claimed (queued, or paused and due), for the queue-depth metric.
+    pub async fn depth(&self) -> Result<i64, StoreError> {
+        let row =
+            sqlx::query("SELECT COUNT(*) FROM sync_runs WHERE status IN ('queued', 'paused')")
+                .fetch_one(self.store.pool())
+                .await?;
+        Ok(row.try_get(0)?)
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn decode(row: &sqlx::any::AnyRow) -> Result<Run, StoreError> {
+    Ok(Run {
+        id: row.try_get(0)?,
+        account_key: row.try_get(1)?,
+        direction: row.try_get(2)?,
+        status: row.try_get(3)?,
+        requested_by: row.try_get(4)?,
+        requested_at: row.try_get(5)?,
+        started_at: row.try_get(6)?,
+        finished_at: row.try_get(7)?,
+        attempts: row.try_get(8)?,
+        checkpoint: serde_json::from_str(row.try_get::<String, _>(9)?.as_str())?,
+        counts: Counts {
+            read: row.try_get(10)?,
+            created: row.try_get(11)?,
+            updated: row.try_get(12)?,
+            unchanged: row.try_get(13)?,
+            failed: row.try_get(14)?,
+        },
+        last_error: row.try_get(15)?,
+    })
+}

@@ -1,0 +1,235 @@
+//! People data sync against the simulator, on both settings backends: the shop's customers become People
+//! persons as `[sync]` maps them; a second run of an unchanged source writes nothing and says so; a record People
+//! (or the mapping) refuses is recorded with its reason and the run goes on; a People outage pauses the run,
+//! which resumes from its checkpoint; a run whose holder stopped is taken over once its lease runs out.
+
+mod common;
+
+use common::{client, Backend, Harness, ACCOUNT};
+use ibex::sync::engine::{Outcome, SyncEngine};
+use ibex::sync::runs::TO_PEOPLE;
+use ibex::sync::SyncConfig;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// The seeded three plus 247 generated: 250 records, three pages of 100 (the last one short).
+const GENERATED: usize = 247;
+
+fn config() -> SyncConfig {
+    SyncConfig {
+        reads_per_sec: 1000,
+        writes_per_sec: 1000,
+        hosts: vec![],
+        allow_loopback: true,
+        lease: Duration::from_secs(30),
+        poll: Duration::from_millis(50),
+        pause: Duration::ZERO,
+        worker: false,
+    }
+}
+
+async fn people(h: &Harness) -> Value {
+    client()
+        .get(format!("{}/_sim/people", h.portal))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn people_switches(h: &Harness, switches: Value) {
+    let r = client()
+        .post(format!("{}/_sim/people", h.portal))
+        .json(&switches)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+}
+
+/// Works on runs until the account's open run is over; the outcome of its last attempt.
+async fn run_to_end(engine: &SyncEngine, h: &Harness) -> Outcome {
+    for _ in 0..50 {
+        match engine.work_once(&h.state).await.unwrap() {
+            Some((_, Outcome::Paused(reason))) => return Outcome::Paused(reason),
+            Some((_, outcome)) => return outcome,
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    panic!("no run came due");
+}
+
+async fn sync(backend: Backend) {
+    let h = Harness::start_with_shop(backend, &["--allow-loopback-partners"], GENERATED).await;
+    // The simulator's documented limits are lifted here; the rate-limited path has its own test below.
+    people_switches(&h, json!({"reads_per_sec": 0, "writes_per_sec": 0})).await;
+    let engine = SyncEngine::new(&h.state, config());
+
+    // Without People credentials the run ends at once, saying what is missing.
+    engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    let outcome = run_to_end(&engine, &h).await;
+    assert!(
+        matches!(&outcome, Outcome::Failed(reason) if reason.contains("are not set")),
+        "{outcome:?}"
+    );
+
+    h.configure(
+        ACCOUNT,
+        &[
+            ("people_base_url", h.portal.as_str()),
+            ("people_api_key", ibex_sim::people::API_KEY),
+        ],
+    )
+    .await;
+    let id = engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let run = engine.runs.get(id).await.unwrap().unwrap();
+    assert_eq!(run.status, "done");
+    let c = &run.counts;
+    // Generated customers 13, 110 and 207 have "n/a" for a phone number, and the seeded Jane Doe a UK number
+    // from the range reserved for drama (01632 960…), which libphonenumber rightly calls invalid: refused by the
+    // mapping, recorded with the reason, and the run goes on.
+    let failures = engine.runs.failures(id).await.unwrap();
+    assert_eq!(
+        (c.read, c.created, c.updated, c.unchanged, c.failed),
+        (250, 246, 0, 0, 4),
+        "{c:?} {failures:?}"
+    );
+    let keys: Vec<&str> = failures.iter().map(|f| f.record_key.as_str()).collect();
+    assert_eq!(keys, ["c-102", "g-000013", "g-000110", "g-000207"]);
+    assert!(
+        failures[1].reason.contains("`n/a` is not a phone number"),
+        "{failures:?}"
+    );
+    let state = people(&h).await;
+    let persons = state["persons"].as_array().unwrap();
+    assert_eq!(persons.len(), 246);
+    let ana = persons.iter().find(|p| p["externalId"] == "c-100").unwrap();
+    assert_eq!(ana["firstName"], "Ana");
+    assert_eq!(ana["lastName"], "Horvat");
+    assert_eq!(
+        ana["contactInformation"]["phone"],
+        json!([{"number": "385911234567"}])
+    );
+    assert_eq!(ana["customAttributes"]["loyaltyTier"], "gold");
+    assert_eq!(ana["tags"], json!(["order-desk"]));
+    let generated = persons
+        .iter()
+        .find(|p| p["externalId"] == "g-000001")
+        .unwrap();
+    assert_eq!(
+        generated["contactInformation"]["phone"][0]["number"],
+        "385920000001"
+    );
+    let mut ids: Vec<&str> = persons
+        .iter()
+        .map(|p| p["externalId"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 246, "one person per customer");
+
+    // The same source again: nothing is written, and the counts say so.
+    let writes_before =
+        state["stats"]["creates"].as_u64().unwrap() + state["stats"]["updates"].as_u64().unwrap();
+    let again = engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let c = engine.runs.get(again).await.unwrap().unwrap().counts;
+    assert_eq!(
+        (c.read, c.created, c.updated, c.unchanged, c.failed),
+        (250, 0, 0, 246, 4),
+        "{c:?}"
+    );
+    let state = people(&h).await;
+    assert_eq!(
+        state["stats"]["creates"].as_u64().unwrap() + state["stats"]["updates"].as_u64().unwrap(),
+        writes_before,
+        "a second run of an unchanged source sends People nothing"
+    );
+
+    // One open run per account: asking twice gives the same run.
+    let first = engine.runs.enqueue(ACCOUNT, TO_PEOPLE, "a").await.unwrap();
+    assert_eq!(
+        engine.runs.enqueue(ACCOUNT, TO_PEOPLE, "b").await.unwrap(),
+        first
+    );
+
+    // A holder that stopped (its lease ran out) is replaced: another instance claims the run and finishes it.
+    let stalled = engine
+        .runs
+        .claim("stalled-instance", 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stalled.id, first);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let taken = engine.runs.get(first).await.unwrap().unwrap();
+    assert_eq!((taken.status.as_str(), taken.attempts), ("done", 2));
+    // …and the stalled one can no longer commit anything.
+    assert!(!engine
+        .runs
+        .commit_page(&stalled, "stalled-instance", 1000, &Default::default())
+        .await
+        .unwrap());
+
+    // A People outage pauses the run at its checkpoint; once People is back the run resumes and finishes.
+    // (Forgetting what was written makes every customer due again.)
+    sqlx::query("DELETE FROM sync_records")
+        .execute(h.state.settings.store().pool())
+        .await
+        .unwrap();
+    // People goes down in the middle of the second page (after 150 more writes).
+    let served = {
+        let stats = &people(&h).await["stats"];
+        stats["creates"].as_u64().unwrap() + stats["updates"].as_u64().unwrap()
+    };
+    people_switches(
+        &h,
+        json!({"reads_per_sec": 0, "writes_per_sec": 0, "down_after_writes": served + 150}),
+    )
+    .await;
+    let outage = engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    let outcome = run_to_end(&engine, &h).await;
+    assert!(
+        matches!(&outcome, Outcome::Paused(reason) if reason.contains("People is not available")),
+        "{outcome:?}"
+    );
+    let paused = engine.runs.get(outage).await.unwrap().unwrap();
+    assert_eq!(paused.status, "paused");
+    assert_eq!(paused.checkpoint.page, Some(2), "page 1 was committed");
+    assert_eq!(paused.counts.read, 100, "{paused:?}");
+    people_switches(&h, json!({"reads_per_sec": 0, "writes_per_sec": 0})).await;
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let resumed = engine.runs.get(outage).await.unwrap().unwrap();
+    assert_eq!(resumed.status, "done");
+    // Page 2 was done again on resume (its writes are idempotent upserts), and counted once.
+    assert_eq!(resumed.counts.read, 250, "{resumed:?}");
+    assert_eq!(resumed.counts.updated + resumed.counts.failed, 250);
+    assert_eq!(
+        people(&h).await["persons"].as_array().unwrap().len(),
+        246,
+        "no duplicates"
+    );
+    h.finish().await;
+}
+
+on_both_backends!(people_sync, sync);
