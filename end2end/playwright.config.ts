@@ -42,7 +42,7 @@ export default defineConfig({
   },
   webServer: [
     {
-      command: `${root}/target/release/ibex-sim shop --addr 127.0.0.1:${shopPort} --api-key e2e-shop-key`,
+      command: `${root}/target/release/ibex-sim shop --addr 127.0.0.1:${shopPort} --api-key e2e-shop-key --customers 40`,
       url: `http://127.0.0.1:${shopPort}/health`,
       reuseExistingServer: false,
       timeout: 30_000,

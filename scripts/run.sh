@@ -17,7 +17,8 @@ PORTAL_ADDR="${IBEX_SIM_PORTAL_ADDR:-127.0.0.1:4100}"
 IBEX_PUBLIC_URL="${IBEX_PUBLIC_URL:-http://localhost:${IBEX_ADDR##*:}}"
 export IBEX_ADDR IBEX_PUBLIC_URL IBEX_LOG_FORMAT="${IBEX_LOG_FORMAT:-text}"
 
-target/release/ibex-sim shop --addr "$SHOP_ADDR" --api-key "$SHOP_KEY" &
+# 500 customers: a People sync of the demo takes about a minute at People's 10 writes/s.
+target/release/ibex-sim shop --addr "$SHOP_ADDR" --api-key "$SHOP_KEY" --customers "${IBEX_SIM_SHOP_CUSTOMERS:-500}" &
 shop_pid=$!
 target/release/ibex-sim portal --addr "$PORTAL_ADDR" \
   --redirect-uri "$IBEX_PUBLIC_URL/oauth/callback" --settings-url "$IBEX_PUBLIC_URL/settings" \

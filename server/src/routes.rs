@@ -122,6 +122,14 @@ fn pages(state: &AppState) -> Router<AppState> {
             &state.public_url,
         ))
     });
+    let sync: Option<Arc<dyn app::pages::sync_panel::SyncSource>> =
+        state.definition.sync.as_ref().map(|_| {
+            Arc::new(crate::sync::panel::ServerSync {
+                state: state.clone(),
+                runs: crate::sync::runs::Runs::new(state.settings.store().clone()),
+                config: state.sync.clone(),
+            }) as Arc<dyn app::pages::sync_panel::SyncSource>
+        });
     let leptos_options = (*state.leptos_options).clone();
     Router::new()
         .route("/oauth/start", get(oauth::start))
@@ -139,6 +147,9 @@ fn pages(state: &AppState) -> Router<AppState> {
                 provide_context(card.clone());
                 if let Some(endpoint) = &custom_card {
                     provide_context(endpoint.clone());
+                }
+                if let Some(sync) = &sync {
+                    provide_context(sync.clone());
                 }
             },
             move || app::shell(leptos_options.clone()),

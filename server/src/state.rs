@@ -75,6 +75,8 @@ pub struct Shared {
     /// The context card's sign-ins, Infobip token included, on the server.
     pub card_sessions: crate::signin::card_sessions::CardSessions,
     pub infobip: crate::infobip::InfobipClient,
+    /// People sync's limits and where People may be (the worker and the configuration page's panel).
+    pub sync: crate::sync::SyncConfig,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -131,6 +133,7 @@ impl AppState {
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let infobip = crate::infobip::InfobipClient::new(http.clone(), options.infobip()?);
+        let sync = options.sync()?;
         Ok(AppState(Arc::new(Shared {
             functions: Arc::new(functions),
             settings,
@@ -159,6 +162,7 @@ impl AppState {
             dev: options.dev,
             card_sessions,
             infobip,
+            sync,
             definition,
         })))
     }

@@ -95,6 +95,7 @@ async fn sync(backend: Backend) {
     assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
     let run = engine.runs.get(id).await.unwrap().unwrap();
     assert_eq!(run.status, "done");
+    assert_eq!(run.total, Some(250), "the list's total_output, for the progress bar");
     let c = &run.counts;
     // Generated customers 13, 110 and 207 have "n/a" for a phone number, and the seeded Jane Doe a UK number
     // from the range reserved for drama (01632 960…), which libphonenumber rightly calls invalid: refused by the
@@ -229,6 +230,29 @@ async fn sync(backend: Backend) {
         246,
         "no duplicates"
     );
+
+    // The schedule: an account with sync on is queued once its interval has passed since its last run.
+    h.configure(
+        ACCOUNT,
+        &[
+            ("people_sync_on", "true"),
+            ("people_sync_every_minutes", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        engine.schedule(&h.state).await.unwrap(),
+        0,
+        "the last run is recent"
+    );
+    sqlx::query("UPDATE sync_runs SET requested_at = requested_at - 120000")
+        .execute(h.state.settings.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(engine.schedule(&h.state).await.unwrap(), 1);
+    assert_eq!(engine.schedule(&h.state).await.unwrap(), 0, "queued once");
+    let scheduled = engine.runs.open(ACCOUNT, TO_PEOPLE).await.unwrap().unwrap();
+    assert_eq!(scheduled.requested_by, "schedule");
     h.finish().await;
 }
 

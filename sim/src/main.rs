@@ -27,6 +27,9 @@ enum Command {
         /// The API key the shop expects in X-Api-Key.
         #[arg(long, env = "IBEX_SIM_SHOP_API_KEY", default_value = "demo-key")]
         api_key: String,
+        /// Made-up customers listed after the seeded three (`GET /customers`), for People sync.
+        #[arg(long, env = "IBEX_SIM_SHOP_CUSTOMERS", default_value_t = ibex_sim::shop::GENERATED_CUSTOMERS)]
+        customers: usize,
     },
     /// The benchmark's floor: a bare axum + hyper-util proxy adding the API key (see `scripts/bench.sh`).
     Proxy {
@@ -70,7 +73,11 @@ async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt().with_target(false).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Shop { addr, api_key } => ibex_sim::shop::serve(addr, api_key).await,
+        Command::Shop {
+            addr,
+            api_key,
+            customers,
+        } => ibex_sim::shop::serve(addr, api_key, customers).await,
         Command::Proxy {
             addr,
             upstream,

@@ -239,10 +239,10 @@ pub fn router_with(api_key: impl Into<String>, generated: usize) -> Router {
         .with_state(shop)
 }
 
-pub async fn serve(addr: SocketAddr, api_key: String) -> std::io::Result<()> {
+pub async fn serve(addr: SocketAddr, api_key: String, customers: usize) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("demo shop API on http://{}", listener.local_addr()?);
-    axum::serve(listener, router(api_key)).await
+    axum::serve(listener, router_with(api_key, customers)).await
 }
 
 /// Records the request, applies the fault switches, then checks the API key, as a real API's edge would.

@@ -140,6 +140,21 @@ impl AppDefinition {
                 ))
             }
         }
+        if let Some(total) = &to.total_output {
+            if !f
+                .outputs
+                .iter()
+                .any(|o| o.name == *total && o.kind != ValueType::Array)
+            {
+                return Err(invalid(
+                    place,
+                    format!(
+                        "`{}` has no single-value output `{total}` (total_output)",
+                        f.name
+                    ),
+                ));
+            }
+        }
         let paging = [to.page_input.as_ref(), to.cursor_input.as_ref()];
         if let Some(input) = f
             .inputs

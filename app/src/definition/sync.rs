@@ -81,6 +81,9 @@ pub struct ToPeople {
     pub cursor_input: Option<String>,
     #[serde(default)]
     pub cursor_output: Option<String>,
+    /// A single-value output giving the number of records in the source, for progress and time left.
+    #[serde(default)]
+    pub total_output: Option<String>,
     pub fields: Vec<FieldMap>,
 }
 

@@ -2,3 +2,4 @@ pub mod card;
 pub mod custom_card;
 pub mod home;
 pub mod settings;
+pub mod sync_panel;

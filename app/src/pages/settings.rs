@@ -37,6 +37,8 @@ pub struct SettingsView {
     pub fields: Vec<FieldView>,
     /// Conversations' Custom cards: present when the app has a context card.
     pub custom_card: Option<super::custom_card::CustomCardStatus>,
+    /// People sync: present when the app defines `[sync]`.
+    pub sync: Option<super::sync_panel::SyncStatus>,
 }
 
 /// The settings service and the session every server function starts from. A token that does not open
@@ -97,8 +99,18 @@ pub async fn load_settings(session: String) -> Result<SettingsView, ServerFnErro
         })
         .collect();
     let custom_card = super::custom_card::status(&service, &session.account_key).await?;
+    let sync = match use_context::<std::sync::Arc<dyn super::sync_panel::SyncSource>>() {
+        Some(source) => Some(
+            source
+                .status(&session.account_key)
+                .await
+                .map_err(ServerFnError::new)?,
+        ),
+        None => None,
+    };
     Ok(SettingsView {
         custom_card,
+        sync,
         app_name: definition.app.name.clone(),
         username: session.username,
         account_key: session.account_key,
@@ -200,6 +212,7 @@ fn SettingsOverview(view: SettingsView, session: String) -> impl IntoView {
         </header>
         <SettingsForm fields=view.fields version=view.version can_test=view.can_test session=session.clone()/>
         <p class="muted small" data-testid="last-change">{last_change}</p>
+        {view.sync.map(|status| view! { <super::sync_panel::SyncPanel status session=session.clone()/> })}
         {view.custom_card.map(|status| view! { <super::custom_card::CustomCardPanel status session/> })}
     }
 }

@@ -110,9 +110,8 @@ async fn serve(options: &Options) -> Result<ExitCode, CommandError> {
     state
         .card_sessions
         .spawn_cleanup(std::time::Duration::from_secs(300));
-    let sync = options.sync()?;
-    if state.definition.sync.is_some() && sync.worker {
-        crate::sync::engine::SyncEngine::new(&state, sync).spawn(state.clone());
+    if state.definition.sync.is_some() && state.sync.worker {
+        crate::sync::engine::SyncEngine::new(&state, state.sync.clone()).spawn(state.clone());
     }
     let listener = tokio::net::TcpListener::bind(options.addr)
         .await

@@ -17,6 +17,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// How often the worker looks for accounts whose schedule is due.
+const SCHEDULE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 #[derive(Clone)]
 pub struct SyncEngine {
     pub runs: Runs,
@@ -51,10 +54,18 @@ impl SyncEngine {
         i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX)
     }
 
-    /// Works until the process ends: claim, run, repeat; sleep when nothing is due.
+    /// Works until the process ends: queue what the schedule says is due (once a minute), claim, run,
+    /// repeat; sleep when nothing is due.
     pub fn spawn(self, state: AppState) {
         tokio::spawn(async move {
+            let mut scheduled: Option<Instant> = None;
             loop {
+                if scheduled.is_none_or(|at| at.elapsed() >= SCHEDULE_EVERY) {
+                    scheduled = Some(Instant::now());
+                    if let Err(e) = self.schedule(&state).await {
+                        tracing::warn!("sync schedule: {e}");
+                    }
+                }
                 match self.work_once(&state).await {
                     Ok(Some(_)) => continue,
                     Ok(None) => {}
@@ -63,6 +74,37 @@ impl SyncEngine {
                 tokio::time::sleep(self.config.poll).await;
             }
         });
+    }
+
+    /// Queues a run for every account whose sync is on and whose last run was asked for at least its
+    /// interval ago. Every instance may do this: one open run per account is all the database allows.
+    pub async fn schedule(
+        &self,
+        state: &AppState,
+    ) -> Result<usize, app::settings::store::StoreError> {
+        use app::definition::sync::{PEOPLE_SYNC_EVERY, PEOPLE_SYNC_ON};
+        let mut queued = 0;
+        for account in self.runs.accounts().await? {
+            let Ok(settings) = state.settings.resolved(&account).await else {
+                continue;
+            };
+            let on = settings.get(PEOPLE_SYNC_ON) == Some(&Value::Bool(true));
+            let every_ms = settings
+                .get(PEOPLE_SYNC_EVERY)
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0)
+                * 60_000.0;
+            if !on || every_ms <= 0.0 {
+                continue;
+            }
+            let last = self.runs.last_requested(&account, TO_PEOPLE).await?;
+            let now = app::settings::store::now_ms();
+            if last.is_none_or(|at| (now - at) as f64 >= every_ms) {
+                self.runs.enqueue(&account, TO_PEOPLE, "schedule").await?;
+                queued += 1;
+            }
+        }
+        Ok(queued)
     }
 
     /// Claims and runs one due run, if there is one.
@@ -173,7 +215,15 @@ impl SyncEngine {
                 Some(Value::Array(items)) => items.clone(),
                 _ => Vec::new(),
             };
-            let mut page = PageCommit::default();
+            let mut page = PageCommit {
+                total: sync
+                    .to_people
+                    .total_output
+                    .as_ref()
+                    .and_then(|name| outputs.get(name))
+                    .and_then(Value::as_i64),
+                ..PageCommit::default()
+            };
             match self
                 .write_page(&writer, sync, run, &records, &mut page)
                 .await

@@ -59,6 +59,8 @@ pub struct Run {
     pub checkpoint: Checkpoint,
     pub counts: Counts,
     pub last_error: Option<String>,
+    /// Records in the source, when the list function says.
+    pub total: Option<i64>,
 }
 
 /// A record the run could not write.
@@ -77,6 +79,7 @@ pub struct PageCommit {
     /// (record key, digest) of records written.
     pub written: Vec<(String, String)>,
     pub failures: Vec<Failure>,
+    pub total: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -85,7 +88,7 @@ pub struct Runs {
 }
 
 const COLUMNS: &str = "id, account_key, direction, status, requested_by, requested_at, started_at, finished_at, \
-     attempts, checkpoint, read_count, created_count, updated_count, unchanged_count, failed_count, last_error";
+     attempts, checkpoint, read_count, created_count, updated_count, unchanged_count, failed_count, last_error, total";
 
 impl Runs {
     pub fn new(store: SettingsStore) -> Self {
@@ -214,7 +217,7 @@ impl Runs {
         let fenced = sqlx::query(
             "UPDATE sync_runs SET checkpoint = $1, read_count = read_count + $2, created_count = created_count + $3, \
              updated_count = updated_count + $4, unchanged_count = unchanged_count + $5, \
-             failed_count = failed_count + $6, lease_until = $7 \
+             failed_count = failed_count + $6, lease_until = $7, total = COALESCE($10, total) \
              WHERE id = $8 AND lease_owner = $9 AND status = 'running'",
         )
         .bind(serde_json::to_string(&page.next)?)
@@ -226,6 +229,7 @@ impl Runs {
         .bind(now + lease_ms)
         .bind(run.id)
         .bind(owner)
+        .bind(page.total)
         .execute(&mut *tx)
         .await?;
         if fenced.rows_affected() != 1 {
@@ -354,6 +358,30 @@ impl Runs {
             .collect()
     }
 
+    /// Accounts that have saved settings: the scheduler's candidates.
+    pub async fn accounts(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT account_key FROM account_settings ORDER BY account_key")
+            .fetch_all(self.store.pool())
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    /// When the account's newest run of `direction` was asked for.
+    pub async fn last_requested(
+        &self,
+        account_key: &str,
+        direction: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT MAX(requested_at) FROM sync_runs WHERE account_key = $1 AND direction = $2",
+        )
+        .bind(account_key)
+        .bind(direction)
+        .fetch_one(self.store.pool())
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
     /// Runs waiting to be claimed (queued, or paused and due), for the queue-depth metric.
     pub async fn depth(&self) -> Result<i64, StoreError> {
         let row =
@@ -388,5 +416,6 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<Run, StoreError> {
             failed: row.try_get(14)?,
         },
         last_error: row.try_get(15)?,
+        total: row.try_get(16)?,
     })
 }

@@ -1,0 +1,264 @@
+//! The configuration page's People sync panel: "Sync now", a live progress bar while a run is open (polled once a
+//! second, no reload), and the last runs with their counts and the latest run's failed records.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// One run as the admin reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunView {
+    pub id: i64,
+    /// queued | running | paused | done | failed
+    pub status: String,
+    pub requested_by: String,
+    /// "2026-11-26 15:04 UTC"
+    pub when: String,
+    pub read: i64,
+    pub created: i64,
+    pub updated: i64,
+    pub unchanged: i64,
+    pub failed: i64,
+    /// Records in the source, when the list function says (`total_output`).
+    pub total: Option<i64>,
+    /// Records per second since the run started.
+    pub rate: Option<f64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    /// Whether this account has People credentials and sync turned on: "Sync now" needs the credentials.
+    pub ready: Result<(), String>,
+    /// The open run, if any, then the finished ones, newest first.
+    pub runs: Vec<RunView>,
+    /// The newest finished run's failed records: (record, reason).
+    pub failures: Vec<(String, String)>,
+}
+
+#[cfg(feature = "ssr")]
+pub use server_side::SyncSource;
+
+#[cfg(feature = "ssr")]
+mod server_side {
+    use super::SyncStatus;
+    use std::future::Future;
+    use std::pin::Pin;
+
+    /// Implemented by the server, which owns the runs and the worker.
+    pub trait SyncSource: Send + Sync + 'static {
+        fn status<'a>(
+            &'a self,
+            account_key: &'a str,
+        ) -> Pin<Box<dyn Future<Output = Result<SyncStatus, String>> + Send + 'a>>;
+
+        /// Queues a run (or returns the open one); `Err` says why it cannot start.
+        fn start<'a>(
+            &'a self,
+            account_key: &'a str,
+            by: &'a str,
+        ) -> Pin<Box<dyn Future<Output = Result<i64, String>> + Send + 'a>>;
+    }
+}
+
+#[cfg(feature = "ssr")]
+fn source() -> Result<std::sync::Arc<dyn SyncSource>, ServerFnError> {
+    use_context::<std::sync::Arc<dyn SyncSource>>()
+        .ok_or_else(|| ServerFnError::new("this app has no People sync"))
+}
+
+#[server(endpoint = "load_sync")]
+pub async fn load_sync(session: String) -> Result<SyncStatus, ServerFnError> {
+    let (_, session) = super::settings::signed_in(&session)?;
+    source()?
+        .status(&session.account_key)
+        .await
+        .map_err(ServerFnError::new)
+}
+
+#[server(endpoint = "sync_now")]
+pub async fn sync_now(session: String) -> Result<Result<SyncStatus, String>, ServerFnError> {
+    let (_, session) = super::settings::signed_in(&session)?;
+    let source = source()?;
+    let by = format!("{} ({})", session.username, session.user_key);
+    if let Err(why) = source.start(&session.account_key, &by).await {
+        return Ok(Err(why));
+    }
+    Ok(Ok(source
+        .status(&session.account_key)
+        .await
+        .map_err(ServerFnError::new)?))
+}
+
+fn is_open(run: &RunView) -> bool {
+    matches!(run.status.as_str(), "queued" | "running" | "paused")
+}
+
+fn counts(run: &RunView) -> String {
+    format!(
+        "{} read: {} created, {} updated, {} unchanged, {} failed",
+        run.read, run.created, run.updated, run.unchanged, run.failed
+    )
+}
+
+/// "120 of 250 · 40 records/s · about 4 s left", or what is known of it.
+fn progress_text(run: &RunView) -> String {
+    let done = run.read;
+    let mut parts = vec![match run.total {
+        Some(total) => format!("{done} of {total} records"),
+        None => format!("{done} records"),
+    }];
+    if let Some(rate) = run.rate.filter(|r| *r > 0.0) {
+        parts.push(format!("{rate:.0} records/s"));
+        if let Some(total) = run.total {
+            let left = ((total - done).max(0) as f64 / rate).ceil() as i64;
+            parts.push(if left < 90 {
+                format!("about {left} s left")
+            } else {
+                format!("about {} min left", (left + 30) / 60)
+            });
+        }
+    }
+    parts.join(" · ")
+}
+
+fn status_word(status: &str) -> &'static str {
+    match status {
+        "queued" => "Waiting to start",
+        "running" => "Running",
+        "paused" => "Paused: will resume",
+        "done" => "Done",
+        "failed" => "Stopped",
+        _ => "Unknown",
+    }
+}
+
+#[island]
+pub fn SyncPanel(status: SyncStatus, session: String) -> impl IntoView {
+    let status = RwSignal::new(status);
+    let message = RwSignal::new(None::<String>);
+    let interactive = RwSignal::new(false);
+    Effect::new(move || interactive.set(true));
+    let refresh = Action::new({
+        let session = session.clone();
+        move |_: &()| {
+            let session = session.clone();
+            async move { load_sync(session).await }
+        }
+    });
+    let start = Action::new({
+        let session = session.clone();
+        move |_: &()| {
+            let session = session.clone();
+            async move { sync_now(session).await }
+        }
+    });
+    Effect::new(move || {
+        if let Some(Ok(now)) = refresh.value().get() {
+            status.set(now);
+        }
+    });
+    Effect::new(move || match start.value().get() {
+        Some(Ok(Ok(now))) => {
+            message.set(None);
+            status.set(now);
+        }
+        Some(Ok(Err(why))) => message.set(Some(why)),
+        Some(Err(e)) => message.set(Some(e.to_string())),
+        None => {}
+    });
+    let open = move || status.with(|s| s.runs.first().filter(|r| is_open(r)).cloned());
+    // While a run is open, ask for its progress once a second; stop when it is over.
+    #[cfg(feature = "hydrate")]
+    {
+        let ticker = StoredValue::new(None::<leptos::leptos_dom::helpers::IntervalHandle>);
+        Effect::new(move || {
+            let running = open().is_some();
+            match (running, ticker.get_value()) {
+                (true, None) => {
+                    let handle = set_interval_with_handle(
+                        move || {
+                            if !refresh.pending().get_untracked() {
+                                refresh.dispatch(());
+                            }
+                        },
+                        std::time::Duration::from_secs(1),
+                    )
+                    .ok();
+                    ticker.set_value(handle);
+                }
+                (false, Some(handle)) => {
+                    handle.clear();
+                    ticker.set_value(None);
+                }
+                _ => {}
+            }
+        });
+    }
+    let ready = move || status.with(|s| s.ready.clone());
+    view! {
+        <section class="card sync-panel" aria-labelledby="sync-title"
+            data-interactive=move || interactive.get().to_string()>
+            <h2 id="sync-title">"People sync"</h2>
+            {move || match ready() {
+                Ok(()) => view! {
+                    <p class="muted small">"Customers become Infobip People persons, matched by their customer ID."</p>
+                }.into_any(),
+                Err(why) => view! { <p class="small" data-testid="sync-not-ready">{why}</p> }.into_any(),
+            }}
+            {move || open().map(|run| {
+                let value = run.read;
+                let max = run.total.unwrap_or(0).max(run.read);
+                view! {
+                    <div class="sync-progress" data-testid="sync-progress">
+                        <label for="sync-progress-bar">{status_word(&run.status)}</label>
+                        <progress id="sync-progress-bar" max=max.max(1) value=value></progress>
+                        <p class="small" aria-live="polite">{progress_text(&run)}</p>
+                        {run.last_error.clone().filter(|_| run.status == "paused").map(|e| view! {
+                            <p class="small status error">{e}</p>
+                        })}
+                    </div>
+                }
+            })}
+            <div class="actions">
+                <button type="button" class="button secondary"
+                    disabled=move || !interactive.get() || ready().is_err() || open().is_some()
+                    aria-disabled=move || start.pending().get().to_string()
+                    on:click=move |_| { if !start.pending().get_untracked() { start.dispatch(()); } }>
+                    {move || if start.pending().get() { "Starting…" } else { "Sync now" }}
+                </button>
+            </div>
+            <p role="status" class="status error">{move || message.get()}</p>
+            {move || {
+                let finished: Vec<RunView> = status.with(|s| s.runs.iter().filter(|r| !is_open(r)).take(5).cloned().collect());
+                (!finished.is_empty()).then(|| view! {
+                    <h3>"Last runs"</h3>
+                    <ul class="sync-history" data-testid="sync-history">
+                        {finished.into_iter().map(|run| view! {
+                            <li>
+                                <span class="tag">{status_word(&run.status)}</span>
+                                " "<span>{run.when.clone()}</span>
+                                <span class="small muted">{format!(" · {}", counts(&run))}</span>
+                                {run.last_error.clone().filter(|_| run.status == "failed").map(|e| view! {
+                                    <p class="small status error">{e}</p>
+                                })}
+                            </li>
+                        }).collect_view()}
+                    </ul>
+                })
+            }}
+            {move || {
+                let failures = status.with(|s| s.failures.clone());
+                (!failures.is_empty()).then(|| view! {
+                    <details class="sync-failures">
+                        <summary>{format!("Records not synced in the last run ({})", failures.len())}</summary>
+                        <ul data-testid="sync-failures">
+                            {failures.into_iter().map(|(key, reason)| view! {
+                                <li><span class="mono">{key}</span>": "{reason}</li>
+                            }).collect_view()}
+                        </ul>
+                    </details>
+                })
+            }}
+        </section>
+    }
+}

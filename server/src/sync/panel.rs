@@ -1,0 +1,134 @@
+//! What the configuration page's People sync panel reads and does (`app::pages::sync_panel::SyncSource`): the
+//! account's runs and failures, and "Sync now", which queues a run for the worker.
+
+use super::people::PeopleTarget;
+use super::runs::{Run, Runs, TO_PEOPLE};
+use super::SyncConfig;
+use crate::state::AppState;
+use app::pages::sync_panel::{RunView, SyncSource, SyncStatus};
+use app::settings::store::now_ms;
+use std::future::Future;
+use std::pin::Pin;
+
+pub struct ServerSync {
+    pub state: AppState,
+    pub runs: Runs,
+    pub config: SyncConfig,
+}
+
+impl ServerSync {
+    async fn ready(&self, account_key: &str) -> Result<(), String> {
+        let settings = self
+            .state
+            .settings
+            .resolved(account_key)
+            .await
+            .map_err(|e| match e {
+                app::settings::SettingsError::NotConfigured { .. } => {
+                    "Save this app's settings first; then People sync can start.".to_owned()
+                }
+                _ => "The settings could not be read; try again in a moment.".to_owned(),
+            })?;
+        PeopleTarget::from_settings(&settings, &self.config)
+            .map(|_| ())
+            .map_err(|e| {
+                let text = e.to_string();
+                let mut chars = text.chars();
+                // A sentence for the page: capitalised, with a full stop.
+                match chars.next() {
+                    Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+                    None => text,
+                }
+            })
+    }
+
+    async fn status_of(&self, account_key: &str) -> Result<SyncStatus, String> {
+        let unavailable =
+            |_| "The sync history could not be read; try again in a moment.".to_owned();
+        let runs = self
+            .runs
+            .history(account_key, 6)
+            .await
+            .map_err(unavailable)?;
+        let failures = match runs
+            .iter()
+            .find(|r| !matches!(r.status.as_str(), "queued" | "running" | "paused"))
+        {
+            Some(last) => self
+                .runs
+                .failures(last.id)
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .take(50)
+                .map(|f| (f.record_key, f.reason))
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(SyncStatus {
+            ready: self.ready(account_key).await,
+            runs: runs.iter().map(view).collect(),
+            failures,
+        })
+    }
+}
+
+fn view(run: &Run) -> RunView {
+    let rate = run.started_at.and_then(|started| {
+        let end = run.finished_at.unwrap_or_else(now_ms);
+        let secs = (end - started) as f64 / 1000.0;
+        (secs >= 0.5 && run.counts.read > 0).then(|| run.counts.read as f64 / secs)
+    });
+    RunView {
+        id: run.id,
+        status: run.status.clone(),
+        requested_by: run.requested_by.clone(),
+        when: utc_minutes(run.requested_at),
+        read: run.counts.read,
+        created: run.counts.created,
+        updated: run.counts.updated,
+        unchanged: run.counts.unchanged,
+        failed: run.counts.failed,
+        total: run.total,
+        rate,
+        last_error: run.last_error.clone(),
+    }
+}
+
+fn utc_minutes(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|at| {
+            at.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_default()
+}
+
+impl SyncSource for ServerSync {
+    fn status<'a>(
+        &'a self,
+        account_key: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<SyncStatus, String>> + Send + 'a>> {
+        Box::pin(self.status_of(account_key))
+    }
+
+    fn start<'a>(
+        &'a self,
+        account_key: &'a str,
+        by: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<i64, String>> + Send + 'a>> {
+        Box::pin(async move {
+            self.ready(account_key).await?;
+            let id = self
+                .runs
+                .enqueue(account_key, TO_PEOPLE, by)
+                .await
+                .map_err(|_| "The run could not be queued; try again in a moment.".to_owned())?;
+            tracing::info!(target: "ibex::audit", account = %account_key, actor = by, run = id, "people sync requested");
+            Ok(id)
+        })
+    }
+}
