@@ -95,7 +95,11 @@ async fn sync(backend: Backend) {
     assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
     let run = engine.runs.get(id).await.unwrap().unwrap();
     assert_eq!(run.status, "done");
-    assert_eq!(run.total, Some(250), "the list's total_output, for the progress bar");
+    assert_eq!(
+        run.total,
+        Some(250),
+        "the list's total_output, for the progress bar"
+    );
     let c = &run.counts;
     // Generated customers 13, 110 and 207 have "n/a" for a phone number, and the seeded Jane Doe a UK number
     // from the range reserved for drama (01632 960…), which libphonenumber rightly calls invalid: refused by the
