@@ -38,6 +38,8 @@ pub enum ApiError {
     CardTokenUnknown,
     #[error("query parameter `{0}` is missing or empty")]
     MissingParameter(&'static str),
+    #[error("query parameter `{name}`: {reason}")]
+    InvalidParameter { name: String, reason: &'static str },
     #[error(transparent)]
     Input(#[from] InputError),
     #[error(transparent)]
@@ -71,6 +73,7 @@ impl ApiError {
             ApiError::CardTokenMissing => (S::UNAUTHORIZED, "missing_card_token"),
             ApiError::CardTokenUnknown => (S::UNAUTHORIZED, "unknown_card_token"),
             ApiError::MissingParameter(_) => (S::BAD_REQUEST, "missing_parameter"),
+            ApiError::InvalidParameter { .. } => (S::BAD_REQUEST, "invalid_parameter"),
             ApiError::MethodNotAllowed { .. } => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Input(InputError::MalformedJson(_) | InputError::NotAnObject) => {
                 (S::BAD_REQUEST, "malformed_json")

@@ -114,9 +114,8 @@ fn pages(state: &AppState) -> Router<AppState> {
     let keys = state.keys.clone();
     let settings = state.settings.clone();
     let probe = state.probe.clone();
-    let card: Arc<dyn app::pages::card::CardSource> = Arc::new(crate::card::ServerCard {
-        state: state.clone(),
-    });
+    let card: Arc<dyn app::pages::card::CardSource> =
+        Arc::new(crate::card::ServerCard::new(state.clone()));
     let custom_card = state.definition.card.as_ref().map(|_| {
         app::pages::custom_card::CustomCardEndpoint(crate::card::webhook::webhook_url(
             &state.public_url,

@@ -177,6 +177,36 @@ async fn card(backend: Backend) {
         assert!(refused.contains(expected), "{key} {typed}: {answer}");
     }
     assert_eq!(notes_sent(&h).await.len(), 1, "nothing more was sent");
+    // Too long a note is refused before anything is sent.
+    let answer = act(
+        serde_json::json!({"order_id": "1006"}),
+        serde_json::json!({"text": "x".repeat(2001)}),
+    )
+    .await;
+    assert!(
+        answer["Err"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("longer than 2000"),
+        "{answer}"
+    );
+    // The same confirmation sent five times at once (a double click, a retry) reaches the partner once, and
+    // every copy gets the same answer.
+    let same = || {
+        act(
+            serde_json::json!({"order_id": "1002"}),
+            serde_json::json!({"text": "Sent once"}),
+        )
+    };
+    let (a, b, c, d, e) = tokio::join!(same(), same(), same(), same(), same());
+    let answers = [a, b, c, d, e];
+    assert!(
+        answers
+            .iter()
+            .all(|a| a == &answers[0] && a["Ok"].is_string()),
+        "{answers:?}"
+    );
+    assert_eq!(notes_sent(&h).await.len(), 2, "one more note, not five");
     // A card session of another conversation cannot act on this one.
     let answer = client()
         .post(format!("{}/api/card_action", h.ibex))
@@ -197,7 +227,7 @@ async fn card(backend: Backend) {
             .contains("sign-in to the card has ended"),
         "{answer}"
     );
-    assert_eq!(notes_sent(&h).await.len(), 1);
+    assert_eq!(notes_sent(&h).await.len(), 2);
 
     // An end user the shop does not know is said so, with the address.
     let (_, html, _) = open_card(&h, ana.user_key, CONVERSATIONS[2].id).await;
@@ -526,6 +556,20 @@ async fn custom_cards(backend: Backend) {
         "de-DE money and date: {body}"
     );
     assert_eq!(items[2]["url"], "https://track.example.com/1001");
+
+    // Hostile queries: a second customerNumber (as an unencoded display name could bring), control characters.
+    for query in [
+        "customerNumber=%2B385911234567&customerNumber=marko%40example.com",
+        "customerNumber=%2B3859%0d%0aX",
+        "customerNumber=%2B385911234567&customerDisplayName=%00",
+    ] {
+        let (status, body) = call(Some(acme_token.clone()), query).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_parameter")),
+            "{query}: {body}"
+        );
+    }
 
     // Another account's token opens that account's settings only: Globex has configured nothing, so Ana's data
     // (Acme's customer) is not shown whatever number is asked for.

@@ -51,6 +51,9 @@ pub async fn issue_card_token(
     session: String,
 ) -> Result<(String, CustomCardStatus), ServerFnError> {
     let (service, session) = super::settings::signed_in(&session)?;
+    if use_context::<CustomCardEndpoint>().is_none() {
+        return Err(ServerFnError::new("this app has no context card"));
+    }
     let issued = crate::settings::card_tokens::issue();
     let actor = format!("{} ({})", session.username, session.user_key);
     service

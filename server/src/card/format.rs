@@ -135,10 +135,7 @@ impl AgentLocale {
                     .map(|t| t.date_naive())
             })?;
         let locale = self.0;
-        Some(
-            date.format_localized(locale_match!(locale => LC_TIME::D_FMT), locale)
-                .to_string(),
-        )
+        localized(date.format_localized(locale_match!(locale => LC_TIME::D_FMT), locale))
     }
 
     /// At the offset the partner gave, which is named: the agent's own time zone is not in Infobip's token.
@@ -155,8 +152,18 @@ impl AgentLocale {
             "UTC%:z"
         };
         let pattern = format!("{} {time} {zone}", locale_match!(locale => LC_TIME::D_FMT));
-        Some(at.format_localized(&pattern, locale).to_string())
+        localized(at.format_localized(&pattern, locale))
     }
+}
+
+/// Some glibc date formats use directives chrono does not know (`%Ey`, `%Od` … in th_TH, fa_IR, my_MM): its
+/// formatter then fails, and `to_string` would panic. Written out here, a failure is `None`, and the value is
+/// shown as the partner sent it.
+fn localized(shown: impl std::fmt::Display) -> Option<String> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    write!(out, "{shown}").ok()?;
+    Some(out)
 }
 
 /// Digit groups as the locale's `grouping` says (glibc's form: sizes from the right, the last one repeating,
@@ -268,6 +275,35 @@ mod tests {
         assert_eq!(
             show("de_DE", json!("soon"), ValueFormat::Date, None),
             "soon"
+        );
+    }
+
+    /// Every locale the data knows, with every format: no panic, and something shown.
+    #[test]
+    fn no_locale_breaks_a_value() {
+        for tag in [
+            "th",
+            "fa-IR",
+            "or_IN",
+            "my-MM",
+            "lo-LA",
+            "TH-th.UTF-8@x",
+            "az_IR",
+            "lzh_TW",
+        ] {
+            for (value, format) in [
+                (json!("2026-11-20"), ValueFormat::Date),
+                (json!("2026-11-20T14:05:00Z"), ValueFormat::Datetime),
+                (json!(1234.5), ValueFormat::Money),
+                (json!(1234.5), ValueFormat::Number),
+            ] {
+                let shown = show(tag, value.clone(), format, Some("EUR"));
+                assert!(!shown.is_empty(), "{tag} {format:?}");
+            }
+        }
+        assert_eq!(
+            show("th", json!("2026-11-20"), ValueFormat::Date, None).is_empty(),
+            false
         );
     }
 

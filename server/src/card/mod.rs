@@ -20,6 +20,38 @@ const MAX_RENEWALS: u32 = 3;
 
 pub struct ServerCard {
     pub state: AppState,
+    /// Actions done in the last minute, by card session, row and typed values: the same confirmation sent
+    /// twice (a double click, a retried request, ten at once) reaches the partner once, and every copy gets the
+    /// first one's answer. Failures are not kept, so "Try again" tries again.
+    pub done: moka::future::Cache<String, String>,
+}
+
+impl ServerCard {
+    pub fn new(state: AppState) -> Self {
+        ServerCard {
+            state,
+            done: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(60))
+                .build(),
+        }
+    }
+
+    async fn act_once(
+        &self,
+        card_session: &str,
+        conversation_id: &str,
+        key: BTreeMap<String, String>,
+        typed: BTreeMap<String, String>,
+    ) -> Result<String, String> {
+        use sha2::{Digest, Sha256};
+        let identity = serde_json::json!([card_session, conversation_id, &key, &typed]).to_string();
+        let id = hex::encode(Sha256::digest(identity.as_bytes()));
+        self.done
+            .try_get_with(id, self.act(card_session, conversation_id, key, typed))
+            .await
+            .map_err(|e| (*e).clone())
+    }
 }
 
 impl ServerCard {
@@ -195,12 +227,6 @@ impl CardSource for ServerCard {
         key: BTreeMap<String, String>,
         typed: BTreeMap<String, String>,
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
-        Box::pin(ServerCard::act(
-            self,
-            card_session,
-            conversation_id,
-            key,
-            typed,
-        ))
+        Box::pin(self.act_once(card_session, conversation_id, key, typed))
     }
 }

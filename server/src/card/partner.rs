@@ -16,6 +16,9 @@ use app::settings::{ResolvedSettings, SettingsError};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 
+/// The longest value an agent may type into an action's input.
+pub const MAX_TYPED_CHARS: usize = 2000;
+
 /// The conversation as Infobip names it (`customerNumber`, `conversationId` …), for the card's templates.
 pub type Conversation = HashMap<&'static str, Value>;
 
@@ -197,6 +200,14 @@ pub async fn act(
     };
     if let Some(extra) = typed.keys().find(|name| !action.ask.contains(name)) {
         return Err(format!("`{extra}` cannot be typed for this action."));
+    }
+    if let Some((name, _)) = typed
+        .iter()
+        .find(|(_, v)| v.chars().count() > MAX_TYPED_CHARS)
+    {
+        return Err(format!(
+            "`{name}` is longer than {MAX_TYPED_CHARS} characters; shorten it."
+        ));
     }
     let (mut scope, settings) = match found(state, card, account_key, conversation).await {
         Ok(found) => found,

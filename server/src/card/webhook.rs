@@ -30,16 +30,33 @@ pub fn webhook_url(public_url: &str) -> String {
     format!("{public_url}/custom-card?{}", query.join("&"))
 }
 
+/// The longest conversation variable accepted (phone numbers, addresses, ids and names are far shorter).
+const MAX_VARIABLE_CHARS: usize = 256;
+
 pub async fn custom_card(
     State(state): State<AppState>,
     headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    RawQuery(query_text): RawQuery,
 ) -> Result<Response, ApiError> {
-    // Read leniently (never a plain-text rejection): a variable Conversations left empty is just empty.
-    let query: HashMap<String, String> =
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+    // Read leniently (never a plain-text rejection): a variable Conversations left empty is just empty. A
+    // variable given twice is refused: were the URL's `url_encode` ever dropped, an end user's display name
+    // could otherwise bring a second `customerNumber` that overrides the real one.
+    let mut query: HashMap<String, String> = HashMap::new();
+    for (name, value) in url::form_urlencoded::parse(query_text.unwrap_or_default().as_bytes()) {
+        let name = name.into_owned();
+        if value.chars().count() > MAX_VARIABLE_CHARS || value.chars().any(char::is_control) {
+            return Err(ApiError::InvalidParameter {
+                name,
+                reason: "control characters or more than 256 characters",
+            });
+        }
+        if query.insert(name.clone(), value.into_owned()).is_some() {
+            return Err(ApiError::InvalidParameter {
+                name,
+                reason: "given more than once",
+            });
+        }
+    }
     let Some(card) = &state.definition.card else {
         return Err(ApiError::UnknownFunction("/custom-card".into()));
     };

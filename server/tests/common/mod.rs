@@ -358,13 +358,24 @@ macro_rules! on_both_backends {
     ($name:ident, $body:expr) => {
         mod $name {
             use super::*;
+            // A test that hangs fails with its name after two minutes instead of holding the whole run.
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                ($body)(common::Backend::Sqlite).await
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(120),
+                    ($body)(common::Backend::Sqlite),
+                )
+                .await
+                .expect("the test did not finish within 120 s")
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                ($body)(common::Backend::Postgres).await
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(120),
+                    ($body)(common::Backend::Postgres),
+                )
+                .await
+                .expect("the test did not finish within 120 s")
             }
         }
     };
