@@ -17,6 +17,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// How often a page in flight saves how far it is (the configuration page polls once a second).
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// How often the worker looks for accounts whose schedule is due.
 const SCHEDULE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -257,6 +260,21 @@ impl SyncEngine {
         }
     }
 
+    /// Saves where the page stands and renews the lease; a lost lease stops the page.
+    async fn report(&self, run: &Run, done: i64, total: Option<i64>) -> Result<(), WriteError> {
+        match self
+            .runs
+            .progress(run.id, &self.owner, self.lease_ms(), done, total)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(WriteError::Outage("the run's lease was lost".into())),
+            Err(e) => Err(WriteError::Outage(format!(
+                "progress could not be saved: {e}"
+            ))),
+        }
+    }
+
     /// Maps and writes one page's records; a record's own failure is recorded in `page`, an outage or a refused
     /// key ends the page (its progress is not committed, so the page is done again on resume: writes are
     /// idempotent upserts by identifier).
@@ -282,8 +300,17 @@ impl SyncEngine {
             .digests(&run.account_key, &run.direction, &keys)
             .await
             .map_err(|e| WriteError::Outage(format!("the sync records could not be read: {e}")))?;
-        let mut renewed = Instant::now();
+        // The progress bar moves within a page, and the lease is renewed on the way: a long page (rate limits,
+        // Retry-After) must not outlive it.
+        let mut handled = i64::try_from(page.failures.len()).unwrap_or(0);
+        let mut reported = Instant::now();
+        self.report(run, handled, page.total).await?;
         for (person, record) in persons {
+            handled += 1;
+            if reported.elapsed() >= PROGRESS_EVERY {
+                reported = Instant::now();
+                self.report(run, handled - 1, page.total).await?;
+            }
             if known.get(&person.key) == Some(&person.digest) {
                 page.counts.unchanged += 1;
                 continue;
@@ -298,18 +325,6 @@ impl SyncEngine {
                 Err(e) => return Err(e),
             }
             page.written.push((person.key, person.digest));
-            // A long page (rate limits, Retry-After) must not outlive the lease.
-            if renewed.elapsed() > self.config.lease / 3 {
-                renewed = Instant::now();
-                if !self
-                    .runs
-                    .renew(run.id, &self.owner, self.lease_ms())
-                    .await
-                    .unwrap_or(false)
-                {
-                    return Err(WriteError::Outage("the run's lease was lost".into()));
-                }
-            }
         }
         page.counts.failed += i64::try_from(page.failures.len()).unwrap_or(0);
         Ok(())

@@ -84,7 +84,8 @@ fn view(run: &Run) -> RunView {
         status: run.status.clone(),
         requested_by: run.requested_by.clone(),
         when: utc_minutes(run.requested_at),
-        read: run.counts.read,
+        // Between checkpoints, the page in flight counts too: the bar moves while a page is written.
+        read: run.counts.read + run.page_done,
         created: run.counts.created,
         updated: run.counts.updated,
         unchanged: run.counts.unchanged,

@@ -61,6 +61,8 @@ pub struct Run {
     pub last_error: Option<String>,
     /// Records in the source, when the list function says.
     pub total: Option<i64>,
+    /// Records of the page in flight already handled (not yet in `counts`).
+    pub page_done: i64,
 }
 
 /// A record the run could not write.
@@ -88,7 +90,7 @@ pub struct Runs {
 }
 
 const COLUMNS: &str = "id, account_key, direction, status, requested_by, requested_at, started_at, finished_at, \
-     attempts, checkpoint, read_count, created_count, updated_count, unchanged_count, failed_count, last_error, total";
+     attempts, checkpoint, read_count, created_count, updated_count, unchanged_count, failed_count, last_error, total, page_done";
 
 impl Runs {
     pub fn new(store: SettingsStore) -> Self {
@@ -175,7 +177,7 @@ impl Runs {
         };
         let row = sqlx::query(&format!(
             "UPDATE sync_runs SET status = 'running', lease_owner = $1, lease_until = $2, \
-             attempts = attempts + 1, started_at = COALESCE(started_at, $3) \
+             attempts = attempts + 1, started_at = COALESCE(started_at, $3), page_done = 0 \
              WHERE id = (SELECT id FROM sync_runs WHERE \
                  (status IN ('queued', 'paused') AND next_attempt_at <= $3) \
                  OR (status = 'running' AND lease_until < $3) \
@@ -188,6 +190,30 @@ impl Runs {
         .fetch_optional(self.store.pool())
         .await?;
         row.map(|r| decode(&r)).transpose()
+    }
+
+    /// Where the page in flight stands (and the source's size, once known), for the progress bar; also extends
+    /// the lease. False when the lease is no longer `owner`'s.
+    pub async fn progress(
+        &self,
+        id: i64,
+        owner: &str,
+        lease_ms: i64,
+        page_done: i64,
+        total: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sync_runs SET page_done = $1, total = COALESCE($2, total), lease_until = $3 \
+             WHERE id = $4 AND lease_owner = $5 AND status = 'running'",
+        )
+        .bind(page_done)
+        .bind(total)
+        .bind(now_ms() + lease_ms)
+        .bind(id)
+        .bind(owner)
+        .execute(self.store.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Extends the lease; false when it is no longer `owner`'s.
@@ -217,7 +243,7 @@ impl Runs {
         let fenced = sqlx::query(
             "UPDATE sync_runs SET checkpoint = $1, read_count = read_count + $2, created_count = created_count + $3, \
              updated_count = updated_count + $4, unchanged_count = unchanged_count + $5, \
-             failed_count = failed_count + $6, lease_until = $7, total = COALESCE($10, total) \
+             failed_count = failed_count + $6, lease_until = $7, total = COALESCE($10, total), page_done = 0 \
              WHERE id = $8 AND lease_owner = $9 AND status = 'running'",
         )
         .bind(serde_json::to_string(&page.next)?)
@@ -328,7 +354,7 @@ impl Runs {
         error: &str,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE sync_runs SET status = 'paused', next_attempt_at = $1, last_error = $2, lease_owner = NULL, \
+            "UPDATE sync_runs SET status = 'paused', next_attempt_at = $1, last_error = $2, page_done = 0, lease_owner = NULL, \
              lease_until = NULL WHERE id = $3 AND lease_owner = $4 AND status = 'running'",
         )
         .bind(now_ms() + retry_in_ms)
@@ -417,5 +443,6 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<Run, StoreError> {
         },
         last_error: row.try_get(15)?,
         total: row.try_get(16)?,
+        page_done: row.try_get(17)?,
     })
 }
