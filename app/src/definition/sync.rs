@@ -164,9 +164,9 @@ pub fn people_settings(sync: &SyncSpec) -> Vec<super::SettingField> {
         },
         field(
             PEOPLE_API_KEY,
-            "Infobip API key",
+            "API key with People permissions",
             SettingType::Secret,
-            "An API key of this account with People permissions. Stored encrypted; never shown again once saved.",
+            "An API key of this Infobip account that may read and write People. Stored encrypted; never shown again once saved.",
         ),
         SettingField {
             default: Some(serde_json::Value::Bool(false)),

@@ -38,7 +38,7 @@ pub enum WriteError {
     #[error("People refused the person: {0}")]
     Invalid(String),
     /// The key is wrong or lacks People permissions (401/403): the run stops until an admin fixes it.
-    #[error("People refused the API key (HTTP {0}): check the Infobip API key on the configuration page")]
+    #[error("People refused the API key (HTTP {0}): check the API key with People permissions on the configuration page")]
     Refused(u16),
     /// People is down, too slow, or keeps limiting: the run pauses and resumes later.
     #[error("People is not available: {0}")]
