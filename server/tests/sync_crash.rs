@@ -1,0 +1,148 @@
+//! The crash test of People sync, with real processes: an `ibex serve` is killed with SIGKILL in the middle of a
+//! run (page 1 committed, page 2 half written), a new one is started on the same database, and the run resumes
+//! where it stopped. Afterwards People holds exactly the source's persons, each once, and the run's counts
+//! count every record once. On SQLite and PostgreSQL.
+
+mod common;
+
+use common::{client, Backend, Harness, ACCOUNT, SECRET};
+use ibex::sync::runs::{Runs, TO_PEOPLE};
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const GENERATED: usize = 247;
+
+fn start_ibex(h: &Harness, definition: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ibex"))
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--public-url",
+            "http://127.0.0.1:9",
+            "--allow-loopback-partners",
+            "--sync-poll-ms",
+            "100",
+            "--sync-lease-secs",
+            "5",
+        ])
+        .env("DATABASE_URL", &h.db.url)
+        .env("IBEX_APP", definition)
+        .env("IBEX_SIGNING_SECRETS", SECRET)
+        .env("IBEX_ENCRYPTION_KEY", &h.encryption_key)
+        .env("IBEX_OAUTH_CLIENT_ID", "crash-test")
+        .env("IBEX_PEOPLE_WRITES_PER_SEC", "50")
+        .env("IBEX_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ibex starts")
+}
+
+async fn people(h: &Harness) -> Value {
+    client()
+        .get(format!("{}/_sim/people", h.portal))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn crash(backend: Backend) {
+    let h = Harness::start_with_shop(backend, &["--allow-loopback-partners"], GENERATED).await;
+    let definition =
+        std::env::temp_dir().join(format!("ibex-crash-{}.toml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&definition, common::test_definition()).unwrap();
+    client()
+        .post(format!("{}/_sim/people", h.portal))
+        .json(&json!({"reads_per_sec": 0, "writes_per_sec": 50}))
+        .send()
+        .await
+        .unwrap();
+    h.configure(
+        ACCOUNT,
+        &[
+            ("people_base_url", h.portal.as_str()),
+            ("people_api_key", ibex_sim::people::API_KEY),
+        ],
+    )
+    .await;
+    let runs = Runs::new(h.state.settings.store().clone());
+    let id = runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "crash-test")
+        .await
+        .unwrap();
+
+    // Kill the first instance once page 1 is committed and page 2 is partly written.
+    let mut first = start_ibex(&h, &definition);
+    let started = Instant::now();
+    loop {
+        let run = runs.get(id).await.unwrap().unwrap();
+        if run.counts.read >= 100 && run.page_done >= 20 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no progress: {run:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().unwrap(); // SIGKILL: no shutdown, no cleanup
+    first.wait().unwrap();
+    let killed = runs.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        killed.status, "running",
+        "the dead instance's lease is still on it"
+    );
+    let written_before = people(&h).await["persons"].as_array().unwrap().len();
+    assert!(
+        written_before > 100,
+        "page 2 was partly written: {written_before}"
+    );
+
+    // A new instance takes the run over once the lease has run out, and finishes it from its checkpoint.
+    let mut second = start_ibex(&h, &definition);
+    let run = loop {
+        let run = runs.get(id).await.unwrap().unwrap();
+        if run.status == "done" {
+            break run;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "not resumed: {run:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert_eq!(run.attempts, 2, "claimed twice: {run:?}");
+    let c = &run.counts;
+    assert_eq!(c.read, 250, "every record counted once: {c:?}");
+    assert_eq!((c.created + c.updated, c.failed), (246, 4), "{c:?}");
+
+    // People holds exactly the source's persons, each once.
+    let persons = people(&h).await["persons"].as_array().unwrap().clone();
+    let mut ids: Vec<String> = persons
+        .iter()
+        .map(|p| p["externalId"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    let mut expected: Vec<String> = ["c-100", "c-101"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(
+            (0..GENERATED)
+                .filter(|n| n % 97 != 13)
+                .map(|n| format!("g-{n:06}")),
+        )
+        .collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+    let _ = std::fs::remove_file(&definition);
+    h.finish().await;
+}
+
+on_both_backends!(killed_mid_run, crash);
