@@ -91,7 +91,11 @@ fn view(run: &Run) -> RunView {
         unchanged: run.counts.unchanged,
         failed: run.counts.failed,
         total: run.total,
-        rate,
+        progress: app::pages::sync_panel::progress_text(
+            run.counts.read + run.page_done,
+            run.total,
+            rate,
+        ),
         last_error: run.last_error.clone(),
     }
 }
