@@ -144,6 +144,12 @@ async fn sync(backend: Backend) {
     ids.dedup();
     assert_eq!(ids.len(), 246, "one person per customer");
 
+    let metrics = h.state.metrics.render();
+    assert!(
+        metrics.contains(r#"ibex_sync_records_total{direction="to_people",outcome="created"} 246"#),
+        "{metrics}"
+    );
+
     // The same source again: nothing is written, and the counts say so.
     let writes_before =
         state["stats"]["creates"].as_u64().unwrap() + state["stats"]["updates"].as_u64().unwrap();
@@ -234,6 +240,28 @@ async fn sync(backend: Backend) {
         246,
         "no duplicates"
     );
+
+    // People's own limit below ibex's: its 429s are waited out (Retry-After), counted, and the run still ends.
+    sqlx::query("DELETE FROM sync_records WHERE record_key IN (SELECT record_key FROM sync_records ORDER BY record_key LIMIT 12)")
+        .execute(h.state.settings.store().pool())
+        .await
+        .unwrap();
+    people_switches(&h, json!({"reads_per_sec": 0, "writes_per_sec": 5})).await;
+    let limited = engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let c = engine.runs.get(limited).await.unwrap().unwrap().counts;
+    assert_eq!((c.updated, c.unchanged), (12, 234), "{c:?}");
+    let metrics = h.state.metrics.render();
+    let throttled: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ibex_sync_people_throttled_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(throttled > 0, "{metrics}");
 
     // The schedule: an account with sync on is queued once its interval has passed since its last run.
     h.configure(

@@ -25,6 +25,12 @@ struct PartnerLabels {
     outcome: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SyncLabels {
+    direction: String,
+    outcome: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -37,6 +43,9 @@ pub struct Metrics {
     calls: Family<CallLabels, Counter>,
     call_latency: Histograms<FunctionLabels>,
     partner_latency: Histograms<PartnerLabels>,
+    sync_records: Family<SyncLabels, Counter>,
+    sync_throttled: Counter,
+    sync_queue: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Default for Metrics {
@@ -68,11 +77,32 @@ impl Metrics {
             "Time the partner API took, retries included",
             partner_latency.clone(),
         );
+        let sync_records = Family::<SyncLabels, Counter>::default();
+        let sync_throttled = Counter::default();
+        let sync_queue = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "sync_records",
+            "People sync records by direction and outcome (read, created, updated, unchanged, failed), counted when a page is committed",
+            sync_records.clone(),
+        );
+        registry.register(
+            "sync_people_throttled",
+            "People answers 429 Too Many Requests met by sync",
+            sync_throttled.clone(),
+        );
+        registry.register(
+            "sync_queue_depth",
+            "Sync runs waiting to be claimed (queued, or paused by an outage)",
+            sync_queue.clone(),
+        );
         Metrics {
             registry,
             calls,
             call_latency,
             partner_latency,
+            sync_records,
+            sync_throttled,
+            sync_queue,
         }
     }
 
@@ -108,6 +138,32 @@ impl Metrics {
             partner_ok: partner("ok"),
             partner_error: partner("error"),
         }
+    }
+
+    /// One committed page of a sync run.
+    pub fn observe_sync_page(&self, direction: &str, counts: &crate::sync::runs::Counts) {
+        for (outcome, n) in [
+            ("read", counts.read),
+            ("created", counts.created),
+            ("updated", counts.updated),
+            ("unchanged", counts.unchanged),
+            ("failed", counts.failed),
+        ] {
+            self.sync_records
+                .get_or_create(&SyncLabels {
+                    direction: direction.to_owned(),
+                    outcome,
+                })
+                .inc_by(u64::try_from(n).unwrap_or(0));
+        }
+    }
+
+    pub fn sync_throttled(&self) {
+        self.sync_throttled.inc();
+    }
+
+    pub fn set_sync_queue(&self, depth: i64) {
+        self.sync_queue.set(depth);
     }
 
     pub fn render(&self) -> String {

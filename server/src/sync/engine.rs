@@ -47,7 +47,7 @@ impl SyncEngine {
     pub fn new(state: &AppState, config: SyncConfig) -> Self {
         SyncEngine {
             runs: Runs::new(state.settings.store().clone()),
-            limits: Limits::new(&config),
+            limits: Limits::new(&config, state.metrics.clone()),
             owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4()),
             config,
         }
@@ -71,7 +71,11 @@ impl SyncEngine {
                 }
                 match self.work_once(&state).await {
                     Ok(Some(_)) => continue,
-                    Ok(None) => {}
+                    Ok(None) => {
+                        if let Ok(depth) = self.runs.depth().await {
+                            state.metrics.set_sync_queue(depth);
+                        }
+                    }
                     Err(e) => tracing::warn!("sync worker: {e}"),
                 }
                 tokio::time::sleep(self.config.poll).await;
@@ -249,7 +253,9 @@ impl SyncEngine {
                 .commit_page(run, &self.owner, self.lease_ms(), &page)
                 .await
             {
-                Ok(true) => {}
+                Ok(true) => state
+                    .metrics
+                    .observe_sync_page(&run.direction, &page.counts),
                 Ok(false) => return Outcome::LostLease,
                 Err(e) => return Outcome::Paused(format!("progress could not be saved: {e}")),
             }

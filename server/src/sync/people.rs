@@ -11,7 +11,6 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use rand::Rng;
 use serde_json::Value;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,17 +115,17 @@ impl PeopleTarget {
 pub struct Limits {
     reads: DefaultKeyedRateLimiter<String>,
     writes: DefaultKeyedRateLimiter<String>,
-    pub throttled: AtomicU64,
+    metrics: Arc<crate::ops::metrics::Metrics>,
 }
 
 impl Limits {
-    pub fn new(config: &SyncConfig) -> Arc<Self> {
+    pub fn new(config: &SyncConfig, metrics: Arc<crate::ops::metrics::Metrics>) -> Arc<Self> {
         let quota =
             |n: u32| Quota::per_second(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN));
         Arc::new(Limits {
             reads: RateLimiter::keyed(quota(config.reads_per_sec)),
             writes: RateLimiter::keyed(quota(config.writes_per_sec)),
-            throttled: AtomicU64::new(0),
+            metrics,
         })
     }
 }
@@ -255,7 +254,7 @@ impl PeopleWriter<'_> {
             match outcome {
                 Ok((status @ 200..=299, _, body)) => return Ok((status, body)),
                 Ok((429, retry_after, _)) => {
-                    self.limits.throttled.fetch_add(1, Ordering::Relaxed);
+                    self.limits.metrics.sync_throttled();
                     throttled += 1;
                     let wait = Duration::from_secs(retry_after.unwrap_or(1));
                     if throttled > MAX_THROTTLED_TRIES || wait > MAX_RETRY_AFTER {
