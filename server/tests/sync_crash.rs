@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 const GENERATED: usize = 247;
 
 fn start_ibex(h: &Harness, definition: &std::path::Path) -> Child {
+    start_ibex_at(h, definition, "50")
+}
+
+fn start_ibex_at(h: &Harness, definition: &std::path::Path, writes_per_sec: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ibex"))
         .args([
             "serve",
@@ -32,7 +36,7 @@ fn start_ibex(h: &Harness, definition: &std::path::Path) -> Child {
         .env("IBEX_SIGNING_SECRETS", SECRET)
         .env("IBEX_ENCRYPTION_KEY", &h.encryption_key)
         .env("IBEX_OAUTH_CLIENT_ID", "crash-test")
-        .env("IBEX_PEOPLE_WRITES_PER_SEC", "50")
+        .env("IBEX_PEOPLE_WRITES_PER_SEC", writes_per_sec)
         .env("IBEX_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -146,3 +150,76 @@ async fn crash(backend: Backend) {
 }
 
 on_both_backends!(killed_mid_run, crash);
+
+/// Two instances on one PostgreSQL share the queued runs and never run one twice: four accounts' runs, both
+/// workers polling, every run claimed once, and People written exactly once per record and account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_postgres() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let h =
+            Harness::start_with_shop(Backend::Postgres, &["--allow-loopback-partners"], GENERATED)
+                .await;
+        let definition =
+            std::env::temp_dir().join(format!("ibex-pair-{}.toml", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&definition, common::test_definition()).unwrap();
+        client()
+            .post(format!("{}/_sim/people", h.portal))
+            .json(&json!({"reads_per_sec": 0, "writes_per_sec": 0}))
+            .send()
+            .await
+            .unwrap();
+        let accounts = [ACCOUNT, "ACCT-2", "ACCT-3", "ACCT-4"];
+        let runs = Runs::new(h.state.settings.store().clone());
+        let mut ids = Vec::new();
+        for account in accounts {
+            h.configure(
+                account,
+                &[
+                    ("api_base_url", h.shop.as_str()),
+                    ("api_key", common::SHOP_KEY),
+                    ("people_base_url", h.portal.as_str()),
+                    ("people_api_key", ibex_sim::people::API_KEY),
+                ],
+            )
+            .await;
+            ids.push(runs.enqueue(account, TO_PEOPLE, "pair-test").await.unwrap());
+        }
+        let mut a = start_ibex_at(&h, &definition, "100");
+        let mut b = start_ibex_at(&h, &definition, "100");
+        let started = Instant::now();
+        let done = loop {
+            let mut all = Vec::new();
+            for id in &ids {
+                all.push(runs.get(*id).await.unwrap().unwrap());
+            }
+            if all.iter().all(|r| r.status == "done") {
+                break all;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "not done: {all:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        for child in [&mut a, &mut b] {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        for run in &done {
+            assert_eq!(
+                (run.attempts, run.counts.read),
+                (1, 250),
+                "claimed once: {run:?}"
+            );
+        }
+        // The accounts share the shop, so their persons are the same 246: the first run creates them, the
+        // others update them. Any page run twice would show as more writes.
+        let stats = &people(&h).await["stats"];
+        let writes = stats["creates"].as_u64().unwrap() + stats["updates"].as_u64().unwrap();
+        assert_eq!(writes, 4 * 246, "{stats}");
+        let _ = std::fs::remove_file(&definition);
+        h.finish().await;
+    })
+    .await
+    .expect("the test did not finish within 120 s");
+}
