@@ -28,17 +28,6 @@ fn config() -> SyncConfig {
     }
 }
 
-async fn people(h: &Harness) -> Value {
-    client()
-        .get(format!("{}/_sim/people", h.portal))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 async fn people_switches(h: &Harness, switches: Value) {
     let r = client()
         .post(format!("{}/_sim/people", h.portal))
@@ -116,7 +105,7 @@ async fn sync(backend: Backend) {
         failures[1].reason.contains("`n/a` is not a phone number"),
         "{failures:?}"
     );
-    let state = people(&h).await;
+    let state = common::people_state(&h).await;
     let persons = state["persons"].as_array().unwrap();
     assert_eq!(persons.len(), 246);
     let ana = persons.iter().find(|p| p["externalId"] == "c-100").unwrap();
@@ -165,7 +154,7 @@ async fn sync(backend: Backend) {
         (250, 0, 0, 246, 4),
         "{c:?}"
     );
-    let state = people(&h).await;
+    let state = common::people_state(&h).await;
     assert_eq!(
         state["stats"]["creates"].as_u64().unwrap() + state["stats"]["updates"].as_u64().unwrap(),
         writes_before,
@@ -206,7 +195,7 @@ async fn sync(backend: Backend) {
         .unwrap();
     // People goes down in the middle of the second page (after 150 more writes).
     let served = {
-        let stats = &people(&h).await["stats"];
+        let stats = &common::people_state(&h).await["stats"];
         stats["creates"].as_u64().unwrap() + stats["updates"].as_u64().unwrap()
     };
     people_switches(
@@ -236,7 +225,10 @@ async fn sync(backend: Backend) {
     assert_eq!(resumed.counts.read, 250, "{resumed:?}");
     assert_eq!(resumed.counts.updated + resumed.counts.failed, 250);
     assert_eq!(
-        people(&h).await["persons"].as_array().unwrap().len(),
+        common::people_state(&h).await["persons"]
+            .as_array()
+            .unwrap()
+            .len(),
         246,
         "no duplicates"
     );

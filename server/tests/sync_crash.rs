@@ -7,7 +7,7 @@ mod common;
 
 use common::{client, Backend, Harness, ACCOUNT, SECRET};
 use ibex::sync::runs::{Runs, TO_PEOPLE};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -42,17 +42,6 @@ fn start_ibex_at(h: &Harness, definition: &std::path::Path, writes_per_sec: &str
         .stderr(Stdio::null())
         .spawn()
         .expect("ibex starts")
-}
-
-async fn people(h: &Harness) -> Value {
-    client()
-        .get(format!("{}/_sim/people", h.portal))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 async fn crash(backend: Backend) {
@@ -101,7 +90,10 @@ async fn crash(backend: Backend) {
         killed.status, "running",
         "the dead instance's lease is still on it"
     );
-    let written_before = people(&h).await["persons"].as_array().unwrap().len();
+    let written_before = common::people_state(&h).await["persons"]
+        .as_array()
+        .unwrap()
+        .len();
     assert!(
         written_before > 100,
         "page 2 was partly written: {written_before}"
@@ -128,7 +120,10 @@ async fn crash(backend: Backend) {
     assert_eq!((c.created + c.updated, c.failed), (246, 4), "{c:?}");
 
     // People holds exactly the source's persons, each once.
-    let persons = people(&h).await["persons"].as_array().unwrap().clone();
+    let persons = common::people_state(&h).await["persons"]
+        .as_array()
+        .unwrap()
+        .clone();
     let mut ids: Vec<String> = persons
         .iter()
         .map(|p| p["externalId"].as_str().unwrap().to_owned())
@@ -214,7 +209,7 @@ async fn two_instances_share_one_postgres() {
         }
         // The accounts share the shop, so their persons are the same 246: the first run creates them, the
         // others update them. Any page run twice would show as more writes.
-        let stats = &people(&h).await["stats"];
+        let stats = &common::people_state(&h).await["stats"];
         let writes = stats["creates"].as_u64().unwrap() + stats["updates"].as_u64().unwrap();
         assert_eq!(writes, 4 * 246, "{stats}");
         let _ = std::fs::remove_file(&definition);

@@ -434,7 +434,7 @@ fn RowActionControl(
                 Step::Confirming => format!("{id}-confirm"),
                 Step::Done(_) => format!("{id}-outcome"),
             };
-            request_animation_frame(move || focus_element(&target));
+            request_animation_frame(move || super::settings::focus_field(&target));
         }
     });
     let run = Action::new({
@@ -546,18 +546,4 @@ fn RowActionControl(
             }}
         </div>
     }
-}
-
-fn focus_element(id: &str) {
-    #[cfg(feature = "hydrate")]
-    {
-        use leptos::wasm_bindgen::JsCast;
-        if let Some(element) = document().get_element_by_id(id) {
-            let _ = element
-                .unchecked_into::<leptos::web_sys::HtmlElement>()
-                .focus();
-        }
-    }
-    #[cfg(not(feature = "hydrate"))]
-    let _ = id;
 }

@@ -224,9 +224,9 @@ fn sentence(label: &str, message: &str) -> String {
     format!("{label} {message}.")
 }
 
-/// Moves focus to a field by its element id, once the browser has drawn the error (scrolling it into view at
-/// any width).
-fn focus_field(id: &str) {
+/// Moves focus to an element by its id (scrolling it into view at any width); the islands call it once the
+/// browser has drawn what they changed.
+pub(super) fn focus_field(id: &str) {
     #[cfg(feature = "hydrate")]
     {
         use leptos::wasm_bindgen::JsCast;

@@ -380,3 +380,15 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// What the simulated People API holds, and its counters (`GET /_sim/people` on the portal).
+pub async fn people_state(h: &Harness) -> Value {
+    client()
+        .get(format!("{}/_sim/people", h.portal))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
