@@ -281,3 +281,102 @@ async fn sync(backend: Backend) {
 }
 
 on_both_backends!(people_sync, sync);
+
+/// "Retry failed": the last run's failed records are sent again, as they were read, in a run of their own;
+/// those People now takes are written, the rest are that run's failures. Nothing to retry, or a run in
+/// progress, is refused with the reason.
+async fn retry_failed(backend: Backend) {
+    use app::pages::sync_panel::SyncSource;
+    let h = Harness::start_with_shop(backend, &["--allow-loopback-partners"], 7).await;
+    // People refuses two persons for now (as it refuses a record it cannot take).
+    people_switches(
+        &h,
+        json!({"reads_per_sec": 0, "writes_per_sec": 0, "reject_external_ids": ["c-100", "g-000002"]}),
+    )
+    .await;
+    h.configure(
+        ACCOUNT,
+        &[
+            ("people_base_url", h.portal.as_str()),
+            ("people_api_key", ibex_sim::people::API_KEY),
+        ],
+    )
+    .await;
+    let engine = SyncEngine::new(&h.state, config());
+    let panel = ibex::sync::panel::ServerSync {
+        state: h.state.clone(),
+        runs: engine.runs.clone(),
+        config: config(),
+    };
+    let nothing = panel.retry(ACCOUNT, "admin").await;
+    assert_eq!(
+        nothing,
+        Err("The last run has no failed records to retry.".to_owned())
+    );
+
+    let first = panel.start(ACCOUNT, "admin").await.unwrap();
+    assert_eq!(
+        panel.retry(ACCOUNT, "admin").await,
+        Err("A run is in progress; retry when it has ended.".to_owned())
+    );
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let c = engine.runs.get(first).await.unwrap().unwrap().counts;
+    assert_eq!((c.read, c.created, c.failed), (10, 7, 3), "{c:?}");
+
+    // People takes them now; the mapping's refusal (c-102's invalid number) stands.
+    people_switches(&h, json!({"reads_per_sec": 0, "writes_per_sec": 0})).await;
+    let shop_lists_before = h.shop_requests().await.len();
+    let retry = panel.retry(ACCOUNT, "admin").await.unwrap();
+    assert_ne!(retry, first);
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let run = engine.runs.get(retry).await.unwrap().unwrap();
+    let c = &run.counts;
+    assert_eq!(
+        (c.read, c.created, c.updated, c.unchanged, c.failed),
+        (3, 2, 0, 0, 1),
+        "{run:?}"
+    );
+    assert_eq!(run.checkpoint.retry_of, Some(first));
+    assert_eq!(
+        h.shop_requests().await.len(),
+        shop_lists_before,
+        "a retry sends what was read; it does not read the source again"
+    );
+    let failures = engine.runs.failures(retry).await.unwrap();
+    let keys: Vec<&str> = failures.iter().map(|f| f.record_key.as_str()).collect();
+    assert_eq!(keys, ["c-102"]);
+    let persons = common::people_state(&h).await["persons"].clone();
+    let mut ids: Vec<&str> = persons
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["externalId"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids.len(), 9, "{ids:?}");
+    assert!(ids.contains(&"c-100") && ids.contains(&"g-000002"));
+
+    // The page shows the retry as such, with what is still not synced.
+    let status = panel.status(ACCOUNT).await.unwrap();
+    assert!(status.runs[0].retry && !status.runs[1].retry);
+    assert_eq!(status.failures.len(), 1);
+    assert_eq!(status.failures[0].0, "c-102");
+
+    // A retry run claimed again after its page was committed (its holder died before finishing) has nothing
+    // left to do: no record is sent twice.
+    let writes = |state: &Value| {
+        state["stats"]["creates"].as_u64().unwrap() + state["stats"]["updates"].as_u64().unwrap()
+    };
+    let before = writes(&common::people_state(&h).await);
+    sqlx::query("UPDATE sync_runs SET status = 'running', lease_owner = 'dead', lease_until = 0 WHERE id = $1")
+        .bind(retry)
+        .execute(h.state.settings.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    assert_eq!(writes(&common::people_state(&h).await), before);
+    assert_eq!(engine.runs.get(retry).await.unwrap().unwrap().counts.read, 3);
+    h.finish().await;
+}
+
+on_both_backends!(people_sync_retry_failed, retry_failed);

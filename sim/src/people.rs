@@ -33,6 +33,9 @@ pub struct PeopleFaults {
     pub down: bool,
     /// Goes down (as `down`) once this many writes have been served (0: never), for an outage mid-run.
     pub down_after_writes: u64,
+    /// Writes of persons with these externalIds are refused as invalid (400), as People refuses a record it
+    /// cannot take; clearing the list lets a "Retry failed" through.
+    pub reject_external_ids: Vec<String>,
 }
 
 impl Default for PeopleFaults {
@@ -43,6 +46,7 @@ impl Default for PeopleFaults {
             fail_every: 0,
             down: false,
             down_after_writes: 0,
+            reject_external_ids: Vec::new(),
         }
     }
 }
@@ -276,8 +280,9 @@ fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "NOT_FOUND", "Person not found", None)
 }
 
-/// What People refuses: a non-object, an email without `@`, a phone number that is not digits.
-fn validate(body: &Value) -> Result<(), Response> {
+/// What People refuses: a non-object, an email without `@`, a phone number that is not digits, and the
+/// externalIds a test has told it to refuse.
+fn validate(people: &People, body: &Value) -> Result<(), Response> {
     let Some(object) = body.as_object() else {
         return Err(error(
             StatusCode::BAD_REQUEST,
@@ -300,6 +305,18 @@ fn validate(body: &Value) -> Result<(), Response> {
             problems.insert(
                 "contactInformation.phone.number".into(),
                 json!([format!("invalid phone number {number}")]),
+            );
+        }
+    }
+    if let Some(external) = object.get("externalId").and_then(Value::as_str) {
+        if lock(&people.faults)
+            .reject_external_ids
+            .iter()
+            .any(|id| id == external)
+        {
+            problems.insert(
+                "externalId".into(),
+                json!([format!("person {external} is locked")]),
             );
         }
     }
@@ -459,7 +476,7 @@ async fn create(
     if let Some(refused) = admit(&people, &headers, true) {
         return refused;
     }
-    if let Err(e) = validate(&body) {
+    if let Err(e) = validate(&people, &body) {
         return e;
     }
     let mut persons = lock(&people.persons);
@@ -490,7 +507,7 @@ async fn write_existing(
     if let Some(refused) = admit(&people, &headers, true) {
         return refused;
     }
-    if let Err(e) = validate(&body) {
+    if let Err(e) = validate(&people, &body) {
         return e;
     }
     // An upsert without a query names its person by the body's externalId (ibex's assumption).

@@ -24,6 +24,8 @@ pub struct RunView {
     /// cost the browser bundle tens of kilobytes.
     pub progress: String,
     pub last_error: Option<String>,
+    /// A "Retry failed" run (it sent an earlier run's failed records again).
+    pub retry: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +81,13 @@ mod server_side {
             account_key: &'a str,
             by: &'a str,
         ) -> Pin<Box<dyn Future<Output = Result<i64, String>> + Send + 'a>>;
+
+        /// Queues a run that sends the last run's failed records again; `Err` says why it cannot.
+        fn retry<'a>(
+            &'a self,
+            account_key: &'a str,
+            by: &'a str,
+        ) -> Pin<Box<dyn Future<Output = Result<i64, String>> + Send + 'a>>;
     }
 }
 
@@ -103,6 +112,21 @@ pub async fn sync_now(session: String) -> Result<Result<SyncStatus, String>, Ser
     let source = source()?;
     let by = format!("{} ({})", session.username, session.user_key);
     if let Err(why) = source.start(&session.account_key, &by).await {
+        return Ok(Err(why));
+    }
+    Ok(Ok(source
+        .status(&session.account_key)
+        .await
+        .map_err(ServerFnError::new)?))
+}
+
+/// "Retry failed": the last run's failed records are sent again (as they were read), in a run of their own.
+#[server(endpoint = "sync_retry")]
+pub async fn retry_failed(session: String) -> Result<Result<SyncStatus, String>, ServerFnError> {
+    let (_, session) = super::settings::signed_in(&session)?;
+    let source = source()?;
+    let by = format!("{} ({})", session.username, session.user_key);
+    if let Err(why) = source.retry(&session.account_key, &by).await {
         return Ok(Err(why));
     }
     Ok(Ok(source
@@ -146,11 +170,18 @@ pub fn SyncPanel(status: SyncStatus, session: String) -> impl IntoView {
             async move { load_sync(session).await }
         }
     });
+    // "Sync now" (false) and "Retry failed" (true) answer alike: one action, one place reading its answer.
     let start = Action::new({
         let session = session.clone();
-        move |_: &()| {
-            let session = session.clone();
-            async move { sync_now(session).await }
+        move |retry: &bool| {
+            let (session, retry) = (session.clone(), *retry);
+            async move {
+                if retry {
+                    retry_failed(session).await
+                } else {
+                    sync_now(session).await
+                }
+            }
         }
     });
     Effect::new(move || {
@@ -224,9 +255,16 @@ pub fn SyncPanel(status: SyncStatus, session: String) -> impl IntoView {
                 <button type="button" class="button secondary"
                     disabled=move || !interactive.get() || ready().is_err() || open().is_some()
                     aria-disabled=move || start.pending().get().to_string()
-                    on:click=move |_| { if !start.pending().get_untracked() { start.dispatch(()); } }>
+                    on:click=move |_| { if !start.pending().get_untracked() { start.dispatch(false); } }>
                     {move || if start.pending().get() { "Starting…" } else { "Sync now" }}
                 </button>
+                {move || (!status.with(|s| s.failures.is_empty())).then(|| view! {
+                    <button type="button" class="button secondary"
+                        disabled=move || !interactive.get() || ready().is_err() || open().is_some()
+                        on:click=move |_| { if !start.pending().get_untracked() { start.dispatch(true); } }>
+                        "Retry failed"
+                    </button>
+                })}
             </div>
             <p role="status" class="status error">{move || message.get()}</p>
             {move || {
@@ -238,6 +276,7 @@ pub fn SyncPanel(status: SyncStatus, session: String) -> impl IntoView {
                             <li>
                                 <span class="tag">{status_word(&run.status)}</span>
                                 " "<span>{run.when.clone()}</span>
+                                {run.retry.then_some(" · retry of failed records")}
                                 <span class="small muted">{format!(" · {}", counts(&run))}</span>
                                 {run.last_error.clone().filter(|_| run.status == "failed").map(|e| view! {
                                     <p class="small status error">{e}</p>
@@ -249,9 +288,11 @@ pub fn SyncPanel(status: SyncStatus, session: String) -> impl IntoView {
             }}
             {move || {
                 let failures = status.with(|s| s.failures.clone());
+                // The list holds the first 50; the count is the run's own.
+                let failed = status.with(|s| s.runs.iter().find(|r| !is_open(r)).map_or(0, |r| r.failed));
                 (!failures.is_empty()).then(|| view! {
                     <details class="sync-failures">
-                        <summary>{format!("Records not synced in the last run ({})", failures.len())}</summary>
+                        <summary>{format!("Records not synced in the last run ({failed})")}</summary>
                         <ul data-testid="sync-failures">
                             {failures.into_iter().map(|(key, reason)| view! {
                                 <li><span class="mono">{key}</span>": "{reason}</li>

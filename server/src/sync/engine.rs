@@ -196,6 +196,9 @@ impl SyncEngine {
             account_key: &run.account_key,
             sync,
         };
+        if let Some(of_run) = run.checkpoint.retry_of {
+            return self.retry(state, &writer, sync, run, of_run).await;
+        }
         let mut checkpoint = run.checkpoint.clone();
         loop {
             // The partner's page: the same middleware and settings as every other partner call.
@@ -245,8 +248,8 @@ impl SyncEngine {
             let last = next.is_none();
             page.next = next.unwrap_or(Checkpoint {
                 page: checkpoint.page,
-                cursor: None,
                 page_size: checkpoint.page_size,
+                ..Checkpoint::default()
             });
             match self
                 .runs
@@ -263,6 +266,72 @@ impl SyncEngine {
                 return Outcome::Done;
             }
             checkpoint = page.next;
+        }
+    }
+
+    /// "Retry failed": `of_run`'s failed records, as they were read, mapped and written again as one page. Those
+    /// that fail again are this run's failures; the source is not read.
+    async fn retry(
+        &self,
+        state: &AppState,
+        writer: &PeopleWriter<'_>,
+        sync: &SyncSpec,
+        run: &Run,
+        of_run: i64,
+    ) -> Outcome {
+        if run.checkpoint.retried {
+            return Outcome::Done;
+        }
+        let failed = match self.runs.failures(of_run).await {
+            Ok(failed) => failed,
+            Err(e) => return Outcome::Paused(format!("the failed records could not be read: {e}")),
+        };
+        let mut page = PageCommit {
+            total: Some(i64::try_from(failed.len()).unwrap_or(i64::MAX)),
+            next: Checkpoint {
+                retry_of: Some(of_run),
+                retried: true,
+                ..Checkpoint::default()
+            },
+            ..PageCommit::default()
+        };
+        let mut records = Vec::with_capacity(failed.len());
+        for failure in failed {
+            match serde_json::from_str::<Value>(&failure.record) {
+                Ok(record) => records.push(record),
+                // Stored by this code from a `Value`, so unreadable only if the row was edited by hand.
+                Err(_) => {
+                    page.counts.read += 1;
+                    page.failures.push(Failure {
+                        reason: "the stored record could not be read".into(),
+                        ..failure
+                    });
+                }
+            }
+        }
+        match self
+            .write_page(writer, sync, run, &records, &mut page)
+            .await
+        {
+            Ok(()) => {}
+            Err(WriteError::Refused(status)) => {
+                return Outcome::Failed(WriteError::Refused(status).to_string())
+            }
+            Err(e) => return Outcome::Paused(e.to_string()),
+        }
+        match self
+            .runs
+            .commit_page(run, &self.owner, self.lease_ms(), &page)
+            .await
+        {
+            Ok(true) => {
+                state
+                    .metrics
+                    .observe_sync_page(&run.direction, &page.counts);
+                Outcome::Done
+            }
+            Ok(false) => Outcome::LostLease,
+            Err(e) => Outcome::Paused(format!("progress could not be saved: {e}")),
         }
     }
 
@@ -382,8 +451,8 @@ fn next_checkpoint(
         }
         return Some(Checkpoint {
             page: Some(current.page.unwrap_or(1) + 1),
-            cursor: None,
             page_size: current.page_size.max(count),
+            ..Checkpoint::default()
         });
     }
     if let Some(output) = &to.cursor_output {
@@ -399,9 +468,9 @@ fn next_checkpoint(
             return None;
         }
         return Some(Checkpoint {
-            page: None,
             cursor: Some(next),
             page_size: current.page_size.max(count),
+            ..Checkpoint::default()
         });
     }
     None

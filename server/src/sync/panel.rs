@@ -97,6 +97,7 @@ fn view(run: &Run) -> RunView {
             rate,
         ),
         last_error: run.last_error.clone(),
+        retry: run.checkpoint.retry_of.is_some(),
     }
 }
 
@@ -133,6 +134,34 @@ impl SyncSource for ServerSync {
                 .await
                 .map_err(|_| "The run could not be queued; try again in a moment.".to_owned())?;
             tracing::info!(target: "ibex::audit", account = %account_key, actor = by, run = id, "people sync requested");
+            Ok(id)
+        })
+    }
+
+    fn retry<'a>(
+        &'a self,
+        account_key: &'a str,
+        by: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<i64, String>> + Send + 'a>> {
+        Box::pin(async move {
+            self.ready(account_key).await?;
+            let unavailable = |_| "The run could not be queued; try again in a moment.".to_owned();
+            if self.runs.open(account_key, TO_PEOPLE).await.map_err(unavailable)?.is_some() {
+                return Err("A run is in progress; retry when it has ended.".to_owned());
+            }
+            let last = self
+                .runs
+                .last_finished(account_key, TO_PEOPLE)
+                .await
+                .map_err(unavailable)?
+                .filter(|run| run.counts.failed > 0)
+                .ok_or_else(|| "The last run has no failed records to retry.".to_owned())?;
+            let id = self
+                .runs
+                .enqueue_retry(account_key, TO_PEOPLE, by, last.id)
+                .await
+                .map_err(unavailable)?;
+            tracing::info!(target: "ibex::audit", account = %account_key, actor = by, run = id, retry_of = last.id, "people sync retry requested");
             Ok(id)
         })
     }

@@ -24,6 +24,12 @@ pub struct Checkpoint {
     /// The largest page seen so far: a shorter page is the last one.
     #[serde(default)]
     pub page_size: usize,
+    /// A "Retry failed" run: the run whose failed records it sends again, instead of reading the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<i64>,
+    /// Set when a retry run's records are committed: a retry resumed after that has nothing left to do.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retried: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,20 +110,47 @@ impl Runs {
         direction: &str,
         by: &str,
     ) -> Result<i64, StoreError> {
+        self.enqueue_from(account_key, direction, by, &Checkpoint::default())
+            .await
+    }
+
+    /// Queues a run that sends `of_run`'s failed records again (unless a run is open: its id is returned).
+    pub async fn enqueue_retry(
+        &self,
+        account_key: &str,
+        direction: &str,
+        by: &str,
+        of_run: i64,
+    ) -> Result<i64, StoreError> {
+        let start = Checkpoint {
+            retry_of: Some(of_run),
+            ..Checkpoint::default()
+        };
+        self.enqueue_from(account_key, direction, by, &start).await
+    }
+
+    async fn enqueue_from(
+        &self,
+        account_key: &str,
+        direction: &str,
+        by: &str,
+        start: &Checkpoint,
+    ) -> Result<i64, StoreError> {
         let pool = self.store.pool();
         if let Some(open) = self.open(account_key, direction).await? {
             return Ok(open.id);
         }
         let now = now_ms();
         let inserted = sqlx::query(
-            "INSERT INTO sync_runs (account_key, direction, status, requested_by, requested_at, next_attempt_at) \
-             VALUES ($1, $2, 'queued', $3, $4, $5) RETURNING id",
+            "INSERT INTO sync_runs (account_key, direction, status, requested_by, requested_at, next_attempt_at, checkpoint) \
+             VALUES ($1, $2, 'queued', $3, $4, $5, $6) RETURNING id",
         )
         .bind(account_key)
         .bind(direction)
         .bind(by)
         .bind(now)
         .bind(now)
+        .bind(serde_json::to_string(start)?)
         .fetch_one(pool)
         .await;
         match inserted {
@@ -364,6 +397,23 @@ impl Runs {
         .execute(self.store.pool())
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// The account's newest finished run of `direction`: the one whose failures the page shows and retries.
+    pub async fn last_finished(
+        &self,
+        account_key: &str,
+        direction: &str,
+    ) -> Result<Option<Run>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM sync_runs WHERE account_key = $1 AND direction = $2 \
+             AND status IN ('done', 'failed') ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(account_key)
+        .bind(direction)
+        .fetch_optional(self.store.pool())
+        .await?;
+        row.map(|r| decode(&r)).transpose()
     }
 
     pub async fn failures(&self, run_id: i64) -> Result<Vec<Failure>, StoreError> {
