@@ -23,6 +23,16 @@ test("Sync now on the configuration page shows progress, then the run's counts a
     },
   );
   expect(run.status, `${run.stdout}${run.stderr}`).toBe(0);
+  // People refuses one customer for now; "Retry failed" gets it through later.
+  const people = async (switches: object) => {
+    const r = await fetch(`${portalURL}/_sim/people`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(switches),
+    });
+    expect(r.ok).toBe(true);
+  };
+  await people({ reject_external_ids: ["g-000021"] });
 
   await page.setViewportSize({ width: 1280, height: 900 });
   const frame = await openConfiguration(page, "eve.owner");
@@ -40,14 +50,24 @@ test("Sync now on the configuration page shows progress, then the run's counts a
   expect(during.violations.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`), "sync in progress").toEqual([]);
 
   const history = panel.getByTestId("sync-history");
-  await expect(history).toContainText("43 read: 41 created, 0 updated, 0 unchanged, 2 failed", { timeout: 20_000 });
+  await expect(history).toContainText("43 read: 40 created, 0 updated, 0 unchanged, 3 failed", { timeout: 20_000 });
   await expect(progress).toHaveCount(0);
-  // The failed records with their reasons: a UK number from the drama range, and "n/a".
-  await panel.getByText("Records not synced in the last run (2)").click();
-  await expect(panel.getByTestId("sync-failures")).toContainText("c-102");
-  await expect(panel.getByTestId("sync-failures")).toContainText("g-000013: `n/a` is not a phone number");
+  // The failed records with their reasons: a UK number from the drama range, "n/a", and People's refusal.
+  await panel.getByText("Records not synced in the last run (3)").click();
+  const failures = panel.getByTestId("sync-failures");
+  await expect(failures).toContainText("c-102");
+  await expect(failures).toContainText("g-000013: `n/a` is not a phone number");
+  await expect(failures).toContainText("g-000021");
   await panel.scrollIntoViewIfNeeded();
   await page.screenshot({ path: "test-results/sync-done.png" });
+
+  // People takes g-000021 now: "Retry failed" sends the three again; the two the mapping refuses stay failed.
+  await people({});
+  await panel.getByRole("button", { name: "Retry failed" }).click();
+  await expect(history.locator("li").first()).toContainText("retry of failed records", { timeout: 20_000 });
+  await expect(history.locator("li").first()).toContainText("3 read: 1 created, 0 updated, 0 unchanged, 2 failed");
+  await expect(panel.getByText("Records not synced in the last run (2)")).toBeVisible();
+  await expect(failures).not.toContainText("g-000021");
 
   // Again: nothing changed, nothing is written, and the counts say so.
   await panel.getByRole("button", { name: "Sync now" }).click();

@@ -375,8 +375,165 @@ async fn retry_failed(backend: Backend) {
         .unwrap();
     assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
     assert_eq!(writes(&common::people_state(&h).await), before);
-    assert_eq!(engine.runs.get(retry).await.unwrap().unwrap().counts.read, 3);
+    assert_eq!(
+        engine.runs.get(retry).await.unwrap().unwrap().counts.read,
+        3
+    );
     h.finish().await;
 }
 
 on_both_backends!(people_sync_retry_failed, retry_failed);
+
+/// A customer as the shop lists it now.
+async fn shop_customer(h: &Harness, id: &str) -> Value {
+    let list: Value = client()
+        .get(format!("{}/customers?page=1&size=500", h.shop))
+        .header("x-api-key", common::SHOP_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list["customers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+async fn people_change(h: &Harness, change: Value) {
+    let r = client()
+        .post(format!("{}/_sim/people/change", h.portal))
+        .json(&change)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+}
+
+/// People → partner: persons changed in People since the last run update their customer through the partner
+/// middleware; a person the partner never had is skipped; a record the partner refuses is recorded and the run
+/// goes on; an unchanged person is not sent again; the checkpoint moves with `modifiedAt`.
+async fn from_people(backend: Backend) {
+    use ibex::sync::runs::FROM_PEOPLE;
+    let h = Harness::start_with_shop(backend, &["--allow-loopback-partners"], 7).await;
+    people_switches(&h, json!({"reads_per_sec": 0, "writes_per_sec": 0})).await;
+    h.configure(
+        ACCOUNT,
+        &[
+            ("people_base_url", h.portal.as_str()),
+            ("people_api_key", ibex_sim::people::API_KEY),
+            ("people_sync_from_on", "true"),
+        ],
+    )
+    .await;
+    let engine = SyncEngine::new(&h.state, config());
+    engine.runs.enqueue(ACCOUNT, TO_PEOPLE, "t").await.unwrap();
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+
+    // The first run back sends every person the shop has (nothing was sent before), and skips a walk-in that
+    // People has but the shop never had.
+    people_change(&h, json!({"firstName": "Walk-in", "tags": ["front-desk"]})).await;
+    let first = engine
+        .runs
+        .enqueue(ACCOUNT, FROM_PEOPLE, "t")
+        .await
+        .unwrap();
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let run = engine.runs.get(first).await.unwrap().unwrap();
+    let c = &run.counts;
+    assert_eq!(
+        (c.read, c.updated, c.unchanged, c.skipped, c.failed),
+        (10, 9, 0, 1, 0),
+        "{run:?}"
+    );
+    assert!(run.checkpoint.since.is_some(), "{run:?}");
+    assert_eq!(shop_customer(&h, "c-100").await["phone"], "+385911234567");
+
+    // An admin upgrades Ana in People; the shop's customer follows. Only what changed since is read.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    people_change(
+        &h,
+        json!({"externalId": "c-100", "customAttributes": {"loyaltyTier": "platinum"}}),
+    )
+    .await;
+    // A person with a customer ID the shop does not know: the shop refuses it (404), the run goes on.
+    people_change(&h, json!({"externalId": "c-999", "firstName": "Ghost"})).await;
+    let second = engine
+        .runs
+        .enqueue(ACCOUNT, FROM_PEOPLE, "t")
+        .await
+        .unwrap();
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let run = engine.runs.get(second).await.unwrap().unwrap();
+    let c = &run.counts;
+    assert_eq!((c.updated, c.failed), (1, 1), "{run:?}");
+    // Read again from the previous checkpoint (`modifiedAt` at or after it): the last person of the first
+    // run, unchanged, plus the two changes.
+    assert_eq!((c.read, c.unchanged + c.skipped), (3, 1), "{run:?}");
+    assert_eq!(shop_customer(&h, "c-100").await["tier"], "platinum");
+    let failures = engine.runs.failures(second).await.unwrap();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].record_key, "c-999");
+    assert!(
+        failures[0].reason.contains("HTTP 404"),
+        "{:?}",
+        failures[0].reason
+    );
+
+    // Nothing changed: nothing is sent to the shop but the refused record, when it is still at the checkpoint
+    // (it has no digest, so it is tried again).
+    let writes_before = h
+        .shop_requests()
+        .await
+        .iter()
+        .filter(|r| r["method"] == "PATCH")
+        .count();
+    let third = engine
+        .runs
+        .enqueue(ACCOUNT, FROM_PEOPLE, "t")
+        .await
+        .unwrap();
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let c = engine.runs.get(third).await.unwrap().unwrap().counts;
+    assert_eq!(c.updated, 0, "{c:?}");
+    assert!(c.failed <= 1, "{c:?}");
+    assert_eq!(
+        h.shop_requests()
+            .await
+            .iter()
+            .filter(|r| r["method"] == "PATCH")
+            .count(),
+        writes_before + c.failed as usize
+    );
+
+    // The shop down mid-run: the run pauses at its checkpoint and finishes once the shop is back.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    people_change(
+        &h,
+        json!({"externalId": "g-000003", "customAttributes": {"loyaltyTier": "gold"}}),
+    )
+    .await;
+    h.shop_faults(json!({"fail_next": 10, "status": 503})).await;
+    let fourth = engine
+        .runs
+        .enqueue(ACCOUNT, FROM_PEOPLE, "t")
+        .await
+        .unwrap();
+    let outcome = run_to_end(&engine, &h).await;
+    assert!(
+        matches!(&outcome, Outcome::Paused(reason) if reason.contains("partner")),
+        "{outcome:?}"
+    );
+    h.shop_faults(json!({})).await;
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let run = engine.runs.get(fourth).await.unwrap().unwrap();
+    assert_eq!(run.status, "done");
+    assert_eq!(shop_customer(&h, "g-000003").await["tier"], "gold");
+    h.finish().await;
+}
+
+on_both_backends!(people_sync_from_people, from_people);

@@ -115,8 +115,12 @@ fn now_text() -> String {
         .as_millis();
     let at = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    // Always three fraction digits, so that comparing the texts compares the times (RFC 3339's formatter
+    // trims trailing zeros, and `40.5Z` sorts after `40.53Z`).
+    at.format(time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    ))
+    .unwrap_or_default()
 }
 
 fn error(status: StatusCode, message_id: &str, text: &str, validation: Option<Value>) -> Response {
@@ -440,17 +444,19 @@ async fn read_persons(
     }
     let limit = q.limit.unwrap_or(20).clamp(1, 1000);
     let page = q.page.unwrap_or(1).max(1);
-    let after = q
+    // `{"modifiedAt": {"#gt": T}}` or `{"#gte": T}`: the filters People → partner uses.
+    let filter = q
         .filter
         .as_deref()
         .and_then(|f| serde_json::from_str::<Value>(f).ok())
-        .and_then(|f| f["modifiedAt"]["#gt"].as_str().map(str::to_owned));
+        .unwrap_or(Value::Null);
+    let after = filter["modifiedAt"]["#gt"].as_str().map(str::to_owned);
+    let from = filter["modifiedAt"]["#gte"].as_str().map(str::to_owned);
     let mut selected: Vec<&Value> = persons
         .iter()
         .filter(|p| {
-            after
-                .as_deref()
-                .is_none_or(|a| p["modifiedAt"].as_str().unwrap_or("") > a)
+            let at = p["modifiedAt"].as_str().unwrap_or("");
+            after.as_deref().is_none_or(|a| at > a) && from.as_deref().is_none_or(|f| at >= f)
         })
         .collect();
     selected.sort_by(|a, b| a["modifiedAt"].as_str().cmp(&b["modifiedAt"].as_str()));
@@ -592,19 +598,22 @@ async fn get_state(State(people): State<Arc<People>>) -> Json<Value> {
     Json(json!({ "persons": persons, "stats": stats, "faults": faults }))
 }
 
-/// A change made in People by someone else (feeds People → partner): a PATCH by external id, no limits.
+/// A change made in People by someone else (feeds People → partner), no limits: a PATCH of the person with this
+/// external id, or a new person when there is none (or no external id: a person the partner never had).
 async fn change(State(people): State<Arc<People>>, Json(body): Json<Value>) -> Response {
-    let identity = Identity {
-        identifier: body["externalId"].as_str().map(str::to_owned),
-        kind: Some("EXTERNAL_ID".into()),
-    };
     let mut persons = lock(&people.persons);
-    match find(&persons, &identity) {
-        Ok(Some(i)) => {
+    let found = body["externalId"]
+        .as_str()
+        .and_then(|id| persons.iter().position(|p| p["externalId"] == id));
+    match found {
+        Some(i) => {
             patch_into(&mut persons[i], &body);
             Json(persons[i].clone()).into_response()
         }
-        Ok(None) => not_found(),
-        Err(e) => e,
+        None => {
+            let person = fresh(&people, &body);
+            persons.push(person.clone());
+            (StatusCode::CREATED, Json(person)).into_response()
+        }
     }
 }

@@ -50,6 +50,9 @@ struct Shop {
     faults: Mutex<Faults>,
     seen: Mutex<VecDeque<SeenRequest>>,
     notes: Mutex<Vec<Value>>,
+    /// Changes made by `PATCH /customers/{id}`, laid over the customers (seeded or generated) wherever they
+    /// are listed.
+    changes: Mutex<std::collections::HashMap<String, serde_json::Map<String, Value>>>,
     /// Customers beyond the seeded ones, made up on demand from their number (none are kept in memory).
     generated: usize,
 }
@@ -222,6 +225,7 @@ pub fn router_with(api_key: impl Into<String>, generated: usize) -> Router {
         faults: Mutex::new(Faults::default()),
         seen: Mutex::new(VecDeque::new()),
         notes: Mutex::new(Vec::new()),
+        changes: Mutex::new(std::collections::HashMap::new()),
         generated,
     });
     let api = Router::new()
@@ -231,6 +235,7 @@ pub fn router_with(api_key: impl Into<String>, generated: usize) -> Router {
         .route("/orders/{id}/notes", post(add_note))
         .route("/customers/lookup", get(lookup_customer))
         .route("/customers", get(list_customers))
+        .route("/customers/{id}", axum::routing::patch(update_customer))
         .route_layer(axum::middleware::from_fn_with_state(shop.clone(), gate));
     Router::new()
         .route("/_sim/faults", post(set_faults).get(get_faults))
@@ -416,12 +421,84 @@ async fn list_customers(State(shop): State<Arc<Shop>>, Query(q): Query<PageQuery
     let total = CUSTOMERS.len() + shop.generated;
     let start = (page - 1).saturating_mul(size);
     let customers: Vec<Value> = (start..total.min(start.saturating_add(size)))
-        .map(|i| match CUSTOMERS.get(i) {
-            Some(c) => customer_json(c.0),
-            None => generated_customer(i - CUSTOMERS.len()),
-        })
+        .map(|i| shop.changed(customer_at(i)))
         .collect();
     Json(json!({ "customers": customers, "page": page, "size": size, "total": total }))
+}
+
+/// The i-th customer of the list, seeded ones first.
+fn customer_at(i: usize) -> Value {
+    match CUSTOMERS.get(i) {
+        Some(c) => customer_json(c.0),
+        None => generated_customer(i - CUSTOMERS.len()),
+    }
+}
+
+impl Shop {
+    /// The customer with the changes made to it laid over.
+    fn changed(&self, mut customer: Value) -> Value {
+        let id = customer["id"].as_str().unwrap_or_default().to_owned();
+        if let (Some(changes), Some(fields)) = (
+            self.changes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&id),
+            customer.as_object_mut(),
+        ) {
+            fields.extend(changes.clone());
+        }
+        customer
+    }
+
+    fn customer_index(&self, id: &str) -> Option<usize> {
+        if let Some(i) = CUSTOMERS.iter().position(|c| c.0 == id) {
+            return Some(i);
+        }
+        let n: usize = id.strip_prefix("g-")?.parse().ok()?;
+        (n < self.generated && id.len() == 8).then_some(CUSTOMERS.len() + n)
+    }
+}
+
+/// `PATCH /customers/{id}` with any of `name`, `email`, `phone`, `tier` (strings): the customer as it is now.
+async fn update_customer(
+    State(shop): State<Arc<Shop>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(index) = shop.customer_index(&id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no customer {id}")})),
+        )
+            .into_response();
+    };
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "send a JSON object"})),
+        )
+            .into_response();
+    };
+    let mut accepted = serde_json::Map::new();
+    for (key, value) in fields {
+        if !matches!(key.as_str(), "name" | "email" | "phone" | "tier") || !value.is_string() {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(
+                    json!({"error": format!("`{key}` cannot be changed here, or is not a string")}),
+                ),
+            )
+                .into_response();
+        }
+        accepted.insert(key, value);
+    }
+    shop.changes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(id)
+        .or_default()
+        .extend(accepted);
+    Json(shop.changed(customer_at(index))).into_response()
 }
 
 async fn lookup_customer(headers: HeaderMap) -> Response {

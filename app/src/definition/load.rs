@@ -174,15 +174,7 @@ impl AppDefinition {
         }
         for (i, field) in to.fields.iter().enumerate() {
             let place = format!("[sync.to_people] fields[{i}]");
-            let known = sync::PERSON_FIELDS.contains(&field.person.as_str())
-                || field
-                    .person
-                    .strip_prefix("customAttributes.")
-                    .is_some_and(|name| {
-                        !name.is_empty()
-                            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    });
-            if !known {
+            if !sync::is_person_field(&field.person) {
                 return Err(invalid(
                     place,
                     format!(
@@ -215,6 +207,9 @@ impl AppDefinition {
                 ),
             ));
         }
+        if let Some(from) = &sync.from_people {
+            self.check_from_people(sync, from)?;
+        }
         if let Some(region) = &sync.default_region {
             if region.len() != 2 || !region.bytes().all(|b| b.is_ascii_uppercase()) {
                 return Err(invalid(
@@ -222,6 +217,69 @@ impl AppDefinition {
                     format!("`{region}` is not a two-letter region code such as HR"),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// `[sync.from_people]`: a function that exists, inputs it has, person fields that exist, every required
+    /// input given, and the identifier among them (or the partner could not tell which record to write).
+    fn check_from_people(
+        &self,
+        sync: &sync::SyncSpec,
+        from: &sync::FromPeople,
+    ) -> Result<(), DefinitionError> {
+        let place = "[sync.from_people]";
+        let f = self
+            .functions
+            .iter()
+            .find(|f| f.name == from.function)
+            .ok_or_else(|| {
+                invalid(
+                    place,
+                    format!("`{}` is not a function of this app", from.function),
+                )
+            })?;
+        for (i, field) in from.fields.iter().enumerate() {
+            let place = format!("[sync.from_people] fields[{i}]");
+            if !f.inputs.iter().any(|input| input.name == field.input) {
+                return Err(invalid(
+                    place,
+                    format!("`{}` has no input `{}`", f.name, field.input),
+                ));
+            }
+            if !sync::is_person_field(&field.person) {
+                return Err(invalid(
+                    place,
+                    format!(
+                        "`{}` is not a person field; use one of {} or customAttributes.NAME",
+                        field.person,
+                        sync::PERSON_FIELDS.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(input) = f
+            .inputs
+            .iter()
+            .find(|i| i.required && !from.fields.iter().any(|m| m.input == i.name))
+        {
+            return Err(invalid(
+                place,
+                format!(
+                    "`{}` requires input `{}`; map a person field to it",
+                    f.name, input.name
+                ),
+            ));
+        }
+        let identifier = sync.identifier.field();
+        if !from.fields.iter().any(|m| m.person == identifier) {
+            return Err(invalid(
+                place,
+                format!(
+                    "records are matched by {} (identifier), so fields must give `{identifier}` to an input",
+                    sync.identifier.as_str()
+                ),
+            ));
         }
         Ok(())
     }
@@ -1105,6 +1163,26 @@ path = "/x"
             (
                 format!("{head}[[sync.to_people.fields]]\nperson = \"externalId\"\nitem = \"id\"\nvalue = \"x\"\n"),
                 "give one of `item` or `value`",
+            ),
+            (
+                format!("{head}{id}[sync.from_people]\nfunction = \"nope\"\nfields = []\n"),
+                "[sync.from_people]: `nope` is not a function of this app",
+            ),
+            (
+                format!("{head}{id}[sync.from_people]\nfunction = \"update-customer\"\n[[sync.from_people.fields]]\ninput = \"nick\"\nperson = \"externalId\"\n"),
+                "fields[0]: `update-customer` has no input `nick`",
+            ),
+            (
+                format!("{head}{id}[sync.from_people]\nfunction = \"update-customer\"\n[[sync.from_people.fields]]\ninput = \"customer_id\"\nperson = \"nickname\"\n"),
+                "`nickname` is not a person field",
+            ),
+            (
+                format!("{head}{id}[sync.from_people]\nfunction = \"update-customer\"\n[[sync.from_people.fields]]\ninput = \"email\"\nperson = \"email\"\n"),
+                "`update-customer` requires input `customer_id`",
+            ),
+            (
+                format!("{head}{id}[sync.from_people]\nfunction = \"update-customer\"\n[[sync.from_people.fields]]\ninput = \"customer_id\"\nperson = \"email\"\n"),
+                "fields must give `externalId` to an input",
             ),
             (
                 format!("[sync]\ndefault_region = \"hr\"\n[sync.to_people]\nfunction = \"list-customers\"\noutput = \"customers\"\n{id}"),

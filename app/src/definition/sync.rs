@@ -23,6 +23,9 @@ pub struct SyncSpec {
     #[serde(default)]
     pub default_region: Option<String>,
     pub to_people: ToPeople,
+    /// People → partner: changed persons written to the partner (optional).
+    #[serde(default)]
+    pub from_people: Option<FromPeople>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -87,6 +90,35 @@ pub struct ToPeople {
     pub fields: Vec<FieldMap>,
 }
 
+/// People → partner: persons changed in People (found by `modifiedAt`, or named by a Moments flow) are written to
+/// the partner by one function of this definition, its inputs taken from the person. Persons without the
+/// identifier (not from the partner) are skipped.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FromPeople {
+    /// A function of this definition that writes one record (e.g. updates a customer).
+    pub function: String,
+    pub fields: Vec<InputMap>,
+}
+
+/// One input of the writing function from one person field.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InputMap {
+    pub input: String,
+    /// `externalId`, `firstName`, `lastName`, `email` (the first), `phone` (the first), `tags` (comma-joined),
+    /// or `customAttributes.NAME`.
+    pub person: String,
+}
+
+/// Whether `name` is a person field a mapping may name.
+pub fn is_person_field(name: &str) -> bool {
+    PERSON_FIELDS.contains(&name)
+        || name.strip_prefix("customAttributes.").is_some_and(|attr| {
+            !attr.is_empty() && attr.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+}
+
 /// One person field from one item of the record (or a constant).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -135,6 +167,7 @@ pub const PEOPLE_BASE_URL: &str = "people_base_url";
 pub const PEOPLE_API_KEY: &str = "people_api_key";
 pub const PEOPLE_SYNC_ON: &str = "people_sync_on";
 pub const PEOPLE_SYNC_EVERY: &str = "people_sync_every_minutes";
+pub const PEOPLE_SYNC_FROM_ON: &str = "people_sync_from_on";
 
 pub fn people_settings(sync: &SyncSpec) -> Vec<super::SettingField> {
     use super::{SettingField, SettingType};
@@ -152,7 +185,7 @@ pub fn people_settings(sync: &SyncSpec) -> Vec<super::SettingField> {
         min: None,
         max: None,
     };
-    vec![
+    let mut fields = vec![
         SettingField {
             placeholder: "https://xxxxx.api.infobip.com".into(),
             ..field(
@@ -188,5 +221,20 @@ pub fn people_settings(sync: &SyncSpec) -> Vec<super::SettingField> {
                 "0 syncs only when you press Sync now.",
             )
         },
-    ]
+    ];
+    if sync.from_people.is_some() {
+        fields.insert(
+            3,
+            SettingField {
+                default: Some(serde_json::Value::Bool(false)),
+                ..field(
+                    PEOPLE_SYNC_FROM_ON,
+                    "Write People changes back",
+                    SettingType::Bool,
+                    "Persons changed in People since the last sync update their customer here, on the same schedule and on Sync now.",
+                )
+            },
+        );
+    }
+    fields
 }

@@ -396,7 +396,7 @@ enum Step {
 
 /// A row's action: open, type, confirm, done. The card's only island, so the card ships the same wasm bundle as
 /// the configuration page and nothing more; the row's identity (`key`) is checked again on the server.
-#[island]
+#[island(lazy)]
 fn RowActionControl(
     card: String,
     conversation: String,

@@ -80,7 +80,7 @@ fn OverviewView(overview: Overview) -> impl IntoView {
 }
 
 /// An island: its show/hide toggle is the landing page's only interaction.
-#[island]
+#[island(lazy)]
 pub fn FunctionCard(f: FunctionSummary) -> impl IntoView {
     let (open, set_open) = signal(false);
     let details_id = format!("fields-{}", f.name);

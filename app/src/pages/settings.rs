@@ -242,7 +242,7 @@ pub(super) fn focus_field(id: &str) {
 
 /// The form, the page's only island: its props travel to the browser as JSON, so they hold nothing that the
 /// signed-in admin may not see (never a secret's value), and the session token it sends with every call.
-#[island]
+#[island(lazy)]
 pub fn SettingsForm(
     fields: Vec<FieldView>,
     version: i64,

@@ -26,6 +26,10 @@ pub struct RunView {
     pub last_error: Option<String>,
     /// A "Retry failed" run (it sent an earlier run's failed records again).
     pub retry: bool,
+    /// People → partner (else partner → People).
+    pub from_people: bool,
+    /// Persons that are not the partner's (no identifier), People → partner only.
+    pub skipped: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,10 +144,14 @@ fn is_open(run: &RunView) -> bool {
 }
 
 fn counts(run: &RunView) -> String {
-    format!(
+    let mut text = format!(
         "{} read: {} created, {} updated, {} unchanged, {} failed",
         run.read, run.created, run.updated, run.unchanged, run.failed
-    )
+    );
+    if run.skipped > 0 {
+        text.push_str(&format!(", {} skipped", run.skipped));
+    }
+    text
 }
 
 fn status_word(status: &str) -> &'static str {
@@ -157,7 +165,7 @@ fn status_word(status: &str) -> &'static str {
     }
 }
 
-#[island]
+#[island(lazy)]
 pub fn SyncPanel(status: SyncStatus, session: String) -> impl IntoView {
     let status = RwSignal::new(status);
     let message = RwSignal::new(None::<String>);
@@ -276,6 +284,7 @@ pub fn SyncPanel(status: SyncStatus, session: String) -> impl IntoView {
                             <li>
                                 <span class="tag">{status_word(&run.status)}</span>
                                 " "<span>{run.when.clone()}</span>
+                                {run.from_people.then_some(" · from People")}
                                 {run.retry.then_some(" · retry of failed records")}
                                 <span class="small muted">{format!(" · {}", counts(&run))}</span>
                                 {run.last_error.clone().filter(|_| run.status == "failed").map(|e| view! {

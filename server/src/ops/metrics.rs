@@ -148,6 +148,7 @@ impl Metrics {
             ("updated", counts.updated),
             ("unchanged", counts.unchanged),
             ("failed", counts.failed),
+            ("skipped", counts.skipped),
         ] {
             self.sync_records
                 .get_or_create(&SyncLabels {

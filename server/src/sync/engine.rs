@@ -4,8 +4,8 @@
 //! and the run goes on.
 
 use super::people::{Limits, PeopleTarget, PeopleWriter, WriteError, Written};
-use super::person::map_record;
-use super::runs::{Checkpoint, Failure, PageCommit, Run, Runs, TO_PEOPLE};
+use super::person::{map_record, person_inputs};
+use super::runs::{Checkpoint, Failure, PageCommit, Run, Runs, FROM_PEOPLE, TO_PEOPLE};
 use super::SyncConfig;
 use crate::errors::ApiError;
 use crate::signed::inputs::Inputs;
@@ -19,6 +19,9 @@ use std::time::Instant;
 
 /// How often a page in flight saves how far it is (the configuration page polls once a second).
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Persons per page read from People for People → partner (its list allows up to 1000).
+const PEOPLE_PAGE: usize = 100;
 
 /// How often the worker looks for accounts whose schedule is due.
 const SCHEDULE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -89,26 +92,27 @@ impl SyncEngine {
         &self,
         state: &AppState,
     ) -> Result<usize, app::settings::store::StoreError> {
-        use app::definition::sync::{PEOPLE_SYNC_EVERY, PEOPLE_SYNC_ON};
+        use app::definition::sync::PEOPLE_SYNC_EVERY;
         let mut queued = 0;
         for account in self.runs.accounts().await? {
             let Ok(settings) = state.settings.resolved(&account).await else {
                 continue;
             };
-            let on = settings.get(PEOPLE_SYNC_ON) == Some(&Value::Bool(true));
             let every_ms = settings
                 .get(PEOPLE_SYNC_EVERY)
                 .and_then(Value::as_f64)
                 .unwrap_or(0.0)
                 * 60_000.0;
-            if !on || every_ms <= 0.0 {
+            if every_ms <= 0.0 {
                 continue;
             }
-            let last = self.runs.last_requested(&account, TO_PEOPLE).await?;
-            let now = app::settings::store::now_ms();
-            if last.is_none_or(|at| (now - at) as f64 >= every_ms) {
-                self.runs.enqueue(&account, TO_PEOPLE, "schedule").await?;
-                queued += 1;
+            for direction in directions_on(state, &settings) {
+                let last = self.runs.last_requested(&account, direction).await?;
+                let now = app::settings::store::now_ms();
+                if last.is_none_or(|at| (now - at) as f64 >= every_ms) {
+                    self.runs.enqueue(&account, direction, "schedule").await?;
+                    queued += 1;
+                }
             }
         }
         Ok(queued)
@@ -165,9 +169,6 @@ impl SyncEngine {
         let Some(sync) = &state.definition.sync else {
             return Outcome::Failed("this app defines no [sync]".into());
         };
-        if run.direction != TO_PEOPLE {
-            return Outcome::Failed(format!("unknown direction {}", run.direction));
-        }
         let settings = match state.settings.resolved(&run.account_key).await {
             Ok(s) => s,
             Err(app::settings::SettingsError::NotConfigured { missing, .. }) => {
@@ -182,13 +183,6 @@ impl SyncEngine {
             Ok(t) => t,
             Err(e) => return Outcome::Failed(e.to_string()),
         };
-        let Some(plan) = state
-            .functions
-            .iter()
-            .find(|p| p.function.name == sync.to_people.function)
-        else {
-            return Outcome::Failed("the list function is gone".into());
-        };
         let writer = PeopleWriter {
             http: &state.http,
             limits: &self.limits,
@@ -196,9 +190,44 @@ impl SyncEngine {
             account_key: &run.account_key,
             sync,
         };
-        if let Some(of_run) = run.checkpoint.retry_of {
-            return self.retry(state, &writer, sync, run, of_run).await;
+        let function = match run.direction.as_str() {
+            TO_PEOPLE => Some(&sync.to_people.function),
+            FROM_PEOPLE => sync.from_people.as_ref().map(|f| &f.function),
+            _ => None,
+        };
+        let Some(plan) =
+            function.and_then(|name| state.functions.iter().find(|p| p.function.name == *name))
+        else {
+            return Outcome::Failed(format!(
+                "this app has no function for the sync direction {}",
+                run.direction
+            ));
+        };
+        let partner = Partner {
+            state,
+            plan,
+            settings: &settings,
+        };
+        match (run.direction.as_str(), run.checkpoint.retry_of) {
+            (_, Some(of_run)) => self.retry(&partner, &writer, sync, run, of_run).await,
+            (FROM_PEOPLE, None) => self.from_people(&partner, &writer, sync, run).await,
+            _ => self.to_people(&partner, &writer, sync, run).await,
         }
+    }
+
+    /// Partner → People: the partner's list, page by page, each page written to People and committed.
+    async fn to_people(
+        &self,
+        partner: &Partner<'_>,
+        writer: &PeopleWriter<'_>,
+        sync: &SyncSpec,
+        run: &Run,
+    ) -> Outcome {
+        let Partner {
+            state,
+            plan,
+            settings,
+        } = *partner;
         let mut checkpoint = run.checkpoint.clone();
         loop {
             // The partner's page: the same middleware and settings as every other partner call.
@@ -235,14 +264,11 @@ impl SyncEngine {
                 ..PageCommit::default()
             };
             match self
-                .write_page(&writer, sync, run, &records, &mut page)
+                .write_page(writer, sync, run, &records, &mut page)
                 .await
             {
                 Ok(()) => {}
-                Err(WriteError::Refused(status)) => {
-                    return Outcome::Failed(WriteError::Refused(status).to_string())
-                }
-                Err(e) => return Outcome::Paused(e.to_string()),
+                Err(e) => return stopped(e),
             }
             let next = next_checkpoint(sync, &checkpoint, &outputs, records.len());
             let last = next.is_none();
@@ -251,16 +277,8 @@ impl SyncEngine {
                 page_size: checkpoint.page_size,
                 ..Checkpoint::default()
             });
-            match self
-                .runs
-                .commit_page(run, &self.owner, self.lease_ms(), &page)
-                .await
-            {
-                Ok(true) => state
-                    .metrics
-                    .observe_sync_page(&run.direction, &page.counts),
-                Ok(false) => return Outcome::LostLease,
-                Err(e) => return Outcome::Paused(format!("progress could not be saved: {e}")),
+            if let Some(stop) = self.commit(state, run, &page).await {
+                return stop;
             }
             if last {
                 return Outcome::Done;
@@ -269,11 +287,149 @@ impl SyncEngine {
         }
     }
 
+    /// People → partner: persons modified since where the last run got to, oldest first, each written to the
+    /// partner by `[sync.from_people] function`; the checkpoint is the newest `modifiedAt` read (and a page
+    /// number while many persons share one).
+    async fn from_people(
+        &self,
+        partner: &Partner<'_>,
+        writer: &PeopleWriter<'_>,
+        sync: &SyncSpec,
+        run: &Run,
+    ) -> Outcome {
+        let mut checkpoint = run.checkpoint.clone();
+        if checkpoint == Checkpoint::default() {
+            checkpoint.since = match self.runs.last_since(&run.account_key).await {
+                Ok(since) => since,
+                Err(e) => {
+                    return Outcome::Paused(format!("the last checkpoint could not be read: {e}"))
+                }
+            };
+        }
+        loop {
+            let page_no = checkpoint.page.unwrap_or(1);
+            let persons = match writer
+                .changed(checkpoint.since.as_deref(), page_no, PEOPLE_PAGE)
+                .await
+            {
+                Ok(persons) => persons,
+                Err(e) => return stopped(e),
+            };
+            let mut page = PageCommit::default();
+            if let Err(stop) = self
+                .write_partner_page(partner, sync, run, &persons, &mut page)
+                .await
+            {
+                return stop;
+            }
+            let last = persons.len() < PEOPLE_PAGE;
+            let newest = persons
+                .last()
+                .and_then(|p| p["modifiedAt"].as_str())
+                .map(str::to_owned);
+            // `#gte since` reads the persons at `since` again: a full page all at `since` moves on by page number.
+            page.next = match newest {
+                Some(at) if Some(&at) != checkpoint.since.as_ref() => Checkpoint {
+                    since: Some(at),
+                    page: (!last).then_some(1),
+                    ..Checkpoint::default()
+                },
+                _ => Checkpoint {
+                    since: checkpoint.since.clone(),
+                    page: (!last).then_some(page_no + 1),
+                    ..Checkpoint::default()
+                },
+            };
+            if let Some(stop) = self.commit(partner.state, run, &page).await {
+                return stop;
+            }
+            if last {
+                return Outcome::Done;
+            }
+            checkpoint = page.next;
+        }
+    }
+
+    /// Commits a page; `Some` when the run cannot go on.
+    async fn commit(&self, state: &AppState, run: &Run, page: &PageCommit) -> Option<Outcome> {
+        match self
+            .runs
+            .commit_page(run, &self.owner, self.lease_ms(), page)
+            .await
+        {
+            Ok(true) => {
+                state
+                    .metrics
+                    .observe_sync_page(&run.direction, &page.counts);
+                None
+            }
+            Ok(false) => Some(Outcome::LostLease),
+            Err(e) => Some(Outcome::Paused(format!("progress could not be saved: {e}"))),
+        }
+    }
+
+    /// Writes changed persons to the partner through the same middleware and settings as every partner call. A
+    /// refusal of one record (4xx, an input it cannot take) is recorded and the page goes on; an outage or a
+    /// refused key ends the page uncommitted.
+    async fn write_partner_page(
+        &self,
+        partner: &Partner<'_>,
+        sync: &SyncSpec,
+        run: &Run,
+        persons: &[Value],
+        page: &mut PageCommit,
+    ) -> Result<(), Outcome> {
+        let mut writes = Vec::with_capacity(persons.len());
+        for person in persons {
+            page.counts.read += 1;
+            match person_inputs(sync, person) {
+                Some(write) => writes.push((write, person)),
+                None => page.counts.skipped += 1,
+            }
+        }
+        let keys: Vec<String> = writes.iter().map(|(w, _)| w.key.clone()).collect();
+        let known = self
+            .runs
+            .digests(&run.account_key, &run.direction, &keys)
+            .await
+            .map_err(|e| Outcome::Paused(format!("the sync records could not be read: {e}")))?;
+        let mut handled = page.counts.skipped;
+        let mut reported = Instant::now();
+        for (write, person) in writes {
+            handled += 1;
+            if reported.elapsed() >= PROGRESS_EVERY {
+                reported = Instant::now();
+                self.report(run, handled - 1, None).await.map_err(stopped)?;
+            }
+            if known.get(&write.key) == Some(&write.digest) {
+                page.counts.unchanged += 1;
+                continue;
+            }
+            let given: HashMap<String, Value> = write.inputs.into_iter().collect();
+            match partner.write(&given).await {
+                Ok(()) => {
+                    page.counts.updated += 1;
+                    page.written.push((write.key, write.digest));
+                }
+                Err(PartnerFault::Record(reason)) => {
+                    page.counts.failed += 1;
+                    page.failures.push(Failure {
+                        record_key: write.key,
+                        reason,
+                        record: person.to_string(),
+                    });
+                }
+                Err(PartnerFault::Stop(outcome)) => return Err(outcome),
+            }
+        }
+        Ok(())
+    }
+
     /// "Retry failed": `of_run`'s failed records, as they were read, mapped and written again as one page. Those
     /// that fail again are this run's failures; the source is not read.
     async fn retry(
         &self,
-        state: &AppState,
+        partner: &Partner<'_>,
         writer: &PeopleWriter<'_>,
         sync: &SyncSpec,
         run: &Run,
@@ -295,44 +451,35 @@ impl SyncEngine {
             },
             ..PageCommit::default()
         };
-        let mut records = Vec::with_capacity(failed.len());
+        let (mut records, mut unreadable) = (Vec::with_capacity(failed.len()), Vec::new());
         for failure in failed {
             match serde_json::from_str::<Value>(&failure.record) {
                 Ok(record) => records.push(record),
                 // Stored by this code from a `Value`, so unreadable only if the row was edited by hand.
-                Err(_) => {
-                    page.counts.read += 1;
-                    page.failures.push(Failure {
-                        reason: "the stored record could not be read".into(),
-                        ..failure
-                    });
-                }
+                Err(_) => unreadable.push(Failure {
+                    reason: "the stored record could not be read".into(),
+                    ..failure
+                }),
             }
         }
-        match self
-            .write_page(writer, sync, run, &records, &mut page)
+        let written = if run.direction == FROM_PEOPLE {
+            self.write_partner_page(partner, sync, run, &records, &mut page)
+                .await
+        } else {
+            self.write_page(writer, sync, run, &records, &mut page)
+                .await
+                .map_err(stopped)
+        };
+        if let Err(stop) = written {
+            return stop;
+        }
+        let unreadable_count = i64::try_from(unreadable.len()).unwrap_or(0);
+        page.counts.read += unreadable_count;
+        page.counts.failed += unreadable_count;
+        page.failures.extend(unreadable);
+        self.commit(partner.state, run, &page)
             .await
-        {
-            Ok(()) => {}
-            Err(WriteError::Refused(status)) => {
-                return Outcome::Failed(WriteError::Refused(status).to_string())
-            }
-            Err(e) => return Outcome::Paused(e.to_string()),
-        }
-        match self
-            .runs
-            .commit_page(run, &self.owner, self.lease_ms(), &page)
-            .await
-        {
-            Ok(true) => {
-                state
-                    .metrics
-                    .observe_sync_page(&run.direction, &page.counts);
-                Outcome::Done
-            }
-            Ok(false) => Outcome::LostLease,
-            Err(e) => Outcome::Paused(format!("progress could not be saved: {e}")),
-        }
+            .unwrap_or(Outcome::Done)
     }
 
     /// Saves where the page stands and renews the lease; a lost lease stops the page.
@@ -404,6 +551,83 @@ impl SyncEngine {
         page.counts.failed += i64::try_from(page.failures.len()).unwrap_or(0);
         Ok(())
     }
+}
+
+/// How a People error ends a page: a refused key stops the run until an admin fixes it; anything else pauses it.
+fn stopped(e: WriteError) -> Outcome {
+    match e {
+        WriteError::Refused(_) => Outcome::Failed(e.to_string()),
+        _ => Outcome::Paused(e.to_string()),
+    }
+}
+
+/// The partner function a run calls, with the account's settings.
+#[derive(Clone, Copy)]
+struct Partner<'a> {
+    state: &'a AppState,
+    plan: &'a crate::signed::functions::FunctionPlan,
+    settings: &'a app::settings::ResolvedSettings,
+}
+
+enum PartnerFault {
+    /// This record only: recorded with the reason, the page goes on.
+    Record(String),
+    /// The run cannot go on now.
+    Stop(Outcome),
+}
+
+impl Partner<'_> {
+    /// One record written by the partner function (its outputs are not needed).
+    async fn write(&self, given: &HashMap<String, Value>) -> Result<(), PartnerFault> {
+        use crate::partner::PartnerError as P;
+        let inputs = Inputs::from_values(&self.plan.function, given)
+            .map_err(|e| PartnerFault::Record(e.to_string()))?;
+        match call_partner(self.state, self.plan, self.settings, &inputs).await {
+            Ok(_) => Ok(()),
+            Err(e @ ApiError::Input(_)) => Err(PartnerFault::Record(e.to_string())),
+            Err(ApiError::Partner(P::ClientError { status, excerpt })) => match status {
+                401 | 403 => Err(PartnerFault::Stop(Outcome::Failed(format!(
+                    "the partner refused the account's credentials (HTTP {status})"
+                )))),
+                408 | 429 => Err(PartnerFault::Stop(Outcome::Paused(format!(
+                    "the partner asked to slow down (HTTP {status})"
+                )))),
+                _ => Err(PartnerFault::Record(format!(
+                    "the partner refused it (HTTP {status}): {excerpt}"
+                ))),
+            },
+            Err(e) => {
+                let (status, code) = e.status_and_code();
+                Err(PartnerFault::Stop(if status.is_server_error() {
+                    Outcome::Paused(format!("the partner's update failed ({code})"))
+                } else {
+                    Outcome::Failed(format!("the partner's update was refused ({code}): {e}"))
+                }))
+            }
+        }
+    }
+}
+
+/// The sync directions the account has turned on (partner → People, and People → partner where declared).
+pub fn directions_on(
+    state: &AppState,
+    settings: &app::settings::ResolvedSettings,
+) -> Vec<&'static str> {
+    use app::definition::sync::{PEOPLE_SYNC_FROM_ON, PEOPLE_SYNC_ON};
+    let on = |key| settings.get(key) == Some(&Value::Bool(true));
+    let mut directions = Vec::new();
+    if on(PEOPLE_SYNC_ON) {
+        directions.push(TO_PEOPLE);
+    }
+    let declared = state
+        .definition
+        .sync
+        .as_ref()
+        .is_some_and(|s| s.from_people.is_some());
+    if declared && on(PEOPLE_SYNC_FROM_ON) {
+        directions.push(FROM_PEOPLE);
+    }
+    directions
 }
 
 fn failure(record: &Value, sync: &SyncSpec, reason: String) -> Failure {

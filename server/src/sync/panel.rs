@@ -2,7 +2,7 @@
 //! account's runs and failures, and "Sync now", which queues a run for the worker.
 
 use super::people::PeopleTarget;
-use super::runs::{Run, Runs, TO_PEOPLE};
+use super::runs::{Run, Runs, FROM_PEOPLE, TO_PEOPLE};
 use super::SyncConfig;
 use crate::state::AppState;
 use app::pages::sync_panel::{RunView, SyncSource, SyncStatus};
@@ -98,6 +98,8 @@ fn view(run: &Run) -> RunView {
         ),
         last_error: run.last_error.clone(),
         retry: run.checkpoint.retry_of.is_some(),
+        from_people: run.direction == FROM_PEOPLE,
+        skipped: run.counts.skipped,
     }
 }
 
@@ -128,13 +130,27 @@ impl SyncSource for ServerSync {
     ) -> Pin<Box<dyn Future<Output = Result<i64, String>> + Send + 'a>> {
         Box::pin(async move {
             self.ready(account_key).await?;
-            let id = self
-                .runs
-                .enqueue(account_key, TO_PEOPLE, by)
-                .await
-                .map_err(|_| "The run could not be queued; try again in a moment.".to_owned())?;
-            tracing::info!(target: "ibex::audit", account = %account_key, actor = by, run = id, "people sync requested");
-            Ok(id)
+            let unavailable = |_| "The run could not be queued; try again in a moment.".to_owned();
+            // Partner → People always (the button says so); People → partner too where the account turned it on.
+            let mut directions = vec![TO_PEOPLE];
+            if let Ok(settings) = self.state.settings.resolved(account_key).await {
+                directions.extend(
+                    super::engine::directions_on(&self.state, &settings)
+                        .into_iter()
+                        .filter(|d| *d != TO_PEOPLE),
+                );
+            }
+            let mut first = None;
+            for direction in directions {
+                let id = self
+                    .runs
+                    .enqueue(account_key, direction, by)
+                    .await
+                    .map_err(unavailable)?;
+                tracing::info!(target: "ibex::audit", account = %account_key, actor = by, run = id, direction, "people sync requested");
+                first.get_or_insert(id);
+            }
+            first.ok_or_else(|| "Nothing to sync.".to_owned())
         })
     }
 
@@ -146,19 +162,30 @@ impl SyncSource for ServerSync {
         Box::pin(async move {
             self.ready(account_key).await?;
             let unavailable = |_| "The run could not be queued; try again in a moment.".to_owned();
-            if self.runs.open(account_key, TO_PEOPLE).await.map_err(unavailable)?.is_some() {
-                return Err("A run is in progress; retry when it has ended.".to_owned());
+            for direction in [TO_PEOPLE, FROM_PEOPLE] {
+                if self
+                    .runs
+                    .open(account_key, direction)
+                    .await
+                    .map_err(unavailable)?
+                    .is_some()
+                {
+                    return Err("A run is in progress; retry when it has ended.".to_owned());
+                }
             }
+            // The run whose failures the page shows: the newest finished one.
             let last = self
                 .runs
-                .last_finished(account_key, TO_PEOPLE)
+                .history(account_key, 1)
                 .await
                 .map_err(unavailable)?
+                .into_iter()
+                .next()
                 .filter(|run| run.counts.failed > 0)
                 .ok_or_else(|| "The last run has no failed records to retry.".to_owned())?;
             let id = self
                 .runs
-                .enqueue_retry(account_key, TO_PEOPLE, by, last.id)
+                .enqueue_retry(account_key, &last.direction, by, last.id)
                 .await
                 .map_err(unavailable)?;
             tracing::info!(target: "ibex::audit", account = %account_key, actor = by, run = id, retry_of = last.id, "people sync retry requested");

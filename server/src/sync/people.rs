@@ -202,6 +202,61 @@ impl PeopleWriter<'_> {
         }
     }
 
+    /// One page (from 1) of persons modified at or after `since`, oldest first: People → partner's source.
+    pub async fn changed(
+        &self,
+        since: Option<&str>,
+        page: u64,
+        limit: usize,
+    ) -> Result<Vec<Value>, WriteError> {
+        let (page, limit) = (page.to_string(), limit.to_string());
+        let filter = since.map(|at| serde_json::json!({"modifiedAt": {"#gte": at}}).to_string());
+        let mut query = vec![
+            ("limit", limit.as_str()),
+            ("page", page.as_str()),
+            ("orderBy", "modifiedAt:asc"),
+        ];
+        if let Some(filter) = &filter {
+            query.push(("filter", filter));
+        }
+        let (_, body) = self
+            .send(
+                reqwest::Method::GET,
+                &["people", "2", "persons"],
+                &query,
+                None,
+            )
+            .await?;
+        let answer: Value = serde_json::from_slice(&body)
+            .map_err(|_| WriteError::Outage("People's person list is not JSON".into()))?;
+        match answer.get("persons") {
+            Some(Value::Array(persons)) => Ok(persons.clone()),
+            _ => Err(WriteError::Outage(
+                "People's person list has no `persons` array".into(),
+            )),
+        }
+    }
+
+    /// The person People holds under `key` (by `[sync] identifier`), if any.
+    pub async fn person(&self, key: &str) -> Result<Option<Value>, WriteError> {
+        let identity = [("identifier", key), ("type", self.sync.identifier.as_str())];
+        match self
+            .send(
+                reqwest::Method::GET,
+                &["people", "2", "persons"],
+                &identity,
+                None,
+            )
+            .await
+        {
+            Ok((_, body)) => serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|_| WriteError::Outage("People's person is not JSON".into())),
+            Err(WriteError::Invalid(e)) if e.starts_with("404") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn send(
         &self,
         method: reqwest::Method,

@@ -89,6 +89,61 @@ pub fn map_record(sync: &SyncSpec, record: &Value) -> Result<Person, RecordError
     Ok(Person { body, key, digest })
 }
 
+/// A People person → the inputs of `[sync.from_people] function`, the record's key, and a digest of the inputs
+/// (equal digests: the partner already has this). `None` when the person lacks the identifier: it did not come
+/// from the partner and is skipped.
+pub fn person_inputs(sync: &SyncSpec, person: &Value) -> Option<PartnerWrite> {
+    let from = sync.from_people.as_ref()?;
+    let key = person_field(person, sync.identifier.field())?;
+    let mut inputs = Map::new();
+    for field in &from.fields {
+        if let Some(value) = person_field(person, &field.person) {
+            inputs.insert(field.input.clone(), Value::String(value));
+        }
+    }
+    let digest = hex::encode(Sha256::digest(
+        Value::Object(inputs.clone()).to_string().as_bytes(),
+    ));
+    Some(PartnerWrite {
+        inputs,
+        key,
+        digest,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartnerWrite {
+    pub inputs: Map<String, Value>,
+    pub key: String,
+    pub digest: String,
+}
+
+/// A person field as text: the first email or phone (a phone with its `+`, as E.164 is written outside People),
+/// tags joined with commas; empty counts as missing.
+fn person_field(person: &Value, field: &str) -> Option<String> {
+    let text = |v: &Value| match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    let contact = &person["contactInformation"];
+    match field {
+        "email" => text(&contact["email"][0]["address"]),
+        "phone" => {
+            text(&contact["phone"][0]["number"]).map(|n| format!("+{}", n.trim_start_matches('+')))
+        }
+        "tags" => {
+            let tags: Vec<String> = person["tags"].as_array()?.iter().filter_map(text).collect();
+            (!tags.is_empty()).then(|| tags.join(","))
+        }
+        _ => match field.strip_prefix("customAttributes.") {
+            Some(name) => text(&person["customAttributes"][name]),
+            None => text(&person[field]),
+        },
+    }
+}
+
 fn value_of(field: &FieldMap, record: &Value) -> Option<String> {
     let found = match (&field.item, &field.value) {
         (Some(item), _) => match record.get(item) {
@@ -208,6 +263,45 @@ mod tests {
         assert_eq!(
             uk.body["contactInformation"]["phone"][0]["number"],
             "447400123456"
+        );
+    }
+
+    #[test]
+    fn a_person_becomes_the_partners_inputs() {
+        let person = json!({
+            "id": 7, "externalId": "c-100", "firstName": "Ana", "modifiedAt": "2026-11-26T10:00:00Z",
+            "contactInformation": {"email": [{"address": "ana@example.com"}, {"address": "b@example.com"}],
+                                   "phone": [{"number": "385911234567"}]},
+            "customAttributes": {"loyaltyTier": "platinum"}, "tags": ["order-desk"],
+        });
+        let write = person_inputs(&spec(), &person).unwrap();
+        assert_eq!(write.key, "c-100");
+        assert_eq!(
+            Value::Object(write.inputs.clone()),
+            json!({"customer_id": "c-100", "email": "ana@example.com", "phone": "+385911234567", "tier": "platinum"})
+        );
+        // What the partner is not sent does not count: a new first name leaves the digest as it was.
+        let mut renamed = person.clone();
+        renamed["firstName"] = json!("Anna");
+        assert_eq!(
+            person_inputs(&spec(), &renamed).unwrap().digest,
+            write.digest
+        );
+        let mut upgraded = person.clone();
+        upgraded["customAttributes"]["loyaltyTier"] = json!("gold");
+        assert_ne!(
+            person_inputs(&spec(), &upgraded).unwrap().digest,
+            write.digest
+        );
+        // Missing fields are left out; a person without the identifier did not come from the partner.
+        let bare = json!({"externalId": "g-000001", "contactInformation": {"email": []}, "customAttributes": {"loyaltyTier": ""}});
+        assert_eq!(
+            Value::Object(person_inputs(&spec(), &bare).unwrap().inputs),
+            json!({"customer_id": "g-000001"})
+        );
+        assert_eq!(
+            person_inputs(&spec(), &json!({"firstName": "Walk-in"})),
+            None
         );
     }
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 pub const TO_PEOPLE: &str = "to_people";
+pub const FROM_PEOPLE: &str = "from_people";
 
 /// Where a run is: the next page (page pagination) or cursor, and whether the source is exhausted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +25,9 @@ pub struct Checkpoint {
     /// The largest page seen so far: a shorter page is the last one.
     #[serde(default)]
     pub page_size: usize,
+    /// People → partner: persons modified at or after this `modifiedAt` are still to be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
     /// A "Retry failed" run: the run whose failed records it sends again, instead of reading the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<i64>,
@@ -39,6 +43,9 @@ pub struct Counts {
     pub updated: i64,
     pub unchanged: i64,
     pub failed: i64,
+    /// Records that are not this sync's to write (a person without the identifier).
+    #[serde(default)]
+    pub skipped: i64,
 }
 
 impl Counts {
@@ -48,6 +55,7 @@ impl Counts {
         self.updated += other.updated;
         self.unchanged += other.unchanged;
         self.failed += other.failed;
+        self.skipped += other.skipped;
     }
 }
 
@@ -96,7 +104,7 @@ pub struct Runs {
 }
 
 const COLUMNS: &str = "id, account_key, direction, status, requested_by, requested_at, started_at, finished_at, \
-     attempts, checkpoint, read_count, created_count, updated_count, unchanged_count, failed_count, last_error, total, page_done";
+     attempts, checkpoint, read_count, created_count, updated_count, unchanged_count, failed_count, last_error, total, page_done, skipped_count";
 
 impl Runs {
     pub fn new(store: SettingsStore) -> Self {
@@ -276,7 +284,8 @@ impl Runs {
         let fenced = sqlx::query(
             "UPDATE sync_runs SET checkpoint = $1, read_count = read_count + $2, created_count = created_count + $3, \
              updated_count = updated_count + $4, unchanged_count = unchanged_count + $5, \
-             failed_count = failed_count + $6, lease_until = $7, total = COALESCE($10, total), page_done = 0 \
+             failed_count = failed_count + $6, lease_until = $7, total = COALESCE($10, total), page_done = 0, \
+             skipped_count = skipped_count + $11 \
              WHERE id = $8 AND lease_owner = $9 AND status = 'running'",
         )
         .bind(serde_json::to_string(&page.next)?)
@@ -289,6 +298,7 @@ impl Runs {
         .bind(run.id)
         .bind(owner)
         .bind(page.total)
+        .bind(page.counts.skipped)
         .execute(&mut *tx)
         .await?;
         if fenced.rows_affected() != 1 {
@@ -416,6 +426,26 @@ impl Runs {
         row.map(|r| decode(&r)).transpose()
     }
 
+    /// Where the account's last completed People → partner run got to (retries excluded): the next run reads
+    /// persons modified since then.
+    pub async fn last_since(&self, account_key: &str) -> Result<Option<String>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM sync_runs WHERE account_key = $1 AND direction = $2 AND status = 'done' \
+             ORDER BY id DESC LIMIT 20"
+        ))
+        .bind(account_key)
+        .bind(FROM_PEOPLE)
+        .fetch_all(self.store.pool())
+        .await?;
+        for row in &rows {
+            let run = decode(row)?;
+            if run.checkpoint.retry_of.is_none() {
+                return Ok(run.checkpoint.since);
+            }
+        }
+        Ok(None)
+    }
+
     pub async fn failures(&self, run_id: i64) -> Result<Vec<Failure>, StoreError> {
         let rows = sqlx::query(
             "SELECT record_key, reason, record FROM sync_failures WHERE run_id = $1 ORDER BY id",
@@ -490,6 +520,7 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<Run, StoreError> {
             updated: row.try_get(12)?,
             unchanged: row.try_get(13)?,
             failed: row.try_get(14)?,
+            skipped: row.try_get(18)?,
         },
         last_error: row.try_get(15)?,
         total: row.try_get(16)?,
