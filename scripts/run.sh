@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 "$root/scripts/install-tools.sh"
 
-cargo leptos build --release
+cargo leptos build --release --split
 cargo build --release -p ibex-sim
 
 IBEX_ADDR="${IBEX_ADDR:-127.0.0.1:3000}"

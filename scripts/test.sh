@@ -22,7 +22,7 @@ trap 'rm -f "$log"' EXIT
 cargo test -p app --features ssr --all-targets -p server -p ibex-sim 2>&1 | tee "$log"
 cargo_passed=$(awk '/^test result:/ {s += $4} END {print s + 0}' "$log")
 step "release build (server + hydrate wasm)"
-cargo leptos build --release
+cargo leptos build --release --split
 cargo build --release -p ibex-sim
 step "end-to-end (Playwright, Debian Chromium)"
 (cd end2end && npx playwright test) 2>&1 | tee "$log"

@@ -48,6 +48,19 @@ pub enum ApiError {
     Partner(#[from] PartnerError),
     #[error(transparent)]
     Mapping(#[from] MappingError),
+    #[error("body field `{0}`: {1}")]
+    InvalidField(&'static str, &'static str),
+    #[error("{0}")]
+    PeopleTarget(#[from] crate::sync::people::TargetError),
+    #[error(transparent)]
+    People(#[from] crate::sync::people::WriteError),
+    #[error("People has no person with {kind} `{identifier}`")]
+    PersonNotFound {
+        kind: &'static str,
+        identifier: String,
+    },
+    #[error("this app does not write People's changes to the partner ([sync.from_people])")]
+    NoFromPeople,
 }
 
 impl ApiError {
@@ -106,6 +119,17 @@ impl ApiError {
                 }
             },
             ApiError::Mapping(_) => (S::BAD_GATEWAY, "partner_bad_answer"),
+            ApiError::InvalidField(..) => (S::UNPROCESSABLE_ENTITY, "invalid_input"),
+            ApiError::PeopleTarget(_) => (S::CONFLICT, "people_not_configured"),
+            ApiError::People(e) => match e {
+                crate::sync::people::WriteError::Invalid(_) => (S::BAD_GATEWAY, "people_refused"),
+                crate::sync::people::WriteError::Refused(_) => (S::CONFLICT, "people_key_refused"),
+                crate::sync::people::WriteError::Outage(_) => {
+                    (S::SERVICE_UNAVAILABLE, "people_unavailable")
+                }
+            },
+            ApiError::PersonNotFound { .. } => (S::NOT_FOUND, "person_not_found"),
+            ApiError::NoFromPeople => (S::NOT_FOUND, "unknown_function"),
         }
     }
 

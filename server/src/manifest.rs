@@ -27,12 +27,52 @@ pub fn manifest(definition: &AppDefinition, product: Option<Product>, public_url
         .collect();
     match product {
         Product::Answers => json!({ "functions": entries }),
-        Product::Flow => json!({
-            "functions": entries,
-            "actions": functions.iter().map(|f| flow_action(f)).collect::<Vec<_>>(),
-            "triggers": [],
-        }),
+        Product::Flow => {
+            let mut entries = entries;
+            let mut actions: Vec<Value> = functions.iter().map(|f| flow_action(f)).collect();
+            if let Some((entry, action)) = people_changed(definition, public_url) {
+                entries.push(entry);
+                actions.push(action);
+            }
+            json!({ "functions": entries, "actions": actions, "triggers": [] })
+        }
     }
+}
+
+/// With `[sync.from_people]`, a Flow element for Moments flows started by "Change in People profile": it hands
+/// ibex the person's identifier, and ibex writes that person to the partner (sync/moments.rs).
+fn people_changed(definition: &AppDefinition, public_url: &str) -> Option<(Value, Value)> {
+    let sync = definition.sync.as_ref()?;
+    sync.from_people.as_ref()?;
+    let name = "people-changed";
+    let title = format!("Person's {}", sync.identifier.field());
+    let entry = json!({
+        "name": name,
+        "description": format!(
+            "Write a person changed in People to {} (use after \"Change in People profile\").",
+            definition.app.name
+        ),
+        "method": "POST",
+        "uri": format!("{public_url}{}", crate::sync::moments::PATH),
+        "inSchema": {
+            "type": "object",
+            "properties": { "identifier": { "type": "string", "title": title } },
+            "required": ["identifier"],
+        },
+        "outSchema": {
+            "type": "object",
+            "properties": {
+                "written": { "type": "boolean", "title": "Written" },
+                "key": { "type": "string", "title": "Record" },
+            },
+        },
+    });
+    let action = json!({
+        "name": name,
+        "async": false,
+        "render": [{ "field": "identifier", "viewClass": "TextFieldView", "personalization": true, "dependencies": [] }],
+    });
+    Some((entry, action))
 }
 
 fn function_entry(function: &Function, public_url: &str) -> Value {
@@ -156,6 +196,34 @@ mod tests {
         let orders = &list["outSchema"]["properties"]["orders"];
         assert_eq!(orders["selectViewOptionIdPath"], "$.orders[*].id");
         assert_eq!(orders["selectViewOptionNamePath"], "$.orders[*].label");
+    }
+
+    #[test]
+    fn flow_manifest_lists_the_people_changed_element_with_sync_from_people() {
+        let m = manifest(&example(), Some(Product::Flow), "https://x");
+        let entry = m["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "people-changed")
+            .unwrap();
+        assert_eq!(entry["uri"], "https://x/sync/people-changed");
+        assert_eq!(entry["inSchema"]["required"], json!(["identifier"]));
+        assert!(m["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "people-changed"));
+        let mut without = example();
+        if let Some(sync) = without.sync.as_mut() {
+            sync.from_people = None;
+        }
+        let m = manifest(&without, Some(Product::Flow), "https://x");
+        assert!(!m["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "people-changed"));
     }
 
     #[test]

@@ -87,6 +87,17 @@ fn signed_routes(state: &AppState) -> Router<AppState> {
     for plan in state.functions.iter() {
         router = router.route(&plan.function.route_path(), function_route(plan.clone()));
     }
+    if state
+        .definition
+        .sync
+        .as_ref()
+        .is_some_and(|s| s.from_people.is_some())
+    {
+        router = router.route(
+            crate::sync::moments::PATH,
+            axum::routing::post(crate::sync::moments::people_changed),
+        );
+    }
     let unknown = any(unknown_function).layer(middleware::from_fn(log_call));
     router
         .route("/fn", unknown.clone())

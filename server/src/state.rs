@@ -77,6 +77,8 @@ pub struct Shared {
     pub infobip: crate::infobip::InfobipClient,
     /// People sync's limits and where People may be (the worker and the configuration page's panel).
     pub sync: crate::sync::SyncConfig,
+    /// People's rate limits per account, shared by this instance's sync worker and the Moments endpoint.
+    pub people_limits: Arc<crate::sync::people::Limits>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -134,6 +136,7 @@ impl AppState {
             .build()?;
         let infobip = crate::infobip::InfobipClient::new(http.clone(), options.infobip()?);
         let sync = options.sync()?;
+        let people_limits = crate::sync::people::Limits::new(&sync, metrics.clone());
         Ok(AppState(Arc::new(Shared {
             functions: Arc::new(functions),
             settings,
@@ -163,6 +166,7 @@ impl AppState {
             card_sessions,
             infobip,
             sync,
+            people_limits,
             definition,
         })))
     }

@@ -537,3 +537,89 @@ async fn from_people(backend: Backend) {
 }
 
 on_both_backends!(people_sync_from_people, from_people);
+
+/// The Moments endpoint ("Change in People profile" → ibex): signed like every Exchange call, it reads the
+/// person from People and writes it to the partner at once; the next run finds it unchanged. Bad calls get a
+/// precise JSON error.
+async fn moments_people_changed(backend: Backend) {
+    use ibex::sync::runs::FROM_PEOPLE;
+    let h = Harness::start_with_shop(backend, &["--allow-loopback-partners"], 3).await;
+    people_switches(&h, json!({"reads_per_sec": 0, "writes_per_sec": 0})).await;
+
+    // Before People credentials are saved: a conflict naming what is missing.
+    let (status, body) = h
+        .post("/sync/people-changed", r#"{"identifier": "c-100"}"#)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("people_not_configured")),
+        "{body}"
+    );
+    h.configure(
+        ACCOUNT,
+        &[
+            ("people_base_url", h.portal.as_str()),
+            ("people_api_key", ibex_sim::people::API_KEY),
+        ],
+    )
+    .await;
+    people_change(
+        &h,
+        json!({"externalId": "c-101", "customAttributes": {"loyaltyTier": "gold"},
+               "contactInformation": {"email": [{"address": "marko@new.example.com"}]}}),
+    )
+    .await;
+    let (status, body) = h
+        .post("/sync/people-changed", r#"{"identifier": "c-101"}"#)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"written": true, "key": "c-101"}));
+    let marko = shop_customer(&h, "c-101").await;
+    assert_eq!(
+        (marko["tier"].as_str(), marko["email"].as_str()),
+        (Some("gold"), Some("marko@new.example.com"))
+    );
+
+    // The next run finds Marko unchanged (the endpoint's write was recorded).
+    let engine = SyncEngine::new(&h.state, config());
+    let run = engine
+        .runs
+        .enqueue(ACCOUNT, FROM_PEOPLE, "t")
+        .await
+        .unwrap();
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let c = engine.runs.get(run).await.unwrap().unwrap().counts;
+    assert_eq!((c.read, c.unchanged, c.updated), (1, 1, 0), "{c:?}");
+
+    for (body, status, code) in [
+        (r#"{"identifier": "c-404"}"#, 404, "person_not_found"),
+        (r#"{"identifier": ""}"#, 422, "invalid_input"),
+        (r#"{"person": "c-101"}"#, 422, "invalid_input"),
+        (r#"["c-101"]"#, 400, "malformed_json"),
+        ("not json", 400, "malformed_json"),
+    ] {
+        let (got, answer) = h.post("/sync/people-changed", body).await;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body} => {answer}"
+        );
+    }
+    // Unsigned, or signed for another body: refused before anything is read.
+    let (status, body) = h
+        .send(
+            reqwest::Method::POST,
+            "/sync/people-changed",
+            br#"{"identifier": "c-100"}"#,
+            br#"{"identifier": "c-101"}"#,
+            |_| {},
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("signature_mismatch"))
+    );
+    h.finish().await;
+}
+
+on_both_backends!(people_sync_moments_endpoint, moments_people_changed);

@@ -229,6 +229,12 @@ impl AppDefinition {
         from: &sync::FromPeople,
     ) -> Result<(), DefinitionError> {
         let place = "[sync.from_people]";
+        if self.functions.iter().any(|f| f.name == "people-changed") {
+            return Err(invalid(
+                place,
+                "the Flow element `people-changed` is ibex's own with [sync.from_people]; rename that function",
+            ));
+        }
         let f = self
             .functions
             .iter()

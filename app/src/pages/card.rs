@@ -394,8 +394,9 @@ enum Step {
     Done(Result<String, String>),
 }
 
-/// A row's action: open, type, confirm, done. The card's only island, so the card ships the same wasm bundle as
-/// the configuration page and nothing more; the row's identity (`key`) is checked again on the server.
+/// A row's action: open, type, confirm, done. The card's only island, lazy like every island: the card loads
+/// the main wasm module (the runtime) and this island's chunks, never the configuration page's. The row's
+/// identity (`key`) is checked again on the server.
 #[island(lazy)]
 fn RowActionControl(
     card: String,

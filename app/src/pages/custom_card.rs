@@ -69,7 +69,7 @@ pub async fn issue_card_token(
     Ok((issued.token, status))
 }
 
-#[island(lazy)]
+#[component]
 pub fn CustomCardPanel(status: CustomCardStatus, session: String) -> impl IntoView {
     let status = RwSignal::new(status);
     let fresh = RwSignal::new(None::<String>);

@@ -165,7 +165,7 @@ fn status_word(status: &str) -> &'static str {
     }
 }
 
-#[island(lazy)]
+#[component]
 pub fn SyncPanel(status: SyncStatus, session: String) -> impl IntoView {
     let status = RwSignal::new(status);
     let message = RwSignal::new(None::<String>);

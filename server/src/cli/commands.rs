@@ -111,7 +111,7 @@ async fn serve(options: &Options) -> Result<ExitCode, CommandError> {
         .card_sessions
         .spawn_cleanup(std::time::Duration::from_secs(300));
     if state.definition.sync.is_some() && state.sync.worker {
-        crate::sync::engine::SyncEngine::new(&state, state.sync.clone()).spawn(state.clone());
+        crate::sync::engine::SyncEngine::for_instance(&state).spawn(state.clone());
     }
     let listener = tokio::net::TcpListener::bind(options.addr)
         .await

@@ -47,10 +47,21 @@ pub enum Outcome {
 }
 
 impl SyncEngine {
+    /// An engine with limits of its own (tests choose theirs).
     pub fn new(state: &AppState, config: SyncConfig) -> Self {
+        let limits = Limits::new(&config, state.metrics.clone());
+        Self::with_limits(state, config, limits)
+    }
+
+    /// This instance's worker: its People limits are the ones the Moments endpoint also spends.
+    pub fn for_instance(state: &AppState) -> Self {
+        Self::with_limits(state, state.sync.clone(), state.people_limits.clone())
+    }
+
+    fn with_limits(state: &AppState, config: SyncConfig, limits: Arc<Limits>) -> Self {
         SyncEngine {
             runs: Runs::new(state.settings.store().clone()),
-            limits: Limits::new(&config, state.metrics.clone()),
+            limits,
             owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4()),
             config,
         }

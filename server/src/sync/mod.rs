@@ -3,6 +3,7 @@
 //! instance that wants one (`engine`).
 
 pub mod engine;
+pub mod moments;
 pub mod panel;
 pub mod people;
 pub mod person;

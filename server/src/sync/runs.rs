@@ -337,6 +337,30 @@ impl Runs {
         Ok(true)
     }
 
+    /// Records what was written for one record outside a run (the Moments endpoint), so the next run finds it
+    /// unchanged.
+    pub async fn remember(
+        &self,
+        account_key: &str,
+        direction: &str,
+        key: &str,
+        digest: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sync_records (account_key, direction, record_key, digest, synced_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (account_key, direction, record_key) DO UPDATE SET digest = $4, synced_at = $5",
+        )
+        .bind(account_key)
+        .bind(direction)
+        .bind(key)
+        .bind(digest)
+        .bind(now_ms())
+        .execute(self.store.pool())
+        .await?;
+        Ok(())
+    }
+
     /// The digests last written for these records of the account.
     pub async fn digests(
         &self,
