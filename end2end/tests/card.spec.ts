@@ -99,11 +99,18 @@ test("an agent adds a note to an order from the card, after confirming it", asyn
   await expect(framed.getByRole("heading", { level: 1 })).toHaveText("Ana Horvat");
   const src = page.frames().find((f) => f.url().includes("/card?"))!.url();
   await page.setViewportSize({ width: 420, height: 800 });
+  const wasm: string[] = [];
+  page.on("request", (r) => {
+    if (r.url().endsWith(".wasm")) wasm.push(new URL(r.url()).pathname);
+  });
   await page.goto(src);
   // ida's token says de-DE: money and dates as a German agent reads them.
   const orders = page.getByRole("region", { name: "Recent orders" });
   await expect(orders).toContainText("35,00\u00a0€ · 30.08.2026");
   await expect(page.locator(".row-action").first()).toHaveAttribute("data-interactive", "true");
+  // The row action hydrated from its own lazy chunk; the configuration page's code never came.
+  expect(wasm.some((p) => p.includes("split_row_action_control"))).toBe(true);
+  expect(wasm.filter((p) => p.includes("split_settings_island"))).toEqual([]);
 
   await page.getByRole("button", { name: "Add note: 1 × Headlamp" }).click();
   const note = page.getByRole("textbox", { name: "Note", exact: true });

@@ -221,13 +221,13 @@ impl SyncEngine {
         };
         match (run.direction.as_str(), run.checkpoint.retry_of) {
             (_, Some(of_run)) => self.retry(&partner, &writer, sync, run, of_run).await,
-            (FROM_PEOPLE, None) => self.from_people(&partner, &writer, sync, run).await,
-            _ => self.to_people(&partner, &writer, sync, run).await,
+            (FROM_PEOPLE, None) => self.people_to_partner(&partner, &writer, sync, run).await,
+            _ => self.partner_to_people(&partner, &writer, sync, run).await,
         }
     }
 
     /// Partner → People: the partner's list, page by page, each page written to People and committed.
-    async fn to_people(
+    async fn partner_to_people(
         &self,
         partner: &Partner<'_>,
         writer: &PeopleWriter<'_>,
@@ -250,7 +250,7 @@ impl SyncEngine {
             {
                 given.insert(input.clone(), Value::from(cursor.clone()));
             }
-            let outputs = match partner_page(state, plan, &settings, &given).await {
+            let outputs = match partner_page(state, plan, settings, &given).await {
                 Ok(outputs) => outputs,
                 Err(e) => {
                     let (status, code) = e.status_and_code();
@@ -301,7 +301,7 @@ impl SyncEngine {
     /// People → partner: persons modified since where the last run got to, oldest first, each written to the
     /// partner by `[sync.from_people] function`; the checkpoint is the newest `modifiedAt` read (and a page
     /// number while many persons share one).
-    async fn from_people(
+    async fn people_to_partner(
         &self,
         partner: &Partner<'_>,
         writer: &PeopleWriter<'_>,
