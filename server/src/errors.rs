@@ -95,6 +95,7 @@ impl ApiError {
             ApiError::Settings(SettingsError::NotConfigured { .. }) => {
                 (S::CONFLICT, "account_not_configured")
             }
+            ApiError::Settings(SettingsError::Unreadable(_)) => (S::CONFLICT, "secrets_unreadable"),
             ApiError::Settings(SettingsError::Invalid(_)) => {
                 (S::UNPROCESSABLE_ENTITY, "invalid_settings")
             }
@@ -139,6 +140,12 @@ impl ApiError {
                 "this Infobip account has not configured the app yet ({} missing): an admin of the account should \
                  open the app's configuration page (Exchange → My Apps → Open) and save the settings",
                 missing.join(", ")
+            ),
+            ApiError::Settings(SettingsError::Unreadable(fields)) => format!(
+                "this account's stored secret(s) {} cannot be opened with ibex's encryption keys: an admin of the \
+                 account enters them again on the app's configuration page (or the operator restores the key \
+                 that sealed them)",
+                fields.join(", ")
             ),
             // Internal details stay in the log; the caller learns only what it can act on.
             ApiError::Settings(SettingsError::Store(StoreError::Crypto(_))) => {

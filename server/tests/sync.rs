@@ -623,3 +623,53 @@ async fn moments_people_changed(backend: Backend) {
 }
 
 on_both_backends!(people_sync_moments_endpoint, moments_people_changed);
+
+/// An account turns a mapped field off on its page: it is not written to People (nor read back); turned on
+/// again, the next run writes it.
+async fn fields_turned_off(backend: Backend) {
+    let h = Harness::start_with_shop(backend, &["--allow-loopback-partners"], 0).await;
+    people_switches(&h, json!({"reads_per_sec": 0, "writes_per_sec": 0})).await;
+    h.configure(
+        ACCOUNT,
+        &[
+            ("people_base_url", h.portal.as_str()),
+            ("people_api_key", ibex_sim::people::API_KEY),
+            ("people_field_customattributes_loyaltytier", "false"),
+        ],
+    )
+    .await;
+    let engine = SyncEngine::new(&h.state, config());
+    let person = |state: &Value, id: &str| {
+        state["persons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["externalId"] == id)
+            .cloned()
+            .unwrap()
+    };
+    engine.runs.enqueue(ACCOUNT, TO_PEOPLE, "t").await.unwrap();
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let ana = person(&common::people_state(&h).await, "c-100");
+    assert_eq!(ana["firstName"], "Ana");
+    assert_eq!(ana["customAttributes"].get("loyaltyTier"), None, "{ana}");
+
+    h.configure(
+        ACCOUNT,
+        &[("people_field_customattributes_loyaltytier", "true")],
+    )
+    .await;
+    let again = engine.runs.enqueue(ACCOUNT, TO_PEOPLE, "t").await.unwrap();
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let c = engine.runs.get(again).await.unwrap().unwrap().counts;
+    assert_eq!(
+        (c.updated, c.unchanged),
+        (2, 0),
+        "the two valid customers change: {c:?}"
+    );
+    let ana = person(&common::people_state(&h).await, "c-100");
+    assert_eq!(ana["customAttributes"]["loyaltyTier"], "gold");
+    h.finish().await;
+}
+
+on_both_backends!(people_sync_fields_turned_off, fields_turned_off);

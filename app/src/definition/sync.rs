@@ -169,6 +169,58 @@ pub const PEOPLE_SYNC_ON: &str = "people_sync_on";
 pub const PEOPLE_SYNC_EVERY: &str = "people_sync_every_minutes";
 pub const PEOPLE_SYNC_FROM_ON: &str = "people_sync_from_on";
 
+/// The mapped person fields an account may leave out of its sync (both directions): every one but the
+/// identifier, in the order the mapping names them.
+pub fn optional_fields(sync: &SyncSpec) -> Vec<&str> {
+    let identifier = sync.identifier.field();
+    let mut fields: Vec<&str> = Vec::new();
+    let to = sync.to_people.fields.iter().map(|f| f.person.as_str());
+    let from = sync
+        .from_people
+        .iter()
+        .flat_map(|f| f.fields.iter().map(|m| m.person.as_str()));
+    for person in to.chain(from) {
+        if person != identifier && !fields.contains(&person) {
+            fields.push(person);
+        }
+    }
+    fields
+}
+
+/// The account setting that turns one person field's sync on or off (`people_field_customattributes_loyaltytier`).
+pub fn field_setting(person: &str) -> String {
+    let snake: String = person
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("people_field_{snake}")
+}
+
+/// "Loyalty tier" for `customAttributes.loyaltyTier`, "First name" for `firstName`.
+pub fn field_label(person: &str) -> String {
+    let name = person.strip_prefix("customAttributes.").unwrap_or(person);
+    let mut label = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if i == 0 {
+            label.extend(c.to_uppercase());
+        } else if c.is_ascii_uppercase() {
+            label.push(' ');
+            label.push(c.to_ascii_lowercase());
+        } else if c == '_' {
+            label.push(' ');
+        } else {
+            label.push(c);
+        }
+    }
+    label
+}
+
 pub fn people_settings(sync: &SyncSpec) -> Vec<super::SettingField> {
     use super::{SettingField, SettingType};
     let field = |key: &str, label: &str, kind: SettingType, help: &str| SettingField {
@@ -222,6 +274,19 @@ pub fn people_settings(sync: &SyncSpec) -> Vec<super::SettingField> {
             )
         },
     ];
+    // Which fields travel: one switch per mapped field, all on until the admin turns one off.
+    for person in optional_fields(sync) {
+        fields.push(SettingField {
+            default: Some(serde_json::Value::Bool(true)),
+            group: Some("Fields synced with People".into()),
+            ..field(
+                &field_setting(person),
+                &field_label(person),
+                SettingType::Bool,
+                "",
+            )
+        });
+    }
     if sync.from_people.is_some() {
         fields.insert(
             3,

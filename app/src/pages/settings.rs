@@ -20,8 +20,14 @@ pub struct FieldView {
     pub default: Option<String>,
     pub placeholder: String,
     pub secret_set: bool,
+    /// A secret is stored but no key of this server opens it: the admin is asked to enter it again.
+    pub secret_unreadable: bool,
     pub options: Vec<crate::definition::SelectOption>,
 }
+
+/// What a field says when its stored secret cannot be opened (read after the field's label).
+pub const UNREADABLE: &str =
+    "is stored but cannot be read with this server's encryption keys: enter it again";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SettingsView {
@@ -95,6 +101,9 @@ pub async fn load_settings(session: String) -> Result<SettingsView, ServerFnErro
             secret_set: stored
                 .as_ref()
                 .is_some_and(|s| s.secrets.contains_key(&f.key)),
+            secret_unreadable: stored
+                .as_ref()
+                .is_some_and(|s| s.unreadable.contains(&f.key)),
             options: f.options.clone(),
         })
         .collect();
@@ -285,7 +294,7 @@ pub fn SettingsForm(
             FieldState {
                 text: RwSignal::new(initial.clone()),
                 clear: RwSignal::new(false),
-                error: RwSignal::new(None),
+                error: RwSignal::new(f.secret_unreadable.then(|| sentence(&f.label, UNREADABLE))),
                 initial,
                 view: f,
             }
@@ -528,7 +537,11 @@ fn field_input(f: FieldState) -> impl IntoView {
         }.into_any(),
         SettingType::Secret => {
             let clear = f.clear;
-            let placeholder = if f.view.secret_set { "Set — type to replace" } else { "Not set" };
+            let placeholder = match (f.view.secret_set, f.view.secret_unreadable) {
+                (_, true) => "Unreadable — enter it again",
+                (true, _) => "Set — type to replace",
+                _ => "Not set",
+            };
             if f.view.secret_set {
                 let clear_id = format!("{id}-clear");
                 clear_box = Some(view! {
@@ -673,6 +686,18 @@ pub async fn test_connection(
                     .map(|field| FieldError {
                         field,
                         message: "is required".into(),
+                    })
+                    .collect(),
+            },
+            String::new(),
+        ),
+        Err(SettingsError::Unreadable(fields)) => (
+            ConnectionCheck::Invalid {
+                errors: fields
+                    .into_iter()
+                    .map(|field| FieldError {
+                        field,
+                        message: UNREADABLE.into(),
                     })
                     .collect(),
             },

@@ -88,6 +88,11 @@ impl KeyRing {
         format!("{id}:{}", B64.encode(key))
     }
 
+    /// The id of the key that seals (the first of `IBEX_ENCRYPTION_KEY`).
+    pub fn primary(&self) -> &str {
+        &self.primary
+    }
+
     pub fn seal(&self, plaintext: &str, aad: &[u8]) -> Result<String, CryptoError> {
         let cipher = self
             .keys
@@ -133,6 +138,15 @@ impl KeyRing {
             )
             .map_err(|_| CryptoError::Open(id.to_owned()))?;
         String::from_utf8(plain).map_err(|_| CryptoError::Malformed)
+    }
+}
+
+/// The key id a sealed value names (`v1:ID:…`); `None` when it is not in the sealed format.
+pub fn sealed_with(sealed: &str) -> Option<&str> {
+    let mut parts = sealed.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(FORMAT), Some(id), Some(_)) => Some(id),
+        _ => None,
     }
 }
 

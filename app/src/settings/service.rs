@@ -19,6 +19,9 @@ pub enum SettingsError {
     NotConfigured { missing: Vec<String>, stored: bool },
     #[error("invalid settings")]
     Invalid(Vec<FieldError>),
+    /// Secrets no configured key opens: an admin enters them again (or the operator restores the key).
+    #[error("stored secret(s) {0:?} cannot be opened with the configured encryption keys")]
+    Unreadable(Vec<String>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -44,6 +47,16 @@ impl ResolvedSettings {
         definition: &AppDefinition,
         stored: &StoredSettings,
     ) -> Result<Self, SettingsError> {
+        // A call without a secret it needs would reach the partner unauthenticated: refuse it, naming them.
+        let unreadable: Vec<String> = definition
+            .settings
+            .iter()
+            .filter(|f| stored.unreadable.contains(&f.key))
+            .map(|f| f.key.clone())
+            .collect();
+        if !unreadable.is_empty() {
+            return Err(SettingsError::Unreadable(unreadable));
+        }
         let mut values = HashMap::with_capacity(definition.settings.len());
         let mut missing = Vec::new();
         for field in &definition.settings {
@@ -190,7 +203,8 @@ impl SettingsService {
         current: Option<&StoredSettings>,
         change: &super::SettingsChange,
     ) -> Result<(), SettingsError> {
-        let Some(current) = current.filter(|c| !c.secrets.is_empty()) else {
+        let Some(current) = current.filter(|c| !c.secrets.is_empty() || !c.unreadable.is_empty())
+        else {
             return Ok(());
         };
         let moved: Vec<(&str, &str)> = self
@@ -214,9 +228,11 @@ impl SettingsService {
         if moved.is_empty() {
             return Ok(());
         }
+        // Unreadable ones too: were their key restored later, they would otherwise go to the new address.
         let errors: Vec<FieldError> = current
             .secrets
             .keys()
+            .chain(current.unreadable.iter())
             .filter(|key| !matches!(change.secrets.get(*key), Some(Some(_))))
             .filter(|key| !moved.iter().any(|(moved_key, _)| moved_key == key))
             .map(|key| FieldError {

@@ -3,7 +3,7 @@
 //! One code path serves both through sqlx's `Any` driver; only the migrations differ per backend. Saves are
 //! optimistic: a row carries a version, and a write that expected another version is refused, never merged.
 
-use super::crypto::{CryptoError, KeyRing};
+use super::crypto::{sealed_with, CryptoError, KeyRing};
 use super::SettingsChange;
 use serde_json::{Map, Value};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -45,6 +45,10 @@ pub struct StoredSettings {
     pub account_key: String,
     pub values: BTreeMap<String, Value>,
     pub secrets: BTreeMap<String, String>,
+    /// Secrets stored for the account that no key of `IBEX_ENCRYPTION_KEY` opens (a key removed too early, or
+    /// a value altered in the database). They are kept as they are, so restoring the key brings them back;
+    /// until then the page asks for them again and signed calls say so.
+    pub unreadable: std::collections::BTreeSet<String>,
     pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
@@ -57,6 +61,7 @@ impl std::fmt::Debug for StoredSettings {
             .field("account_key", &self.account_key)
             .field("values", &self.values)
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("unreadable", &self.unreadable)
             .field("version", &self.version)
             .field("updated_by", &self.updated_by)
             .finish()
@@ -70,6 +75,7 @@ impl StoredSettings {
             account_key: account_key.to_owned(),
             values: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            unreadable: std::collections::BTreeSet::new(),
             version: 0,
             created_at: 0,
             updated_at: 0,
@@ -86,6 +92,8 @@ impl StoredSettings {
             };
         }
         for (key, secret) in &change.secrets {
+            // Entered again or cleared: either way no longer the unreadable stored value.
+            self.unreadable.remove(key);
             match secret {
                 Some(plain) => self.secrets.insert(key.clone(), plain.clone()),
                 None => self.secrets.remove(key),
@@ -229,7 +237,14 @@ impl SettingsStore {
         change: &SettingsChange,
         actor: &str,
     ) -> Result<StoredSettings, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // SQLite: take the write lock at the start. A deferred transaction reads under a shared lock, and of two
+        // concurrent saves the second then fails to upgrade it with "database is locked" (SQLite does not wait
+        // on an upgrade, which could deadlock), a generic failure; begun IMMEDIATE it waits its turn, reads the
+        // version the first one wrote, and ends as the conflict it is.
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
         let current = sqlx::query("SELECT values_json, secrets_json, version FROM account_settings WHERE account_key = $1")
             .bind(account_key)
             .fetch_optional(&mut *tx)
@@ -507,22 +522,112 @@ impl SettingsStore {
             serde_json::from_str(row.try_get::<String, _>(1)?.as_str())?;
         let sealed: BTreeMap<String, String> =
             serde_json::from_str(row.try_get::<String, _>(2)?.as_str())?;
-        let secrets = sealed
-            .into_iter()
-            .map(|(key, sealed)| {
-                let plain = self.keys.open(&sealed, &secret_aad(&account_key, &key))?;
-                Ok((key, plain))
-            })
-            .collect::<Result<_, CryptoError>>()?;
+        let mut secrets = BTreeMap::new();
+        let mut unreadable = std::collections::BTreeSet::new();
+        for (key, sealed) in sealed {
+            match self.keys.open(&sealed, &secret_aad(&account_key, &key)) {
+                Ok(plain) => {
+                    secrets.insert(key, plain);
+                }
+                // One unreadable secret must not lock the account out of its own page: the admin can enter it
+                // again, and the rest of the settings stay usable there.
+                Err(e) => {
+                    tracing::warn!(account = %account_key, field = %key, "stored secret unreadable: {e}");
+                    unreadable.insert(key);
+                }
+            }
+        }
         Ok(StoredSettings {
             account_key,
             values,
             secrets,
+            unreadable,
             version: row.try_get(3)?,
             created_at: row.try_get(4)?,
             updated_at: row.try_get(5)?,
             updated_by: row.try_get(6)?,
         })
+    }
+}
+
+/// What `ibex keys rewrap` did, or would do with `--dry-run`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RewrapReport {
+    pub accounts: usize,
+    /// Secrets re-sealed with the first key (or that would be).
+    pub rewrapped: usize,
+    /// Secrets already sealed with the first key.
+    pub current: usize,
+    /// (account, field) of secrets no key opens: left as they are.
+    pub unreadable: Vec<(String, String)>,
+    /// Accounts saved by someone else while they were rewrapped: left for the next run.
+    pub conflicts: usize,
+}
+
+impl SettingsStore {
+    /// Re-seals every secret not sealed with the first key of `IBEX_ENCRYPTION_KEY`, one account per
+    /// statement, so an interrupted run loses nothing and the next run finishes the rest (accounts already done
+    /// are found current). The version is not bumped (nothing an admin sees changes, so an open page's save
+    /// still applies); an account saved in between keeps its save, and is counted as a conflict.
+    pub async fn rewrap(&self, dry_run: bool) -> Result<RewrapReport, StoreError> {
+        let mut report = RewrapReport::default();
+        let mut after = String::new();
+        loop {
+            // Keyset pages: memory stays flat however many accounts there are.
+            let rows = sqlx::query(
+                "SELECT account_key, secrets_json FROM account_settings WHERE account_key > $1 \
+                 ORDER BY account_key LIMIT 500",
+            )
+            .bind(&after)
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(last) = rows.last() else {
+                return Ok(report);
+            };
+            after = last.try_get(0)?;
+            for row in &rows {
+                let account_key: String = row.try_get(0)?;
+                let before: String = row.try_get(1)?;
+                let sealed: Map<String, Value> = serde_json::from_str(&before)?;
+                report.accounts += 1;
+                let mut resealed = sealed.clone();
+                let mut changed = false;
+                for (field, value) in &sealed {
+                    let text = value.as_str().unwrap_or_default();
+                    if sealed_with(text) == Some(self.keys.primary()) {
+                        report.current += 1;
+                        continue;
+                    }
+                    let aad = secret_aad(&account_key, field);
+                    match self.keys.open(text, &aad) {
+                        Ok(plain) => {
+                            resealed.insert(
+                                field.clone(),
+                                Value::String(self.keys.seal(&plain, &aad)?),
+                            );
+                            report.rewrapped += 1;
+                            changed = true;
+                        }
+                        Err(_) => report.unreadable.push((account_key.clone(), field.clone())),
+                    }
+                }
+                if !changed || dry_run {
+                    continue;
+                }
+                // Only over exactly what was read: a save in between wins.
+                let updated = sqlx::query(
+                    "UPDATE account_settings SET secrets_json = $1 WHERE account_key = $2 AND secrets_json = $3",
+                )
+                .bind(Value::Object(resealed).to_string())
+                .bind(&account_key)
+                .bind(&before)
+                .execute(&self.pool)
+                .await?;
+                if updated.rows_affected() != 1 {
+                    report.conflicts += 1;
+                }
+            }
+        }
     }
 }
 

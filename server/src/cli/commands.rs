@@ -2,7 +2,7 @@
 //! accept what the configuration page would refuse.
 
 use crate::cli::config::{
-    Cli, Command, ConfigError, LogFormat, ManifestFormat, Options, SettingsCommand,
+    Cli, Command, ConfigError, KeysCommand, LogFormat, ManifestFormat, Options, SettingsCommand,
 };
 use crate::manifest::manifest;
 use crate::routes;
@@ -72,6 +72,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CommandError> {
             account,
             url,
         } => call(&options, &function, &inputs, &account, url).await,
+        Command::Keys(KeysCommand::Rewrap { dry_run }) => keys_rewrap(&options, dry_run).await,
         Command::Migrate => {
             let settings = open_settings(&options, Arc::new(options.definition()?)).await?;
             settings.store().close().await;
@@ -240,6 +241,40 @@ async fn settings_link(
     result.map_err(|e: app::settings::store::StoreError| CommandError::Settings(e.into()))
 }
 
+/// `ibex keys rewrap`: prints what it did (or would do); exits 1 when secrets are left unreadable, so a rotation
+/// script stops before the old key is removed.
+async fn keys_rewrap(options: &Options, dry_run: bool) -> Result<ExitCode, CommandError> {
+    let definition = Arc::new(options.definition()?);
+    let settings = open_settings(options, definition).await?;
+    let report = settings.store().rewrap(dry_run).await;
+    settings.store().close().await;
+    let report = report.map_err(SettingsError::Store)?;
+    let verb = if dry_run {
+        "would re-seal"
+    } else {
+        "re-sealed"
+    };
+    println!(
+        "{} accounts: {verb} {} secret(s) with the first key; {} already sealed with it; {} unreadable; {} conflict(s)",
+        report.accounts,
+        report.rewrapped,
+        report.current,
+        report.unreadable.len(),
+        report.conflicts
+    );
+    for (account, field) in &report.unreadable {
+        println!("unreadable: account {account}, field {field} (an admin enters it again on the configuration page)");
+    }
+    if report.conflicts > 0 {
+        println!("saved by someone else meanwhile: run again to finish those accounts");
+    }
+    Ok(if report.unreadable.is_empty() && report.conflicts == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 async fn settings_show(options: &Options, account_key: &str) -> Result<ExitCode, CommandError> {
     let definition = Arc::new(options.definition()?);
     let settings = open_settings(options, definition.clone()).await?;
@@ -253,6 +288,8 @@ async fn settings_show(options: &Options, account_key: &str) -> Result<ExitCode,
     for field in &definition.settings {
         let shown = if stored.secrets.contains_key(&field.key) {
             json!("•••••• (set)")
+        } else if stored.unreadable.contains(&field.key) {
+            json!("unreadable with the configured keys: enter it again")
         } else if let Some(value) = stored.values.get(&field.key) {
             value.clone()
         } else if let Some(default) = &field.default {

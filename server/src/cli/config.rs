@@ -253,6 +253,21 @@ pub enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Encryption key rotation.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Re-seal every stored secret with the first key of IBEX_ENCRYPTION_KEY (the older keys, listed after it,
+    /// open what they sealed). One account at a time: an interrupted run is finished by running it again.
+    /// Secrets no key opens are listed and left as they are.
+    Rewrap {
+        /// Count what would be re-sealed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -145,10 +145,15 @@ impl CardSessions {
         else {
             return Ok(None);
         };
-        sign_in.token = self
-            .keys
-            .open(&sign_in.token, TOKEN_PURPOSE)
-            .map_err(|e| CardSessionError::Crypto(e.to_string()))?;
+        sign_in.token = match self.keys.open(&sign_in.token, TOKEN_PURPOSE) {
+            Ok(token) => token,
+            // Sealed with a key this instance no longer holds (rotated away), or altered: the card signs in
+            // again, as after an expiry, instead of failing.
+            Err(e) => {
+                tracing::info!("card session not usable ({e}); a new sign-in starts");
+                return Ok(None);
+            }
+        };
         Ok(Some(sign_in))
     }
 

@@ -4,7 +4,7 @@
 //! and the run goes on.
 
 use super::people::{Limits, PeopleTarget, PeopleWriter, WriteError, Written};
-use super::person::{map_record, person_inputs};
+use super::person::{fields_off, map_record, person_inputs, FieldsOff};
 use super::runs::{Checkpoint, Failure, PageCommit, Run, Runs, FROM_PEOPLE, TO_PEOPLE};
 use super::SyncConfig;
 use crate::errors::ApiError;
@@ -214,10 +214,12 @@ impl SyncEngine {
                 run.direction
             ));
         };
+        let off = fields_off(sync, &settings);
         let partner = Partner {
             state,
             plan,
             settings: &settings,
+            off: &off,
         };
         match (run.direction.as_str(), run.checkpoint.retry_of) {
             (_, Some(of_run)) => self.retry(&partner, &writer, sync, run, of_run).await,
@@ -238,6 +240,7 @@ impl SyncEngine {
             state,
             plan,
             settings,
+            ..
         } = *partner;
         let mut checkpoint = run.checkpoint.clone();
         loop {
@@ -275,7 +278,7 @@ impl SyncEngine {
                 ..PageCommit::default()
             };
             match self
-                .write_page(writer, sync, run, &records, &mut page)
+                .write_page(writer, sync, run, &records, &mut page, partner.off)
                 .await
             {
                 Ok(()) => {}
@@ -393,7 +396,7 @@ impl SyncEngine {
         let mut writes = Vec::with_capacity(persons.len());
         for person in persons {
             page.counts.read += 1;
-            match person_inputs(sync, person) {
+            match person_inputs(sync, person, partner.off) {
                 Some(write) => writes.push((write, person)),
                 None => page.counts.skipped += 1,
             }
@@ -477,7 +480,7 @@ impl SyncEngine {
             self.write_partner_page(partner, sync, run, &records, &mut page)
                 .await
         } else {
-            self.write_page(writer, sync, run, &records, &mut page)
+            self.write_page(writer, sync, run, &records, &mut page, partner.off)
                 .await
                 .map_err(stopped)
         };
@@ -518,11 +521,12 @@ impl SyncEngine {
         run: &Run,
         records: &[Value],
         page: &mut PageCommit,
+        off: &FieldsOff,
     ) -> Result<(), WriteError> {
         let mut persons = Vec::with_capacity(records.len());
         for record in records {
             page.counts.read += 1;
-            match map_record(sync, record) {
+            match map_record(sync, record, off) {
                 Ok(person) => persons.push((person, record)),
                 Err(e) => page.failures.push(failure(record, sync, e.to_string())),
             }
@@ -578,6 +582,8 @@ struct Partner<'a> {
     state: &'a AppState,
     plan: &'a crate::signed::functions::FunctionPlan,
     settings: &'a app::settings::ResolvedSettings,
+    /// The person fields this account does not sync.
+    off: &'a FieldsOff,
 }
 
 enum PartnerFault {

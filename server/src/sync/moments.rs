@@ -4,7 +4,7 @@
 //! function → answer. Its write is recorded like a run's, so the next scheduled run finds the person unchanged.
 
 use super::people::PeopleWriter;
-use super::person::person_inputs;
+use super::person::{fields_off, person_inputs};
 use super::runs::{Runs, FROM_PEOPLE};
 use crate::errors::ApiError;
 use crate::signed::inputs::Inputs;
@@ -56,9 +56,11 @@ async fn write_person(state: &AppState, request: Request) -> Result<Json<Value>,
             identifier: identifier.clone(),
         })?;
     // Found by the identifier, so the person has it: `None` cannot happen, but is answered as not found.
-    let write = person_inputs(sync, &person).ok_or_else(|| ApiError::PersonNotFound {
-        kind: sync.identifier.as_str(),
-        identifier: identifier.clone(),
+    let write = person_inputs(sync, &person, &fields_off(sync, &settings)).ok_or_else(|| {
+        ApiError::PersonNotFound {
+            kind: sync.identifier.as_str(),
+            identifier: identifier.clone(),
+        }
     })?;
 
     let plan = state

@@ -28,12 +28,30 @@ pub struct Person {
     pub digest: String,
 }
 
-pub fn map_record(sync: &SyncSpec, record: &Value) -> Result<Person, RecordError> {
+/// The person fields an account turned off on its configuration page (`[sync]`'s per-field switches): left out
+/// of what is written, both ways.
+pub type FieldsOff = std::collections::HashSet<String>;
+
+/// Which of the definition's optional person fields this account turned off.
+pub fn fields_off(sync: &SyncSpec, settings: &app::settings::ResolvedSettings) -> FieldsOff {
+    app::definition::sync::optional_fields(sync)
+        .into_iter()
+        .filter(|person| {
+            settings.get(&app::definition::sync::field_setting(person)) == Some(&Value::Bool(false))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+pub fn map_record(sync: &SyncSpec, record: &Value, off: &FieldsOff) -> Result<Person, RecordError> {
     let mut body = Map::new();
     let mut attributes = Map::new();
     let mut tags: Vec<Value> = Vec::new();
     let (mut emails, mut phones) = (Vec::new(), Vec::new());
     for field in &sync.to_people.fields {
+        if off.contains(&field.person) {
+            continue;
+        }
         let Some(text) = value_of(field, record) else {
             continue;
         };
@@ -92,11 +110,11 @@ pub fn map_record(sync: &SyncSpec, record: &Value) -> Result<Person, RecordError
 /// A People person → the inputs of `[sync.from_people] function`, the record's key, and a digest of the inputs
 /// (equal digests: the partner already has this). `None` when the person lacks the identifier: it did not come
 /// from the partner and is skipped.
-pub fn person_inputs(sync: &SyncSpec, person: &Value) -> Option<PartnerWrite> {
+pub fn person_inputs(sync: &SyncSpec, person: &Value, off: &FieldsOff) -> Option<PartnerWrite> {
     let from = sync.from_people.as_ref()?;
     let key = person_field(person, sync.identifier.field())?;
     let mut inputs = Map::new();
-    for field in &from.fields {
+    for field in from.fields.iter().filter(|f| !off.contains(&f.person)) {
         if let Some(value) = person_field(person, &field.person) {
             inputs.insert(field.input.clone(), Value::String(value));
         }
@@ -213,10 +231,7 @@ mod tests {
 
     #[test]
     fn the_example_maps_a_customer() {
-        let person = map_record(
-            &spec(),
-            &json!({"id": "c-100", "name": "Ana Marija Horvat", "email": " Ana@Example.com", "phone": "091 123 4567"}),
-        )
+        let person = map_record(&spec(), &json!({"id": "c-100", "name": "Ana Marija Horvat", "email": " Ana@Example.com", "phone": "091 123 4567"}), &FieldsOff::default())
         .unwrap();
         assert_eq!(person.key, "c-100");
         assert_eq!(
@@ -234,13 +249,14 @@ mod tests {
     fn equal_records_have_equal_digests() {
         let record = json!({"id": "c-1", "name": "Jane Doe", "tier": "gold"});
         let (a, b) = (
-            map_record(&spec(), &record).unwrap(),
-            map_record(&spec(), &record).unwrap(),
+            map_record(&spec(), &record, &FieldsOff::default()).unwrap(),
+            map_record(&spec(), &record, &FieldsOff::default()).unwrap(),
         );
         assert_eq!(a.digest, b.digest);
         let changed = map_record(
             &spec(),
             &json!({"id": "c-1", "name": "Jane Doe", "tier": "silver"}),
+            &FieldsOff::default(),
         )
         .unwrap();
         assert_ne!(a.digest, changed.digest);
@@ -249,17 +265,31 @@ mod tests {
     #[test]
     fn refusals_name_the_reason() {
         assert_eq!(
-            map_record(&spec(), &json!({"name": "No Id"})),
+            map_record(&spec(), &json!({"name": "No Id"}), &FieldsOff::default()),
             Err(RecordError::NoIdentifier("EXTERNAL_ID"))
         );
-        let bad = map_record(&spec(), &json!({"id": "c-2", "phone": "12"})).unwrap_err();
+        let bad = map_record(
+            &spec(),
+            &json!({"id": "c-2", "phone": "12"}),
+            &FieldsOff::default(),
+        )
+        .unwrap_err();
         assert_eq!(bad.to_string(), "`12` is not a phone number (region HR)");
         assert!(matches!(
-            map_record(&spec(), &json!({"id": "c-3", "email": "nobody"})),
+            map_record(
+                &spec(),
+                &json!({"id": "c-3", "email": "nobody"}),
+                &FieldsOff::default()
+            ),
             Err(RecordError::BadEmail(_))
         ));
         // An international number keeps its own country.
-        let uk = map_record(&spec(), &json!({"id": "c-4", "phone": "+44 7400 123456"})).unwrap();
+        let uk = map_record(
+            &spec(),
+            &json!({"id": "c-4", "phone": "+44 7400 123456"}),
+            &FieldsOff::default(),
+        )
+        .unwrap();
         assert_eq!(
             uk.body["contactInformation"]["phone"][0]["number"],
             "447400123456"
@@ -274,7 +304,7 @@ mod tests {
                                    "phone": [{"number": "385911234567"}]},
             "customAttributes": {"loyaltyTier": "platinum"}, "tags": ["order-desk"],
         });
-        let write = person_inputs(&spec(), &person).unwrap();
+        let write = person_inputs(&spec(), &person, &FieldsOff::default()).unwrap();
         assert_eq!(write.key, "c-100");
         assert_eq!(
             Value::Object(write.inputs.clone()),
@@ -284,24 +314,66 @@ mod tests {
         let mut renamed = person.clone();
         renamed["firstName"] = json!("Anna");
         assert_eq!(
-            person_inputs(&spec(), &renamed).unwrap().digest,
+            person_inputs(&spec(), &renamed, &FieldsOff::default())
+                .unwrap()
+                .digest,
             write.digest
         );
         let mut upgraded = person.clone();
         upgraded["customAttributes"]["loyaltyTier"] = json!("gold");
         assert_ne!(
-            person_inputs(&spec(), &upgraded).unwrap().digest,
+            person_inputs(&spec(), &upgraded, &FieldsOff::default())
+                .unwrap()
+                .digest,
             write.digest
         );
         // Missing fields are left out; a person without the identifier did not come from the partner.
         let bare = json!({"externalId": "g-000001", "contactInformation": {"email": []}, "customAttributes": {"loyaltyTier": ""}});
         assert_eq!(
-            Value::Object(person_inputs(&spec(), &bare).unwrap().inputs),
+            Value::Object(
+                person_inputs(&spec(), &bare, &FieldsOff::default())
+                    .unwrap()
+                    .inputs
+            ),
             json!({"customer_id": "g-000001"})
         );
         assert_eq!(
-            person_inputs(&spec(), &json!({"firstName": "Walk-in"})),
+            person_inputs(
+                &spec(),
+                &json!({"firstName": "Walk-in"}),
+                &FieldsOff::default()
+            ),
             None
+        );
+    }
+
+    #[test]
+    fn fields_an_account_turned_off_are_left_out_both_ways() {
+        let off: FieldsOff = [
+            "customAttributes.loyaltyTier".to_owned(),
+            "phone".to_owned(),
+        ]
+        .into();
+        let person = map_record(
+            &spec(),
+            &json!({"id": "c-100", "name": "Ana Horvat", "phone": "091 123 4567", "tier": "gold"}),
+            &off,
+        )
+        .unwrap();
+        assert_eq!(
+            person.body,
+            json!({"externalId": "c-100", "firstName": "Ana", "lastName": "Horvat", "tags": ["order-desk"]})
+        );
+        let write = person_inputs(
+            &spec(),
+            &json!({"externalId": "c-100", "customAttributes": {"loyaltyTier": "gold"},
+                    "contactInformation": {"email": [{"address": "ana@example.com"}], "phone": [{"number": "385911234567"}]}}),
+            &off,
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(write.inputs),
+            json!({"customer_id": "c-100", "email": "ana@example.com"})
         );
     }
 }
