@@ -47,7 +47,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CommandError> {
             let value = manifest(&definition, product.product(), &options.public_url()?);
             let text = match format {
                 ManifestFormat::Json => serde_json::to_string_pretty(&value).unwrap_or_default(),
-                ManifestFormat::Yaml => serde_yaml::to_string(&value).unwrap_or_default(),
+                ManifestFormat::Yaml => yaml_serde::to_string(&value).unwrap_or_default(),
             };
             println!("{text}");
             Ok(ExitCode::SUCCESS)
