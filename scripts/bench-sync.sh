@@ -32,9 +32,13 @@ ACCOUNT=bench-account
 
 wait_up() { for _ in $(seq 100); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 
-# One case: customers, People's writes/s (0: unlimited), ibex's writes/s. Prints "records seconds rss_kib".
+# One case: customers, People's writes/s (0: unlimited), ibex's writes/s. Sets RESULT to "read created ms rss_kib".
+# Runs in this shell (not a subshell), so the cleanup trap knows every process it started.
 run_case() {
   local n=$1 people_writes=$2 ibex_writes=$3 name="case-$RANDOM"
+  for port in "${SHOP##*:}" "${PORTAL##*:}" "${IBEX##*:}"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "port $port is taken: stop what uses it" >&2; exit 1; fi
+  done
   target/release/ibex-sim shop --addr "$SHOP" --api-key bench-key --customers "$((n - 3))" >/dev/null 2>&1 &
   local shop=$!
   target/release/ibex-sim portal --addr "$PORTAL" --redirect-uri http://x/cb --settings-url http://x/s \
@@ -42,7 +46,7 @@ run_case() {
   local portal=$!
   pids+=("$shop" "$portal")
   wait_up "http://$PORTAL/_sim/people"
-  wait_up "http://$SHOP/health" || true
+  wait_up "http://$SHOP/_sim/faults"
   curl -fsS -X POST "http://$PORTAL/_sim/people" -H 'content-type: application/json' \
     -d "{\"reads_per_sec\": 0, \"writes_per_sec\": $people_writes}" >/dev/null
 
@@ -72,7 +76,7 @@ run_case() {
   created="$(sed -E 's/.*"created":([0-9]+).*/\1/' <<<"$line")"
   elapsed="$(sed -E 's/.*"elapsed_ms":([0-9]+).*/\1/' <<<"$line")"
   [[ "$line" == *'"outcome":"Done"'* ]] || { echo "the run did not end Done: $line" >&2; exit 1; }
-  echo "$read $created $elapsed $rss"
+  RESULT="$read $created $elapsed $rss"
 }
 
 report() { # label read created elapsed_ms rss_kib [allowed]
@@ -85,9 +89,11 @@ report() { # label read created elapsed_ms rss_kib [allowed]
 }
 
 echo "== People sync benchmark ($(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ))"
-read -r r c ms rss < <(run_case "$RATE_N" "$RATE_W" "$RATE_W")
+run_case "$RATE_N" "$RATE_W" "$RATE_W"
+read -r r c ms rss <<<"$RESULT"
 report "rate: $RATE_N at $RATE_W writes/s" "$r" "$c" "$ms" "$rss" "$RATE_W"
 for n in 10000 100000; do
-  read -r r c ms rss < <(run_case "$n" 0 1000000)
+  run_case "$n" 0 1000000
+  read -r r c ms rss <<<"$RESULT"
   report "ceiling: $n, limits lifted" "$r" "$c" "$ms" "$rss"
 done

@@ -321,3 +321,37 @@ async fn concurrent_saves(backend: Backend) {
 }
 
 on_both_backends!(settings_concurrent_saves, concurrent_saves);
+
+/// A signed call that read an account just before a save, and fills the cache only after the save dropped the
+/// entry, must not bring the old settings back for a whole TTL. The interleaving is played out step by step.
+async fn cache_after_concurrent_save(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let service = h.state.settings.clone();
+    let read_before_save = service.resolved(ACCOUNT).await.unwrap();
+    let saves_before = service.saves_seen();
+    service
+        .update(
+            ACCOUNT,
+            None,
+            &changes(&[("note_author", "after the save")]),
+            "admin",
+        )
+        .await
+        .unwrap();
+    // The late fill of the read that began before the save.
+    service
+        .fill_cache(ACCOUNT, read_before_save, saves_before)
+        .await;
+    let now = service.resolved(ACCOUNT).await.unwrap();
+    assert_eq!(
+        now.get("note_author").and_then(|v| v.as_str()),
+        Some("after the save"),
+        "a stale entry outlived the save"
+    );
+    h.finish().await;
+}
+
+on_both_backends!(
+    settings_cache_after_concurrent_save,
+    cache_after_concurrent_save
+);

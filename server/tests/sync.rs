@@ -308,6 +308,31 @@ async fn retry_failed(backend: Backend) {
         runs: engine.runs.clone(),
         config: config(),
     };
+    // Test People connection: the saved URL and key, one read; a wrong key is named; both are audited.
+    let said = panel.test_people(ACCOUNT, "admin").await.unwrap();
+    assert!(
+        said.starts_with("Connected: People at 127.0.0.1:"),
+        "{said}"
+    );
+    h.configure(ACCOUNT, &[("people_api_key", "not-the-key")])
+        .await;
+    let refused = panel.test_people(ACCOUNT, "admin").await.unwrap_err();
+    assert!(
+        refused.contains("refused the API key (HTTP 401)"),
+        "{refused}"
+    );
+    let probes = h.state.settings.store().probes(ACCOUNT, 5).await.unwrap();
+    assert!(
+        probes[0].outcome.starts_with("failed: People refused"),
+        "{probes:?}"
+    );
+    assert!(
+        probes[1].outcome.starts_with("passed: Connected"),
+        "{probes:?}"
+    );
+    h.configure(ACCOUNT, &[("people_api_key", ibex_sim::people::API_KEY)])
+        .await;
+
     let nothing = panel.retry(ACCOUNT, "admin").await;
     assert_eq!(
         nothing,

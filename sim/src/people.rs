@@ -98,6 +98,7 @@ pub fn router(api_key: impl Into<String>) -> Router {
             "/people/2/persons",
             get(read_persons).post(create).put(replace).patch(update),
         )
+        .route("/people/2/persons/batch", post(create_batch))
         .route(
             "/people/3/persons/upsert",
             patch(upsert_patch).put(upsert_put),
@@ -500,6 +501,57 @@ async fn create(
     persons.push(person.clone());
     lock(&people.stats).creates += 1;
     (StatusCode::CREATED, Json(person)).into_response()
+}
+
+/// `POST /people/2/persons/batch` with `{"persons": [...]}` (up to 1000): creates each valid person that does not
+/// exist yet; one write of the rate limit for the batch. The answer's shape is the simulator's assumption (the
+/// public excerpts name the endpoint only): `{"persons": [created…], "errors": [{"index", "messageId", "text"}]}`.
+async fn create_batch(
+    State(people): State<Arc<People>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Some(refused) = admit(&people, &headers, true) {
+        return refused;
+    }
+    let Some(batch) = body["persons"].as_array() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "send {\"persons\": [...]}",
+            None,
+        );
+    };
+    if batch.len() > 1000 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "at most 1000 persons per batch",
+            None,
+        );
+    }
+    let (mut created, mut errors) = (Vec::new(), Vec::new());
+    for (index, person) in batch.iter().enumerate() {
+        if validate(&people, person).is_err() {
+            errors.push(
+                json!({"index": index, "messageId": "BAD_REQUEST", "text": "Invalid person"}),
+            );
+            continue;
+        }
+        let mut persons = lock(&people.persons);
+        let exists = person["externalId"]
+            .as_str()
+            .is_some_and(|id| persons.iter().any(|p| p["externalId"] == id));
+        if exists {
+            errors.push(json!({"index": index, "messageId": "CONFLICT", "text": "A person with this externalId exists"}));
+            continue;
+        }
+        let fresh = fresh(&people, person);
+        persons.push(fresh.clone());
+        lock(&people.stats).creates += 1;
+        created.push(fresh);
+    }
+    Json(json!({"persons": created, "errors": errors})).into_response()
 }
 
 async fn write_existing(

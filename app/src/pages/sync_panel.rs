@@ -86,6 +86,14 @@ mod server_side {
             by: &'a str,
         ) -> Pin<Box<dyn Future<Output = Result<i64, String>> + Send + 'a>>;
 
+        /// Asks People for one person with the saved base URL and key: `Ok` says what People answered, `Err`
+        /// what to fix. Recorded in the audit log like the partner's Test connection.
+        fn test_people<'a>(
+            &'a self,
+            account_key: &'a str,
+            by: &'a str,
+        ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
+
         /// Queues a run that sends the last run's failed records again; `Err` says why it cannot.
         fn retry<'a>(
             &'a self,
@@ -137,6 +145,14 @@ pub async fn retry_failed(session: String) -> Result<Result<SyncStatus, String>,
         .status(&session.account_key)
         .await
         .map_err(ServerFnError::new)?))
+}
+
+/// "Test People connection": the saved People base URL and key, tried with one read.
+#[server(endpoint = "sync_test_people")]
+pub async fn test_people(session: String) -> Result<Result<String, String>, ServerFnError> {
+    let (_, session) = super::settings::signed_in(&session)?;
+    let by = format!("{} ({})", session.username, session.user_key);
+    Ok(source()?.test_people(&session.account_key, &by).await)
 }
 
 fn is_open(run: &RunView) -> bool {
@@ -206,6 +222,20 @@ pub fn SyncPanel(status: SyncStatus, session: String) -> impl IntoView {
         Some(Err(e)) => message.set(Some(e.to_string())),
         None => {}
     });
+    let test = Action::new({
+        let session = session.clone();
+        move |_: &()| {
+            let session = session.clone();
+            async move { test_people(session).await }
+        }
+    });
+    // (passed, what People said), for the line under the buttons.
+    let tested = move || match test.value().get() {
+        Some(Ok(Ok(said))) => Some((true, said)),
+        Some(Ok(Err(why))) => Some((false, why)),
+        Some(Err(e)) => Some((false, e.to_string())),
+        None => None,
+    };
     let open = move || status.with(|s| s.runs.first().filter(|r| is_open(r)).cloned());
     // While a run is open, ask for its progress once a second; stop when it is over.
     #[cfg(feature = "hydrate")]
@@ -266,6 +296,11 @@ pub fn SyncPanel(status: SyncStatus, session: String) -> impl IntoView {
                     on:click=move |_| { if !start.pending().get_untracked() { start.dispatch(false); } }>
                     {move || if start.pending().get() { "Starting…" } else { "Sync now" }}
                 </button>
+                <button type="button" class="button secondary"
+                    disabled=move || !interactive.get() || test.pending().get()
+                    on:click=move |_| { test.dispatch(()); }>
+                    {move || if test.pending().get() { "Testing…" } else { "Test People connection" }}
+                </button>
                 {move || (!status.with(|s| s.failures.is_empty())).then(|| view! {
                     <button type="button" class="button secondary"
                         disabled=move || !interactive.get() || ready().is_err() || open().is_some()
@@ -274,6 +309,11 @@ pub fn SyncPanel(status: SyncStatus, session: String) -> impl IntoView {
                     </button>
                 })}
             </div>
+            <p role="status" class="status" data-testid="people-test"
+                class:error=move || tested().is_some_and(|(passed, _)| !passed)
+                class:ok=move || tested().is_some_and(|(passed, _)| passed)>
+                {move || tested().map(|(_, said)| said)}
+            </p>
             <p role="status" class="status error">{move || message.get()}</p>
             {move || {
                 let finished: Vec<RunView> = status.with(|s| s.runs.iter().filter(|r| !is_open(r)).take(5).cloned().collect());

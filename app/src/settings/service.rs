@@ -110,6 +110,10 @@ pub struct SettingsService {
     definition: Arc<AppDefinition>,
     store: SettingsStore,
     cache: moka::future::Cache<String, Arc<ResolvedSettings>>,
+    /// Counts this instance's saves. A signed call that read an account before a save and fills the cache after
+    /// the save dropped the entry would bring the old settings back for a whole TTL; it sees the count moved and
+    /// drops its own entry again.
+    saves: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SettingsService {
@@ -122,6 +126,7 @@ impl SettingsService {
             definition,
             store,
             cache,
+            saves: Arc::default(),
         }
     }
 
@@ -142,6 +147,7 @@ impl SettingsService {
         if let Some(hit) = self.cache.get(account_key).await {
             return Ok(hit);
         }
+        let saves_before = self.saves_seen();
         let stored = match self.store.load(account_key).await? {
             Some(stored) => Some(stored),
             // A link an operator made: signed calls name the account by a key other than the one its settings
@@ -162,10 +168,31 @@ impl SettingsService {
                 .collect(),
         })?;
         let resolved = Arc::new(ResolvedSettings::resolve(&self.definition, &stored)?);
-        self.cache
-            .insert(account_key.to_owned(), resolved.clone())
+        self.fill_cache(account_key, resolved.clone(), saves_before)
             .await;
         Ok(resolved)
+    }
+
+    /// How many saves this instance has made; `resolved` reads it before going to the database.
+    #[doc(hidden)]
+    pub fn saves_seen(&self) -> u64 {
+        self.saves.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Caches what a read that began at `saves_before` found, unless a save came in between. Checked after the
+    /// insert: a save landing between a check and the insert would otherwise still lose its invalidation.
+    /// Public for the test that plays that interleaving out step by step.
+    #[doc(hidden)]
+    pub async fn fill_cache(
+        &self,
+        account_key: &str,
+        resolved: Arc<ResolvedSettings>,
+        saves_before: u64,
+    ) {
+        self.cache.insert(account_key.to_owned(), resolved).await;
+        if self.saves_seen() != saves_before {
+            self.cache.invalidate(account_key).await;
+        }
     }
 
     pub async fn load(&self, account_key: &str) -> Result<Option<StoredSettings>, SettingsError> {
@@ -277,6 +304,7 @@ impl SettingsService {
             .store
             .save(account_key, Some(checked), &change, actor)
             .await;
+        self.saves.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.cache.invalidate(account_key).await;
         Ok(saved?)
     }

@@ -29,8 +29,6 @@ pub enum CommandError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("server stopped: {0}")]
-    Serve(std::io::Error),
     #[error("request failed: {0}")]
     Http(#[from] reqwest::Error),
     #[error(transparent)]
@@ -136,10 +134,11 @@ async fn serve(options: &Options) -> Result<ExitCode, CommandError> {
         functions = state.functions.len(),
         "ibex listening"
     );
-    axum::serve(listener, routes::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(CommandError::Serve)?;
+    let limits = crate::ops::listen::ListenLimits {
+        header_read: std::time::Duration::from_secs(options.header_timeout_secs.max(1)),
+        shutdown_grace: std::time::Duration::from_secs(options.shutdown_grace_secs),
+    };
+    crate::ops::listen::serve(listener, routes::router(state), limits, shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -135,6 +135,22 @@ pub struct Options {
         global = true
     )]
     pub body_timeout_secs: u64,
+    /// Seconds a client may take to send its request headers (slow clients hold connections otherwise).
+    #[arg(
+        long,
+        env = "IBEX_HEADER_TIMEOUT_SECS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub header_timeout_secs: u64,
+    /// Seconds requests in flight get to finish after SIGTERM before ibex exits anyway.
+    #[arg(
+        long,
+        env = "IBEX_SHUTDOWN_GRACE_SECS",
+        default_value_t = 20,
+        global = true
+    )]
+    pub shutdown_grace_secs: u64,
     /// Bearer token that `/metrics` requires; without it, metrics are served in --dev mode only.
     #[arg(
         long,

@@ -17,6 +17,37 @@ pub struct ServerSync {
 }
 
 impl ServerSync {
+    /// One read of People with the saved settings: (host, what People said) either way.
+    async fn try_people(&self, account_key: &str) -> Result<(String, String), (String, String)> {
+        let settings = self
+            .state
+            .settings
+            .resolved(account_key)
+            .await
+            .map_err(|_| (String::new(), "Save this app's settings first.".to_owned()))?;
+        let target = PeopleTarget::from_settings(&settings, &self.config)
+            .map_err(|e| (String::new(), sentence(&e.to_string())))?;
+        let host = target.host();
+        let Some(sync) = self.state.definition.sync.as_ref() else {
+            return Err((host, "This app has no People sync.".to_owned()));
+        };
+        let people = super::people::PeopleWriter {
+            http: &self.state.http,
+            limits: &self.state.people_limits,
+            target: &target,
+            account_key,
+            sync,
+        };
+        match people.changed(None, 1, 1).await {
+            Ok(_) => Ok((host.clone(), format!("Connected: People at {host} accepted the API key."))),
+            Err(super::people::WriteError::Refused(status)) => Err((
+                host,
+                format!("People refused the API key (HTTP {status}): check that it is this account's key, with People permissions."),
+            )),
+            Err(e) => Err((host, sentence(&e.to_string()))),
+        }
+    }
+
     async fn ready(&self, account_key: &str) -> Result<(), String> {
         let settings = self
             .state
@@ -31,15 +62,7 @@ impl ServerSync {
             })?;
         PeopleTarget::from_settings(&settings, &self.config)
             .map(|_| ())
-            .map_err(|e| {
-                let text = e.to_string();
-                let mut chars = text.chars();
-                // A sentence for the page: capitalised, with a full stop.
-                match chars.next() {
-                    Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
-                    None => text,
-                }
-            })
+            .map_err(|e| sentence(&e.to_string()))
     }
 
     async fn status_of(&self, account_key: &str) -> Result<SyncStatus, String> {
@@ -70,6 +93,15 @@ impl ServerSync {
             runs: runs.iter().map(view).collect(),
             failures,
         })
+    }
+}
+
+/// A message as a sentence for the page: capitalised, with a full stop.
+fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+        None => text.to_owned(),
     }
 }
 
@@ -151,6 +183,42 @@ impl SyncSource for ServerSync {
                 first.get_or_insert(id);
             }
             first.ok_or_else(|| "Nothing to sync.".to_owned())
+        })
+    }
+
+    fn test_people<'a>(
+        &'a self,
+        account_key: &'a str,
+        by: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let outcome = self.try_people(account_key).await;
+            let (destination, summary) = match &outcome {
+                Ok((host, said)) => (host.clone(), format!("passed: {said}")),
+                Err((host, why)) => (host.clone(), format!("failed: {why}")),
+            };
+            tracing::info!(target: "ibex::audit", account_key = %account_key, tested_by = %by,
+                destination = %destination, outcome = %summary, "people connection test");
+            let record = app::settings::store::ProbeRecord {
+                tested_fields: vec![
+                    app::definition::sync::PEOPLE_BASE_URL.to_owned(),
+                    app::definition::sync::PEOPLE_API_KEY.to_owned(),
+                ],
+                destination,
+                outcome: summary,
+                tested_by: by.to_owned(),
+                tested_at: now_ms(),
+            };
+            if let Err(e) = self
+                .state
+                .settings
+                .store()
+                .record_probe(account_key, &record)
+                .await
+            {
+                tracing::error!(target: "ibex::audit", account_key = %account_key, "people connection test not recorded: {e}");
+            }
+            outcome.map(|(_, said)| said).map_err(|(_, why)| why)
         })
     }
 

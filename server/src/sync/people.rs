@@ -66,6 +66,15 @@ impl std::fmt::Debug for PeopleTarget {
 }
 
 impl PeopleTarget {
+    /// Where People is, for the audit log (never the key).
+    pub fn host(&self) -> String {
+        match (self.base.host_str(), self.base.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            _ => String::new(),
+        }
+    }
+
     pub fn from_settings(
         settings: &ResolvedSettings,
         config: &SyncConfig,

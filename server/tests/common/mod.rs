@@ -276,6 +276,30 @@ impl Harness {
         (status, body)
     }
 
+    /// A signed request with an empty body to `base` (another listener in front of this ibex); owns what it
+    /// needs, so it can be spawned.
+    #[allow(dead_code)]
+    pub fn send_to(
+        &self,
+        base: &str,
+        method: reqwest::Method,
+        path: &str,
+    ) -> impl std::future::Future<Output = (u16, Value)> + Send + 'static {
+        let mut request = self.client.request(method, format!("{base}{path}"));
+        for (name, value) in signed_headers(SECRET, ACCOUNT, now_ms(), b"") {
+            request = request.header(name, value);
+        }
+        async move {
+            let response = request.send().await.expect("no answer");
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap_or_default();
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        }
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.send(reqwest::Method::GET, path, b"", b"", |_| {})
             .await

@@ -1,0 +1,72 @@
+//! The listener's own limits, over real TCP: a client that never finishes its request headers is cut off at the
+//! header deadline (slowloris), while a prompt client on the same listener is served; on shutdown the listener
+//! stops accepting at once and a request in flight still gets its answer.
+
+mod common;
+
+use common::{Backend, Harness};
+use ibex::ops::listen::{serve, ListenLimits};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_off_and_shutdown_drains() {
+    let h = Harness::start(Backend::Sqlite).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(
+        listener,
+        ibex::routes::router(h.state.clone()),
+        ListenLimits {
+            header_read: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(5),
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    // Half a request line, then silence: closed soon after the 1 s deadline, not held open.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: ibex\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the slow connection was still open after 5 s");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A prompt client is served as usual.
+    let answer = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+
+    // Shutdown: a request in flight (the shop answers after 1.5 s) still gets its answer; new ones are refused.
+    h.shop_faults(serde_json::json!({"delay_ms": 1500})).await;
+    let in_flight = tokio::spawn(h.send_to(
+        &format!("http://{addr}"),
+        reqwest::Method::GET,
+        "/fn/order-status/1001",
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener still accepts during shutdown"
+    );
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("shutdown did not finish")
+        .unwrap();
+    h.finish().await;
+}
