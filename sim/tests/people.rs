@@ -77,7 +77,7 @@ async fn people_keeps_infobips_semantics() {
         &http,
         reqwest::Method::PUT,
         by_id,
-        json!({"firstName": "Ana"}),
+        json!({"externalId": "c-1", "firstName": "Ana"}),
     )
     .await;
     assert_eq!(
