@@ -1,4 +1,4 @@
-.PHONY: run test bench bench-instructions bench-page bench-card
+.PHONY: run test bench bench-instructions bench-page bench-card bench-sync
 run:
 	scripts/run.sh
 test:
@@ -13,3 +13,6 @@ bench-page:
 
 bench-card:
 	scripts/bench-card.sh
+
+bench-sync:
+	scripts/bench-sync.sh

@@ -38,6 +38,9 @@ test("Sync now on the configuration page shows progress, then the run's counts a
   const frame = await openConfiguration(page, "eve.owner");
   const panel = frame.getByRole("region", { name: "People sync" });
   await expect(frame.locator("section.sync-panel")).toHaveAttribute("data-interactive", "true");
+  // The saved People URL and key, tried once before the first sync.
+  await panel.getByRole("button", { name: "Test People connection" }).click();
+  await expect(panel.getByTestId("people-test")).toContainText("Connected: People at 127.0.0.1:");
   await panel.getByRole("button", { name: "Sync now" }).click();
 
   // 43 customers at People's 10 writes/s: the bar moves for a few seconds, without a reload.

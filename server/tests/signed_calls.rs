@@ -722,3 +722,31 @@ async fn unsigned_parts_change_nothing() {
     );
     h.finish().await;
 }
+
+/// The operator's https-only policy (`IBEX_PARTNER_HTTPS_ONLY`) holds whatever the app definition says: the
+/// test shop is plain http, so the call is refused before anything is sent, naming the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_https_only_refuses_an_http_partner() {
+    let h = Harness::start_with(
+        Backend::Sqlite,
+        &["--allow-loopback-partners", "--partner-https-only"],
+    )
+    .await;
+    let before = h.shop_requests().await.len();
+    let (status, body) = h.get("/fn/order-status/1001").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "partner_address_forbidden");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("https only"),
+        "{body}"
+    );
+    assert_eq!(
+        h.shop_requests().await.len(),
+        before,
+        "nothing reached the shop"
+    );
+    h.finish().await;
+}

@@ -115,6 +115,10 @@ pub struct Options {
     /// account's URL setting cannot aim ibex at services on its own host. On in --dev for the simulator.
     #[arg(long, env = "IBEX_ALLOW_LOOPBACK_PARTNERS", global = true)]
     pub allow_loopback_partners: bool,
+    /// Call partners over https only, whatever the app definition says (an operator's policy on top of
+    /// `[partner.egress] https_only`): an http partner URL is refused with 409 partner_address_forbidden.
+    #[arg(long, env = "IBEX_PARTNER_HTTPS_ONLY", global = true)]
+    pub partner_https_only: bool,
     /// Refuse a signed request whose signature this instance already accepted within the replay window
     /// (409 replayed). Per instance: behind a load balancer, a replay sent to another instance is not seen.
     #[arg(long, env = "IBEX_REPLAY_GUARD", global = true)]
@@ -376,10 +380,9 @@ impl Options {
     /// Where partner calls may connect: the app definition's `[partner.egress]`, plus loopback when the
     /// operator allows it or in development.
     pub fn egress(&self, definition: &AppDefinition) -> crate::partner::EgressPolicy {
-        crate::partner::EgressPolicy::new(
-            &definition.partner.egress,
-            self.allow_loopback_partners || self.dev,
-        )
+        let mut spec = definition.partner.egress.clone();
+        spec.https_only |= self.partner_https_only;
+        crate::partner::EgressPolicy::new(&spec, self.allow_loopback_partners || self.dev)
     }
 
     pub fn public_url(&self) -> Result<String, ConfigError> {
