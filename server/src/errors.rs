@@ -61,6 +61,8 @@ pub enum ApiError {
     },
     #[error("this app does not write People's changes to the partner ([sync.from_people])")]
     NoFromPeople,
+    #[error("the person in People cannot be written to the partner: {0}")]
+    PersonUnusable(String),
 }
 
 impl ApiError {
@@ -131,6 +133,7 @@ impl ApiError {
             },
             ApiError::PersonNotFound { .. } => (S::NOT_FOUND, "person_not_found"),
             ApiError::NoFromPeople => (S::NOT_FOUND, "unknown_function"),
+            ApiError::PersonUnusable(_) => (S::UNPROCESSABLE_ENTITY, "person_unusable"),
         }
     }
 

@@ -93,15 +93,40 @@ fn signed_routes(state: &AppState) -> Router<AppState> {
         .as_ref()
         .is_some_and(|s| s.from_people.is_some())
     {
+        let wrong_method = |request: Request| async move {
+            let call = Call::of(&request);
+            let got = request.method().to_string();
+            drain(request).await;
+            let mut response =
+                axum::response::IntoResponse::into_response(ApiError::MethodNotAllowed {
+                    function: "people-changed".into(),
+                    expected: "POST",
+                    got,
+                });
+            oauth::protect(response.headers_mut(), oauth::NOT_FRAMED);
+            call.log(&response);
+            response
+        };
         router = router.route(
             crate::sync::moments::PATH,
-            axum::routing::post(crate::sync::moments::people_changed),
+            axum::routing::post(crate::sync::moments::people_changed).fallback(wrong_method),
         );
     }
     let unknown = any(unknown_function).layer(middleware::from_fn(log_call));
     router
         .route("/fn", unknown.clone())
+        .route("/fn/", unknown.clone())
         .route("/fn/{*rest}", unknown)
+}
+
+/// The most of an unwanted request body read and dropped before an early error answer.
+const DRAIN_BYTES: usize = 64 * 1024;
+
+/// Reads and drops the body of a request answered with an error without it (wrong method, unknown function):
+/// a client still sending it would otherwise see the connection reset instead of the JSON answer. Bounded in
+/// size here and in time by the body timeout.
+async fn drain(request: Request) {
+    let _ = axum::body::to_bytes(request.into_body(), DRAIN_BYTES).await;
 }
 
 fn operations() -> Router<AppState> {
@@ -186,10 +211,12 @@ fn function_route(plan: Arc<FunctionPlan>) -> MethodRouter<AppState> {
     };
     let wrong_method = move |request: Request| async move {
         let (started, call) = (Instant::now(), Call::of(&request));
+        let got = request.method().to_string();
+        drain(request).await;
         let error = ApiError::MethodNotAllowed {
             function: name,
             expected: method.as_str(),
-            got: request.method().to_string(),
+            got,
         };
         finish(&plan, &call, started, Err(error))
     };
@@ -214,7 +241,9 @@ async fn log_call(request: Request, next: Next) -> axum::response::Response {
 }
 
 async fn unknown_function(request: Request) -> ApiError {
-    ApiError::UnknownFunction(request.uri().path().to_owned())
+    let path = request.uri().path().to_owned();
+    drain(request).await;
+    ApiError::UnknownFunction(path)
 }
 
 /// The configuration page and the card need a signed-in Infobip user; other routes pass through.

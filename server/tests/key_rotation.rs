@@ -73,11 +73,35 @@ async fn rotation(backend: Backend) {
     assert_eq!(sealed_json(&h, ACCOUNT).await, before);
 
     // Rewrap: both secrets are sealed with k2 now; a second run finds nothing left to do.
+    let version = rotated.load(ACCOUNT).await.unwrap().unwrap().version;
     let done = rotated.store().rewrap(false).await.unwrap();
     assert_eq!(
         (done.rewrapped, done.unreadable.len(), done.conflicts),
         (2, 0, 0),
         "{done:?}"
+    );
+    assert!(sealed_json(&h, ACCOUNT).await.contains("v1:k2:"));
+    // A new version: a save that read the account before the rewrap cannot write the old ciphertexts back.
+    assert_eq!(
+        rotated.load(ACCOUNT).await.unwrap().unwrap().version,
+        version + 1
+    );
+    let late = rotated
+        .update(
+            ACCOUNT,
+            Some(version),
+            &changes(&[("note_author", "late")]),
+            "admin",
+        )
+        .await;
+    assert!(
+        matches!(
+            late,
+            Err(SettingsError::Store(
+                app::settings::store::StoreError::Conflict { .. }
+            ))
+        ),
+        "{late:?}"
     );
     assert!(sealed_json(&h, ACCOUNT).await.contains("v1:k2:"));
     let again = rotated.store().rewrap(false).await.unwrap();
@@ -157,6 +181,35 @@ async fn rotation(backend: Backend) {
 }
 
 on_both_backends!(encryption_key_rotation, rotation);
+
+/// "Current" means "opens": a secret naming the first key's id but sealed by other material (two bare keys are
+/// both `default`) is reported unreadable, not done; a row that is not JSON is reported and the run goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrap_counts_only_what_opens() {
+    let h = Harness::start(Backend::Sqlite).await;
+    let bare = |spec: String| spec.split_once(':').map(|(_, key)| key.to_owned()).unwrap();
+    let first = with_keys(&h, &bare(KeyRing::generate_spec("x"))).await;
+    first
+        .update(
+            "BARE",
+            None,
+            &changes(&[("api_base_url", &h.shop), ("api_key", "k")]),
+            "admin",
+        )
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO account_settings (account_key, values_json, secrets_json, version, created_at, updated_at, updated_by) VALUES ('BROKEN', '{}', 'not json', 1, 0, 0, 'x')")
+        .execute(h.state.settings.store().pool())
+        .await
+        .unwrap();
+    let other_bare = with_keys(&h, &bare(KeyRing::generate_spec("y"))).await;
+    let report = other_bare.store().rewrap(false).await.unwrap();
+    let mut unreadable: Vec<&str> = report.unreadable.iter().map(|(a, _)| a.as_str()).collect();
+    unreadable.sort();
+    assert_eq!(unreadable, ["ACCT-1", "BARE", "BROKEN"], "{report:?}");
+    assert_eq!(report.current, 0, "{report:?}");
+    h.finish().await;
+}
 
 /// A signed call for an account whose secret is unreadable gets a precise 409, not a 500 or a partner call
 /// without its key.

@@ -478,6 +478,16 @@ async fn from_people(backend: Backend) {
     assert!(run.checkpoint.since.is_some(), "{run:?}");
     assert_eq!(shop_customer(&h, "c-100").await["phone"], "+385911234567");
 
+    // Hostile persons anyone with People access can make, read before Ana below: an externalId that would
+    // climb out of /customers/{id}, and an email carrying a mail header. Each is that record's failure; the
+    // run goes on to Ana.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    people_change(&h, json!({"externalId": ".."})).await;
+    people_change(
+        &h,
+        json!({"externalId": "c-888", "contactInformation": {"email": [{"address": "x@example.com\r\nBcc: evil@example.com"}]}}),
+    )
+    .await;
     // An admin upgrades Ana in People; the shop's customer follows. Only what changed since is read.
     tokio::time::sleep(Duration::from_millis(5)).await;
     people_change(
@@ -495,18 +505,33 @@ async fn from_people(backend: Backend) {
     assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
     let run = engine.runs.get(second).await.unwrap().unwrap();
     let c = &run.counts;
-    assert_eq!((c.updated, c.failed), (1, 1), "{run:?}");
+    assert_eq!((c.updated, c.failed), (1, 3), "{run:?}");
     // Read again from the previous checkpoint (`modifiedAt` at or after it): the last person of the first
-    // run, unchanged, plus the two changes.
-    assert_eq!((c.read, c.unchanged + c.skipped), (3, 1), "{run:?}");
+    // run, unchanged, plus the four changes.
+    assert_eq!((c.read, c.unchanged + c.skipped), (5, 1), "{run:?}");
     assert_eq!(shop_customer(&h, "c-100").await["tier"], "platinum");
     let failures = engine.runs.failures(second).await.unwrap();
-    assert_eq!(failures.len(), 1);
-    assert_eq!(failures[0].record_key, "c-999");
+    let reasons: std::collections::BTreeMap<&str, &str> = failures
+        .iter()
+        .map(|f| (f.record_key.as_str(), f.reason.as_str()))
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
     assert!(
-        failures[0].reason.contains("HTTP 404"),
-        "{:?}",
-        failures[0].reason
+        reasons[".."].contains("cannot be `.` or `..`"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons["c-888"].contains("control characters"),
+        "{reasons:?}"
+    );
+    assert!(reasons["c-999"].contains("HTTP 404"), "{reasons:?}");
+    assert!(
+        !h.shop_requests()
+            .await
+            .iter()
+            .any(|r| r["path"].as_str().unwrap_or("").contains("..")
+                || r["body"].as_str().unwrap_or("").contains("Bcc")),
+        "neither reached the shop"
     );
 
     // Nothing changed: nothing is sent to the shop but the refused record, when it is still at the checkpoint
@@ -604,6 +629,18 @@ async fn moments_people_changed(backend: Backend) {
         (marko["tier"].as_str(), marko["email"].as_str()),
         (Some("gold"), Some("marko@new.example.com"))
     );
+    // The same person again (a flow fired twice): the partner already has it, nothing is sent.
+    let patches = |requests: Vec<Value>| requests.iter().filter(|r| r["method"] == "PATCH").count();
+    let before = patches(h.shop_requests().await);
+    let (status, body) = h
+        .post("/sync/people-changed", r#"{"identifier": "c-101"}"#)
+        .await;
+    assert_eq!(
+        (status, body["written"].as_bool()),
+        (200, Some(false)),
+        "{body}"
+    );
+    assert_eq!(patches(h.shop_requests().await), before);
 
     // The next run finds Marko unchanged (the endpoint's write was recorded).
     let engine = SyncEngine::new(&h.state, config());
@@ -621,6 +658,8 @@ async fn moments_people_changed(backend: Backend) {
         (r#"{"identifier": ""}"#, 422, "invalid_input"),
         (r#"{"person": "c-101"}"#, 422, "invalid_input"),
         (r#"["c-101"]"#, 400, "malformed_json"),
+        (r#"{"identifier": -0}"#, 422, "invalid_input"),
+        (r#"{"identifier": 1e3}"#, 422, "invalid_input"),
         ("not json", 400, "malformed_json"),
     ] {
         let (got, answer) = h.post("/sync/people-changed", body).await;
@@ -643,6 +682,13 @@ async fn moments_people_changed(backend: Backend) {
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (401, Some("signature_mismatch"))
+    );
+    // The wrong method gets Exchange's JSON error like every function.
+    let (status, body) = h.get("/sync/people-changed").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (405, Some("method_not_allowed")),
+        "{body}"
     );
     h.finish().await;
 }

@@ -566,16 +566,16 @@ pub struct RewrapReport {
 
 impl SettingsStore {
     /// Re-seals every secret not sealed with the first key of `IBEX_ENCRYPTION_KEY`, one account per
-    /// statement, so an interrupted run loses nothing and the next run finishes the rest (accounts already done
-    /// are found current). The version is not bumped (nothing an admin sees changes, so an open page's save
-    /// still applies); an account saved in between keeps its save, and is counted as a conflict.
+    /// transaction, so an interrupted run loses nothing and the next run finishes the rest (accounts already done
+    /// are found current). Each re-sealed account gets a new version (in its change history as `ibex keys
+    /// rewrap`, no fields changed), so a save racing it ends as a conflict rather than undoing it.
     pub async fn rewrap(&self, dry_run: bool) -> Result<RewrapReport, StoreError> {
         let mut report = RewrapReport::default();
         let mut after = String::new();
         loop {
             // Keyset pages: memory stays flat however many accounts there are.
             let rows = sqlx::query(
-                "SELECT account_key, secrets_json FROM account_settings WHERE account_key > $1 \
+                "SELECT account_key, secrets_json, version FROM account_settings WHERE account_key > $1 \
                  ORDER BY account_key LIMIT 500",
             )
             .bind(&after)
@@ -588,44 +588,71 @@ impl SettingsStore {
             for row in &rows {
                 let account_key: String = row.try_get(0)?;
                 let before: String = row.try_get(1)?;
-                let sealed: Map<String, Value> = serde_json::from_str(&before)?;
+                let version: i64 = row.try_get(2)?;
                 report.accounts += 1;
+                // A row edited by hand into something else is reported, and the run goes on to the others.
+                let Ok(sealed) = serde_json::from_str::<Map<String, Value>>(&before) else {
+                    report.unreadable.push((
+                        account_key.clone(),
+                        "(all: the stored secrets are not JSON)".into(),
+                    ));
+                    continue;
+                };
                 let mut resealed = sealed.clone();
                 let mut changed = false;
                 for (field, value) in &sealed {
                     let text = value.as_str().unwrap_or_default();
+                    let aad = secret_aad(&account_key, field);
+                    // Opened even when it names the first key's id: an id says nothing of the key behind it
+                    // (two bare keys are both `default`), and "current" must mean "opens".
+                    let Ok(plain) = self.keys.open(text, &aad) else {
+                        report.unreadable.push((account_key.clone(), field.clone()));
+                        continue;
+                    };
                     if sealed_with(text) == Some(self.keys.primary()) {
                         report.current += 1;
                         continue;
                     }
-                    let aad = secret_aad(&account_key, field);
-                    match self.keys.open(text, &aad) {
-                        Ok(plain) => {
-                            resealed.insert(
-                                field.clone(),
-                                Value::String(self.keys.seal(&plain, &aad)?),
-                            );
-                            report.rewrapped += 1;
-                            changed = true;
-                        }
-                        Err(_) => report.unreadable.push((account_key.clone(), field.clone())),
-                    }
+                    resealed.insert(field.clone(), Value::String(self.keys.seal(&plain, &aad)?));
+                    report.rewrapped += 1;
+                    changed = true;
                 }
                 if !changed || dry_run {
                     continue;
                 }
-                // Only over exactly what was read: a save in between wins.
+                // A new version, over exactly what was read: a save that read the row before this one then
+                // finds its version gone (a conflict, reloaded by the page) instead of writing the old-key
+                // ciphertexts back; a save that came first leaves this one a conflict, for the next run.
+                let mut tx = self.pool.begin().await?;
                 let updated = sqlx::query(
-                    "UPDATE account_settings SET secrets_json = $1 WHERE account_key = $2 AND secrets_json = $3",
+                    "UPDATE account_settings SET secrets_json = $1, version = $2, updated_at = $3 \
+                     WHERE account_key = $4 AND version = $5 AND secrets_json = $6",
                 )
                 .bind(Value::Object(resealed).to_string())
+                .bind(version + 1)
+                .bind(now_ms())
                 .bind(&account_key)
+                .bind(version)
                 .bind(&before)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
                 if updated.rows_affected() != 1 {
+                    tx.rollback().await?;
                     report.conflicts += 1;
+                    continue;
                 }
+                sqlx::query(
+                    "INSERT INTO settings_changes (account_key, version, changed_fields, changed_by, changed_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&account_key)
+                .bind(version + 1)
+                .bind("[]")
+                .bind("ibex keys rewrap")
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
             }
         }
     }

@@ -196,13 +196,17 @@ impl RequestPlan {
 /// Whether the partner's server could read `path` as climbing: a segment that is `.` or `..` once
 /// percent-decoded, with `\` taken as a separator too. Proxies such as nginx decode `%2F` before they resolve
 /// `..`, so `..%2Finternal` (an input of `../internal`, escaped) reaches `/internal` behind them; IIS treats `\`
-/// as `/`.
+/// as `/`. A segment's path parameters (`..;x`) count for nothing: Tomcat, Jetty and Spring drop them and
+/// then resolve the `..`.
 fn climbs(path: &str) -> bool {
     let path = path.split(['?', '#']).next().unwrap_or_default();
     let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
-    decoded
-        .split(['/', '\\'])
-        .any(|segment| segment == "." || segment == "..")
+    decoded.split(['/', '\\']).any(is_dot_segment)
+}
+
+fn is_dot_segment(segment: &str) -> bool {
+    let bare = segment.split(';').next().unwrap_or_default();
+    bare == "." || bare == ".."
 }
 
 impl RequestPlan {
@@ -212,7 +216,7 @@ impl RequestPlan {
             Source::Input(name) => scope
                 .lookup(source)
                 .and_then(Value::as_str)
-                .filter(|v| v.split(['/', '\\']).any(|s| s == "." || s == ".."))
+                .filter(|v| v.split(['/', '\\']).any(is_dot_segment))
                 .map(|_| name.clone()),
             _ => None,
         })
@@ -409,6 +413,10 @@ mod tests {
             "/a/..%5Cb",
             "/a/%2E%2E",
             "/a/..?x=1",
+            "/customers/..%3B",
+            "/customers/..%3B%2Fadmin",
+            "/customers/..;jsessionid=1",
+            "/customers/.;x",
         ] {
             assert!(climbs(path), "{path}");
         }
@@ -418,6 +426,8 @@ mod tests {
             "/orders/.hidden",
             "/orders/1",
             "/a/%2Ex",
+            "/orders/1;v=2",
+            "/orders/..x;y",
         ] {
             assert!(!climbs(path), "{path}");
         }

@@ -597,11 +597,16 @@ impl Partner<'_> {
     /// One record written by the partner function (its outputs are not needed).
     async fn write(&self, given: &HashMap<String, Value>) -> Result<(), PartnerFault> {
         use crate::partner::PartnerError as P;
+        check_person_values(given).map_err(PartnerFault::Record)?;
         let inputs = Inputs::from_values(&self.plan.function, given)
-            .map_err(|e| PartnerFault::Record(e.to_string()))?;
+            .map_err(|e| PartnerFault::Record(short(&e.to_string())))?;
         match call_partner(self.state, self.plan, self.settings, &inputs).await {
             Ok(_) => Ok(()),
-            Err(e @ ApiError::Input(_)) => Err(PartnerFault::Record(e.to_string())),
+            // This record's values cannot make a request (`..` in a path, a URL too long): its own failure. A
+            // person anyone can edit in People must not stop the account's sync.
+            Err(e @ (ApiError::Input(_) | ApiError::Partner(P::Build(_)))) => {
+                Err(PartnerFault::Record(short(&e.to_string())))
+            }
             Err(ApiError::Partner(P::ClientError { status, excerpt })) => match status {
                 401 | 403 => Err(PartnerFault::Stop(Outcome::Failed(format!(
                     "the partner refused the account's credentials (HTTP {status})"
@@ -609,19 +614,50 @@ impl Partner<'_> {
                 408 | 429 => Err(PartnerFault::Stop(Outcome::Paused(format!(
                     "the partner asked to slow down (HTTP {status})"
                 )))),
-                _ => Err(PartnerFault::Record(format!(
+                _ => Err(PartnerFault::Record(short(&format!(
                     "the partner refused it (HTTP {status}): {excerpt}"
-                ))),
+                )))),
             },
             Err(e) => {
                 let (status, code) = e.status_and_code();
                 Err(PartnerFault::Stop(if status.is_server_error() {
                     Outcome::Paused(format!("the partner's update failed ({code})"))
                 } else {
-                    Outcome::Failed(format!("the partner's update was refused ({code}): {e}"))
+                    Outcome::Failed(short(&format!(
+                        "the partner's update was refused ({code}): {e}"
+                    )))
                 }))
             }
         }
+    }
+}
+
+/// The longest value a person field may send the partner, and the longest reason kept for a failed record.
+const MAX_VALUE_CHARS: usize = 1000;
+const MAX_REASON_CHARS: usize = 300;
+
+/// A person's values as People → partner sends them: no control characters (a CR/LF in an email would reach a
+/// partner that builds mail headers from it) and no unbounded text. `Err` names the input.
+pub fn check_person_values(given: &HashMap<String, Value>) -> Result<(), String> {
+    for (input, value) in given {
+        let Some(text) = value.as_str() else { continue };
+        if text.chars().any(char::is_control) {
+            return Err(format!("`{input}` contains control characters"));
+        }
+        if text.chars().count() > MAX_VALUE_CHARS {
+            return Err(format!(
+                "`{input}` is longer than {MAX_VALUE_CHARS} characters"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A reason as stored and shown: bounded, so one record's enormous value cannot fill the run's history.
+fn short(reason: &str) -> String {
+    match reason.char_indices().nth(MAX_REASON_CHARS) {
+        Some((at, _)) => format!("{}…", &reason[..at]),
+        None => reason.to_owned(),
     }
 }
 

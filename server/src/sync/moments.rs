@@ -21,6 +21,10 @@ use std::collections::HashMap;
 /// Where the endpoint is served and listed in the Flow manifest.
 pub const PATH: &str = "/sync/people-changed";
 
+/// How long the People read may take, rate-limit waits included: the caller is a flow waiting on this answer,
+/// so People's 429s are not waited out for minutes as a background run does.
+const PEOPLE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(8);
+
 pub async fn people_changed(State(state): State<AppState>, request: Request) -> Response {
     let call = crate::signed::calls::Call::of(&request);
     let mut response = write_person(&state, request).await.into_response();
@@ -48,9 +52,14 @@ async fn write_person(state: &AppState, request: Request) -> Result<Json<Value>,
         account_key: &signed.account_key,
         sync,
     };
-    let person = people
-        .person(&identifier)
-        .await?
+    let person = tokio::time::timeout(PEOPLE_DEADLINE, people.person(&identifier))
+        .await
+        .map_err(|_| {
+            super::people::WriteError::Outage(format!(
+                "People did not answer within {} s",
+                PEOPLE_DEADLINE.as_secs()
+            ))
+        })??
         .ok_or_else(|| ApiError::PersonNotFound {
             kind: sync.identifier.as_str(),
             identifier: identifier.clone(),
@@ -68,11 +77,24 @@ async fn write_person(state: &AppState, request: Request) -> Result<Json<Value>,
         .iter()
         .find(|p| p.function.name == from.function)
         .ok_or(ApiError::NoFromPeople)?;
+    // What the partner was last sent for this record (by a run or by this endpoint): unchanged is not sent.
+    let runs = Runs::new(state.settings.store().clone());
+    let known = runs
+        .digests(
+            &signed.account_key,
+            FROM_PEOPLE,
+            std::slice::from_ref(&write.key),
+        )
+        .await
+        .map_err(|e| ApiError::Settings(app::settings::SettingsError::Store(e)))?;
+    if known.get(&write.key) == Some(&write.digest) {
+        return Ok(Json(json!({ "written": false, "key": write.key })));
+    }
     let given: HashMap<String, Value> = write.inputs.into_iter().collect();
+    super::engine::check_person_values(&given).map_err(ApiError::PersonUnusable)?;
     let inputs = Inputs::from_values(&plan.function, &given)?;
     call_partner(state, plan, &settings, &inputs).await?;
 
-    let runs = Runs::new(state.settings.store().clone());
     if let Err(e) = runs
         .remember(&signed.account_key, FROM_PEOPLE, &write.key, &write.digest)
         .await
@@ -91,7 +113,8 @@ fn identifier_of(body: &[u8]) -> Result<String, ApiError> {
     let object = value.as_object().ok_or(InputError::NotAnObject)?;
     match object.get("identifier") {
         Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 256 => Ok(s.trim().to_owned()),
-        Some(Value::Number(n)) => Ok(n.to_string()),
+        // Whole numbers only, written as they were: `-0` or `1e3` would be looked up as another text.
+        Some(Value::Number(n)) if n.is_u64() => Ok(n.to_string()),
         _ => Err(ApiError::InvalidField(
             "identifier",
             "give the person's identifier as a non-empty string of at most 256 characters",
