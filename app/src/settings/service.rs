@@ -114,7 +114,13 @@ pub struct SettingsService {
     /// the save dropped the entry would bring the old settings back for a whole TTL; it sees the count moved and
     /// drops its own entry again.
     saves: Arc<std::sync::atomic::AtomicU64>,
+    /// Until when (ms since the epoch) the database counts as down: after a failure, cache misses are answered
+    /// "unavailable" at once for a second instead of each waiting out the pool's connect deadline.
+    down_until: Arc<std::sync::atomic::AtomicI64>,
 }
+
+/// How long a database failure makes cache misses fail at once.
+const DOWN_FOR_MS: i64 = 1_000;
 
 impl SettingsService {
     pub fn new(definition: Arc<AppDefinition>, store: SettingsStore, cache_ttl: Duration) -> Self {
@@ -127,6 +133,7 @@ impl SettingsService {
             store,
             cache,
             saves: Arc::default(),
+            down_until: Arc::default(),
         }
     }
 
@@ -144,18 +151,22 @@ impl SettingsService {
         &self,
         account_key: &str,
     ) -> Result<Arc<ResolvedSettings>, SettingsError> {
+        use std::sync::atomic::Ordering;
         if let Some(hit) = self.cache.get(account_key).await {
             return Ok(hit);
         }
+        if super::store::now_ms() < self.down_until.load(Ordering::Acquire) {
+            return Err(StoreError::RecentlyDown.into());
+        }
         let saves_before = self.saves_seen();
-        let stored = match self.store.load(account_key).await? {
-            Some(stored) => Some(stored),
-            // A link an operator made: signed calls name the account by a key other than the one its settings
-            // were saved under. Only looked up when the key itself has no settings.
-            None => match self.store.linked(account_key).await? {
-                Some(settings_key) => self.store.load(&settings_key).await?,
-                None => None,
-            },
+        let stored = match self.load_following_links(account_key).await {
+            Ok(stored) => stored,
+            Err(e @ StoreError::Database(_)) => {
+                self.down_until
+                    .store(super::store::now_ms() + DOWN_FOR_MS, Ordering::Release);
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
         };
         let stored = stored.ok_or_else(|| SettingsError::NotConfigured {
             stored: false,
@@ -171,6 +182,21 @@ impl SettingsService {
         self.fill_cache(account_key, resolved.clone(), saves_before)
             .await;
         Ok(resolved)
+    }
+
+    async fn load_following_links(
+        &self,
+        account_key: &str,
+    ) -> Result<Option<StoredSettings>, StoreError> {
+        Ok(match self.store.load(account_key).await? {
+            Some(stored) => Some(stored),
+            // A link an operator made: signed calls name the account by a key other than the one its settings
+            // were saved under. Only looked up when the key itself has no settings.
+            None => match self.store.linked(account_key).await? {
+                Some(settings_key) => self.store.load(&settings_key).await?,
+                None => None,
+            },
+        })
     }
 
     /// How many saves this instance has made; `resolved` reads it before going to the database.

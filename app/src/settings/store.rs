@@ -37,6 +37,9 @@ pub enum StoreError {
     Crypto(#[from] CryptoError),
     #[error("stored settings of this account are not valid JSON: {0}")]
     Corrupt(#[from] serde_json::Error),
+    /// The database failed moments ago: not asked again until it has had a moment (see `SettingsService`).
+    #[error("the settings database did not answer a moment ago; retrying shortly")]
+    RecentlyDown,
 }
 
 /// One account's stored settings, secrets opened. `Debug` masks the secrets so a stray log line leaks nothing.
@@ -162,7 +165,10 @@ impl SettingsStore {
         }
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
-            .acquire_timeout(Duration::from_secs(5))
+            // Waiting longer for a connection means the database is down (sqlx retries a refused connect
+            // until this deadline) or swamped; a 503 then beats holding a signed call to its own deadline (5 s
+            // by default).
+            .acquire_timeout(Duration::from_secs(2))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

@@ -150,7 +150,19 @@ impl Harness {
 
     /// A harness whose demo shop lists `customers` made-up customers after the seeded three.
     pub async fn start_with_shop(backend: Backend, extra: &[&str], customers: usize) -> Self {
+        Self::start_through(backend, extra, customers, |url| url.to_owned()).await
+    }
+
+    /// A harness whose ibex reaches its database at the address `route` makes of the test database's URL
+    /// (through a proxy a test can cut, say); the test itself still reaches it directly.
+    pub async fn start_through(
+        backend: Backend,
+        extra: &[&str],
+        customers: usize,
+        route: impl Fn(&str) -> String,
+    ) -> Self {
         let db = TestDb::new(backend).await;
+        let ibex_db_url = route(&db.url);
         let shop = spawn(ibex_sim::shop::router_with(SHOP_KEY, customers)).await;
         let definition_path =
             std::env::temp_dir().join(format!("ibex-def-{}.toml", uuid::Uuid::new_v4().simple()));
@@ -173,7 +185,7 @@ impl Harness {
         let mut args: Vec<String> = [
             "ibex",
             "--database-url",
-            &db.url,
+            &ibex_db_url,
             "--app",
             &definition_path.display().to_string(),
             "--signing-secrets",
