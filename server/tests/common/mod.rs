@@ -102,6 +102,8 @@ pub struct Harness {
     pub db: TestDb,
     pub client: reqwest::Client,
     pub encryption_key: String,
+    /// The command line ibex was started with: a second instance on the same database starts from it.
+    pub args: Vec<String>,
 }
 
 async fn spawn(router: axum::Router) -> String {
@@ -215,7 +217,7 @@ impl Harness {
         .map(|a| a.to_string())
         .collect();
         args.extend(extra.iter().map(|a| a.to_string()));
-        let cli = Cli::try_parse_from(args).unwrap();
+        let cli = Cli::try_parse_from(args.clone()).unwrap();
         let state = AppState::build(&cli.options).await.unwrap();
         let ibex = serve_on(ibex_listener, ibex::routes::router(state.clone()));
         let harness = Harness {
@@ -226,6 +228,7 @@ impl Harness {
             db,
             client: reqwest::Client::new(),
             encryption_key,
+            args,
         };
         harness
             .configure(
