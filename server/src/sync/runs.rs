@@ -433,23 +433,6 @@ impl Runs {
         Ok(done.rows_affected() == 1)
     }
 
-    /// The account's newest finished run of `direction`: the one whose failures the page shows and retries.
-    pub async fn last_finished(
-        &self,
-        account_key: &str,
-        direction: &str,
-    ) -> Result<Option<Run>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM sync_runs WHERE account_key = $1 AND direction = $2 \
-             AND status IN ('done', 'failed') ORDER BY id DESC LIMIT 1"
-        ))
-        .bind(account_key)
-        .bind(direction)
-        .fetch_optional(self.store.pool())
-        .await?;
-        row.map(|r| decode(&r)).transpose()
-    }
-
     /// Where the account's last completed People → partner run got to (retries excluded): the next run reads
     /// persons modified since then.
     pub async fn last_since(&self, account_key: &str) -> Result<Option<String>, StoreError> {
