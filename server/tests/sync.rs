@@ -314,8 +314,22 @@ async fn retry_failed(backend: Backend) {
         said.starts_with("Connected: People at 127.0.0.1:"),
         "{said}"
     );
-    h.configure(ACCOUNT, &[("people_api_key", "not-the-key")])
-        .await;
+    // The key changed by another instance (or `ibex settings set`): this instance's cache entry, filled by the
+    // test above and by the sync schedule, must not answer for what the admin just saved.
+    let elsewhere = app::settings::SettingsService::new(
+        std::sync::Arc::new(h.state.settings.definition().clone()),
+        h.state.settings.store().clone(),
+        std::time::Duration::from_secs(5),
+    );
+    elsewhere
+        .update(
+            ACCOUNT,
+            None,
+            &[("people_api_key".to_owned(), "not-the-key".to_owned())].into(),
+            "cli",
+        )
+        .await
+        .unwrap();
     let refused = panel.test_people(ACCOUNT, "admin").await.unwrap_err();
     assert!(
         refused.contains("refused the API key (HTTP 401)"),

@@ -151,10 +151,17 @@ impl SettingsService {
         &self,
         account_key: &str,
     ) -> Result<Arc<ResolvedSettings>, SettingsError> {
-        use std::sync::atomic::Ordering;
         if let Some(hit) = self.cache.get(account_key).await {
             return Ok(hit);
         }
+        self.read_through(account_key).await
+    }
+
+    async fn read_through(
+        &self,
+        account_key: &str,
+    ) -> Result<Arc<ResolvedSettings>, SettingsError> {
+        use std::sync::atomic::Ordering;
         if super::store::now_ms() < self.down_until.load(Ordering::Acquire) {
             return Err(StoreError::RecentlyDown.into());
         }
@@ -182,6 +189,13 @@ impl SettingsService {
         self.fill_cache(account_key, resolved.clone(), saves_before)
             .await;
         Ok(resolved)
+    }
+
+    /// The account's settings as the database holds them now, for the configuration page's own actions: an
+    /// admin who just saved (here, on another instance or with the CLI) must not be answered from a cache entry
+    /// that a signed call or the sync schedule filled a moment before. Refreshes the cache on the way.
+    pub async fn current(&self, account_key: &str) -> Result<Arc<ResolvedSettings>, SettingsError> {
+        self.read_through(account_key).await
     }
 
     async fn load_following_links(

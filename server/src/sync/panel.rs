@@ -22,7 +22,7 @@ impl ServerSync {
         let settings = self
             .state
             .settings
-            .resolved(account_key)
+            .current(account_key)
             .await
             .map_err(|_| (String::new(), "Save this app's settings first.".to_owned()))?;
         let target = PeopleTarget::from_settings(&settings, &self.config)
@@ -52,7 +52,7 @@ impl ServerSync {
         let settings = self
             .state
             .settings
-            .resolved(account_key)
+            .current(account_key)
             .await
             .map_err(|e| match e {
                 app::settings::SettingsError::NotConfigured { .. } => {
@@ -165,7 +165,7 @@ impl SyncSource for ServerSync {
             let unavailable = |_| "The run could not be queued; try again in a moment.".to_owned();
             // Partner → People always (the button says so); People → partner too where the account turned it on.
             let mut directions = vec![TO_PEOPLE];
-            if let Ok(settings) = self.state.settings.resolved(account_key).await {
+            if let Ok(settings) = self.state.settings.current(account_key).await {
                 directions.extend(
                     super::engine::directions_on(&self.state, &settings)
                         .into_iter()
