@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Load benchmark on loopback, one load generator, all in one run so only ratios matter:
-#   (a) a signed function call through ibex to the demo partner API,
-#   (b) the demo partner API called directly,
+#   (a) a signed function call through ibex to the partner API,
+#   (b) the partner API called directly,
 #   (c) nginx proxying to the same partner API while adding the API-key header,
 #   (d) the floor of ibex's own stack: a bare axum + hyper-util proxy doing what nginx does (`ibex-sim proxy`), so
 #       that what ibex adds over its stack (a/d) and what the stack costs over nginx (d/c) are told apart.
+# Each against two upstreams: the main comparison's is nginx serving the order JSON as a static file (cheap: it
+# hides nothing of what ibex and nginx each cost); the second is the demo shop (axum), a realistic partner.
+# Then, unless ACCOUNTS=0, scripts/bench-accounts.sh: 100 000 accounts, random account per call.
 # Saturation: wrk -t1 -c32 for BENCH_SECS (default 10) s, ROUNDS (default 3) interleaved rounds, medians.
 # Half load: oha at half of (a)'s saturating rate, on (a) and (b): the p99 ibex adds.
 # Also ibex's RSS idle and after load. Prints a markdown table for docs/benchmarks.md.
@@ -20,7 +23,8 @@ cargo build --release -p server -p ibex-sim 2>&1 | tail -n 1
 
 work="$(mktemp -d)"
 up=127.0.0.1:4301 ibex_addr=127.0.0.1:4302 proxy=127.0.0.1:4303 floor=127.0.0.1:4304
-key=bench-shop-key secret=bench-signing-secret account=BENCH
+static=127.0.0.1:4305 proxy_static=127.0.0.1:4306 floor_static=127.0.0.1:4307
+key=bench-shop-key secret=bench-signing-secret account=BENCH account_static=BENCH-STATIC
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -33,11 +37,15 @@ target/release/ibex-sim shop --addr "$up" --api-key "$key" >"$work/shop.log" 2>&
 pids+=($!)
 target/release/ibex-sim proxy --addr "$floor" --upstream "http://$up" --api-key "$key" >"$work/floor.log" 2>&1 &
 pids+=($!)
+target/release/ibex-sim proxy --addr "$floor_static" --upstream "http://$static" --api-key "$key" \
+  >"$work/floor-static.log" 2>&1 &
+pids+=($!)
 
 export DATABASE_URL="sqlite://$work/ibex.db?mode=rwc" IBEX_SIGNING_SECRETS="$secret" \
   IBEX_ENCRYPTION_KEY="k1:$(head -c 32 /dev/urandom | base64)" IBEX_ADDR="$ibex_addr" IBEX_LOG_FORMAT=json \
   IBEX_ALLOW_LOOPBACK_PARTNERS=true
 target/release/ibex settings set "$account" "api_key=$key" "api_base_url=http://$up" >/dev/null
+target/release/ibex settings set "$account_static" "api_key=$key" "api_base_url=http://$static" >/dev/null
 target/release/ibex serve >"$work/ibex.log" 2>&1 &
 ibex_pid=$!
 pids+=($ibex_pid)
@@ -50,6 +58,7 @@ events { worker_connections 1024; }
 http {
   access_log off;
   upstream partner { server $up; keepalive 64; }
+  upstream partner_static { server $static; keepalive 64; }
   server {
     listen $proxy;
     location / {
@@ -59,11 +68,31 @@ http {
       proxy_set_header X-Api-Key $key;
     }
   }
+  server {
+    listen $proxy_static;
+    location / {
+      proxy_pass http://partner_static;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Api-Key $key;
+    }
+  }
+  # The cheap upstream: the shop's own answer for order 1001, saved once and served as a file.
+  server {
+    listen $static;
+    root $work/static;
+    default_type application/json;
+    location = /health { return 200 "ok"; }
+  }
 }
 NGINX
+for _ in $(seq 1 100); do curl -fs -o /dev/null -H "X-Api-Key: $key" "http://$up/health" && break; sleep 0.1; done
+mkdir -p "$work/static/orders"
+curl -fsS -H "X-Api-Key: $key" "http://$up/orders/1001?currency=EUR" >"$work/static/orders/1001"
 nginx -c "$work/nginx.conf" -p "$work"
 
-for url in "http://$up/health" "http://$ibex_addr/healthz" "http://$proxy/health" "http://$floor/health"; do
+for url in "http://$up/health" "http://$ibex_addr/healthz" "http://$proxy/health" "http://$floor/health" \
+  "http://$static/health" "http://$floor_static/health"; do
   for _ in $(seq 1 100); do curl -fs -o /dev/null -H "X-Api-Key: $key" "$url" && break; sleep 0.1; done
 done
 
@@ -73,14 +102,23 @@ idle_rss=$(rss_kb "$ibex_pid")
 # Signed once: the timestamp stays inside the 300 s replay window for the whole run.
 ts=$(($(date +%s%N) / 1000000))
 sig=$(python3 -c 'import hmac,hashlib,sys; print(hmac.new(sys.argv[1].encode(), sys.argv[2].encode(), hashlib.sha256).hexdigest())' "$secret" "$ts")
-a_args=(-H "X-Ib-Exchange-Req-AccountKey: $account" -H "X-Ib-Exchange-Req-Timestamp: $ts" -H "X-Ib-Exchange-Req-Signature: $sig")
+signed=(-H "X-Ib-Exchange-Req-Timestamp: $ts" -H "X-Ib-Exchange-Req-Signature: $sig")
+a_args=(-H "X-Ib-Exchange-Req-AccountKey: $account" "${signed[@]}")
+as_args=(-H "X-Ib-Exchange-Req-AccountKey: $account_static" "${signed[@]}")
 a_url="http://$ibex_addr/fn/order-status/1001"
 b_url="http://$up/orders/1001?currency=EUR"
 c_url="http://$proxy/orders/1001?currency=EUR"
 d_url="http://$floor/orders/1001?currency=EUR"
+bs_url="http://$static/orders/1001?currency=EUR"
+cs_url="http://$proxy_static/orders/1001?currency=EUR"
+ds_url="http://$floor_static/orders/1001?currency=EUR"
 
 check() { curl -fsS "$@" >/dev/null || { echo "bench: a target does not answer 200: $*" >&2; exit 1; }; }
 check "${a_args[@]}" "$a_url"; check -H "X-Api-Key: $key" "$b_url"; check "$c_url"; check "$d_url"
+check "${as_args[@]}" "$a_url"; check "$bs_url"; check "$cs_url"; check "$ds_url"
+# Both upstreams give ibex the same answer.
+[[ $(curl -fsS "${a_args[@]}" "$a_url") == $(curl -fsS "${as_args[@]}" "$a_url") ]] \
+  || { echo "bench: the static upstream's answer differs from the shop's" >&2; exit 1; }
 
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; printf "%.3f", v}'; }
 run_wrk() { # name, args...
@@ -99,6 +137,10 @@ col() { awk -v c="$2" '{print $c}' "$work/$1" | median; }
 
 wrk -t1 -c32 -d2s "${a_args[@]/#/}" "$a_url" >/dev/null  # warm-up
 for r in $(seq 1 "$rounds"); do
+  run_wrk as "${as_args[@]}" "$a_url"
+  run_wrk bs "$bs_url"
+  run_wrk cs "$cs_url"
+  run_wrk ds "$ds_url"
   run_wrk a "${a_args[@]}" "$a_url"
   run_wrk b -H "X-Api-Key: $key" "$b_url"
   run_wrk c "$c_url"
@@ -119,6 +161,19 @@ half_d=$(oha_p99 "$d_url")
 ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
 cat <<TXT
 
+Main comparison, upstream nginx serving the order as a static file:
+
+| target | req/s | p50 ms | p99 ms |
+|---|---|---|---|
+| (a) signed call through ibex | $(col as 1) | $(col as 2) | $(col as 3) |
+| (b) static upstream directly | $(col bs 1) | $(col bs 2) | $(col bs 3) |
+| (c) nginx adding the API key | $(col cs 1) | $(col cs 2) | $(col cs 3) |
+| (d) bare axum + hyper-util proxy adding the API key | $(col ds 1) | $(col ds 2) | $(col ds 3) |
+
+- throughput a/c = $(ratio "$(col as 1)" "$(col cs 1)"), a/b = $(ratio "$(col as 1)" "$(col bs 1)"), a/d = $(ratio "$(col as 1)" "$(col ds 1)"), d/c = $(ratio "$(col ds 1)" "$(col cs 1)")
+
+Second figure, upstream the demo shop (axum):
+
 | target | req/s | p50 ms | p99 ms |
 |---|---|---|---|
 | (a) signed call through ibex | $(col a 1) | $(col a 2) | $(col a 3) |
@@ -129,5 +184,11 @@ cat <<TXT
 - throughput a/c = $(ratio "$(col a 1)" "$(col c 1)"), a/b = $(ratio "$(col a 1)" "$(col b 1)"), a/d = $(ratio "$(col a 1)" "$(col d 1)"), d/c = $(ratio "$(col d 1)" "$(col c 1)")
 - at half of (a)'s saturating load ($half req/s, oha -c16): p99 (a) $half_a ms, (b) $half_b ms, (d) $half_d ms; added by ibex over the partner $(python3 -c "print('%.3f' % ($half_a-$half_b))") ms, by the bare proxy $(python3 -c "print('%.3f' % ($half_d-$half_b))") ms
 - ibex RSS: idle $((idle_rss / 1024)) MB, after load $((loaded_rss / 1024)) MB
-- wrk -t1 -c32 -d${secs}s, $rounds interleaved rounds, medians; $(nproc) cores shared by load generator and servers
+- wrk -t1 -c32 -d${secs}s, $rounds interleaved rounds of all eight targets, medians; $(nproc) cores shared by load generator and servers
 TXT
+
+cleanup
+trap - EXIT
+if [[ ${ACCOUNTS:-100000} != 0 ]]; then
+  "$root/scripts/bench-accounts.sh"
+fi

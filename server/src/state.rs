@@ -106,6 +106,7 @@ async fn open_settings_with(
         definition,
         store,
         Duration::from_secs(options.settings_cache_ttl_secs),
+        options.settings_cache_mb.saturating_mul(1024 * 1024),
     ))
 }
 

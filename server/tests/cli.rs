@@ -327,3 +327,43 @@ fn served_instance_called_with_ibex_call_logs_no_secret() {
         assert!(!logs.contains(secret), "a secret reached the logs: {logs}");
     }
 }
+
+/// `ibex settings import`: each good line saved (secrets sealed like any save), each bad one named by its number
+/// with the reason, and the exit code says some were refused.
+#[test]
+fn settings_import_saves_good_lines_and_names_bad_ones() {
+    let env = Env::new();
+    let file = env.dir.join("accounts.jsonl");
+    std::fs::write(
+        &file,
+        [
+            r#"{"account_key": "IMP-1", "settings": {"api_key": "imported-key-1", "api_base_url": "https://shop.example", "note_author": "One"}}"#,
+            "",
+            r#"{"account_key": "IMP-2", "settings": {"api_key": "imported-key-2"}"#,
+            r#"{"account_key": "IMP-3", "settings": {"api_key": "k3", "api_base_url": "https://shop.example", "currency": "XYZ"}}"#,
+            r#"{"account_key": "IMP-4", "settings": {"api_key": "imported-key-4", "api_base_url": "https://shop.example"}}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let out = env.run(&["settings", "import", file.to_str().unwrap()]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("saved 2 accounts, 2 lines refused"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("line 3: "), "{stderr}");
+    assert!(stderr.contains("line 4: currency: "), "{stderr}");
+    for (account, saved) in [
+        ("IMP-1", true),
+        ("IMP-2", false),
+        ("IMP-3", false),
+        ("IMP-4", true),
+    ] {
+        let shown = env.run(&["settings", "show", account]);
+        let shown = text(&shown.stdout) + &text(&shown.stderr);
+        assert_eq!(shown.contains("api_key"), saved, "{account}: {shown}");
+        assert!(!shown.contains("imported-key"), "a secret shown: {shown}");
+    }
+}

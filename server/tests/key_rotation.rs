@@ -26,6 +26,7 @@ async fn with_keys(h: &Harness, spec: &str) -> SettingsService {
         Arc::new(h.state.definition.as_ref().clone()),
         store,
         std::time::Duration::from_millis(1),
+        64 << 20,
     )
 }
 

@@ -183,6 +183,7 @@ auth = { type = "header", name = "X-Key", value = "{{settings.api_key}}" }
         Arc::new(definition),
         store.clone(),
         std::time::Duration::from_secs(5),
+        64 << 20,
     );
     let first = changes(&[("api_url", "https://u:p@shop.example"), ("api_key", "k")]);
     service.update("A", None, &first, "admin").await.unwrap();
@@ -355,3 +356,128 @@ on_both_backends!(
     settings_cache_after_concurrent_save,
     cache_after_concurrent_save
 );
+
+/// The settings cache holds what its byte cap allows, however many accounts call: 300 accounts through a cache
+/// capped at 64 KiB keep it at or under the cap, the accounts dropped are read again and answer the same, and a
+/// cap of 0 caches nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_cache_is_capped_by_bytes() {
+    use app::settings::SettingsService;
+    use std::sync::Arc;
+    let h = Harness::start(Backend::Sqlite).await;
+    let accounts: Vec<String> = (0..300).map(|i| format!("ACCOUNT-{i:04}")).collect();
+    for account in &accounts {
+        h.configure(
+            account,
+            &[
+                ("api_key", SHOP_KEY),
+                ("api_base_url", h.shop.as_str()),
+                ("note_author", account),
+            ],
+        )
+        .await;
+    }
+    let definition = Arc::new(h.state.definition.as_ref().clone());
+    let capped = SettingsService::new(
+        definition.clone(),
+        h.state.settings.store().clone(),
+        std::time::Duration::from_secs(60),
+        64 * 1024,
+    );
+    for _ in 0..2 {
+        for account in &accounts {
+            let resolved = capped.resolved(account).await.unwrap();
+            assert_eq!(
+                resolved.get("note_author").and_then(|v| v.as_str()),
+                Some(account.as_str())
+            );
+        }
+    }
+    let one = capped
+        .resolved(&accounts[0])
+        .await
+        .unwrap()
+        .footprint(&accounts[0]) as u64;
+    let (entries, bytes) = capped.cache_usage().await;
+    assert!(bytes <= 64 * 1024, "{bytes} bytes cached over a 64 KiB cap");
+    assert!(entries < 300, "all {entries} accounts cached under the cap");
+    assert!(
+        entries * one >= 32 * 1024,
+        "the cap is used: {entries} entries of {one} bytes"
+    );
+
+    let off = SettingsService::new(
+        definition,
+        h.state.settings.store().clone(),
+        std::time::Duration::from_secs(60),
+        0,
+    );
+    for account in &accounts[..20] {
+        off.resolved(account).await.unwrap();
+    }
+    assert_eq!(off.cache_usage().await, (0, 0));
+    h.finish().await;
+}
+
+/// Another instance's save (or the CLI's) drops this instance's cached entry when it reads the change log: the
+/// account itself and a signed key linked to it, while an account saved before the look stays cached.
+async fn change_log_drops_stale_entries(backend: Backend) {
+    use app::settings::SettingsService;
+    use std::sync::Arc;
+    let h = Harness::start(backend).await;
+    h.configure(
+        "OTHER",
+        &[
+            ("api_key", SHOP_KEY),
+            ("api_base_url", h.shop.as_str()),
+            ("note_author", "other"),
+        ],
+    )
+    .await;
+    h.state
+        .settings
+        .store()
+        .link("SIGNED-KEY", ACCOUNT, "operator")
+        .await
+        .unwrap();
+    let here = SettingsService::new(
+        Arc::new(h.state.definition.as_ref().clone()),
+        h.state.settings.store().clone(),
+        std::time::Duration::from_secs(300),
+        64 << 20,
+    );
+    let author = |s: &app::settings::ResolvedSettings| {
+        s.get("note_author")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    for key in [ACCOUNT, "SIGNED-KEY", "OTHER"] {
+        here.resolved(key).await.unwrap();
+    }
+    let since = app::settings::store::now_ms();
+    // Saved elsewhere: `h.state.settings` is the other instance.
+    h.configure(ACCOUNT, &[("note_author", "saved elsewhere")])
+        .await;
+    assert_ne!(
+        author(&here.resolved(ACCOUNT).await.unwrap()).as_deref(),
+        Some("saved elsewhere"),
+        "the cache is not in the way: this test would prove nothing"
+    );
+    assert_eq!(here.forget_changed(since).await.unwrap(), 2);
+    for key in [ACCOUNT, "SIGNED-KEY"] {
+        assert_eq!(
+            author(&here.resolved(key).await.unwrap()).as_deref(),
+            Some("saved elsewhere"),
+            "{key}"
+        );
+    }
+    assert_eq!(
+        author(&here.resolved("OTHER").await.unwrap()).as_deref(),
+        Some("other")
+    );
+    // Looked at again (the margin reaches back over the same save): nothing more to drop.
+    assert_eq!(here.forget_changed(since).await.unwrap(), 0);
+    h.finish().await;
+}
+
+on_both_backends!(settings_change_log, change_log_drops_stale_entries);

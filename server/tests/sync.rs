@@ -320,6 +320,7 @@ async fn retry_failed(backend: Backend) {
         std::sync::Arc::new(h.state.settings.definition().clone()),
         h.state.settings.store().clone(),
         std::time::Duration::from_secs(5),
+        64 << 20,
     );
     elsewhere
         .update(

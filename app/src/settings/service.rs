@@ -26,16 +26,51 @@ pub enum SettingsError {
     Store(#[from] StoreError),
 }
 
-/// Every setting of one account with defaults filled in and secrets opened: what templates draw from.
+/// The definition's settings by position, built once and shared by every cached account: keys and defaults
+/// are held once, not once per account (100 000 accounts fit in a third of the memory).
+pub struct Fields {
+    index: HashMap<String, u16>,
+    defaults: Vec<Option<Value>>,
+}
+
+impl Fields {
+    pub fn of(definition: &AppDefinition) -> Self {
+        Fields {
+            index: definition
+                .settings
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.key.clone(), u16::try_from(i).unwrap_or(u16::MAX)))
+                .collect(),
+            defaults: definition
+                .settings
+                .iter()
+                .map(|f| f.default.clone())
+                .collect(),
+        }
+    }
+}
+
+/// Every setting of one account with defaults filled in and secrets opened: what templates draw from. Holds
+/// only the account's own values, by field position; a field it has not set reads the shared default.
 pub struct ResolvedSettings {
-    values: HashMap<String, Value>,
+    own: Box<[(u16, Value)]>,
+    fields: Arc<Fields>,
     pub version: i64,
 }
 
 impl std::fmt::Debug for ResolvedSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut keys: Vec<&String> = self
+            .fields
+            .index
+            .iter()
+            .filter(|(_, i)| self.value_at(**i).is_some())
+            .map(|(k, _)| k)
+            .collect();
+        keys.sort();
         f.debug_struct("ResolvedSettings")
-            .field("keys", &self.values.keys().collect::<Vec<_>>())
+            .field("keys", &keys)
             .field("version", &self.version)
             .finish()
     }
@@ -45,6 +80,7 @@ impl ResolvedSettings {
     /// Fails with the list of required fields that have neither a value nor a default.
     pub fn resolve(
         definition: &AppDefinition,
+        fields: &Arc<Fields>,
         stored: &StoredSettings,
     ) -> Result<Self, SettingsError> {
         // A call without a secret it needs would reach the partner unauthenticated: refuse it, naming them.
@@ -57,25 +93,20 @@ impl ResolvedSettings {
         if !unreadable.is_empty() {
             return Err(SettingsError::Unreadable(unreadable));
         }
-        let mut values = HashMap::with_capacity(definition.settings.len());
+        let mut own = Vec::new();
         let mut missing = Vec::new();
-        for field in &definition.settings {
-            let value = stored
-                .values
-                .get(&field.key)
-                .cloned()
-                .or_else(|| {
-                    stored
-                        .secrets
-                        .get(&field.key)
-                        .map(|s| Value::String(s.clone()))
-                })
-                .or_else(|| field.default.clone());
+        for (i, field) in definition.settings.iter().enumerate() {
+            let value = stored.values.get(&field.key).cloned().or_else(|| {
+                stored
+                    .secrets
+                    .get(&field.key)
+                    .map(|s| Value::String(s.clone()))
+            });
             match value {
-                Some(v) => {
-                    values.insert(field.key.clone(), v);
+                Some(v) => own.push((u16::try_from(i).unwrap_or(u16::MAX), v)),
+                None if field.required && field.default.is_none() => {
+                    missing.push(field.key.clone())
                 }
-                None if field.required => missing.push(field.key.clone()),
                 None => {}
             }
         }
@@ -86,20 +117,48 @@ impl ResolvedSettings {
             });
         }
         Ok(ResolvedSettings {
-            values,
+            own: own.into_boxed_slice(),
+            fields: fields.clone(),
             version: stored.version,
         })
     }
 
+    fn value_at(&self, index: u16) -> Option<&Value> {
+        match self.own.binary_search_by_key(&index, |(i, _)| *i) {
+            Ok(at) => Some(&self.own[at].1),
+            Err(_) => self.fields.defaults.get(usize::from(index))?.as_ref(),
+        }
+    }
+
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.values.get(key)
+        self.value_at(*self.fields.index.get(key)?)
+    }
+
+    /// Bytes this account is reckoned to hold in the settings cache: what the cap in `IBEX_SETTINGS_CACHE_MB`
+    /// counts. An estimate (allocator slack and the cache's own bookkeeping are a fixed share per entry), so that
+    /// the cap bounds memory whatever the number of accounts and however long their values are.
+    pub fn footprint(&self, account_key: &str) -> u32 {
+        /// The cache's node and its key's `String`, the `Arc` and this struct, per entry.
+        const ENTRY: usize = 192;
+        /// One own value: its position and the `Value`.
+        const SLOT: usize = 40;
+        fn value_bytes(value: &Value) -> usize {
+            match value {
+                Value::String(s) => s.len(),
+                Value::Array(items) => items.iter().map(|v| 32 + value_bytes(v)).sum(),
+                Value::Object(map) => map.iter().map(|(k, v)| 64 + k.len() + value_bytes(v)).sum(),
+                _ => 0,
+            }
+        }
+        let own: usize = self.own.iter().map(|(_, v)| SLOT + value_bytes(v)).sum();
+        u32::try_from(ENTRY + 2 * account_key.len() + own).unwrap_or(u32::MAX)
     }
 }
 
 impl Lookup for ResolvedSettings {
     fn lookup(&self, source: &Source) -> Option<&Value> {
         match source {
-            Source::Setting(key) => self.values.get(key),
+            Source::Setting(key) => self.get(key),
             _ => None,
         }
     }
@@ -108,6 +167,7 @@ impl Lookup for ResolvedSettings {
 #[derive(Clone)]
 pub struct SettingsService {
     definition: Arc<AppDefinition>,
+    fields: Arc<Fields>,
     store: SettingsStore,
     cache: moka::future::Cache<String, Arc<ResolvedSettings>>,
     /// Counts this instance's saves. A signed call that read an account before a save and fills the cache after
@@ -121,14 +181,27 @@ pub struct SettingsService {
 
 /// How long a database failure makes cache misses fail at once.
 const DOWN_FOR_MS: i64 = 1_000;
+/// How far back each look at the change log reaches before the previous one began: a save stamped before it
+/// committed (or by an instance whose clock is behind) is still seen, and a read that began before a save and
+/// filled the cache after the previous look is dropped by the next.
+const CHANGE_MARGIN_MS: i64 = 10_000;
 
 impl SettingsService {
-    pub fn new(definition: Arc<AppDefinition>, store: SettingsStore, cache_ttl: Duration) -> Self {
+    /// `cache_bytes` caps the settings cache by the entries' reckoned size (`ResolvedSettings::footprint`):
+    /// with many thousand accounts the least used are dropped and read again on their next call.
+    pub fn new(
+        definition: Arc<AppDefinition>,
+        store: SettingsStore,
+        cache_ttl: Duration,
+        cache_bytes: u64,
+    ) -> Self {
         let cache = moka::future::Cache::builder()
-            .max_capacity(100_000)
+            .max_capacity(cache_bytes)
+            .weigher(|key: &String, value: &Arc<ResolvedSettings>| value.footprint(key))
             .time_to_live(cache_ttl)
             .build();
         SettingsService {
+            fields: Arc::new(Fields::of(&definition)),
             definition,
             store,
             cache,
@@ -185,7 +258,11 @@ impl SettingsService {
                 .map(|f| f.key.clone())
                 .collect(),
         })?;
-        let resolved = Arc::new(ResolvedSettings::resolve(&self.definition, &stored)?);
+        let resolved = Arc::new(ResolvedSettings::resolve(
+            &self.definition,
+            &self.fields,
+            &stored,
+        )?);
         self.fill_cache(account_key, resolved.clone(), saves_before)
             .await;
         Ok(resolved)
@@ -229,10 +306,54 @@ impl SettingsService {
         resolved: Arc<ResolvedSettings>,
         saves_before: u64,
     ) {
+        if self.cache.policy().max_capacity() == Some(0) {
+            return;
+        }
         self.cache.insert(account_key.to_owned(), resolved).await;
         if self.saves_seen() != saves_before {
             self.cache.invalidate(account_key).await;
         }
+    }
+
+    /// Drops the cached accounts saved since `since_ms` (by another instance or the CLI; this instance's own
+    /// saves drop them at once) whose cached version is older than the saved one. Returns how many it dropped.
+    pub async fn forget_changed(&self, since_ms: i64) -> Result<usize, StoreError> {
+        let mut dropped = 0;
+        for (account_key, version) in self.store.changed_since(since_ms).await? {
+            if let Some(cached) = self.cache.get(&account_key).await {
+                if cached.version < version {
+                    self.cache.invalidate(&account_key).await;
+                    dropped += 1;
+                }
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Follows the change log so another instance's save reaches this one's cache within `every`, not only
+    /// when the entry's TTL ends: the TTL can then be long, and many thousand accounts stay cached between
+    /// their calls instead of each call reading the database.
+    pub fn spawn_change_follower(&self, every: Duration) {
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut since = super::store::now_ms() - CHANGE_MARGIN_MS;
+            loop {
+                tokio::time::sleep(every).await;
+                let started = super::store::now_ms();
+                match service.forget_changed(since).await {
+                    Ok(_) => since = started - CHANGE_MARGIN_MS,
+                    Err(e) => {
+                        tracing::warn!("settings changes could not be read (cached accounts expire by their TTL meanwhile): {e}")
+                    }
+                }
+            }
+        });
+    }
+
+    /// Accounts in the settings cache and the bytes they are reckoned at, once pending evictions are done.
+    pub async fn cache_usage(&self) -> (u64, u64) {
+        self.cache.run_pending_tasks().await;
+        (self.cache.entry_count(), self.cache.weighted_size())
     }
 
     pub async fn load(&self, account_key: &str) -> Result<Option<StoredSettings>, SettingsError> {
@@ -257,7 +378,7 @@ impl SettingsService {
             validate_changes(&self.definition, changes, is_set).map_err(SettingsError::Invalid)?;
         self.keep_secrets_at_their_address(Some(&stored), &change)?;
         stored.apply(&change);
-        ResolvedSettings::resolve(&self.definition, &stored)
+        ResolvedSettings::resolve(&self.definition, &self.fields, &stored)
     }
 
     /// A stored secret was given for the address the account's settings named then. When a change moves the

@@ -234,6 +234,21 @@ impl SettingsStore {
         row.map(|row| self.decode(&row)).transpose()
     }
 
+    /// Accounts saved since `since_ms` with their newest version, and the signed keys linked to them with the
+    /// same version (their cache entries hold the linked account's settings).
+    pub async fn changed_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as::<_, (String, i64)>(
+            "SELECT account_key, MAX(version) FROM settings_changes WHERE changed_at >= $1 GROUP BY account_key \
+             UNION ALL \
+             SELECT l.signed_key, MAX(c.version) FROM settings_changes c \
+             JOIN account_links l ON l.settings_key = c.account_key \
+             WHERE c.changed_at >= $1 GROUP BY l.signed_key",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Applies a validated change. `expected_version` is what the editor saw (0 for an account not yet saved);
     /// `None` applies the change on top of whatever is current, as the CLI does.
     pub async fn save(

@@ -61,6 +61,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CommandError> {
         Command::Settings(SettingsCommand::Unlink { signed_key }) => {
             settings_link(&options, &signed_key, None).await
         }
+        Command::Settings(SettingsCommand::Import { file }) => {
+            settings_import(&options, &file).await
+        }
         Command::Settings(SettingsCommand::Show { account_key }) => {
             settings_show(&options, &account_key).await
         }
@@ -109,6 +112,11 @@ async fn serve(options: &Options) -> Result<ExitCode, CommandError> {
     state
         .card_sessions
         .spawn_cleanup(std::time::Duration::from_secs(300));
+    state
+        .settings
+        .spawn_change_follower(std::time::Duration::from_millis(
+            options.settings_poll_ms.max(10),
+        ));
     if state.definition.sync.is_some() && state.sync.worker {
         crate::sync::engine::SyncEngine::for_instance(&state).spawn(state.clone());
     }
@@ -203,6 +211,104 @@ async fn settings_set(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// One line of `settings import`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportLine {
+    account_key: String,
+    settings: BTreeMap<String, String>,
+}
+
+/// Saves go eight at a time: a PostgreSQL round trip per save would make 100 000 accounts take minutes; SQLite
+/// queues them on its write lock.
+async fn settings_import(
+    options: &Options,
+    file: &std::path::Path,
+) -> Result<ExitCode, CommandError> {
+    use tokio::io::AsyncBufReadExt;
+    let reader: Box<dyn tokio::io::AsyncRead + Unpin> = if file == std::path::Path::new("-") {
+        Box::new(tokio::io::stdin())
+    } else {
+        Box::new(
+            tokio::fs::File::open(file)
+                .await
+                .map_err(|e| CommandError::Usage(format!("cannot read {}: {e}", file.display())))?,
+        )
+    };
+    let settings = open_settings(options, Arc::new(options.definition()?)).await?;
+    let actor = actor();
+    let mut lines = tokio::io::BufReader::new(reader).lines();
+    let (mut number, mut saved, mut refused) = (0u64, 0u64, 0u64);
+    let mut saves = tokio::task::JoinSet::new();
+    let finish = |done: Result<(u64, Result<(), String>), tokio::task::JoinError>,
+                  saved: &mut u64,
+                  refused: &mut u64| match done {
+        Ok((_, Ok(()))) => *saved += 1,
+        Ok((line, Err(why))) => {
+            *refused += 1;
+            eprintln!("line {line}: {why}");
+        }
+        Err(e) => {
+            *refused += 1;
+            eprintln!("a save stopped: {e}");
+        }
+    };
+    loop {
+        let line = match lines.next_line().await {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(e) => {
+                eprintln!("line {}: cannot be read: {e}", number + 1);
+                refused += 1;
+                break;
+            }
+        };
+        number += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed: ImportLine = match serde_json::from_str(&line) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                refused += 1;
+                eprintln!("line {number}: {e}");
+                continue;
+            }
+        };
+        let (service, actor) = (settings.clone(), actor.clone());
+        saves.spawn(async move {
+            let result = service
+                .update(&parsed.account_key, None, &parsed.settings, &actor)
+                .await;
+            let result = match result {
+                Ok(_) => Ok(()),
+                Err(SettingsError::Invalid(errors)) => Err(errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")),
+                Err(e) => Err(e.to_string()),
+            };
+            (number, result)
+        });
+        if saves.len() >= 8 {
+            if let Some(done) = saves.join_next().await {
+                finish(done, &mut saved, &mut refused);
+            }
+        }
+    }
+    while let Some(done) = saves.join_next().await {
+        finish(done, &mut saved, &mut refused);
+    }
+    settings.store().close().await;
+    println!("saved {saved} accounts, {refused} lines refused");
+    Ok(if refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 /// Links (or, without `settings_key`, unlinks) a signed-call account key. The settings key must have settings:

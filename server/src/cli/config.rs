@@ -73,15 +73,33 @@ pub struct Options {
     /// Largest signed request body accepted (413 above it).
     #[arg(long, env = "IBEX_MAX_BODY_BYTES", default_value_t = 64 * 1024, global = true)]
     pub max_body_bytes: usize,
-    /// How long a cached account's settings are used before the database is read again (other instances'
-    /// changes become visible after at most this long; this instance's own at once).
+    /// How long a cached account's settings are used before the database is read again. Saves are followed
+    /// sooner: this instance's own at once, other instances' and the CLI's within IBEX_SETTINGS_POLL_MS; the TTL
+    /// is the bound for what the change log does not carry (an `ibex settings unlink`).
     #[arg(
         long,
         env = "IBEX_SETTINGS_CACHE_TTL_SECS",
-        default_value_t = 5,
+        default_value_t = 300,
         global = true
     )]
     pub settings_cache_ttl_secs: u64,
+    /// How often this instance reads the change log for saves made elsewhere (another instance, the CLI).
+    #[arg(
+        long,
+        env = "IBEX_SETTINGS_POLL_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub settings_poll_ms: u64,
+    /// Memory the settings cache may hold, in MiB (each account reckoned by its keys and values; the least used
+    /// accounts are dropped above it). 0 turns the cache off: every signed call reads the database.
+    #[arg(
+        long,
+        env = "IBEX_SETTINGS_CACHE_MB",
+        default_value_t = 64,
+        global = true
+    )]
+    pub settings_cache_mb: u64,
     #[arg(long, env = "IBEX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json, global = true)]
     pub log_format: LogFormat,
     /// Development mode: when the signing secret or encryption key is not given, generate them once into
@@ -300,6 +318,10 @@ pub enum SettingsCommand {
     },
     /// Show an account's settings with secrets masked.
     Show { account_key: String },
+    /// Set many accounts from FILE ("-" for standard input), one JSON object per line:
+    /// {"account_key": "…", "settings": {"field": "value", …}}. Each line is checked and saved as `settings set`
+    /// would; a bad line is reported with its number and the others still saved (exit code 2 then).
+    Import { file: std::path::PathBuf },
     /// Let signed calls that name SIGNED_KEY use the settings saved under SETTINGS_KEY (for when Infobip's
     /// signed-call account key differs from the configuration page's OAuth accountKey).
     Link {

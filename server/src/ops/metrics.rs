@@ -46,6 +46,8 @@ pub struct Metrics {
     sync_records: Family<SyncLabels, Counter>,
     sync_throttled: Counter,
     sync_queue: prometheus_client::metrics::gauge::Gauge,
+    cache_entries: prometheus_client::metrics::gauge::Gauge,
+    cache_bytes: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Default for Metrics {
@@ -95,8 +97,22 @@ impl Metrics {
             "Sync runs waiting to be claimed (queued, or paused by an outage)",
             sync_queue.clone(),
         );
+        let cache_entries = prometheus_client::metrics::gauge::Gauge::default();
+        let cache_bytes = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "settings_cache_accounts",
+            "Accounts whose settings are in this instance's cache",
+            cache_entries.clone(),
+        );
+        registry.register(
+            "settings_cache_bytes",
+            "What the cached settings are reckoned to hold, against the cap IBEX_SETTINGS_CACHE_MB",
+            cache_bytes.clone(),
+        );
         Metrics {
             registry,
+            cache_entries,
+            cache_bytes,
             calls,
             call_latency,
             partner_latency,
@@ -165,6 +181,13 @@ impl Metrics {
 
     pub fn set_sync_queue(&self, depth: i64) {
         self.sync_queue.set(depth);
+    }
+
+    pub fn set_settings_cache(&self, (accounts, bytes): (u64, u64)) {
+        self.cache_entries
+            .set(i64::try_from(accounts).unwrap_or(i64::MAX));
+        self.cache_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     pub fn render(&self) -> String {

@@ -56,6 +56,9 @@ pub async fn metrics(
         )
             .into_response();
     }
+    state
+        .metrics
+        .set_settings_cache(state.settings.cache_usage().await);
     (
         [(
             header::CONTENT_TYPE,
