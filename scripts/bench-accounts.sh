@@ -45,7 +45,10 @@ target/release/ibex-sim shop --addr "$shop" --api-key "$key" >"$work/shop.log" 2
 pids+=($!)
 for _ in $(seq 1 100); do curl -fs -o /dev/null -H "X-Api-Key: $key" "http://$shop/health" && break; sleep 0.1; done
 mkdir -p "$work/static/orders"
+# nginx's workers run as another user: they must be able to read the file mktemp's private directory holds.
+chmod -R a+rX "$work"
 curl -fsS -H "X-Api-Key: $key" "http://$shop/orders/1001?currency=EUR" >"$work/static/orders/1001"
+chmod a+r "$work/static/orders/1001"
 kill "${pids[0]}"
 cat >"$work/nginx.conf" <<NGINX
 worker_processes auto;

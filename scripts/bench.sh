@@ -88,7 +88,10 @@ http {
 NGINX
 for _ in $(seq 1 100); do curl -fs -o /dev/null -H "X-Api-Key: $key" "http://$up/health" && break; sleep 0.1; done
 mkdir -p "$work/static/orders"
+# nginx's workers run as another user: they must be able to read the file mktemp's private directory holds.
+chmod -R a+rX "$work"
 curl -fsS -H "X-Api-Key: $key" "http://$up/orders/1001?currency=EUR" >"$work/static/orders/1001"
+chmod a+r "$work/static/orders/1001"
 nginx -c "$work/nginx.conf" -p "$work"
 
 for url in "http://$up/health" "http://$ibex_addr/healthz" "http://$proxy/health" "http://$floor/health" \
@@ -113,7 +116,7 @@ bs_url="http://$static/orders/1001?currency=EUR"
 cs_url="http://$proxy_static/orders/1001?currency=EUR"
 ds_url="http://$floor_static/orders/1001?currency=EUR"
 
-check() { curl -fsS "$@" >/dev/null || { echo "bench: a target does not answer 200: $*" >&2; exit 1; }; }
+check() { curl -fsS "$@" >/dev/null || { echo "bench: a target does not answer 200: $*" >&2; curl -sS "$@" >&2; tail -n 5 "$work/ibex.log" >&2; exit 1; }; }
 check "${a_args[@]}" "$a_url"; check -H "X-Api-Key: $key" "$b_url"; check "$c_url"; check "$d_url"
 check "${as_args[@]}" "$a_url"; check "$bs_url"; check "$cs_url"; check "$ds_url"
 # Both upstreams give ibex the same answer.

@@ -255,7 +255,23 @@ async fn sync(backend: Backend) {
         .unwrap_or(0);
     assert!(throttled > 0, "{metrics}");
 
-    // The schedule: an account with sync on is queued once its interval has passed since its last run.
+    // The schedule: an account with sync on is queued once its interval has passed since its last run. Accounts
+    // with both directions off are not even looked at.
+    assert_eq!(
+        engine.runs.syncing_accounts().await.unwrap(),
+        Vec::<String>::new()
+    );
+    h.configure(
+        "SYNCS-FROM-PEOPLE-ONLY",
+        &[
+            ("api_key", "k"),
+            ("api_base_url", h.shop.as_str()),
+            ("people_sync_from_on", "true"),
+            // Only when its admin presses Sync now.
+            ("people_sync_every_minutes", "0"),
+        ],
+    )
+    .await;
     h.configure(
         ACCOUNT,
         &[
@@ -264,6 +280,10 @@ async fn sync(backend: Backend) {
         ],
     )
     .await;
+    assert_eq!(
+        engine.runs.syncing_accounts().await.unwrap(),
+        vec![ACCOUNT.to_owned(), "SYNCS-FROM-PEOPLE-ONLY".to_owned()]
+    );
     assert_eq!(
         engine.schedule(&h.state).await.unwrap(),
         0,

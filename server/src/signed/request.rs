@@ -27,15 +27,20 @@ impl FromRequest<AppState> for SignedRequest {
         if declared.is_some_and(|len| len > limit) {
             return Err(ApiError::BodyTooLarge { limit });
         }
-        let body = axum::body::to_bytes(body, limit).await.map_err(|e| {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large || declared.is_none() {
-                ApiError::BodyTooLarge { limit }
-            } else {
-                ApiError::BodyUnreadable
-            }
-        })?;
+        // A GET carries no body: reading it would still arm the body-read timer and a collector, per call.
+        let body = if axum::body::HttpBody::is_end_stream(&body) {
+            Bytes::new()
+        } else {
+            axum::body::to_bytes(body, limit).await.map_err(|e| {
+                let too_large = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                if too_large || declared.is_none() {
+                    ApiError::BodyTooLarge { limit }
+                } else {
+                    ApiError::BodyUnreadable
+                }
+            })?
+        };
         let verified = state.verifier.verify(&parts.headers, &body, now_ms())?;
         if let Some(seen) = &state.replay_guard {
             // The signature is unique to timestamp + body: the same one twice is the same request sent again.

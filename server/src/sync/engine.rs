@@ -105,7 +105,7 @@ impl SyncEngine {
     ) -> Result<usize, app::settings::store::StoreError> {
         use app::definition::sync::PEOPLE_SYNC_EVERY;
         let mut queued = 0;
-        for account in self.runs.accounts().await? {
+        for account in self.runs.syncing_accounts().await? {
             let Ok(settings) = state.settings.resolved(&account).await else {
                 continue;
             };

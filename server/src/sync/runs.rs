@@ -472,10 +472,20 @@ impl Runs {
     }
 
     /// Accounts that have saved settings: the scheduler's candidates.
-    pub async fn accounts(&self) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT account_key FROM account_settings ORDER BY account_key")
-            .fetch_all(self.store.pool())
-            .await?;
+    /// The accounts that turned a sync direction on: the schedule looks at these, not at every configured
+    /// account (with 100 000 accounts, reading each one every minute took a core; docs/benchmarks.md).
+    pub async fn syncing_accounts(&self) -> Result<Vec<String>, StoreError> {
+        use app::definition::sync::{PEOPLE_SYNC_FROM_ON, PEOPLE_SYNC_ON};
+        let on = |key: &str| match self.store.backend() {
+            Backend::Sqlite => format!("json_extract(values_json, '$.{key}') = 1"),
+            Backend::Postgres => format!("(values_json::jsonb ->> '{key}') = 'true'"),
+        };
+        let sql = format!(
+            "SELECT account_key FROM account_settings WHERE {} OR {} ORDER BY account_key",
+            on(PEOPLE_SYNC_ON),
+            on(PEOPLE_SYNC_FROM_ON)
+        );
+        let rows = sqlx::query(&sql).fetch_all(self.store.pool()).await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
