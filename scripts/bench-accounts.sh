@@ -75,15 +75,19 @@ for i in range(n):
 PY
 
 cat >"$work/accounts.lua" <<'LUA'
--- BENCH_ACCOUNTS=1 names one account on every call; more, a random one of ACC000000..
+-- BENCH_ACCOUNTS=1 names one account on every call; more, a random one of ACC000000..; BENCH_SEQUENTIAL=1
+-- goes through them in order instead (the warm-up: every account called once, then again).
 local n = tonumber(os.getenv("BENCH_ACCOUNTS"))
+local sequential = os.getenv("BENCH_SEQUENTIAL") == "1"
+local i = -1
 local headers = {
   ["X-Ib-Exchange-Req-Timestamp"] = os.getenv("BENCH_TS"),
   ["X-Ib-Exchange-Req-Signature"] = os.getenv("BENCH_SIG"),
 }
 math.randomseed(os.time())
 request = function()
-  headers["X-Ib-Exchange-Req-AccountKey"] = string.format("ACC%06d", math.random(0, n - 1))
+  if sequential then i = (i + 1) % n else i = math.random(0, n - 1) end
+  headers["X-Ib-Exchange-Req-AccountKey"] = string.format("ACC%06d", i)
   return wrk.format("GET", nil, headers)
 end
 LUA
@@ -132,13 +136,19 @@ for backend in sqlite postgres; do
   done
   idle_rss=$(rss_kb "$cached_pid")
   BENCH_ACCOUNTS=1 wrk -t1 -c32 -d2s -s "$work/accounts.lua" "$(url_of "$cached_addr")" >/dev/null
+  # Steady state, as a deployment is after its first minutes: every account called (twice or so) before the
+  # rounds, so the figures are not of a cold cache filling up.
+  for addr in "$cached_addr" "$small_addr"; do
+    BENCH_SEQUENTIAL=1 BENCH_ACCOUNTS=$accounts wrk -t1 -c32 -d"${WARM_SECS:-15}s" -s "$work/accounts.lua" "$(url_of "$addr")" \
+      | awk -v a="$addr" '/Requests\/sec/ {printf "warm-up %s: %.0f calls/s\n", a, $2}' >&2
+  done
   for r in $(seq 1 "$rounds"); do
     run_wrk "one-$backend" "$cached_addr" 1 32
     run_wrk "random-$backend" "$cached_addr" "$accounts" 32
     run_wrk "small-$backend" "$small_addr" "$accounts" 32
     run_wrk "off-$backend" "$uncached_addr" "$accounts" 32
   done
-  loaded_rss=$(rss_kb "$cached_pid") small_rss=$(rss_kb "$small_pid")
+  loaded_rss=$(rss_kb "$cached_pid") small_rss=$(rss_kb "$small_pid") off_rss=$(rss_kb "${ibex_pids[2]}")
   cache_accounts=$(metric "$cached_addr" ibex_settings_cache_accounts)
   cache_bytes=$(metric "$cached_addr" ibex_settings_cache_bytes)
   small_accounts=$(metric "$small_addr" ibex_settings_cache_accounts)
@@ -164,6 +174,7 @@ $backend, $accounts accounts (imported in ${import_secs} s), settings cache capp
 - random / one account = $(ratio "$(col "random-$backend" 1)" "$(col "one-$backend" 1)") (cache $cache_mb MiB), $(ratio "$(col "small-$backend" 1)" "$(col "one-$backend" 1)") ($small_mb MiB), $(ratio "$(col "off-$backend" 1)" "$(col "one-$backend" 1)") (off)
 - after the random load, cache $cache_mb MiB: $cache_accounts accounts cached, reckoned at $((cache_bytes / 1024 / 1024)) MiB; ibex RSS idle $((idle_rss / 1024)) MiB, after load $((loaded_rss / 1024)) MiB
 - cache $small_mb MiB: $small_accounts accounts cached, reckoned at $((small_bytes / 1024 / 1024)) MiB; ibex RSS after load $((small_rss / 1024)) MiB
+- cache off: ibex RSS after load $((off_rss / 1024)) MiB (what the rest of ibex holds under this load)
 TXT
 done
 echo "- wrk -t1 -d${secs}s, $rounds interleaved rounds, medians; $(nproc) cores shared by load generator and servers"
