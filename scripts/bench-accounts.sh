@@ -102,7 +102,11 @@ run_wrk() { # name, addr, accounts, connections
   local out
   out=$(BENCH_ACCOUNTS=$3 wrk -t1 -c"$4" -d"${secs}s" --latency -s "$work/accounts.lua" "$(url_of "$2")")
   local non2xx; non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-  [[ -z $non2xx ]] || { echo "bench: $1 got non-2xx answers: $non2xx" >&2; exit 1; }
+  if [[ -n $non2xx ]]; then
+    echo "bench: $1 got non-2xx answers: $non2xx; ibex logs kept in /tmp/bench-accounts-logs" >&2
+    mkdir -p /tmp/bench-accounts-logs && cp "$work"/*.log /tmp/bench-accounts-logs/
+    exit 1
+  fi
   echo "$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out") $(awk '$1=="50%" {print $2}' <<<"$out" | to_ms) $(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)" >>"$work/$1"
 }
 metric() { curl -fsS -H "Authorization: Bearer $metrics_token" "http://$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
@@ -115,7 +119,7 @@ BENCH_SIG=$(python3 -c 'import hmac,hashlib,sys; print(hmac.new(sys.argv[1].enco
 export BENCH_SIG
 
 ibex_pids=()
-for backend in sqlite postgres; do
+for backend in ${BACKENDS:-sqlite postgres}; do
   if [[ $backend == sqlite ]]; then
     export DATABASE_URL="sqlite://$work/ibex.db?mode=rwc"
   else
