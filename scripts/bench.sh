@@ -13,6 +13,7 @@
 # Also ibex's RSS idle and after load. Prints a markdown table for docs/benchmarks.md.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/bench-lib.sh"
 secs="${BENCH_SECS:-10}"
 rounds="${ROUNDS:-3}"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
@@ -78,20 +79,11 @@ http {
     }
   }
   # The cheap upstream: the shop's own answer for order 1001, saved once and served as a file.
-  server {
-    listen $static;
-    root $work/static;
-    default_type application/json;
-    location = /health { return 200 "ok"; }
-  }
+$(static_server "$static" "$work")
 }
 NGINX
 for _ in $(seq 1 100); do curl -fs -o /dev/null -H "X-Api-Key: $key" "http://$up/health" && break; sleep 0.1; done
-mkdir -p "$work/static/orders"
-# nginx's workers run as another user: they must be able to read the file mktemp's private directory holds.
-chmod -R a+rX "$work"
-curl -fsS -H "X-Api-Key: $key" "http://$up/orders/1001?currency=EUR" >"$work/static/orders/1001"
-chmod a+r "$work/static/orders/1001"
+save_order "$up" "$key" "$work"
 nginx -c "$work/nginx.conf" -p "$work"
 
 for url in "http://$up/health" "http://$ibex_addr/healthz" "http://$proxy/health" "http://$floor/health" \
@@ -102,12 +94,14 @@ done
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 idle_rss=$(rss_kb "$ibex_pid")
 
-# Signed once: the timestamp stays inside the 300 s replay window for the whole run.
-ts=$(($(date +%s%N) / 1000000))
-sig=$(python3 -c 'import hmac,hashlib,sys; print(hmac.new(sys.argv[1].encode(), sys.argv[2].encode(), hashlib.sha256).hexdigest())' "$secret" "$ts")
-signed=(-H "X-Ib-Exchange-Req-Timestamp: $ts" -H "X-Ib-Exchange-Req-Signature: $sig")
-a_args=(-H "X-Ib-Exchange-Req-AccountKey: $account" "${signed[@]}")
-as_args=(-H "X-Ib-Exchange-Req-AccountKey: $account_static" "${signed[@]}")
+# Signed again before each round and phase: the whole run outlasts the 300 s replay window.
+resign() {
+  sign "$secret"
+  signed=(-H "X-Ib-Exchange-Req-Timestamp: $BENCH_TS" -H "X-Ib-Exchange-Req-Signature: $BENCH_SIG")
+  a_args=(-H "X-Ib-Exchange-Req-AccountKey: $account" "${signed[@]}")
+  as_args=(-H "X-Ib-Exchange-Req-AccountKey: $account_static" "${signed[@]}")
+}
+resign
 a_url="http://$ibex_addr/fn/order-status/1001"
 b_url="http://$up/orders/1001?currency=EUR"
 c_url="http://$proxy/orders/1001?currency=EUR"
@@ -120,7 +114,7 @@ check() { curl -fsS "$@" >/dev/null || { echo "bench: a target does not answer 2
 check "${a_args[@]}" "$a_url"; check -H "X-Api-Key: $key" "$b_url"; check "$c_url"; check "$d_url"
 check "${as_args[@]}" "$a_url"; check "$bs_url"; check "$cs_url"; check "$ds_url"
 # Both upstreams give ibex the same answer.
-[[ $(curl -fsS "${a_args[@]}" "$a_url") == $(curl -fsS "${as_args[@]}" "$a_url") ]] \
+[[ "$(curl -fsS "${a_args[@]}" "$a_url")" == "$(curl -fsS "${as_args[@]}" "$a_url")" ]] \
   || { echo "bench: the static upstream's answer differs from the shop's" >&2; exit 1; }
 
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; printf "%.3f", v}'; }
@@ -140,6 +134,7 @@ col() { awk -v c="$2" '{print $c}' "$work/$1" | median; }
 
 wrk -t1 -c32 -d2s "${a_args[@]/#/}" "$a_url" >/dev/null  # warm-up
 for r in $(seq 1 "$rounds"); do
+  resign
   run_wrk as "${as_args[@]}" "$a_url"
   run_wrk bs "$bs_url"
   run_wrk cs "$cs_url"
@@ -157,6 +152,7 @@ oha_p99() { # url, args...
   oha --no-tui -z "${secs}s" -q "$half" -c 16 --output-format json "$@" "$url" \
     | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.3f" % (d["latencyPercentiles"]["p99"]*1000))'
 }
+resign
 half_a=$(oha_p99 "$a_url" "${a_args[@]}")
 half_b=$(oha_p99 "$b_url" -H "X-Api-Key: $key")
 half_d=$(oha_p99 "$d_url")

@@ -334,32 +334,51 @@ fn served_instance_called_with_ibex_call_logs_no_secret() {
 fn settings_import_saves_good_lines_and_names_bad_ones() {
     let env = Env::new();
     let file = env.dir.join("accounts.jsonl");
-    std::fs::write(
-        &file,
+    let mut lines: Vec<Vec<u8>> = [
+        r#"{"account_key": "IMP-1", "settings": {"api_key": "imported-key-1", "api_base_url": "https://shop.example", "note_author": "One"}}"#,
+        "",
+        r#"{"account_key": "IMP-2", "settings": {"api_key": "imported-key-2"}"#,
+        r#"{"account_key": "IMP-3", "settings": {"api_key": "k3", "api_base_url": "https://shop.example", "currency": "XYZ"}}"#,
+        r#"{"account_key": "IMP-4", "settings": {"api_key": "imported-key-4", "api_base_url": "https://shop.example"}}"#,
+    ]
+    .iter()
+    .map(|l| l.as_bytes().to_vec())
+    .collect();
+    // Line 6 is not UTF-8 (a Latin-1 export, say): refused on its own, and the lines after it still count.
+    lines.push(
         [
-            r#"{"account_key": "IMP-1", "settings": {"api_key": "imported-key-1", "api_base_url": "https://shop.example", "note_author": "One"}}"#,
-            "",
-            r#"{"account_key": "IMP-2", "settings": {"api_key": "imported-key-2"}"#,
-            r#"{"account_key": "IMP-3", "settings": {"api_key": "k3", "api_base_url": "https://shop.example", "currency": "XYZ"}}"#,
-            r#"{"account_key": "IMP-4", "settings": {"api_key": "imported-key-4", "api_base_url": "https://shop.example"}}"#,
+            br#"{"account_key": "IMP-5", "settings": {"note_author": "Jos"#.as_slice(),
+            &[0xe9],
+            br#""}}"#,
         ]
-        .join("\n"),
-    )
-    .unwrap();
+        .concat(),
+    );
+    lines.push(br#"{"account_key": "IMP-6", "settings": {"api_key": "imported-key-6", "api_base_url": "https://shop.example", "note_author": "First"}}"#.to_vec());
+    // The same account again, at once: saved after line 7, never beside it.
+    lines.push(br#"{"account_key": "IMP-6", "settings": {"note_author": "Second"}}"#.to_vec());
+    std::fs::write(&file, lines.join(&b'\n')).unwrap();
     let out = env.run(&["settings", "import", file.to_str().unwrap()]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
     assert!(
-        stdout.contains("saved 2 accounts, 2 lines refused"),
-        "{stdout}"
+        stdout.contains("saved 4 lines, 3 lines refused"),
+        "{stdout}{stderr}"
     );
     assert!(stderr.contains("line 3: "), "{stderr}");
     assert!(stderr.contains("line 4: currency: "), "{stderr}");
+    assert!(stderr.contains("line 6: not UTF-8"), "{stderr}");
+    let shown = env.run(&["settings", "show", "IMP-6"]);
+    assert!(
+        text(&shown.stdout).contains("Second"),
+        "{}",
+        text(&shown.stdout)
+    );
     for (account, saved) in [
         ("IMP-1", true),
         ("IMP-2", false),
         ("IMP-3", false),
         ("IMP-4", true),
+        ("IMP-6", true),
     ] {
         let shown = env.run(&["settings", "show", account]);
         let shown = text(&shown.stdout) + &text(&shown.stderr);

@@ -481,3 +481,80 @@ async fn change_log_drops_stale_entries(backend: Backend) {
 }
 
 on_both_backends!(settings_change_log, change_log_drops_stale_entries);
+
+/// `ibex settings link` and `unlink` save no settings, yet change what a signed key resolves to: another
+/// instance must drop that key's entry at its next look, not after the cache's TTL. So must a save under the
+/// key's own name while its entry holds the linked account's settings (whose version may well be higher).
+async fn link_changes_reach_other_caches(backend: Backend) {
+    use app::settings::SettingsService;
+    use std::sync::Arc;
+    let h = Harness::start(backend).await;
+    h.configure(ACCOUNT, &[("note_author", "first")]).await;
+    h.configure(
+        "OTHER",
+        &[
+            ("api_key", SHOP_KEY),
+            ("api_base_url", h.shop.as_str()),
+            ("note_author", "other"),
+        ],
+    )
+    .await;
+    // The first account is at version 2, above what a first save of SIGNED-KEY itself will be.
+    h.configure(ACCOUNT, &[("note_author", "first, again")])
+        .await;
+    let store = h.state.settings.store().clone();
+    store.link("SIGNED-KEY", ACCOUNT, "operator").await.unwrap();
+    let here = SettingsService::new(
+        Arc::new(h.state.definition.as_ref().clone()),
+        store.clone(),
+        std::time::Duration::from_secs(300),
+        64 << 20,
+    );
+    let author = |s: &app::settings::ResolvedSettings| {
+        s.get("note_author")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let cached = here.resolved("SIGNED-KEY").await.unwrap();
+    assert_eq!(author(&cached).as_deref(), Some("first, again"));
+
+    // Linked elsewhere to another account.
+    let since = app::settings::store::now_ms();
+    store.link("SIGNED-KEY", "OTHER", "operator").await.unwrap();
+    assert_eq!(here.forget_changed(since).await.unwrap(), 1, "re-link");
+    assert_eq!(
+        author(&here.resolved("SIGNED-KEY").await.unwrap()).as_deref(),
+        Some("other")
+    );
+
+    // Unlinked elsewhere: the key has no settings of its own.
+    let since = app::settings::store::now_ms();
+    assert!(store.unlink("SIGNED-KEY").await.unwrap());
+    assert_eq!(here.forget_changed(since).await.unwrap(), 1, "unlink");
+    assert!(matches!(
+        here.resolved("SIGNED-KEY").await,
+        Err(app::settings::SettingsError::NotConfigured { stored: false, .. })
+    ));
+
+    // Linked again, cached, then saved under its own name (version 1, below the linked account's 2).
+    store.link("SIGNED-KEY", ACCOUNT, "operator").await.unwrap();
+    here.resolved("SIGNED-KEY").await.unwrap();
+    let since = app::settings::store::now_ms();
+    h.configure(
+        "SIGNED-KEY",
+        &[
+            ("api_key", SHOP_KEY),
+            ("api_base_url", h.shop.as_str()),
+            ("note_author", "its own"),
+        ],
+    )
+    .await;
+    assert!(here.forget_changed(since).await.unwrap() >= 1, "own save");
+    assert_eq!(
+        author(&here.resolved("SIGNED-KEY").await.unwrap()).as_deref(),
+        Some("its own")
+    );
+    h.finish().await;
+}
+
+on_both_backends!(settings_link_changes, link_changes_reach_other_caches);

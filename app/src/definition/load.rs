@@ -18,6 +18,9 @@ pub enum DefinitionError {
     Invalid { place: String, message: String },
 }
 
+/// Settings fields an app may declare (People sync's own included).
+pub const MAX_SETTINGS: usize = 1000;
+
 fn invalid(place: impl Into<String>, message: impl Into<String>) -> DefinitionError {
     DefinitionError::Invalid {
         place: place.into(),
@@ -541,6 +544,16 @@ impl AppDefinition {
     }
 
     fn check_settings(&self) -> Result<(), DefinitionError> {
+        if self.settings.len() > MAX_SETTINGS {
+            return Err(invalid(
+                "settings",
+                format!(
+                    "{} fields, at most {MAX_SETTINGS}: no admin fills in a form that long, and the settings cache \
+                     numbers fields in 16 bits",
+                    self.settings.len()
+                ),
+            ));
+        }
         let mut keys = HashSet::new();
         for field in &self.settings {
             let place = format!("setting `{}`", field.key);
@@ -925,6 +938,16 @@ base_url = "http://x"
 
     fn error_of(text: &str) -> String {
         AppDefinition::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn too_many_settings_are_refused() {
+        let many: String = (0..=MAX_SETTINGS)
+            .map(|i| format!("[[settings]]\nkey = \"s{i}\"\nlabel = \"S\"\ntype = \"text\"\n"))
+            .collect();
+        let text = with_function("").replacen("[[settings]]", &format!("{many}[[settings]]"), 1);
+        let e = error_of(&text);
+        assert!(e.contains("settings") && e.contains("at most 1000"), "{e}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! (cached), and "apply this change" from the CLI or the configuration page (validated, then the cache entry is
 //! dropped). Other instances sharing a PostgreSQL database see a change once their cache entry expires.
 
-use super::store::{SettingsStore, StoreError, StoredSettings};
+use super::store::{Change, SettingsStore, StoreError, StoredSettings};
 use super::{validate_changes, FieldError};
 use crate::definition::template::{Lookup, Source};
 use crate::definition::AppDefinition;
@@ -34,6 +34,7 @@ pub struct Fields {
 }
 
 impl Fields {
+    /// Positions fit 16 bits: the definition loader refuses more than `MAX_SETTINGS` fields.
     pub fn of(definition: &AppDefinition) -> Self {
         Fields {
             index: definition
@@ -57,6 +58,9 @@ pub struct ResolvedSettings {
     own: Box<[(u16, Value)]>,
     fields: Arc<Fields>,
     pub version: i64,
+    /// Read through an operator's link (`ibex settings link`): `version` is the linked account's, so a save
+    /// under this key's own name must drop the entry whatever its version.
+    pub linked: bool,
 }
 
 impl std::fmt::Debug for ResolvedSettings {
@@ -120,6 +124,7 @@ impl ResolvedSettings {
             own: own.into_boxed_slice(),
             fields: fields.clone(),
             version: stored.version,
+            linked: false,
         })
     }
 
@@ -260,11 +265,9 @@ impl SettingsService {
                 .map(|f| f.key.clone())
                 .collect(),
         })?;
-        let resolved = Arc::new(ResolvedSettings::resolve(
-            &self.definition,
-            &self.fields,
-            &stored,
-        )?);
+        let mut resolved = ResolvedSettings::resolve(&self.definition, &self.fields, &stored)?;
+        resolved.linked = stored.account_key != account_key;
+        let resolved = Arc::new(resolved);
         self.fill_cache(account_key, resolved.clone(), saves_before)
             .await;
         Ok(resolved)
@@ -321,10 +324,23 @@ impl SettingsService {
     /// saves drop them at once) whose cached version is older than the saved one. Returns how many it dropped.
     pub async fn forget_changed(&self, since_ms: i64) -> Result<usize, StoreError> {
         let mut dropped = 0;
-        for (account_key, version) in self.store.changed_since(since_ms).await? {
-            if let Some(cached) = self.cache.get(&account_key).await {
-                if cached.version < version {
-                    self.cache.invalidate(&account_key).await;
+        for change in self.store.changed_since(since_ms).await? {
+            let key = match &change {
+                Change::Saved { key, .. }
+                | Change::LinkedSaved { key, .. }
+                | Change::Relinked { key } => key,
+            };
+            if let Some(cached) = self.cache.get(key).await {
+                let stale = match &change {
+                    // Saved under its own name: an entry read through a link is another account's settings.
+                    Change::Saved { version, .. } => cached.linked || cached.version < *version,
+                    Change::LinkedSaved { version, .. } => {
+                        cached.linked && cached.version < *version
+                    }
+                    Change::Relinked { .. } => true,
+                };
+                if stale {
+                    self.cache.invalidate(key).await;
                     dropped += 1;
                 }
             }

@@ -42,6 +42,17 @@ pub enum StoreError {
     RecentlyDown,
 }
 
+/// One entry of what `changed_since` found, as the settings cache must act on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Settings saved under `key`.
+    Saved { key: String, version: i64 },
+    /// Settings saved under the account `key` is linked to.
+    LinkedSaved { key: String, version: i64 },
+    /// `key` was linked to another account, or unlinked.
+    Relinked { key: String },
+}
+
 /// One account's stored settings, secrets opened. `Debug` masks the secrets so a stray log line leaks nothing.
 #[derive(Clone, PartialEq)]
 pub struct StoredSettings {
@@ -234,19 +245,29 @@ impl SettingsStore {
         row.map(|row| self.decode(&row)).transpose()
     }
 
-    /// Accounts saved since `since_ms` with their newest version, and the signed keys linked to them with the
-    /// same version (their cache entries hold the linked account's settings).
-    pub async fn changed_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(sqlx::query_as::<_, (String, i64)>(
-            "SELECT account_key, MAX(version) FROM settings_changes WHERE changed_at >= $1 GROUP BY account_key \
+    /// What changed since `since_ms`: accounts saved (with their newest version), the signed keys linked to
+    /// them (their cache entries hold the linked account's settings), and keys linked or unlinked.
+    pub async fn changed_since(&self, since_ms: i64) -> Result<Vec<Change>, StoreError> {
+        let rows = sqlx::query_as::<_, (String, i64, i32)>(
+            "SELECT account_key, MAX(version), 0 FROM settings_changes WHERE changed_at >= $1 GROUP BY account_key \
              UNION ALL \
-             SELECT l.signed_key, MAX(c.version) FROM settings_changes c \
+             SELECT l.signed_key, MAX(c.version), 1 FROM settings_changes c \
              JOIN account_links l ON l.settings_key = c.account_key \
-             WHERE c.changed_at >= $1 GROUP BY l.signed_key",
+             WHERE c.changed_at >= $1 GROUP BY l.signed_key \
+             UNION ALL \
+             SELECT DISTINCT signed_key, 0, 2 FROM account_link_changes WHERE changed_at >= $1",
         )
         .bind(since_ms)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, version, kind)| match kind {
+                0 => Change::Saved { key, version },
+                1 => Change::LinkedSaved { key, version },
+                _ => Change::Relinked { key },
+            })
+            .collect())
     }
 
     /// Applies a validated change. `expected_version` is what the editor saw (0 for an account not yet saved);
@@ -401,26 +422,47 @@ impl SettingsStore {
             .bind(signed_key)
             .execute(&mut *tx)
             .await?;
+        let now = now_ms();
         sqlx::query(
             "INSERT INTO account_links (signed_key, settings_key, linked_by, linked_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(signed_key)
         .bind(settings_key)
         .bind(actor)
-        .bind(now_ms())
+        .bind(now)
         .execute(&mut *tx)
         .await?;
+        Self::log_link_change(&mut tx, signed_key, now).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Removes a link; true when there was one.
     pub async fn unlink(&self, signed_key: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM account_links WHERE signed_key = $1")
             .bind(signed_key)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        if done.rows_affected() > 0 {
+            Self::log_link_change(&mut tx, signed_key, now_ms()).await?;
+        }
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// Other instances hold the key's settings as the link gave them; this entry makes them read it again.
+    async fn log_link_change(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        signed_key: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO account_link_changes (signed_key, changed_at) VALUES ($1, $2)")
+            .bind(signed_key)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     /// The settings key `signed_key` is linked to, if any.

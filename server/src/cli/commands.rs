@@ -222,7 +222,8 @@ struct ImportLine {
 }
 
 /// Saves go eight at a time: a PostgreSQL round trip per save would make 100 000 accounts take minutes; SQLite
-/// queues them on its write lock.
+/// queues them on its write lock. Two lines for one account are saved in file order, never side by side (the
+/// later one would otherwise race the earlier, and could land first or end as a conflict).
 async fn settings_import(
     options: &Options,
     file: &std::path::Path,
@@ -239,44 +240,65 @@ async fn settings_import(
     };
     let settings = open_settings(options, Arc::new(options.definition()?)).await?;
     let actor = actor();
-    let mut lines = tokio::io::BufReader::new(reader).lines();
+    // Split on bytes, not `lines()`: one line that is not UTF-8 is that line's refusal, not the end of the file.
+    let mut lines = tokio::io::BufReader::new(reader).split(b'\n');
     let (mut number, mut saved, mut refused) = (0u64, 0u64, 0u64);
     let mut saves = tokio::task::JoinSet::new();
-    let finish = |done: Result<(u64, Result<(), String>), tokio::task::JoinError>,
-                  saved: &mut u64,
-                  refused: &mut u64| match done {
-        Ok((_, Ok(()))) => *saved += 1,
-        Ok((line, Err(why))) => {
-            *refused += 1;
+    let mut in_flight = std::collections::HashSet::new();
+    type Done = Result<(u64, String, Result<(), String>), tokio::task::JoinError>;
+    let mut finish = |done: Done, in_flight: &mut std::collections::HashSet<String>| match done {
+        Ok((_, account, Ok(()))) => {
+            in_flight.remove(&account);
+            saved += 1;
+        }
+        Ok((line, account, Err(why))) => {
+            in_flight.remove(&account);
+            refused += 1;
             eprintln!("line {line}: {why}");
         }
         Err(e) => {
-            *refused += 1;
+            refused += 1;
             eprintln!("a save stopped: {e}");
         }
     };
+    let mut unreadable = 0u64;
     loop {
-        let line = match lines.next_line().await {
-            Ok(Some(line)) => line,
+        let bytes = match lines.next_segment().await {
+            Ok(Some(bytes)) => bytes,
             Ok(None) => break,
             Err(e) => {
                 eprintln!("line {}: cannot be read: {e}", number + 1);
-                refused += 1;
+                unreadable += 1;
                 break;
             }
         };
         number += 1;
+        let line = match String::from_utf8(bytes) {
+            Ok(line) => line,
+            Err(_) => {
+                unreadable += 1;
+                eprintln!("line {number}: not UTF-8 text");
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
         let parsed: ImportLine = match serde_json::from_str(&line) {
             Ok(parsed) => parsed,
             Err(e) => {
-                refused += 1;
+                unreadable += 1;
                 eprintln!("line {number}: {e}");
                 continue;
             }
         };
+        while in_flight.contains(&parsed.account_key) {
+            match saves.join_next().await {
+                Some(done) => finish(done, &mut in_flight),
+                None => break,
+            }
+        }
+        in_flight.insert(parsed.account_key.clone());
         let (service, actor) = (settings.clone(), actor.clone());
         saves.spawn(async move {
             let result = service
@@ -291,19 +313,21 @@ async fn settings_import(
                     .join("; ")),
                 Err(e) => Err(e.to_string()),
             };
-            (number, result)
+            (number, parsed.account_key, result)
         });
         if saves.len() >= 8 {
             if let Some(done) = saves.join_next().await {
-                finish(done, &mut saved, &mut refused);
+                finish(done, &mut in_flight);
             }
         }
     }
     while let Some(done) = saves.join_next().await {
-        finish(done, &mut saved, &mut refused);
+        finish(done, &mut in_flight);
     }
+    drop(finish);
+    refused += unreadable;
     settings.store().close().await;
-    println!("saved {saved} accounts, {refused} lines refused");
+    println!("saved {saved} lines, {refused} lines refused");
     Ok(if refused == 0 {
         ExitCode::SUCCESS
     } else {
