@@ -1,6 +1,9 @@
-//! The one client for Infobip's own APIs (the context card's Conversations call today, People sync next): a
-//! configured base URL, the token scheme Infobip expects, a deadline per call, 429 answered by waiting out
-//! `Retry-After` once when that fits the deadline, and failures typed so a page can say what happened.
+//! The one client for Infobip's own APIs. `call` is what every Infobip call goes through, the context card's
+//! Conversations call and People sync's person reads and writes alike: the `Authorization` scheme (an Exchange
+//! token or an API key), a deadline, a capped answer, `Retry-After` read, errors without the URL, Infobip's error
+//! text. On it, `InfobipClient` serves the card: a configured base URL, one short wait on a 429 when that fits
+//! the deadline, failures typed so the card can say what happened. People sync's own policy (rate limits, long
+//! waits, backoff, pausing a run) is in `sync/people.rs`.
 
 use serde::Deserialize;
 use std::time::{Duration, Instant};
@@ -76,30 +79,17 @@ struct Content {
     sender_name: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct ErrorAnswer {
-    #[serde(rename = "requestError")]
-    request_error: Option<RequestError>,
-}
-
-#[derive(Deserialize)]
-struct RequestError {
-    #[serde(rename = "serviceException")]
-    service_exception: Option<ServiceException>,
-}
-
-#[derive(Deserialize)]
-struct ServiceException {
-    #[serde(default)]
-    text: String,
-}
-
 /// The longest `Retry-After` waited out inside one call; a longer one is the caller's to show.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(2);
 
 impl InfobipClient {
     pub fn new(http: reqwest::Client, config: InfobipConfig) -> Self {
         InfobipClient { http, config }
+    }
+
+    /// The word the card puts before the token in `Authorization`.
+    pub fn scheme(&self) -> &str {
+        &self.config.auth_scheme
     }
 
     /// The end user of a conversation, from its first inbound message; `None` when nobody has written in.
@@ -142,37 +132,29 @@ impl InfobipClient {
         let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
         let mut waited = false;
         loop {
-            let remaining = deadline.saturating_sub(started.elapsed());
-            let mut authorization =
-                http::HeaderValue::try_from(format!("{} {token}", self.config.auth_scheme))
-                    .map_err(|_| InfobipError::Unauthorized)?;
-            authorization.set_sensitive(true);
-            let sent = self
-                .http
-                .get(url.clone())
-                .header(http::header::AUTHORIZATION, authorization)
-                .header(http::header::ACCEPT, "application/json")
-                .timeout(remaining)
-                .send()
-                .await;
-            let response = match sent {
-                Ok(r) => r,
-                Err(e) if e.is_timeout() => return Err(InfobipError::Timeout(deadline_ms)),
-                // Never the URL in a message: reqwest's error text would carry it.
-                Err(e) => {
-                    return Err(InfobipError::Unreachable(crate::partner::chain(
-                        &e.without_url(),
-                    )))
+            let answer = call(
+                &self.http,
+                Call {
+                    method: reqwest::Method::GET,
+                    url: url.clone(),
+                    scheme: &self.config.auth_scheme,
+                    credential: token,
+                    body: None,
+                    timeout: deadline.saturating_sub(started.elapsed()),
+                    max_bytes: MAX_ANSWER_BYTES,
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                Transport::Timeout => InfobipError::Timeout(deadline_ms),
+                Transport::Failed(cause) => InfobipError::Unreachable(cause),
+                Transport::TooLarge(max) => {
+                    InfobipError::BadAnswer(format!("the answer is larger than {max} bytes"))
                 }
-            };
-            let status = response.status().as_u16();
-            if status == 429 {
-                let retry_after = response
-                    .headers()
-                    .get(http::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .unwrap_or(1);
+                Transport::BadCredential => InfobipError::Unauthorized,
+            })?;
+            if answer.status == 429 {
+                let retry_after = answer.retry_after.unwrap_or(1);
                 let pause = Duration::from_secs(retry_after);
                 if !waited && pause <= MAX_RETRY_WAIT && started.elapsed() + pause < deadline {
                     waited = true;
@@ -181,15 +163,14 @@ impl InfobipClient {
                 }
                 return Err(InfobipError::RateLimited(retry_after));
             }
-            let body = read_capped(response).await?;
-            return match status {
-                200..=299 => Ok(body),
+            return match answer.status {
+                200..=299 => Ok(answer.body),
                 401 => Err(InfobipError::Unauthorized),
-                403 => Err(InfobipError::Forbidden(error_text(&body))),
+                403 => Err(InfobipError::Forbidden(error_text(&answer.body))),
                 404 => Err(InfobipError::NotFound),
-                _ => Err(InfobipError::Failed {
+                status => Err(InfobipError::Failed {
                     status,
-                    text: error_text(&body),
+                    text: error_text(&answer.body),
                 }),
             };
         }
@@ -199,32 +180,107 @@ impl InfobipClient {
 /// Infobip's answers the card reads are small; a larger one is refused rather than buffered.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
-async fn read_capped(mut response: reqwest::Response) -> Result<bytes::Bytes, InfobipError> {
+/// One call to an Infobip API, as the card (interactive: one short wait at most) and People sync (a batch:
+/// waits, backs off, pauses) both make it; each keeps its own retry policy on top.
+pub struct Call<'a> {
+    pub method: reqwest::Method,
+    pub url: url::Url,
+    /// The word before the credential in `Authorization`: `IBSSO` for a token from Exchange OAuth, `App` for an
+    /// API key.
+    pub scheme: &'a str,
+    pub credential: &'a str,
+    pub body: Option<&'a serde_json::Value>,
+    pub timeout: Duration,
+    /// A larger answer is refused rather than buffered.
+    pub max_bytes: usize,
+}
+
+/// What Infobip answered, whatever the status.
+pub struct Answer {
+    pub status: u16,
+    /// `Retry-After` in seconds, when given (429).
+    pub retry_after: Option<u64>,
+    pub body: bytes::Bytes,
+}
+
+/// The call did not get an answer. Never carries the URL (a token or key could be in a query some day).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    Timeout,
+    Failed(String),
+    TooLarge(usize),
+    /// The credential cannot be carried in a header (control characters).
+    BadCredential,
+}
+
+pub async fn call(http: &reqwest::Client, call: Call<'_>) -> Result<Answer, Transport> {
+    let mut authorization =
+        http::HeaderValue::try_from(format!("{} {}", call.scheme, call.credential))
+            .map_err(|_| Transport::BadCredential)?;
+    authorization.set_sensitive(true);
+    let mut request = http
+        .request(call.method, call.url)
+        .header(http::header::AUTHORIZATION, authorization)
+        .header(http::header::ACCEPT, "application/json")
+        .timeout(call.timeout);
+    if let Some(body) = call.body {
+        request = request.json(body);
+    }
+    let transport = |e: reqwest::Error| {
+        if e.is_timeout() {
+            Transport::Timeout
+        } else {
+            Transport::Failed(crate::partner::chain(&e.without_url()))
+        }
+    };
+    let mut response = request.send().await.map_err(transport)?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| InfobipError::Unreachable(crate::partner::chain(&e.without_url())))?
-    {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(InfobipError::BadAnswer(format!(
-                "the answer is larger than {MAX_ANSWER_BYTES} bytes"
-            )));
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > call.max_bytes {
+            return Err(Transport::TooLarge(call.max_bytes));
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body.freeze())
+    Ok(Answer {
+        status,
+        retry_after,
+        body: body.freeze(),
+    })
 }
 
-/// Infobip's own words from `requestError.serviceException.text`, or the start of the body.
-fn error_text(body: &[u8]) -> String {
-    serde_json::from_slice::<ErrorAnswer>(body)
-        .ok()
-        .and_then(|e| e.request_error?.service_exception)
-        .map(|s| s.text)
-        .unwrap_or_else(|| {
-            String::from_utf8_lossy(&body[..body.len().min(200)])
-                .trim()
-                .to_owned()
-        })
+/// `base` with `path` appended segment by segment (each escaped, so an id cannot climb) and `query` added.
+pub fn api_url(base: &url::Url, path: &[&str], query: &[(&str, &str)]) -> Option<url::Url> {
+    let mut url = base.clone();
+    url.path_segments_mut().ok()?.pop_if_empty().extend(path);
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
+    }
+    Some(url)
+}
+
+/// Infobip's own words (`requestError.serviceException.text`, with its validation errors when it lists them),
+/// or the start of the body.
+pub fn error_text(body: &[u8]) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    match parsed
+        .as_ref()
+        .map(|v| &v["requestError"]["serviceException"])
+    {
+        Some(e) if e.is_object() => {
+            let mut text = e["text"].as_str().unwrap_or_default().to_owned();
+            if let Some(v) = e.get("validationErrors").filter(|v| !v.is_null()) {
+                text.push_str(&format!(" {v}"));
+            }
+            text
+        }
+        _ => String::from_utf8_lossy(&body[..body.len().min(200)])
+            .trim()
+            .to_owned(),
+    }
 }

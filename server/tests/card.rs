@@ -49,7 +49,38 @@ async fn sim_switches(h: &Harness, switches: serde_json::Value) {
     assert!(response.status().is_success());
 }
 
+/// Everything this test binary logs, at debug level, in a buffer: installed once, shared by both backends' runs.
+fn captured_log() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        struct Append(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Append {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = log.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_writer(move || Append(sink.clone()))
+            .with_ansi(false)
+            .init();
+        log
+    })
+    .clone()
+}
+
 async fn card(backend: Backend) {
+    let log = captured_log();
     let h = Harness::start(backend).await;
     let ana = &USERS[0];
     let by_phone = &CONVERSATIONS[0];
@@ -471,6 +502,29 @@ async fn card(backend: Backend) {
         csp.ends_with(&format!("; frame-ancestors {}", h.portal)),
         "{csp}"
     );
+
+    // Not one of the tokens Infobip issued in all of the above (sign-ins, renewals, refusals, partner calls) is
+    // in any line logged at debug level.
+    let issued: Vec<String> = client()
+        .get(format!("{}/_sim/oauth/issued", h.portal))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(issued.len() >= 5, "{issued:?}");
+    let logged = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    assert!(
+        logged.contains("/oauth/callback"),
+        "the log was captured: {logged}"
+    );
+    for token in &issued {
+        assert!(
+            !logged.contains(token.as_str()),
+            "a token in the log:\n{logged}"
+        );
+    }
     h.finish().await;
 }
 

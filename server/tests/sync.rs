@@ -233,6 +233,42 @@ async fn sync(backend: Backend) {
         "no duplicates"
     );
 
+    // The partner's list failing (a 5xx storm) pauses the run too, never fails or loses it; once the partner
+    // answers again the run resumes and finishes, each customer counted once.
+    sqlx::query("DELETE FROM sync_records")
+        .execute(h.state.settings.store().pool())
+        .await
+        .unwrap();
+    h.shop_faults(json!({"status": 503, "fail_next": 1000}))
+        .await;
+    let partner_down = engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    let outcome = run_to_end(&engine, &h).await;
+    h.shop_faults(json!({})).await;
+    assert!(
+        matches!(&outcome, Outcome::Paused(reason) if reason.contains("the partner's list failed")),
+        "{outcome:?}"
+    );
+    let paused = engine.runs.get(partner_down).await.unwrap().unwrap();
+    assert_eq!((paused.status.as_str(), paused.counts.read), ("paused", 0));
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let resumed = engine.runs.get(partner_down).await.unwrap().unwrap();
+    assert_eq!(
+        (resumed.status.as_str(), resumed.counts.read),
+        ("done", 250)
+    );
+    assert_eq!(
+        common::people_state(&h).await["persons"]
+            .as_array()
+            .unwrap()
+            .len(),
+        246,
+        "no duplicates"
+    );
+
     // People's own limit below ibex's: its 429s are waited out (Retry-After), counted, and the run still ends.
     sqlx::query("DELETE FROM sync_records WHERE record_key IN (SELECT record_key FROM sync_records ORDER BY record_key LIMIT 12)")
         .execute(h.state.settings.store().pool())

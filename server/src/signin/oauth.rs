@@ -201,8 +201,9 @@ pub struct CallbackQuery {
 struct TokenAnswer {
     #[serde(default)]
     token: Option<String>,
+    /// Compared with the scheme the card sends the token with (`IBEX_INFOBIP_AUTH_SCHEME`), never used instead
+    /// of it: an operator's setting wins, and a mismatch is logged once.
     #[serde(default)]
-    #[allow(dead_code)]
     token_type: Option<String>,
     /// Seconds; absent means the configured session lifetime.
     #[serde(default)]
@@ -352,6 +353,19 @@ async fn card_signed_in(
     attempt: u32,
     retry: Option<String>,
 ) -> Response {
+    static MISMATCH_LOGGED: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+    if let Some(kind) = answer.token_type.as_deref() {
+        if !kind.eq_ignore_ascii_case(state.infobip.scheme())
+            && !MISMATCH_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                token_type = %kind,
+                scheme = %state.infobip.scheme(),
+                "Infobip's token answer names another token type than the card sends (IBEX_INFOBIP_AUTH_SCHEME): if Infobip refuses the card's calls, set it to this type"
+            );
+        }
+    }
     let token_ms = answer
         .expires_in_secs()
         .and_then(|s| i64::try_from(s.saturating_mul(1000)).ok())

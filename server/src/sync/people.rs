@@ -5,6 +5,7 @@
 
 use super::person::Person;
 use super::SyncConfig;
+use crate::infobip::{error_text, Answer, Call, Transport};
 use app::definition::sync::{SyncSpec, WriteMode, PEOPLE_API_KEY, PEOPLE_BASE_URL};
 use app::settings::ResolvedSettings;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -22,6 +23,8 @@ const MAX_FAILED_TRIES: u32 = 4;
 const MAX_THROTTLED_TRIES: u32 = 20;
 /// The longest `Retry-After` honoured inside a run; longer pauses the run.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// A page of 100 persons with their attributes is well under this.
+const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
@@ -273,14 +276,8 @@ impl PeopleWriter<'_> {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<(u16, bytes::Bytes), WriteError> {
-        let mut url = self.target.base.clone();
-        url.path_segments_mut()
-            .map_err(|()| WriteError::Outage("the People base URL cannot take a path".into()))?
-            .pop_if_empty()
-            .extend(path);
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
+        let url = crate::infobip::api_url(&self.target.base, path, query)
+            .ok_or_else(|| WriteError::Outage("the People base URL cannot take a path".into()))?;
         let limiter = if method == reqwest::Method::GET {
             &self.limits.reads
         } else {
@@ -289,35 +286,30 @@ impl PeopleWriter<'_> {
         let (mut failed, mut throttled) = (0u32, 0u32);
         loop {
             limiter.until_key_ready(&self.account_key.to_owned()).await;
-            let mut authorization = http::HeaderValue::try_from(format!("App {}", self.target.key))
-                .map_err(|_| WriteError::Refused(401))?;
-            authorization.set_sensitive(true);
-            let mut request = self
-                .http
-                .request(method.clone(), url.clone())
-                .header(http::header::AUTHORIZATION, authorization)
-                .header(http::header::ACCEPT, "application/json")
-                .timeout(CALL_TIMEOUT);
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let outcome = match request.send().await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let retry_after = response
-                        .headers()
-                        .get(http::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok());
-                    let body = response.bytes().await.unwrap_or_default();
-                    Ok((status, retry_after, body))
-                }
-                // Never the URL in a message: reqwest's error text would carry it.
-                Err(e) => Err(crate::partner::chain(&e.without_url())),
-            };
-            match outcome {
-                Ok((status @ 200..=299, _, body)) => return Ok((status, body)),
-                Ok((429, retry_after, _)) => {
+            let outcome = crate::infobip::call(
+                self.http,
+                Call {
+                    method: method.clone(),
+                    url: url.clone(),
+                    scheme: "App",
+                    credential: &self.target.key,
+                    body,
+                    timeout: CALL_TIMEOUT,
+                    max_bytes: MAX_ANSWER_BYTES,
+                },
+            )
+            .await;
+            let cause = match outcome {
+                Ok(Answer {
+                    status: status @ 200..=299,
+                    body,
+                    ..
+                }) => return Ok((status, body)),
+                Ok(Answer {
+                    status: 429,
+                    retry_after,
+                    ..
+                }) => {
                     self.limits.metrics.sync_throttled();
                     throttled += 1;
                     let wait = Duration::from_secs(retry_after.unwrap_or(1));
@@ -328,29 +320,39 @@ impl PeopleWriter<'_> {
                         )));
                     }
                     tokio::time::sleep(wait).await;
+                    continue;
                 }
-                Ok((status @ (401 | 403), _, _)) => return Err(WriteError::Refused(status)),
-                Ok((status @ 400..=499, _, body)) => {
+                Ok(Answer {
+                    status: status @ (401 | 403),
+                    ..
+                }) => return Err(WriteError::Refused(status)),
+                Ok(Answer {
+                    status: status @ 400..=499,
+                    body,
+                    ..
+                }) => {
                     return Err(WriteError::Invalid(format!(
                         "{status} {}",
                         error_text(&body)
                     )))
                 }
-                Ok((status, _, _)) => {
-                    failed += 1;
-                    if failed >= MAX_FAILED_TRIES {
-                        return Err(WriteError::Outage(format!("HTTP {status}, {failed} times")));
-                    }
-                    backoff(failed).await;
+                Ok(Answer { status, .. }) => format!("HTTP {status}, {} times", failed + 1),
+                Err(Transport::BadCredential) => return Err(WriteError::Refused(401)),
+                Err(Transport::TooLarge(max)) => {
+                    return Err(WriteError::Outage(format!(
+                        "People's answer is larger than {max} bytes"
+                    )))
                 }
-                Err(cause) => {
-                    failed += 1;
-                    if failed >= MAX_FAILED_TRIES {
-                        return Err(WriteError::Outage(cause));
-                    }
-                    backoff(failed).await;
+                Err(Transport::Timeout) => {
+                    format!("People did not answer within {} s", CALL_TIMEOUT.as_secs())
                 }
+                Err(Transport::Failed(cause)) => cause,
+            };
+            failed += 1;
+            if failed >= MAX_FAILED_TRIES {
+                return Err(WriteError::Outage(cause));
             }
+            backoff(failed).await;
         }
     }
 }
@@ -360,24 +362,4 @@ async fn backoff(attempt: u32) {
     let base = 200u64.saturating_mul(1 << attempt.min(6));
     let jittered = rand::thread_rng().gen_range(base / 2..=base + base / 2);
     tokio::time::sleep(Duration::from_millis(jittered)).await;
-}
-
-/// Infobip's own words (`requestError.serviceException.text` and its validation errors), or the body's start.
-fn error_text(body: &[u8]) -> String {
-    let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    match parsed
-        .as_ref()
-        .map(|v| &v["requestError"]["serviceException"])
-    {
-        Some(e) if e.is_object() => {
-            let mut text = e["text"].as_str().unwrap_or_default().to_owned();
-            if let Some(v) = e.get("validationErrors").filter(|v| !v.is_null()) {
-                text.push_str(&format!(" {v}"));
-            }
-            text
-        }
-        _ => String::from_utf8_lossy(&body[..body.len().min(200)])
-            .trim()
-            .to_owned(),
-    }
 }
