@@ -122,6 +122,8 @@ struct Exchange {
     switches: Mutex<OAuthSwitches>,
     grants: Mutex<HashMap<String, Grant>>,
     tokens: Mutex<HashMap<String, (&'static SimUser, Instant, Duration)>>,
+    /// Every token handed out, revoked or not, so a test can look for them where they must never be.
+    issued: Mutex<Vec<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -137,6 +139,7 @@ pub fn router(app: AppListing) -> Router {
         switches: Mutex::new(OAuthSwitches::default()),
         grants: Mutex::new(HashMap::new()),
         tokens: Mutex::new(HashMap::new()),
+        issued: Mutex::new(Vec::new()),
     });
     Router::new()
         .route("/", get(|| async { Redirect::to("/exchange/my-apps") }))
@@ -148,6 +151,7 @@ pub fn router(app: AppListing) -> Router {
         .route("/exchange/1/oauth/token", post(token))
         .route("/exchange/1/oauth/tokeninfo", get(token_info))
         .route("/_sim/oauth", post(set_switches).get(get_switches))
+        .route("/_sim/oauth/issued", get(issued_tokens))
         .route("/conversations", get(workspace))
         .route(
             "/ccaas/1/conversations/{conversation_id}/messages",
@@ -492,6 +496,7 @@ async fn token(State(ex): State<Arc<Exchange>>, Form(form): Form<TokenForm>) -> 
     }
     let expires_in = lock(&ex.switches).expires_in.unwrap_or(3600);
     let token = random_token();
+    lock(&ex.issued).push(token.clone());
     lock(&ex.tokens).insert(
         token.clone(),
         (grant.user, Instant::now(), Duration::from_secs(expires_in)),
@@ -539,6 +544,11 @@ async fn set_switches(
     }
     *lock(&ex.switches) = s.clone();
     Json(s)
+}
+
+/// Every token issued so far (a test tool: a real Infobip has no such thing).
+async fn issued_tokens(State(ex): State<Arc<Exchange>>) -> Json<Vec<String>> {
+    Json(lock(&ex.issued).clone())
 }
 
 async fn get_switches(State(ex): State<Arc<Exchange>>) -> Json<OAuthSwitches> {
@@ -605,6 +615,14 @@ pub const CONVERSATIONS: &[SimConversation] = &[
         from: "marko@example.com",
         sender_name: "Marko Kovač",
         text: "Is the rain jacket waterproof?",
+    },
+    SimConversation {
+        id: "7a3b9c04-initech-0003",
+        account_key: "6D1E0F2A3B4C5D6E7F8091A2B3C4D5E6",
+        channel: "SMS",
+        from: "+385915550123",
+        sender_name: "",
+        text: "Do you ship to Split?",
     },
 ];
 
