@@ -18,6 +18,11 @@ export const chromiumArgs = [
   "--disable-component-update",
   "--disable-sync",
   "--no-first-run",
+  // Third-party cookies blocked, as Safari does by default: ibex's pages live in a cross-site iframe and must
+  // work without them. Debian's Chromium 156 already blocks them in Playwright's contexts (checked: a frame on
+  // another site cannot keep a cookie, with or without this flag); the flag keeps it so on a Chromium that does
+  // not, and the card and sync specs check it with `expectThirdPartyCookiesBlocked`.
+  "--test-third-party-cookie-phaseout",
 ];
 // Set once in the runner and inherited by its workers, which load this file again under another pid.
 process.env.IBEX_E2E_DATA_DIR ??= path.join(os.tmpdir(), `ibex-e2e-${process.pid}`);

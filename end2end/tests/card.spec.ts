@@ -2,6 +2,7 @@ import AxeBuilder from "@axe-core/playwright";
 import { expect, test, type Page } from "@playwright/test";
 import { spawnSync } from "node:child_process";
 import { dataDir, ibexRoot, portalURL } from "../playwright.config";
+import { expectThirdPartyCookiesBlocked } from "./portal";
 
 const INITECH = "6D1E0F2A3B4C5D6E7F8091A2B3C4D5E6";
 const RULE_SETS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"];
@@ -45,6 +46,7 @@ test("the context card shows the customer and their recent orders, and follows t
   await expect(card.getByRole("heading", { level: 1 })).toHaveText("Ana Horvat");
   await expect(card.getByTestId("partner-fields")).toContainText("gold");
   await expect(card.getByRole("region", { name: "Recent orders" })).toContainText("Headlamp");
+  await expectThirdPartyCookiesBlocked(page, "/card?");
   await page.screenshot({ path: "test-results/card-in-workspace.png" });
 
   await page.getByRole("link", { name: /Marko/ }).click();
@@ -64,15 +66,38 @@ test("the context card shows the customer and their recent orders, and follows t
   }
 });
 
-test("the context card says so when the customer is unknown or Infobip refuses", async ({ page, request }) => {
-  // Acme's third conversation is from a number the shop does not know (Acme is configured or not: either
-  // way the card names the end user and says what it could not show).
+/** The framed card's own URL (it carries the card session), to open it at a card's width. */
+function cardURL(page: Page) {
+  return page.frames().find((f) => f.url().includes("/card?"))!.url();
+}
+
+test("the context card says so when the app is not set up, the customer is unknown or Infobip refuses", async ({
+  page,
+  request,
+}) => {
+  // Acme has not set the app up (the configuration tests, later, save its first version): the card names the
+  // end user and sends the admin to the configuration page.
   const acme = await openWorkspace(page, "ana.admin");
   await page.getByRole("link", { name: /\+15550100999/ }).click();
   await expect(acme.getByRole("heading", { level: 1 })).toHaveText("+15550100999");
-  const src = page.frames().find((f) => f.url().includes("/card?"))!.url();
   await page.setViewportSize({ width: 320, height: 600 });
-  await page.goto(src);
+  await page.goto(cardURL(page));
+  const notConfigured = page.getByTestId("not-configured");
+  await expect(notConfigured).toContainText("Order desk is not set up for this account yet");
+  const setUp = notConfigured.getByRole("link", { name: "Open the configuration page (opens in a new tab)" });
+  await expect(setUp).toHaveAttribute("href", "/settings");
+  await expect(setUp).toHaveAttribute("target", "_blank");
+  await expectAccessible(page, "not configured");
+  await page.screenshot({ path: "test-results/card-not-configured-320.png", fullPage: true });
+
+  // Initech is set up; its third conversation is from a number the shop does not know.
+  configureInitech();
+  await page.setViewportSize({ width: 1280, height: 900 });
+  const initech = await openWorkspace(page, "ida.designer");
+  await page.getByRole("link", { name: /\+385915550123/ }).click();
+  await expect(initech.getByTestId("not-found")).toHaveText("No customer for +385915550123 in Order desk.");
+  await page.setViewportSize({ width: 320, height: 600 });
+  await page.goto(cardURL(page));
   await expectAccessible(page, "unknown end user");
   await page.screenshot({ path: "test-results/card-unknown-320.png", fullPage: true });
 
@@ -90,6 +115,72 @@ test("the context card says so when the customer is unknown or Infobip refuses",
   } finally {
     await request.post(`${portalURL}/_sim/oauth`, { data: {} });
   }
+});
+
+test("the partner failing shows a Retry that brings the card back once the partner answers", async ({ page, request }) => {
+  configureInitech();
+  const framed = await openWorkspace(page, "ida.designer");
+  await expect(framed.getByRole("heading", { level: 1 })).toHaveText("Ana Horvat");
+  const src = cardURL(page);
+  const faults = (body: object) => request.post("http://127.0.0.1:4101/_sim/faults", { data: body });
+  expect((await faults({ status: 500, fail_next: 20 })).ok()).toBe(true);
+  try {
+    await page.setViewportSize({ width: 320, height: 600 });
+    await page.goto(src);
+    const failed = page.getByTestId("partner-failed");
+    await expect(failed).toContainText("Order desk");
+    await expectAccessible(page, "partner failing");
+    await page.screenshot({ path: "test-results/card-partner-failed-320.png", fullPage: true });
+    expect((await faults({})).ok()).toBe(true);
+    await failed.getByRole("link", { name: "Retry" }).click();
+    await expect(page.getByRole("heading", { level: 1 })).toHaveText("Ana Horvat");
+    await expect(page.getByRole("region", { name: "Recent orders" })).toContainText("Headlamp");
+  } finally {
+    await faults({});
+  }
+});
+
+test("an expired Infobip token is renewed without the agent noticing", async ({ page, request }) => {
+  configureInitech();
+  // Tokens that live one second: the card's sign-in expires while the agent reads it.
+  expect((await request.post(`${portalURL}/_sim/oauth`, { data: { expires_in: 1 } })).ok()).toBe(true);
+  try {
+    const framed = await openWorkspace(page, "ida.designer");
+    await expect(framed.getByRole("heading", { level: 1 })).toHaveText("Ana Horvat");
+    const before = new URL(cardURL(page)).searchParams.get("card");
+    expect((await request.post(`${portalURL}/_sim/oauth`, { data: {} })).ok()).toBe(true);
+    await page.waitForTimeout(1500);
+    await framed.getByRole("link", { name: "Refresh the card" }).click();
+    // The same card again, on a new card session made by a sign-in the agent never saw.
+    await expect(framed.getByRole("heading", { level: 1 })).toHaveText("Ana Horvat");
+    await expect(framed.getByRole("region", { name: "Recent orders" })).toContainText("Headlamp");
+    await expect.poll(() => new URL(cardURL(page)).searchParams.get("card")).not.toBe(before);
+  } finally {
+    await request.post(`${portalURL}/_sim/oauth`, { data: {} });
+  }
+});
+
+test("one account's card session shows nothing of another account's conversations", async ({ page, request }) => {
+  configureInitech();
+  const framed = await openWorkspace(page, "ida.designer");
+  await expect(framed.getByRole("heading", { level: 1 })).toHaveText("Ana Horvat");
+  const card = new URL(cardURL(page)).searchParams.get("card")!;
+  // Globex's conversation with Jane Doe, asked for with Initech's card session: by URL, and by the card's own
+  // server function.
+  // In the frame, as the card would be (a new sign-in, as Initech's agent, follows: not Globex's).
+  const globexConversation = "9d2e6f10-globex-0001";
+  await page.evaluate(
+    (src) => ((document.getElementById("card-frame") as HTMLIFrameElement).src = src),
+    `${new URL(cardURL(page)).origin}/card?conversationId=${globexConversation}&card=${card}`,
+  );
+  await expect(framed.getByRole("heading", { level: 1 })).toHaveText("Conversation not found");
+  await expect(framed.locator("body")).not.toContainText("Jane");
+  const direct = await request.post("/api/load_card", {
+    form: { card, conversation_id: globexConversation, attempt: "0" },
+  });
+  const body = await direct.text();
+  expect(body).not.toContain("Jane");
+  expect(body).not.toContain("441632960961");
 });
 
 test("an agent adds a note to an order from the card, after confirming it", async ({ page }) => {

@@ -2,7 +2,7 @@ import AxeBuilder from "@axe-core/playwright";
 import { expect, test } from "@playwright/test";
 import { spawnSync } from "node:child_process";
 import { dataDir, ibexRoot, portalURL } from "../playwright.config";
-import { openConfiguration } from "./portal";
+import { expectThirdPartyCookiesBlocked, openConfiguration } from "./portal";
 
 const GLOBEX = "2B7E91C4A85F4D3EB0196C7D2E8F5A40";
 const RULE_SETS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"];
@@ -36,6 +36,7 @@ test("Sync now on the configuration page shows progress, then the run's counts a
 
   await page.setViewportSize({ width: 1280, height: 900 });
   const frame = await openConfiguration(page, "eve.owner");
+  await expectThirdPartyCookiesBlocked(page, "/settings?");
   const panel = frame.getByRole("region", { name: "People sync" });
   await expect(frame.locator("section.sync-panel")).toHaveAttribute("data-interactive", "true");
   // The saved People URL and key, tried once before the first sync.

@@ -269,8 +269,12 @@ async fn login(Form(form): Form<LoginForm>) -> Response {
     let Some(user) = user(&form.user_key) else {
         return (StatusCode::BAD_REQUEST, "unknown user").into_response();
     };
+    // SameSite=None, as any sign-in server that renews sessions silently inside iframes must set it: the
+    // app's frame starts that navigation itself (its own Refresh, an expired token), and a Lax cookie is not
+    // sent on a navigation a cross-site frame starts. Still first-party there (the portal frames the app), so
+    // blocking third-party cookies leaves it alone. Secure is allowed on loopback http.
     let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax",
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=None; Secure",
         user.user_key
     );
     (

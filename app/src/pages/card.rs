@@ -263,7 +263,7 @@ fn CardBody(view: CardView, refresh: String, card: String, conversation: String)
             view! {
                 <header class="card-head">
                     <h1>{who.clone().unwrap_or_else(|| "No customer yet".into())}</h1>
-                    <a class="refresh" href=refresh aria-label="Refresh the card">"Refresh"</a>
+                    <a class="refresh" href=refresh.clone() aria-label="Refresh the card">"Refresh"</a>
                 </header>
                 {match end_user {
                     Some(u) => view! {
@@ -276,7 +276,7 @@ fn CardBody(view: CardView, refresh: String, card: String, conversation: String)
                         <p class="muted">"Nobody has written in this conversation yet."</p>
                     }.into_any(),
                 }}
-                <PartnerSection partner=*partner app_name=app_name.clone() card conversation/>
+                <PartnerSection partner=*partner app_name=app_name.clone() card conversation refresh/>
                 <p class="muted small card-foot">{format!("{app_name} · signed in as {agent}")}</p>
             }
             .into_any()
@@ -304,6 +304,7 @@ fn PartnerSection(
     app_name: String,
     card: String,
     conversation: String,
+    refresh: String,
 ) -> impl IntoView {
     match partner {
         PartnerPart::Nothing => ().into_any(),
@@ -360,14 +361,19 @@ fn PartnerSection(
             <p class="card-state" data-testid="not-found">{format!("No customer for {address} in {app_name}.")}</p>
         }
         .into_any(),
+        // The configuration page signs in on its own (Exchange OAuth), so it opens in a tab of its own too.
         PartnerPart::NotConfigured => view! {
-            <p class="card-state" data-testid="not-configured">
-                {format!("{app_name} is not set up for this account yet: an admin opens Exchange → My apps → {app_name} → Open and saves its settings.")}
-            </p>
+            <div class="card-state" data-testid="not-configured">
+                <p>{format!("{app_name} is not set up for this account yet: an admin opens Exchange → My apps → {app_name} → Open and saves its settings.")}</p>
+                <NewTabLink href="/settings".into() text="Open the configuration page".into()/>
+            </div>
         }
         .into_any(),
         PartnerPart::Failed { message } => view! {
-            <p class="card-state error" role="status" data-testid="partner-failed">{message}</p>
+            <div class="card-state error" role="status" data-testid="partner-failed">
+                <p>{message}</p>
+                <a class="button secondary" href=refresh>"Retry"</a>
+            </div>
         }
         .into_any(),
     }
