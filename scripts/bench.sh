@@ -3,7 +3,8 @@
 #   (a) a signed function call through ibex to the partner API,
 #   (b) the partner API called directly,
 #   (c) nginx proxying to the same partner API while adding the API-key header,
-#   (d) the floor of ibex's own stack: a bare axum + hyper-util proxy doing what nginx does (`ibex-sim proxy`), so
+#   (d) the floor of ibex's own stack: a bare axum + hyper-util proxy doing what nginx does (`ibex-sim proxy`,
+#       served like ibex: a single-threaded runtime per core), so
 #       that what ibex adds over its stack (a/d) and what the stack costs over nginx (d/c) are told apart.
 # Each against two upstreams: the main comparison's is nginx serving the order JSON as a static file (cheap: it
 # hides nothing of what ibex and nginx each cost); the second is the demo shop (axum), a realistic partner.
@@ -36,9 +37,9 @@ trap cleanup EXIT
 
 target/release/ibex-sim shop --addr "$up" --api-key "$key" >"$work/shop.log" 2>&1 &
 pids+=($!)
-target/release/ibex-sim proxy --addr "$floor" --upstream "http://$up" --api-key "$key" >"$work/floor.log" 2>&1 &
+target/release/ibex-sim proxy --addr "$floor" --upstream "http://$up" --api-key "$key" --threads "$(nproc)" >"$work/floor.log" 2>&1 &
 pids+=($!)
-target/release/ibex-sim proxy --addr "$floor_static" --upstream "http://$static" --api-key "$key" \
+target/release/ibex-sim proxy --addr "$floor_static" --upstream "http://$static" --api-key "$key" --threads "$(nproc)" \
   >"$work/floor-static.log" 2>&1 &
 pids+=($!)
 

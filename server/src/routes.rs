@@ -29,7 +29,9 @@ pub fn router(state: AppState) -> Router {
     let shed = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(overloaded))
         .load_shed()
-        .concurrency_limit(state.max_concurrent_requests);
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
+            state.request_slots.clone(),
+        ));
     Router::new()
         .merge(signed_routes(&state))
         .merge(

@@ -48,6 +48,7 @@ impl std::ops::Deref for AppState {
     }
 }
 
+#[derive(Clone)]
 pub struct Shared {
     pub definition: Arc<AppDefinition>,
     pub functions: Arc<Vec<Arc<FunctionPlan>>>,
@@ -65,6 +66,8 @@ pub struct Shared {
     /// For calls to Infobip (OAuth token exchange); partner calls have their own client.
     pub http: reqwest::Client,
     pub max_concurrent_requests: usize,
+    /// `max_concurrent_requests` as permits, shared by every serving thread's router.
+    pub request_slots: Arc<tokio::sync::Semaphore>,
     /// Signatures seen within the replay window, when the opt-in guard is on (per instance).
     pub replay_guard: Option<moka::sync::Cache<String, ()>>,
     pub body_timeout: Duration,
@@ -111,6 +114,15 @@ async fn open_settings_with(
 }
 
 impl AppState {
+    /// A copy for one serving thread: everything shared (settings cache, metrics, limits) but the partner
+    /// connection pool, which is the thread's own, so a call and its pooled connection never wake another
+    /// thread.
+    pub fn for_serving_thread(&self) -> Result<AppState, rustls::Error> {
+        let mut shared = (*self.0).clone();
+        shared.partner = shared.partner.with_own_pool()?;
+        Ok(AppState(Arc::new(shared)))
+    }
+
     pub async fn build(options: &Options) -> Result<Self, StartError> {
         if options.max_body_bytes == 0 {
             return Err(ConfigError::MaxBody.into());
@@ -153,6 +165,9 @@ impl AppState {
             http,
             metrics_token: options.metrics_token.clone().filter(|t| !t.is_empty()),
             max_concurrent_requests: options.max_concurrent_requests.max(1),
+            request_slots: Arc::new(tokio::sync::Semaphore::new(
+                options.max_concurrent_requests.max(1),
+            )),
             // Both directions of the window: a signature can be valid for twice the tolerance.
             replay_guard: options.replay_guard.then(|| {
                 moka::sync::Cache::builder()

@@ -9,9 +9,13 @@ use ibex::signed::signature::{now_ms, signed_headers};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_finishes_what_is_in_flight_and_refuses_the_rest() {
-    let h = Harness::start(Backend::Sqlite).await;
+/// A real `ibex serve` on a free port against the harness's database and shop, with `args` added; returns the
+/// process, its base URL, its port and its definition file.
+async fn spawn_ibex(
+    h: &Harness,
+    args: &[&str],
+    threads: &str,
+) -> (std::process::Child, String, u16, std::path::PathBuf) {
     let definition =
         std::env::temp_dir().join(format!("ibex-stop-{}.toml", uuid::Uuid::new_v4().simple()));
     std::fs::write(&definition, common::test_definition()).unwrap();
@@ -20,7 +24,7 @@ async fn sigterm_finishes_what_is_in_flight_and_refuses_the_rest() {
         probe.local_addr().unwrap().port()
     };
     let base = format!("http://127.0.0.1:{port}");
-    let mut ibex = Command::new(env!("CARGO_BIN_EXE_ibex"))
+    let ibex = Command::new(env!("CARGO_BIN_EXE_ibex"))
         .args([
             "serve",
             "--addr",
@@ -28,11 +32,11 @@ async fn sigterm_finishes_what_is_in_flight_and_refuses_the_rest() {
             "--public-url",
             "http://127.0.0.1:9",
             "--allow-loopback-partners",
-            "--shutdown-grace-secs",
-            "10",
             "--sync-worker",
             "false",
         ])
+        .args(args)
+        .env("IBEX_SERVE_THREADS", threads)
         .env("DATABASE_URL", &h.db.url)
         .env("IBEX_APP", &definition)
         .env("IBEX_SIGNING_SECRETS", SECRET)
@@ -56,14 +60,33 @@ async fn sigterm_finishes_what_is_in_flight_and_refuses_the_rest() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    (ibex, base, port, definition)
+}
 
-    // A signed call whose partner takes 1.5 s, then SIGTERM while it is in flight.
-    h.shop_faults(serde_json::json!({"delay_ms": 1500})).await;
+fn signed_call(base: &str) -> reqwest::RequestBuilder {
     let mut request = client().get(format!("{base}/fn/order-status/1001"));
     for (name, value) in signed_headers(SECRET, ACCOUNT, now_ms(), b"") {
         request = request.header(name, value);
     }
-    let in_flight = tokio::spawn(request.send());
+    request
+}
+
+/// Both serving models: a thread per core (the default, `IBEX_SERVE_THREADS` unset) and tokio's shared runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_what_is_in_flight_and_refuses_the_rest() {
+    let h = Harness::start(Backend::Sqlite).await;
+    for threads in ["2", "0"] {
+        sigterm_with(&h, threads).await;
+    }
+    h.finish().await;
+}
+
+async fn sigterm_with(h: &Harness, threads: &str) {
+    let (mut ibex, base, port, definition) =
+        spawn_ibex(h, &["--shutdown-grace-secs", "10"], threads).await;
+    // A signed call whose partner takes 1.5 s, then SIGTERM while it is in flight.
+    h.shop_faults(serde_json::json!({"delay_ms": 1500})).await;
+    let in_flight = tokio::spawn(signed_call(&base).send());
     tokio::time::sleep(Duration::from_millis(400)).await;
     let term = Command::new("kill")
         .args(["-TERM", &ibex.id().to_string()])
@@ -96,7 +119,36 @@ async fn sigterm_finishes_what_is_in_flight_and_refuses_the_rest() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(exited.success(), "{exited:?}");
+    assert!(exited.success(), "threads {threads}: {exited:?}");
+    h.shop_faults(serde_json::json!({})).await;
+    let _ = std::fs::remove_file(&definition);
+}
+
+/// `IBEX_MAX_CONCURRENT_REQUESTS` bounds the whole process, not each serving thread: with a limit of 1, two
+/// threads and a slow partner, of many calls sent at once exactly one is served and the rest are shed (503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_threads_share_one_request_limit() {
+    let h = Harness::start(Backend::Sqlite).await;
+    let (mut ibex, base, _, definition) =
+        spawn_ibex(&h, &["--max-concurrent-requests", "1"], "2").await;
+    h.shop_faults(serde_json::json!({"delay_ms": 800})).await;
+    let calls: Vec<_> = (0..12)
+        .map(|_| tokio::spawn(signed_call(&base).send()))
+        .collect();
+    let mut statuses = Vec::new();
+    for call in calls {
+        statuses.push(call.await.unwrap().unwrap().status().as_u16());
+    }
+    statuses.sort_unstable();
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    let _ = ibex.kill();
+    let _ = ibex.wait();
+    h.shop_faults(serde_json::json!({})).await;
     let _ = std::fs::remove_file(&definition);
     h.finish().await;
+    assert_eq!(served, 1, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
 }

@@ -39,6 +39,10 @@ enum Command {
         upstream: String,
         #[arg(long, default_value = "demo-key")]
         api_key: String,
+        /// Serving threads, each a single-threaded runtime with its own connection pool, all accepting on one
+        /// socket (nginx's model: a worker per core); 0 serves on the work-stealing runtime, as ibex's default.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
     },
     /// Serve the simulated Infobip portal (Exchange → My Apps, framing the app's Settings URL) and its OAuth
     /// server at /exchange/1/oauth/authorize and /exchange/1/oauth/token.
@@ -82,7 +86,18 @@ async fn main() -> std::process::ExitCode {
             addr,
             upstream,
             api_key,
+            threads: 0,
         } => ibex_sim::proxy::serve(addr, upstream, api_key).await,
+        Command::Proxy {
+            addr,
+            upstream,
+            api_key,
+            threads,
+        } => tokio::task::spawn_blocking(move || {
+            ibex_sim::proxy::serve_per_thread(addr, upstream, api_key, threads)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e))),
         Command::Portal {
             addr,
             app_name,

@@ -42,6 +42,44 @@ pub async fn serve(addr: SocketAddr, upstream: String, api_key: String) -> std::
     axum::serve(listener, app).await
 }
 
+/// The per-core model: `threads` single-threaded runtimes, each with its own router and partner connection pool,
+/// accepting from one shared socket (the kernel hands each connection to one waiting thread). No task, timer or
+/// pooled connection ever moves between threads.
+pub fn serve_per_thread(
+    addr: SocketAddr,
+    upstream: String,
+    api_key: String,
+    threads: usize,
+) -> std::io::Result<()> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    tracing::info!(
+        "floor proxy on http://{}, {threads} serving threads",
+        listener.local_addr()?
+    );
+    let workers = (0..threads)
+        .map(|_| {
+            let (listener, upstream, api_key) =
+                (listener.try_clone()?, upstream.clone(), api_key.clone());
+            Ok(std::thread::spawn(move || -> std::io::Result<()> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let app = router(&upstream, &api_key).map_err(std::io::Error::other)?;
+                    axum::serve(tokio::net::TcpListener::from_std(listener)?, app).await
+                })
+            }))
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    for worker in workers {
+        worker
+            .join()
+            .map_err(|_| std::io::Error::other("a serving thread panicked"))??;
+    }
+    Ok(())
+}
+
 async fn forward(State(up): State<Arc<Upstream>>, request: Request) -> Response {
     let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let outbound = http::Request::builder()

@@ -120,12 +120,13 @@ async fn serve(options: &Options) -> Result<ExitCode, CommandError> {
     if state.definition.sync.is_some() && state.sync.worker {
         crate::sync::engine::SyncEngine::for_instance(&state).spawn(state.clone());
     }
-    let listener = tokio::net::TcpListener::bind(options.addr)
-        .await
-        .map_err(|source| CommandError::Bind {
-            addr: options.addr.to_string(),
-            source,
-        })?;
+    let bind_error = |source| CommandError::Bind {
+        addr: options.addr.to_string(),
+        source,
+    };
+    let listener = std::net::TcpListener::bind(options.addr)
+        .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+        .map_err(bind_error)?;
     let public_url = state.public_url.clone();
     if options.dev {
         eprintln!(
@@ -146,7 +147,21 @@ async fn serve(options: &Options) -> Result<ExitCode, CommandError> {
         header_read: std::time::Duration::from_secs(options.header_timeout_secs.max(1)),
         shutdown_grace: std::time::Duration::from_secs(options.shutdown_grace_secs),
     };
-    crate::ops::listen::serve(listener, routes::router(state), limits, shutdown_signal()).await;
+    let threads = options.serve_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    if threads == 0 {
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_error)?;
+        crate::ops::listen::serve(listener, routes::router(state), limits, shutdown_signal()).await;
+    } else {
+        let routers = (0..threads)
+            .map(|_| state.for_serving_thread().map(routes::router))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(crate::state::StartError::from)?;
+        crate::ops::listen::serve_per_thread(listener, routers, limits, shutdown_signal())
+            .await
+            .map_err(bind_error)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

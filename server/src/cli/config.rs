@@ -173,6 +173,11 @@ pub struct Options {
         global = true
     )]
     pub shutdown_grace_secs: u64,
+    /// Serving threads, each a single-threaded runtime with its own partner connection pool, all accepting on
+    /// the one socket (a worker per core, as nginx runs); unset means one per CPU, 0 serves on the shared
+    /// work-stealing runtime instead.
+    #[arg(long, env = "IBEX_SERVE_THREADS", global = true)]
+    pub serve_threads: Option<usize>,
     /// Bearer token that `/metrics` requires; without it, metrics are served in --dev mode only.
     #[arg(
         long,

@@ -21,6 +21,55 @@ pub struct ListenLimits {
     pub shutdown_grace: Duration,
 }
 
+/// nginx's model, one worker per core: `routers.len()` single-threaded runtimes, each accepting from the one
+/// socket with its own router (and so its own partner connection pool). A request, its partner call and both
+/// connections stay on one thread: no work stealing, no wake-up of another thread per call, which on a
+/// loaded machine is what the work-stealing runtime spends most of its overhead on (docs/benchmarks.md).
+/// Background work (People sync, the settings change log, cleanups) stays on the main runtime.
+pub async fn serve_per_thread(
+    listener: std::net::TcpListener,
+    routers: Vec<Router>,
+    limits: ListenLimits,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::with_capacity(routers.len());
+    for (i, router) in routers.into_iter().enumerate() {
+        let listener = listener.try_clone()?;
+        let mut stopped = stopped.clone();
+        let worker = std::thread::Builder::new()
+            .name(format!("ibex-serve-{i}"))
+            .spawn(move || -> std::io::Result<()> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    let stop = async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    };
+                    serve(listener, router, limits, stop).await;
+                    Ok(())
+                })
+            })?;
+        workers.push(worker);
+    }
+    // Each thread holds its own handle on the socket: it closes when the last one stops accepting.
+    drop(listener);
+    shutdown.await;
+    let _ = stop.send(true);
+    let joined = tokio::task::spawn_blocking(move || {
+        for worker in workers {
+            match worker.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("a serving thread stopped: {e}"),
+                Err(_) => tracing::error!("a serving thread panicked"),
+            }
+        }
+    });
+    joined.await.map_err(std::io::Error::other)
+}
+
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,

@@ -92,6 +92,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct PartnerClient {
     http: Http,
     retry: RetryPolicy,
+    egress: Arc<EgressPolicy>,
 }
 
 /// A partner answer larger than this is refused rather than buffered: the outputs a bot block maps are small,
@@ -137,7 +138,17 @@ impl From<ExchangeError> for PartnerError {
 impl PartnerClient {
     /// Every connection this client makes passes `egress` (see `egress.rs`).
     pub fn new(retry: RetryPolicy, egress: EgressPolicy) -> Result<Self, rustls::Error> {
-        let egress = Arc::new(egress);
+        Self::build(retry, Arc::new(egress))
+    }
+
+    /// The same client with a connection pool of its own: a serving thread's, so that its calls use
+    /// connections driven by that thread (see `ops/listen.rs`).
+    pub fn with_own_pool(&self) -> Result<Self, rustls::Error> {
+        Self::build(self.retry.clone(), self.egress.clone())
+    }
+
+    fn build(retry: RetryPolicy, egress: Arc<EgressPolicy>) -> Result<Self, rustls::Error> {
+        let policy = egress.clone();
         let mut connector =
             HttpConnector::new_with_resolver(egress::EgressResolver::new(egress.clone()));
         connector.enforce_http(false);
@@ -158,7 +169,11 @@ impl PartnerClient {
             .pool_max_idle_per_host(64)
             .pool_idle_timeout(Duration::from_secs(60))
             .build(https);
-        Ok(PartnerClient { http, retry })
+        Ok(PartnerClient {
+            http,
+            retry,
+            egress: policy,
+        })
     }
 
     /// Sends the request and returns the parts of the partner's JSON answer that `shape` names, or a typed
