@@ -339,7 +339,6 @@ async fn settings_import(
     while let Some(done) = saves.join_next().await {
         finish(done, &mut in_flight);
     }
-    drop(finish);
     refused += unreadable;
     settings.store().close().await;
     println!("saved {saved} lines, {refused} lines refused");
