@@ -80,13 +80,14 @@ test("the context card says so when the app is not set up, the customer is unkno
   const acme = await openWorkspace(page, "ana.admin");
   await page.getByRole("link", { name: /\+15550100999/ }).click();
   await expect(acme.getByRole("heading", { level: 1 })).toHaveText("+15550100999");
+  const src = cardURL(page);
+  // The link opens the configuration page in the card's own frame, signed in as the same user.
+  await acme.getByTestId("not-configured").getByRole("link", { name: "Open the configuration page here" }).click();
+  await expect(acme.getByTestId("signed-in")).toHaveText("Account 8F3A…A113 · Signed in as ana.admin");
   await page.setViewportSize({ width: 320, height: 600 });
-  await page.goto(cardURL(page));
+  await page.goto(src);
   const notConfigured = page.getByTestId("not-configured");
   await expect(notConfigured).toContainText("Order desk is not set up for this account yet");
-  const setUp = notConfigured.getByRole("link", { name: "Open the configuration page (opens in a new tab)" });
-  await expect(setUp).toHaveAttribute("href", "/settings");
-  await expect(setUp).toHaveAttribute("target", "_blank");
   await expectAccessible(page, "not configured");
   await page.screenshot({ path: "test-results/card-not-configured-320.png", fullPage: true });
 
@@ -175,9 +176,13 @@ test("one account's card session shows nothing of another account's conversation
   );
   await expect(framed.getByRole("heading", { level: 1 })).toHaveText("Conversation not found");
   await expect(framed.locator("body")).not.toContainText("Jane");
+  // Bound to Initech's conversation, the session is sent to sign in again: a redirect, and nothing of Jane.
   const direct = await request.post("/api/load_card", {
     form: { card, conversation_id: globexConversation, attempt: "0" },
+    maxRedirects: 0,
   });
+  expect(direct.status()).toBe(303);
+  expect(direct.headers()["location"]).toMatch(/^\/oauth\/start\?/);
   const body = await direct.text();
   expect(body).not.toContain("Jane");
   expect(body).not.toContain("441632960961");

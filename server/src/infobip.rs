@@ -240,12 +240,23 @@ pub async fn call(http: &reqwest::Client, call: Call<'_>) -> Result<Answer, Tran
         .get(http::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    // Once the status is in, it is the answer: a body that breaks off afterwards leaves an empty body, not a
+    // transport failure (People sync would otherwise send again a write that was already made).
     let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport)? {
-        if body.len() + chunk.len() > call.max_bytes {
-            return Err(Transport::TooLarge(call.max_bytes));
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > call.max_bytes {
+                    return Err(Transport::TooLarge(call.max_bytes));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(_) => {
+                body.clear();
+                break;
+            }
         }
-        body.extend_from_slice(&chunk);
     }
     Ok(Answer {
         status,

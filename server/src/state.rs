@@ -68,6 +68,8 @@ pub struct Shared {
     pub max_concurrent_requests: usize,
     /// `max_concurrent_requests` as permits, shared by every serving thread's router.
     pub request_slots: Arc<tokio::sync::Semaphore>,
+    /// The context card's actions done in the last minute (`card::ServerCard`), shared by every serving thread.
+    pub card_actions_done: moka::future::Cache<String, String>,
     /// Signatures seen within the replay window, when the opt-in guard is on (per instance).
     pub replay_guard: Option<moka::sync::Cache<String, ()>>,
     pub body_timeout: Duration,
@@ -168,6 +170,7 @@ impl AppState {
             request_slots: Arc::new(tokio::sync::Semaphore::new(
                 options.max_concurrent_requests.max(1),
             )),
+            card_actions_done: crate::card::ServerCard::new_done_record(),
             // Both directions of the window: a signature can be valid for twice the tolerance.
             replay_guard: options.replay_guard.then(|| {
                 moka::sync::Cache::builder()

@@ -238,6 +238,35 @@ async fn card(backend: Backend) {
         "{answers:?}"
     );
     assert_eq!(notes_sent(&h).await.len(), 2, "one more note, not five");
+    // The same across serving threads: each builds its own router (`IBEX_SERVE_THREADS`), and a copy accepted
+    // by the other thread still finds the first.
+    let other_thread = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = ibex::routes::router(h.state.for_serving_thread().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        format!("http://{addr}")
+    };
+    let via = |base: String| {
+        let request = client()
+            .post(format!("{base}/api/card_action"))
+            .json(&serde_json::json!({
+                "card": session_id, "conversation_id": by_phone.id,
+                "key": {"order_id": "1002"}, "typed": {"text": "Sent once, two threads"},
+            }));
+        async move {
+            request
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let (here, there) = tokio::join!(via(h.ibex.clone()), via(other_thread));
+    assert!(here["Ok"].is_string() && here == there, "{here} {there}");
+    assert_eq!(notes_sent(&h).await.len(), 3, "one more note, not two");
     // A card session of another conversation cannot act on this one.
     let answer = client()
         .post(format!("{}/api/card_action", h.ibex))
@@ -258,7 +287,7 @@ async fn card(backend: Backend) {
             .contains("sign-in to the card has ended"),
         "{answer}"
     );
-    assert_eq!(notes_sent(&h).await.len(), 2);
+    assert_eq!(notes_sent(&h).await.len(), 3);
 
     // An end user the shop does not know is said so, with the address.
     let (_, html, _) = open_card(&h, ana.user_key, CONVERSATIONS[2].id).await;

@@ -319,7 +319,7 @@ async fn sync(backend: Backend) {
     // A row edited by hand into something that is not JSON is skipped, not the end of everyone's schedule.
     sqlx::query(
         "INSERT INTO account_settings (account_key, values_json, secrets_json, version, created_at, \
-         updated_at, updated_by) VALUES ('HAND-EDITED', '{\"people_sync_on\": true,', '{}', 1, 0, 0, 'psql')",
+         updated_at, updated_by) VALUES ('HAND-EDITED', '{\"people_sync_on\":true,', '{}', 1, 0, 0, 'psql')",
     )
     .execute(h.state.settings.store().pool())
     .await

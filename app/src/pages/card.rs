@@ -361,11 +361,12 @@ fn PartnerSection(
             <p class="card-state" data-testid="not-found">{format!("No customer for {address} in {app_name}.")}</p>
         }
         .into_any(),
-        // The configuration page signs in on its own (Exchange OAuth), so it opens in a tab of its own too.
+        // In this frame: the configuration page signs in with Exchange OAuth, which finishes only inside
+        // Infobip's frames (a tab of its own would be refused), and it fits a card's width.
         PartnerPart::NotConfigured => view! {
             <div class="card-state" data-testid="not-configured">
                 <p>{format!("{app_name} is not set up for this account yet: an admin opens Exchange → My apps → {app_name} → Open and saves its settings.")}</p>
-                <NewTabLink href="/settings".into() text="Open the configuration page".into()/>
+                <a href="/settings">"Open the configuration page here"</a>
             </div>
         }
         .into_any(),

@@ -27,14 +27,21 @@ pub struct ServerCard {
 }
 
 impl ServerCard {
+    /// The process's one record of actions done (`AppState::card_actions_done`): each serving thread builds
+    /// its own router, and a copy of a confirmation accepted by another thread must still find the first.
     pub fn new(state: AppState) -> Self {
         ServerCard {
+            done: state.card_actions_done.clone(),
             state,
-            done: moka::future::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(std::time::Duration::from_secs(60))
-                .build(),
         }
+    }
+
+    /// What `done` starts as, once per process.
+    pub fn new_done_record() -> moka::future::Cache<String, String> {
+        moka::future::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(std::time::Duration::from_secs(60))
+            .build()
     }
 
     async fn act_once(

@@ -29,6 +29,8 @@ pub enum CommandError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("serving stopped: {0}")]
+    Serve(std::io::Error),
     #[error("request failed: {0}")]
     Http(#[from] reqwest::Error),
     #[error(transparent)]
@@ -160,7 +162,7 @@ async fn serve(options: &Options) -> Result<ExitCode, CommandError> {
             .map_err(crate::state::StartError::from)?;
         crate::ops::listen::serve_per_thread(listener, routers, limits, shutdown_signal())
             .await
-            .map_err(bind_error)?;
+            .map_err(CommandError::Serve)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -26,48 +26,113 @@ pub struct ListenLimits {
 /// connections stay on one thread: no work stealing, no wake-up of another thread per call, which on a
 /// loaded machine is what the work-stealing runtime spends most of its overhead on (docs/benchmarks.md).
 /// Background work (People sync, the settings change log, cleanups) stays on the main runtime.
+///
+/// Shared pools (the settings database, card sessions, Infobip's client) hold connections opened on whichever
+/// runtime needed them first, and a connection's I/O is driven by that runtime. So no serving runtime stops
+/// before all have finished serving: a request still finishing on one thread may be using a connection
+/// another opened. A serving thread that stops on its own (it could not start, or panicked) stops the others
+/// and ends `serve` with an error, so ibex exits and its supervisor restarts it, rather than serving on fewer
+/// threads, or on none with the process still up.
 pub async fn serve_per_thread(
     listener: std::net::TcpListener,
     routers: Vec<Router>,
     limits: ListenLimits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let count = routers.len();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut workers = Vec::with_capacity(routers.len());
+    let (finished, _) = tokio::sync::watch::channel(0usize);
+    let finished = std::sync::Arc::new(finished);
+    let (exits, mut exited) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
+    let mut workers = Vec::with_capacity(count);
     for (i, router) in routers.into_iter().enumerate() {
         let listener = listener.try_clone()?;
         let mut stopped = stopped.clone();
+        let done = Finished {
+            thread: i,
+            why: "it panicked".into(),
+            exits: exits.clone(),
+            finished: finished.clone(),
+        };
         let worker = std::thread::Builder::new()
             .name(format!("ibex-serve-{i}"))
-            .spawn(move || -> std::io::Result<()> {
-                let runtime = tokio::runtime::Builder::new_current_thread()
+            .spawn(move || {
+                let mut done = done;
+                let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
-                    .build()?;
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        done.why = format!("its runtime could not start: {e}");
+                        return;
+                    }
+                };
                 runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)?;
-                    let stop = async move {
-                        let _ = stopped.wait_for(|stop| *stop).await;
+                    done.why = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            let stop = async move {
+                                let _ = stopped.wait_for(|stop| *stop).await;
+                            };
+                            serve(listener, router, limits, stop).await;
+                            String::new()
+                        }
+                        Err(e) => format!("it could not listen: {e}"),
                     };
-                    serve(listener, router, limits, stop).await;
-                    Ok(())
-                })
+                    let mut all_finished = done.finished.subscribe();
+                    drop(done);
+                    let _ = all_finished.wait_for(|n| *n >= count).await;
+                });
             })?;
         workers.push(worker);
     }
     // Each thread holds its own handle on the socket: it closes when the last one stops accepting.
     drop(listener);
-    shutdown.await;
+    drop(exits);
+    let unexpected = tokio::select! {
+        () = shutdown => None,
+        Some((thread, why)) = exited.recv() => Some((thread, why)),
+    };
+    if let Some((thread, why)) = &unexpected {
+        tracing::error!(
+            "serving thread {thread} stopped ({why}); stopping the others so that ibex exits"
+        );
+    }
     let _ = stop.send(true);
     let joined = tokio::task::spawn_blocking(move || {
         for worker in workers {
-            match worker.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!("a serving thread stopped: {e}"),
-                Err(_) => tracing::error!("a serving thread panicked"),
+            if worker.join().is_err() {
+                tracing::error!("a serving thread panicked");
             }
         }
     });
-    joined.await.map_err(std::io::Error::other)
+    joined.await.map_err(std::io::Error::other)?;
+    match unexpected {
+        Some((thread, why)) => Err(std::io::Error::other(format!(
+            "serving thread {thread} stopped: {why}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Counts a serving thread as finished when dropped, on every way out (a panic included), and reports why it
+/// stopped unless it stopped because it was told to.
+struct Finished {
+    thread: usize,
+    why: String,
+    exits: tokio::sync::mpsc::UnboundedSender<(usize, String)>,
+    finished: std::sync::Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        if !self.why.is_empty() {
+            let _ = self
+                .exits
+                .send((self.thread, std::mem::take(&mut self.why)));
+        }
+        self.finished.send_modify(|n| *n += 1);
+    }
 }
 
 pub async fn serve(

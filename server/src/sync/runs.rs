@@ -473,7 +473,8 @@ impl Runs {
 
     /// The accounts that turned a sync direction on: the schedule looks at these, not at every configured
     /// account (with 100 000 accounts, reading each one every minute took a core; docs/benchmarks.md).
-    /// The database only narrows by text (both backends, no JSON parse there), so one hand-edited row that is not
+    /// The database only narrows by text (both backends, no JSON parse there): `"key":true` as serde_json
+    /// writes it (compact), so accounts that turned sync off are not even read. One hand-edited row that is not
     /// JSON is skipped with a warning here instead of failing the query and with it every account's schedule.
     pub async fn syncing_accounts(&self) -> Result<Vec<String>, StoreError> {
         use app::definition::sync::{PEOPLE_SYNC_FROM_ON, PEOPLE_SYNC_ON};
@@ -481,8 +482,8 @@ impl Runs {
             "SELECT account_key, values_json FROM account_settings \
              WHERE values_json LIKE $1 OR values_json LIKE $2 ORDER BY account_key",
         )
-        .bind(format!("%\"{PEOPLE_SYNC_ON}\"%"))
-        .bind(format!("%\"{PEOPLE_SYNC_FROM_ON}\"%"))
+        .bind(format!("%\"{PEOPLE_SYNC_ON}\":true%"))
+        .bind(format!("%\"{PEOPLE_SYNC_FROM_ON}\":true%"))
         .fetch_all(self.store.pool())
         .await?;
         let mut accounts = Vec::new();
