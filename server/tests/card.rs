@@ -534,14 +534,7 @@ async fn card(backend: Backend) {
 
     // Not one of the tokens Infobip issued in all of the above (sign-ins, renewals, refusals, partner calls) is
     // in any line logged at debug level.
-    let issued: Vec<String> = client()
-        .get(format!("{}/_sim/oauth/issued", h.portal))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let issued = h.issued_tokens().await;
     assert!(issued.len() >= 5, "{issued:?}");
     let logged = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
     assert!(

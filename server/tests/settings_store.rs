@@ -419,12 +419,8 @@ async fn settings_cache_is_capped_by_bytes() {
     h.finish().await;
 }
 
-/// Another instance's save (or the CLI's) drops this instance's cached entry when it reads the change log: the
-/// account itself and a signed key linked to it, while an account saved before the look stays cached.
-async fn change_log_drops_stale_entries(backend: Backend) {
-    use app::settings::SettingsService;
-    use std::sync::Arc;
-    let h = Harness::start(backend).await;
+/// A second account with settings of its own ("other" as its note author).
+async fn configure_other(h: &Harness) {
     h.configure(
         "OTHER",
         &[
@@ -434,23 +430,37 @@ async fn change_log_drops_stale_entries(backend: Backend) {
         ],
     )
     .await;
+}
+
+/// A second instance on the same database, with the long TTL that makes following the change log matter.
+fn another_instance(h: &Harness) -> app::settings::SettingsService {
+    app::settings::SettingsService::new(
+        std::sync::Arc::new(h.state.definition.as_ref().clone()),
+        h.state.settings.store().clone(),
+        std::time::Duration::from_secs(300),
+        64 << 20,
+    )
+}
+
+fn author(settings: &app::settings::ResolvedSettings) -> Option<String> {
+    settings
+        .get("note_author")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+}
+
+/// Another instance's save (or the CLI's) drops this instance's cached entry when it reads the change log: the
+/// account itself and a signed key linked to it, while an account saved before the look stays cached.
+async fn change_log_drops_stale_entries(backend: Backend) {
+    let h = Harness::start(backend).await;
+    configure_other(&h).await;
     h.state
         .settings
         .store()
         .link("SIGNED-KEY", ACCOUNT, "operator")
         .await
         .unwrap();
-    let here = SettingsService::new(
-        Arc::new(h.state.definition.as_ref().clone()),
-        h.state.settings.store().clone(),
-        std::time::Duration::from_secs(300),
-        64 << 20,
-    );
-    let author = |s: &app::settings::ResolvedSettings| {
-        s.get("note_author")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-    };
+    let here = another_instance(&h);
     for key in [ACCOUNT, "SIGNED-KEY", "OTHER"] {
         here.resolved(key).await.unwrap();
     }
@@ -486,35 +496,15 @@ on_both_backends!(settings_change_log, change_log_drops_stale_entries);
 /// instance must drop that key's entry at its next look, not after the cache's TTL. So must a save under the
 /// key's own name while its entry holds the linked account's settings (whose version may well be higher).
 async fn link_changes_reach_other_caches(backend: Backend) {
-    use app::settings::SettingsService;
-    use std::sync::Arc;
     let h = Harness::start(backend).await;
     h.configure(ACCOUNT, &[("note_author", "first")]).await;
-    h.configure(
-        "OTHER",
-        &[
-            ("api_key", SHOP_KEY),
-            ("api_base_url", h.shop.as_str()),
-            ("note_author", "other"),
-        ],
-    )
-    .await;
+    configure_other(&h).await;
     // The first account is at version 2, above what a first save of SIGNED-KEY itself will be.
     h.configure(ACCOUNT, &[("note_author", "first, again")])
         .await;
     let store = h.state.settings.store().clone();
     store.link("SIGNED-KEY", ACCOUNT, "operator").await.unwrap();
-    let here = SettingsService::new(
-        Arc::new(h.state.definition.as_ref().clone()),
-        store.clone(),
-        std::time::Duration::from_secs(300),
-        64 << 20,
-    );
-    let author = |s: &app::settings::ResolvedSettings| {
-        s.get("note_author")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-    };
+    let here = another_instance(&h);
     let cached = here.resolved("SIGNED-KEY").await.unwrap();
     assert_eq!(author(&cached).as_deref(), Some("first, again"));
 

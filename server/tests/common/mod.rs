@@ -342,6 +342,18 @@ impl Harness {
         assert!(response.status().is_success());
     }
 
+    /// Every token the simulated portal issued (`GET /_sim/oauth/issued`).
+    pub async fn issued_tokens(&self) -> Vec<String> {
+        self.client
+            .get(format!("{}/_sim/oauth/issued", self.portal))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn shop_requests(&self) -> Vec<Value> {
         self.client
             .get(format!("{}/_sim/requests", self.shop))
