@@ -22,6 +22,8 @@ pub enum ApiError {
     BodyTooLarge { limit: usize },
     #[error("the request body could not be read")]
     BodyUnreadable,
+    #[error("the request body did not arrive within {secs} s")]
+    BodyTimeout { secs: u64 },
     #[error("no function at {0}; the manifest in App shell lists the URIs this app serves")]
     UnknownFunction(String),
     #[error("{0}; path parameters must be UTF-8 text once percent-decoded")]
@@ -83,6 +85,7 @@ impl ApiError {
             ApiError::Replayed => (S::CONFLICT, "replayed"),
             ApiError::BodyTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::BodyUnreadable => (S::BAD_REQUEST, "body_unreadable"),
+            ApiError::BodyTimeout { .. } => (S::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::UnknownFunction(_) => (S::NOT_FOUND, "unknown_function"),
             ApiError::InvalidPath(_) => (S::BAD_REQUEST, "invalid_path"),
             ApiError::CardTokenMissing => (S::UNAUTHORIZED, "missing_card_token"),
@@ -181,7 +184,7 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(json!({ "error": error }))).into_response();
         if matches!(
             self,
-            ApiError::BodyTooLarge { .. } | ApiError::BodyUnreadable
+            ApiError::BodyTooLarge { .. } | ApiError::BodyUnreadable | ApiError::BodyTimeout { .. }
         ) {
             // The rest of the body is left unread, so the connection cannot carry another request: say so, or a
             // client reuses it and its next request fails on the closed socket (seen as a flaky test).

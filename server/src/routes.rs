@@ -54,9 +54,9 @@ pub fn router(state: AppState) -> Router {
                             )
                         })
                         .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
-                ),
+                )
+                .layer(RequestBodyTimeoutLayer::new(state.body_timeout)),
         )
-        .layer(RequestBodyTimeoutLayer::new(state.body_timeout))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(shed)
@@ -81,13 +81,18 @@ async fn overloaded(_: tower::BoxError) -> axum::response::Response {
 }
 
 /// Every function of the app definition at the URI its manifest names; anything else under `/fn` is an
-/// unknown function. These routes pass none of the pages' layers (request span, frame policy, sign-in gate):
-/// their answers go to Infobip's servers, never into a browser frame, and a signed call pays only for what it
-/// uses.
+/// unknown function. These routes pass none of the pages' layers (request span, frame policy, sign-in gate,
+/// body timeout): their answers go to Infobip's servers, never into a browser frame, and a signed call pays
+/// only for what it uses. A body is read within the body timeout where it is read (`SignedRequest`, `drain`),
+/// so a signed GET, which has none, arms no timer for it.
 fn signed_routes(state: &AppState) -> Router<AppState> {
     let mut router = Router::new();
+    let body_timeout = state.body_timeout;
     for plan in state.functions.iter() {
-        router = router.route(&plan.function.route_path(), function_route(plan.clone()));
+        router = router.route(
+            &plan.function.route_path(),
+            function_route(plan.clone(), body_timeout),
+        );
     }
     if state
         .definition
@@ -95,10 +100,10 @@ fn signed_routes(state: &AppState) -> Router<AppState> {
         .as_ref()
         .is_some_and(|s| s.from_people.is_some())
     {
-        let wrong_method = |request: Request| async move {
+        let wrong_method = move |request: Request| async move {
             let call = Call::of(&request);
             let got = request.method().to_string();
-            drain(request).await;
+            drain(request, body_timeout).await;
             let mut response =
                 axum::response::IntoResponse::into_response(ApiError::MethodNotAllowed {
                     function: "people-changed".into(),
@@ -126,9 +131,12 @@ const DRAIN_BYTES: usize = 64 * 1024;
 
 /// Reads and drops the body of a request answered with an error without it (wrong method, unknown function):
 /// a client still sending it would otherwise see the connection reset instead of the JSON answer. Bounded in
-/// size here and in time by the body timeout.
-async fn drain(request: Request) {
-    let _ = axum::body::to_bytes(request.into_body(), DRAIN_BYTES).await;
+/// size and in time (the body timeout).
+async fn drain(request: Request, timeout: std::time::Duration) {
+    let body = request.into_body();
+    if !axum::body::HttpBody::is_end_stream(&body) {
+        let _ = tokio::time::timeout(timeout, axum::body::to_bytes(body, DRAIN_BYTES)).await;
+    }
 }
 
 fn operations() -> Router<AppState> {
@@ -197,7 +205,10 @@ fn pages(state: &AppState) -> Router<AppState> {
         .route_layer(middleware::from_fn_with_state(state.clone(), gate_settings))
 }
 
-fn function_route(plan: Arc<FunctionPlan>) -> MethodRouter<AppState> {
+fn function_route(
+    plan: Arc<FunctionPlan>,
+    body_timeout: std::time::Duration,
+) -> MethodRouter<AppState> {
     let method = plan.function.method;
     let filter = match method {
         Method::Get => MethodFilter::GET,
@@ -214,7 +225,7 @@ fn function_route(plan: Arc<FunctionPlan>) -> MethodRouter<AppState> {
     let wrong_method = move |request: Request| async move {
         let (started, call) = (Instant::now(), Call::of(&request));
         let got = request.method().to_string();
-        drain(request).await;
+        drain(request, body_timeout).await;
         let error = ApiError::MethodNotAllowed {
             function: name,
             expected: method.as_str(),
@@ -242,9 +253,9 @@ async fn log_call(request: Request, next: Next) -> axum::response::Response {
     response
 }
 
-async fn unknown_function(request: Request) -> ApiError {
+async fn unknown_function(State(state): State<AppState>, request: Request) -> ApiError {
     let path = request.uri().path().to_owned();
-    drain(request).await;
+    drain(request, state.body_timeout).await;
     ApiError::UnknownFunction(path)
 }
 

@@ -70,3 +70,52 @@ async fn slow_headers_are_cut_off_and_shutdown_drains() {
         .unwrap();
     h.finish().await;
 }
+
+/// A client that sends its headers and then only part of the body it announced: the signed routes read the body
+/// within the body timeout themselves (they pass no body-timeout layer, so a signed GET arms no timer), and
+/// so do the unknown-function and wrong-method answers, which read and drop what was sent. Each is answered
+/// soon after the 1 s timeout, never held open; a page route keeps its layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_coming_is_answered_at_the_body_timeout() {
+    let h = Harness::start_with(
+        Backend::Sqlite,
+        &["--allow-loopback-partners", "--body-timeout-secs", "1"],
+    )
+    .await;
+    let addr = h.ibex.trim_start_matches("http://").to_owned();
+    for (request, expected) in [
+        ("POST /fn/customer-lookup", Some("HTTP/1.1 408")),
+        ("POST /fn/no-such-function", Some("HTTP/1.1 404")),
+        ("DELETE /fn/customer-lookup", Some("HTTP/1.1 405")),
+        ("POST /sync/people-changed", Some("HTTP/1.1 408")),
+        ("POST /api/sync_now", None),
+    ] {
+        let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "{request} HTTP/1.1\r\nHost: ibex\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"em"
+        );
+        slow.write_all(head.as_bytes()).await.unwrap();
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+        assert!(
+            read.is_ok(),
+            "{request}: still waiting for the body after 5 s"
+        );
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(900),
+            "{request}: {elapsed:?}"
+        );
+        let answer = String::from_utf8_lossy(&buf);
+        if let Some(status) = expected {
+            assert!(answer.starts_with(status), "{request}: {answer}");
+            assert!(answer.contains("application/json"), "{request}: {answer}");
+        }
+    }
+
+    // A signed GET, with no body, is served as before.
+    let (status, body) = h.get("/fn/order-status/1001").await;
+    assert_eq!(status, 200, "{body}");
+    h.finish().await;
+}

@@ -27,11 +27,18 @@ impl FromRequest<AppState> for SignedRequest {
         if declared.is_some_and(|len| len > limit) {
             return Err(ApiError::BodyTooLarge { limit });
         }
-        // A GET carries no body: reading it would still arm the body-read timer and a collector, per call.
+        // A GET carries no body: reading it would still arm a timer and a collector, per call. The signed routes
+        // pass no body-timeout layer (routes.rs) for that reason; a body that is coming gets its deadline here.
         let body = if axum::body::HttpBody::is_end_stream(&body) {
             Bytes::new()
         } else {
-            axum::body::to_bytes(body, limit).await.map_err(|e| {
+            let read = tokio::time::timeout(state.body_timeout, axum::body::to_bytes(body, limit));
+            let Ok(read) = read.await else {
+                return Err(ApiError::BodyTimeout {
+                    secs: state.body_timeout.as_secs(),
+                });
+            };
+            read.map_err(|e| {
                 let too_large = std::error::Error::source(&e)
                     .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
                 if too_large || declared.is_none() {
