@@ -115,7 +115,16 @@ impl Template {
 
     /// Renders into text, passing each substituted value through `encode` (literal text is kept as written).
     pub fn render(&self, values: &dyn Lookup, encode: fn(&str, &mut String)) -> String {
-        let mut out = String::new();
+        // Sized once for the usual value: growing it as values are pushed was several reallocations per call.
+        let capacity = self
+            .parts
+            .iter()
+            .map(|part| match part {
+                Part::Text(text) => text.len(),
+                Part::Value(_) => 32,
+            })
+            .sum();
+        let mut out = String::with_capacity(capacity);
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),

@@ -121,8 +121,7 @@ impl RequestPlan {
         if climbs(&path) {
             return Err(BuildError::DotSegment(self.dot_input(scope)));
         }
-        let mut full = format!("{}{}", base.trim_end_matches('/'), path);
-        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        let mut query = url::form_urlencoded::Serializer::new(String::with_capacity(64));
         // Optional inputs that were not sent leave their parameter out rather than sending it empty.
         for (name, template) in self.query.iter().filter(|(_, t)| t.is_complete(scope)) {
             query.append_pair(name, &template.render(scope, verbatim));
@@ -130,7 +129,12 @@ impl RequestPlan {
         if let Some(Auth::Query(name, template)) = &self.auth {
             query.append_pair(name, &template.render(scope, verbatim));
         }
-        join_query(&mut full, &query.finish());
+        let query = query.finish();
+        let base = base.trim_end_matches('/');
+        let mut full = String::with_capacity(base.len() + path.len() + query.len() + 1);
+        full.push_str(base);
+        full.push_str(&path);
+        join_query(&mut full, &query);
         let Some((uri, url_credentials)) = parse_uri(&full) else {
             return Err(BuildError::InvalidUrl(redact_query(&full)));
         };
