@@ -295,3 +295,56 @@ pub fn error_text(body: &[u8]) -> String {
             .to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers `status` with a `Content-Length` of 100 and then closes after 10 bytes of body.
+    async fn cut_off_after(status: u16) -> url::Url {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = format!(
+                "HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"id\": \"12"
+            );
+            socket.write_all(head.as_bytes()).await.unwrap();
+            socket.shutdown().await.unwrap();
+        });
+        format!("http://{addr}/people/2/persons").parse().unwrap()
+    }
+
+    /// A People write answered 2xx whose body then breaks off was made: it must come back as that status, not
+    /// as a transport failure, or People sync would send the write again.
+    #[tokio::test]
+    async fn a_status_whose_body_breaks_off_is_still_the_answer() {
+        let body = serde_json::json!({"firstName": "Ana"});
+        for status in [200, 201, 503] {
+            let url = cut_off_after(status).await;
+            let answer = call(
+                &reqwest::Client::new(),
+                Call {
+                    method: reqwest::Method::POST,
+                    url,
+                    scheme: "App",
+                    credential: "key",
+                    body: Some(&body),
+                    timeout: Duration::from_secs(5),
+                    max_bytes: 1024,
+                },
+            )
+            .await;
+            match answer {
+                Ok(answer) => {
+                    assert_eq!(answer.status, status);
+                    assert!(answer.body.is_empty(), "{:?}", answer.body);
+                }
+                Err(e) => panic!("HTTP {status} with a broken body came back as {e:?}"),
+            }
+        }
+    }
+}
