@@ -159,6 +159,10 @@ half_b=$(oha_p99 "$b_url" -H "X-Api-Key: $key")
 half_d=$(oha_p99 "$d_url")
 
 ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
+# The ratio of each round on its own (a and c of one round run back to back): how far one round can be from the
+# median (docs/benchmarks.md: the serving threads' share of wrk's connections moves a run by 10 % or more).
+spread() { paste -d' ' <(awk '{print $1}' "$work/$1") <(awk '{print $1}' "$work/$2") \
+  | awk '{r=$1/$2; if (NR==1||r<lo) lo=r; if (NR==1||r>hi) hi=r} END {printf "%.2f-%.2f", lo, hi}'; }
 cat <<TXT
 
 Main comparison, upstream nginx serving the order as a static file:
@@ -170,7 +174,7 @@ Main comparison, upstream nginx serving the order as a static file:
 | (c) nginx adding the API key | $(col cs 1) | $(col cs 2) | $(col cs 3) |
 | (d) bare axum + hyper-util proxy adding the API key | $(col ds 1) | $(col ds 2) | $(col ds 3) |
 
-- throughput a/c = $(ratio "$(col as 1)" "$(col cs 1)"), a/b = $(ratio "$(col as 1)" "$(col bs 1)"), a/d = $(ratio "$(col as 1)" "$(col ds 1)"), d/c = $(ratio "$(col ds 1)" "$(col cs 1)")
+- throughput a/c = $(ratio "$(col as 1)" "$(col cs 1)") (rounds: $(spread as cs)), a/b = $(ratio "$(col as 1)" "$(col bs 1)"), a/d = $(ratio "$(col as 1)" "$(col ds 1)"), d/c = $(ratio "$(col ds 1)" "$(col cs 1)")
 
 Second figure, upstream the demo shop (axum):
 
@@ -181,7 +185,7 @@ Second figure, upstream the demo shop (axum):
 | (c) nginx adding the API key | $(col c 1) | $(col c 2) | $(col c 3) |
 | (d) bare axum + hyper-util proxy adding the API key | $(col d 1) | $(col d 2) | $(col d 3) |
 
-- throughput a/c = $(ratio "$(col a 1)" "$(col c 1)"), a/b = $(ratio "$(col a 1)" "$(col b 1)"), a/d = $(ratio "$(col a 1)" "$(col d 1)"), d/c = $(ratio "$(col d 1)" "$(col c 1)")
+- throughput a/c = $(ratio "$(col a 1)" "$(col c 1)") (rounds: $(spread a c)), a/b = $(ratio "$(col a 1)" "$(col b 1)"), a/d = $(ratio "$(col a 1)" "$(col d 1)"), d/c = $(ratio "$(col d 1)" "$(col c 1)")
 - at half of (a)'s saturating load ($half req/s, oha -c16): p99 (a) $half_a ms, (b) $half_b ms, (d) $half_d ms; added by ibex over the partner $(python3 -c "print('%.3f' % ($half_a-$half_b))") ms, by the bare proxy $(python3 -c "print('%.3f' % ($half_d-$half_b))") ms
 - ibex RSS: idle $((idle_rss / 1024)) MB, after load $((loaded_rss / 1024)) MB
 - wrk -t1 -c32 -d${secs}s, $rounds interleaved rounds of all eight targets, medians; $(nproc) cores shared by load generator and servers
