@@ -26,18 +26,8 @@ trap cleanup EXIT
 target/release/ibex-sim shop --addr "$up" --api-key "$key" >"$work/shop.log" 2>&1 & pids+=($!)
 target/release/ibex-sim proxy --addr "$floor_static" --upstream "http://$static" --api-key "$key" --threads "$(nproc)" >"$work/floor.log" 2>&1 & pids+=($!)
 floor_pid=$!
-cat >"$work/nginx.conf" <<NGINX
-worker_processes auto;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  upstream partner_static { server $static; keepalive 64; }
-  server { listen $proxy_static; location / { proxy_pass http://partner_static; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header X-Api-Key $key; } }
-$(static_server "$static" "$work")
-}
-NGINX
+nginx_conf "$work" "$(proxy_server "$proxy_static" partner_static "$static" "$key")
+$(static_server "$static" "$work")"
 for _ in $(seq 1 100); do curl -fs -o /dev/null -H "X-Api-Key: $key" "http://$up/health" && break; sleep 0.1; done
 save_order "$up" "$key" "$work"
 nginx -c "$work/nginx.conf" -p "$work"

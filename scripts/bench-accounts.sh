@@ -47,16 +47,7 @@ pids+=($!)
 for _ in $(seq 1 100); do curl -fs -o /dev/null -H "X-Api-Key: $key" "http://$shop/health" && break; sleep 0.1; done
 save_order "$shop" "$key" "$work"
 kill "${pids[0]}"
-cat >"$work/nginx.conf" <<NGINX
-worker_processes auto;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-$(static_server "$static" "$work")
-}
-NGINX
+nginx_conf "$work" "$(static_server "$static" "$work")"
 nginx -c "$work/nginx.conf" -p "$work"
 
 echo "writing $accounts accounts" >&2

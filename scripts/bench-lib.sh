@@ -29,3 +29,35 @@ static_server() {
   }
 NGINX
 }
+
+# nginx_conf WORK HTTP_BLOCK: writes WORK/nginx.conf, one worker per core, no access log, with HTTP_BLOCK (upstreams
+# and server blocks) inside `http`; its pid and error log stay in WORK.
+nginx_conf() {
+  cat >"$1/nginx.conf" <<NGINX
+worker_processes auto;
+pid $1/nginx.pid;
+error_log $1/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+$2
+}
+NGINX
+}
+
+# proxy_server LISTEN NAME UPSTREAM KEY: nginx as target (c), proxying to UPSTREAM over kept-alive connections and
+# adding the partner's API key, as ibex does.
+proxy_server() {
+  cat <<NGINX
+  upstream $2 { server $3; keepalive 64; }
+  server {
+    listen $1;
+    location / {
+      proxy_pass http://$2;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Api-Key $4;
+    }
+  }
+NGINX
+}

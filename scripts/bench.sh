@@ -52,37 +52,10 @@ target/release/ibex serve >"$work/ibex.log" 2>&1 &
 ibex_pid=$!
 pids+=($ibex_pid)
 
-cat >"$work/nginx.conf" <<NGINX
-worker_processes auto;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  upstream partner { server $up; keepalive 64; }
-  upstream partner_static { server $static; keepalive 64; }
-  server {
-    listen $proxy;
-    location / {
-      proxy_pass http://partner;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header X-Api-Key $key;
-    }
-  }
-  server {
-    listen $proxy_static;
-    location / {
-      proxy_pass http://partner_static;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header X-Api-Key $key;
-    }
-  }
-  # The cheap upstream: the shop's own answer for order 1001, saved once and served as a file.
-$(static_server "$static" "$work")
-}
-NGINX
+# The cheap upstream is the shop's own answer for order 1001, saved once and served as a file.
+nginx_conf "$work" "$(proxy_server "$proxy" partner "$up" "$key")
+$(proxy_server "$proxy_static" partner_static "$static" "$key")
+$(static_server "$static" "$work")"
 for _ in $(seq 1 100); do curl -fs -o /dev/null -H "X-Api-Key: $key" "http://$up/health" && break; sleep 0.1; done
 save_order "$up" "$key" "$work"
 nginx -c "$work/nginx.conf" -p "$work"
