@@ -2,7 +2,7 @@
 //! (slowloris) could hold every connection open; this is the same hyper connection loop with a header-read
 //! deadline, TCP_NODELAY, and a graceful shutdown bounded in time: on SIGTERM the listener closes (new
 //! connections are refused), requests in flight finish, and after the grace period the rest are dropped.
-//! The body has its own deadline (`RequestBodyTimeoutLayer` in routes.rs).
+//! The body has its own deadline (routes.rs: a layer on the pages, the body read itself on the signed routes).
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
