@@ -3,8 +3,8 @@
 # commits). Each round runs nginx and the floor proxy (static upstream, as bench.sh's main comparison) and then
 # every build, wrk -t1 -c32; prints req/s medians, the ratio to nginx, and each server's user and system CPU per
 # call (from /proc, medians), which moves less between rounds than req/s does.
-# With two serving threads, how wrk's 32 connections fall between them changes a run by 10 % or more (docs/
-# benchmarks.md): IBEX_SERVE_THREADS=1 compares code changes with that taken out.
+# With two serving threads, rounds of one build fall into two groups 10 % or more apart (docs/benchmarks.md):
+# IBEX_SERVE_THREADS=1 compares code changes with less of that noise.
 set -euo pipefail
 declare -A pidof
 bins=()

@@ -133,7 +133,7 @@ half_d=$(oha_p99 "$d_url")
 
 ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
 # The ratio of each round on its own (a and c of one round run back to back): how far one round can be from the
-# median (docs/benchmarks.md: the serving threads' share of wrk's connections moves a run by 10 % or more).
+# median (docs/benchmarks.md: rounds of one build can be 10 % or more apart).
 spread() { paste -d' ' <(awk '{print $1}' "$work/$1") <(awk '{print $1}' "$work/$2") \
   | awk '{r=$1/$2; if (NR==1||r<lo) lo=r; if (NR==1||r>hi) hi=r} END {printf "%.2f-%.2f", lo, hi}'; }
 cat <<TXT
