@@ -344,19 +344,18 @@ impl Harness {
 
     /// Every token the simulated portal issued (`GET /_sim/oauth/issued`).
     pub async fn issued_tokens(&self) -> Vec<String> {
-        self.client
-            .get(format!("{}/_sim/oauth/issued", self.portal))
-            .send()
+        self.sim_json(&format!("{}/_sim/oauth/issued", self.portal))
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
     }
 
     pub async fn shop_requests(&self) -> Vec<Value> {
+        self.sim_json(&format!("{}/_sim/requests", self.shop)).await
+    }
+
+    /// What one of the simulator's inspection endpoints records.
+    async fn sim_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> T {
         self.client
-            .get(format!("{}/_sim/requests", self.shop))
+            .get(url)
             .send()
             .await
             .unwrap()
