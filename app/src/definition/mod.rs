@@ -382,39 +382,46 @@ impl ValueType {
     /// Converts a JSON value to this type where the meaning is unambiguous (digits in text for a number, a whole
     /// float for an integer, a number for text, "true"/"false"); otherwise returns what was expected, for the
     /// error message. Used for inputs from Infobip and outputs from the partner alike.
-    pub fn coerce(self, value: &serde_json::Value) -> Result<serde_json::Value, &'static str> {
+    /// Borrowed when the value already has the type, so a mapped answer copies nothing it need not.
+    pub fn coerce(
+        self,
+        value: &serde_json::Value,
+    ) -> Result<std::borrow::Cow<'_, serde_json::Value>, &'static str> {
         use serde_json::Value;
+        use std::borrow::Cow::{Borrowed, Owned};
         match (self, value) {
-            (ValueType::String, Value::String(_)) => Ok(value.clone()),
-            (ValueType::String, Value::Number(n)) => Ok(Value::String(n.to_string())),
-            (ValueType::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
+            (ValueType::String, Value::String(_)) => Ok(Borrowed(value)),
+            (ValueType::String, Value::Number(n)) => Ok(Owned(Value::String(n.to_string()))),
+            (ValueType::String, Value::Bool(b)) => Ok(Owned(Value::String(b.to_string()))),
             (ValueType::String, _) => Err("text"),
-            (ValueType::Number, Value::Number(_)) => Ok(value.clone()),
+            (ValueType::Number, Value::Number(_)) => Ok(Borrowed(value)),
             (ValueType::Number, Value::String(s)) => s
                 .trim()
                 .parse::<f64>()
                 .ok()
                 .and_then(serde_json::Number::from_f64)
-                .map(Value::Number)
+                .map(|n| Owned(Value::Number(n)))
                 .ok_or("a number"),
             (ValueType::Number, _) => Err("a number"),
-            (ValueType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(value.clone()),
+            (ValueType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => {
+                Ok(Borrowed(value))
+            }
             (ValueType::Integer, Value::Number(n)) => match n.as_f64() {
-                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Value::from(f as i64)),
+                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Owned(Value::from(f as i64))),
                 _ => Err("an integer"),
             },
             (ValueType::Integer, Value::String(s)) => s
                 .trim()
                 .parse::<i64>()
-                .map(Value::from)
+                .map(|i| Owned(Value::from(i)))
                 .map_err(|_| "an integer"),
             (ValueType::Integer, _) => Err("an integer"),
-            (ValueType::Boolean, Value::Bool(_)) => Ok(value.clone()),
+            (ValueType::Boolean, Value::Bool(_)) => Ok(Borrowed(value)),
             (ValueType::Boolean, Value::String(s)) if s == "true" || s == "false" => {
-                Ok(Value::Bool(s == "true"))
+                Ok(Owned(Value::Bool(s == "true")))
             }
             (ValueType::Boolean, _) => Err("true or false"),
-            (ValueType::Array, Value::Array(_)) => Ok(value.clone()),
+            (ValueType::Array, Value::Array(_)) => Ok(Borrowed(value)),
             (ValueType::Array, _) => Err("a list"),
         }
     }

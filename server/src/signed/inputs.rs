@@ -5,6 +5,7 @@
 use app::definition::template::{Lookup, Source};
 use app::definition::{Function, InputLocation, ValueType};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -109,11 +110,14 @@ fn parse_body(body: &[u8]) -> Result<Option<Map<String, Value>>, InputError> {
 }
 
 fn coerce(name: &str, kind: ValueType, value: Value) -> Result<Value, InputError> {
-    kind.coerce(&value)
-        .map_err(|expected| InputError::WrongType {
+    match kind.coerce(&value) {
+        Ok(Cow::Borrowed(_)) => Ok(value),
+        Ok(Cow::Owned(converted)) => Ok(converted),
+        Err(expected) => Err(InputError::WrongType {
             name: name.to_owned(),
             expected,
-        })
+        }),
+    }
 }
 
 /// Inputs and settings together: what a function's request templates draw from.

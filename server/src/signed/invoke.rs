@@ -31,7 +31,7 @@ pub fn finish(
     plan: &FunctionPlan,
     call: &Call,
     started: Instant,
-    outcome: Result<Json<Map<String, Value>>, ApiError>,
+    outcome: Result<Response, ApiError>,
 ) -> Response {
     let mut response = outcome.into_response();
     oauth::protect(response.headers_mut(), oauth::NOT_FRAMED);
@@ -45,7 +45,7 @@ async fn invoke(
     state: &AppState,
     plan: &FunctionPlan,
     request: Request,
-) -> Result<Json<Map<String, Value>>, ApiError> {
+) -> Result<Response, ApiError> {
     let (mut parts, body) = request.into_parts();
     let Path(path) = Path::<Vec<(String, String)>>::from_request_parts(&mut parts, state)
         .await
@@ -54,7 +54,8 @@ async fn invoke(
     let signed = SignedRequest::from_request(Request::from_parts(parts, body), state).await?;
     let settings = state.settings.resolved(&signed.account_key).await?;
     let inputs = Inputs::collect(&plan.function, &path, query.as_deref(), &signed.body)?;
-    Ok(Json(call_partner(state, plan, &settings, &inputs).await?))
+    let answer = partner_answer(state, plan, &settings, &inputs).await?;
+    Ok(Json(map_outputs(&plan.outputs, &answer)?).into_response())
 }
 
 /// Inputs and the account's settings → partner request → partner answer → mapped outputs: the part of a signed
@@ -65,6 +66,17 @@ pub async fn call_partner(
     settings: &ResolvedSettings,
     inputs: &Inputs,
 ) -> Result<Map<String, Value>, ApiError> {
+    let answer = partner_answer(state, plan, settings, inputs).await?;
+    Ok(map_outputs(&plan.outputs, &answer)?.into_map())
+}
+
+/// The partner's answer, only the parts the outputs read (`answer.rs`).
+async fn partner_answer(
+    state: &AppState,
+    plan: &FunctionPlan,
+    settings: &ResolvedSettings,
+    inputs: &Inputs,
+) -> Result<Value, ApiError> {
     let request = plan
         .request
         .build(&Scope { inputs, settings })
@@ -76,5 +88,5 @@ pub async fn call_partner(
         .await;
     plan.metrics
         .observe_partner_call(answer.is_ok(), started.elapsed());
-    Ok(map_outputs(&plan.outputs, &answer?)?)
+    Ok(answer?)
 }
