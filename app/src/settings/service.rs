@@ -7,7 +7,7 @@ use super::{validate_changes, FieldError};
 use crate::definition::template::{Lookup, Source};
 use crate::definition::AppDefinition;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +29,9 @@ pub enum SettingsError {
 /// The definition's settings by position, built once and shared by every cached account: keys and defaults
 /// are held once, not once per account (100 000 accounts fit in a third of the memory).
 pub struct Fields {
-    index: HashMap<String, u16>,
+    /// foldhash, not SipHash: looked up several times per signed call, with keys from the definition only
+    /// (nobody can choose them to collide).
+    index: foldhash::HashMap<String, u16>,
     defaults: Vec<Option<Value>>,
 }
 

@@ -23,9 +23,10 @@ pub enum InputError {
     },
 }
 
+/// A function has a handful of inputs: a list searched in order beats hashing each name.
 #[derive(Debug, Default)]
 pub struct Inputs {
-    values: HashMap<String, Value>,
+    values: Vec<(String, Value)>,
 }
 
 impl Inputs {
@@ -43,7 +44,7 @@ impl Inputs {
                     .collect()
             })
             .unwrap_or_default();
-        let mut values = HashMap::with_capacity(function.inputs.len());
+        let mut values = Vec::with_capacity(function.inputs.len());
         for input in &function.inputs {
             let raw = match input.location(function.method) {
                 InputLocation::Path => path
@@ -60,7 +61,7 @@ impl Inputs {
             };
             match raw.filter(|v| !v.is_null() && v.as_str() != Some("")) {
                 Some(value) => {
-                    values.insert(input.name.clone(), coerce(&input.name, input.kind, value)?);
+                    values.push((input.name.clone(), coerce(&input.name, input.kind, value)?));
                 }
                 None if input.required => return Err(InputError::Missing(input.name.clone())),
                 None => {}
@@ -74,17 +75,17 @@ impl Inputs {
         function: &Function,
         given: &HashMap<String, Value>,
     ) -> Result<Self, InputError> {
-        let mut values = HashMap::with_capacity(function.inputs.len());
+        let mut values = Vec::with_capacity(function.inputs.len());
         for input in &function.inputs {
             match given
                 .get(&input.name)
                 .filter(|v| !v.is_null() && v.as_str() != Some(""))
             {
                 Some(value) => {
-                    values.insert(
+                    values.push((
                         input.name.clone(),
                         coerce(&input.name, input.kind, value.clone())?,
-                    );
+                    ));
                 }
                 None if input.required => return Err(InputError::Missing(input.name.clone())),
                 None => {}
@@ -94,7 +95,9 @@ impl Inputs {
     }
 
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.values.get(name)
+        self.values
+            .iter()
+            .find_map(|(key, value)| (key == name).then_some(value))
     }
 }
 
