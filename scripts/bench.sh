@@ -9,14 +9,15 @@
 # Each against two upstreams: the main comparison's is nginx serving the order JSON as a static file (cheap: it
 # hides nothing of what ibex and nginx each cost); the second is the demo shop (axum), a realistic partner.
 # Then, unless ACCOUNTS=0, scripts/bench-accounts.sh: 100 000 accounts, random account per call.
-# Saturation: wrk -t1 -c32 for BENCH_SECS (default 10) s, ROUNDS (default 3) interleaved rounds, medians.
+# Saturation: wrk -t1 -c32 for BENCH_SECS (default 10) s, ROUNDS (default 5: the rounds of one build can be 10 %
+# or more apart, docs/benchmarks.md) interleaved rounds, medians.
 # Half load: oha at half of (a)'s saturating rate, on (a) and (b): the p99 ibex adds.
 # Also ibex's RSS idle and after load. Prints a markdown table for docs/benchmarks.md.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 source "$(dirname "$0")/bench-lib.sh"
 secs="${BENCH_SECS:-10}"
-rounds="${ROUNDS:-3}"
+rounds="${ROUNDS:-5}"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
 command -v oha >/dev/null || cargo install oha --version 1.16.0 --locked
