@@ -246,6 +246,18 @@ mod tests {
     }
 
     #[test]
+    fn outputs_are_written_in_the_definitions_order() {
+        let plans = vec![
+            plan("name = \"zeta\"\npointer = \"/z\""),
+            plan("name = \"alpha\"\npointer = \"/a\""),
+            plan("name = \"gone\"\npointer = \"/gone\"\nrequired = false"),
+        ];
+        let answer = json!({"a": "1", "z": 2});
+        let text = serde_json::to_string(&map_outputs(&plans, &answer).unwrap()).unwrap();
+        assert_eq!(text, r#"{"zeta":"2","alpha":"1"}"#);
+    }
+
+    #[test]
     fn missing_required_output_is_named() {
         let plans = vec![plan("name = \"status\"\npointer = \"/status\"")];
         let error = map_outputs(&plans, &json!({"state": "x"})).unwrap_err();
