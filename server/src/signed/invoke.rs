@@ -58,8 +58,9 @@ async fn invoke(
     Ok(Json(map_outputs(&plan.outputs, &answer)?).into_response())
 }
 
-/// Inputs and the account's settings → partner request → partner answer → mapped outputs: the part of a signed
-/// call that the context card's calls share, so both reach the partner by one path.
+/// Inputs and the account's settings → partner request → partner answer → mapped outputs, as a map: the context
+/// card's and People sync's calls. They reach the partner by the signed calls' own path (`partner_answer`);
+/// only a signed call writes its outputs straight into its answer instead.
 pub async fn call_partner(
     state: &AppState,
     plan: &FunctionPlan,
@@ -70,7 +71,8 @@ pub async fn call_partner(
     Ok(map_outputs(&plan.outputs, &answer)?.into_map())
 }
 
-/// The partner's answer, only the parts the outputs read (`answer.rs`).
+/// Inputs and the account's settings → partner request → partner answer, only the parts the outputs read
+/// (`answer.rs`).
 async fn partner_answer(
     state: &AppState,
     plan: &FunctionPlan,
