@@ -23,7 +23,34 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
-pub fn router(state: AppState) -> Router {
+/// What serves ibex's whole HTTP surface (`router`): one service per serving thread, cloned per connection.
+pub trait HttpService:
+    tower::Service<
+        Request,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: tower::Service<
+            Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+pub fn router(state: AppState) -> impl HttpService {
     // Past the limit a request is answered 503 at once: queueing would only make every caller late, and
     // Infobip's callers have deadlines of their own.
     let shed = ServiceBuilder::new()
@@ -59,13 +86,13 @@ pub fn router(state: AppState) -> Router {
         )
         .with_state(state);
     // Around the whole router, once. `Router::layer` would wrap every route in each layer on its own, and a
-    // call then clones that nest of boxed services: 15 allocations per signed call (docs/benchmarks.md).
-    let service = ServiceBuilder::new()
+    // call then clones that nest of boxed services: 15 allocations per signed call (docs/benchmarks.md). Served
+    // as it is, not as a `Router`'s fallback: that second router would route and clone the stack on every call.
+    ServiceBuilder::new()
         .layer(shed)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .service(routes);
-    Router::new().fallback_service(service)
+        .service(routes)
 }
 
 async fn overloaded(_: tower::BoxError) -> axum::response::Response {

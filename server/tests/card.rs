@@ -244,7 +244,9 @@ async fn card(backend: Backend) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = ibex::routes::router(h.state.for_serving_thread().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        tokio::spawn(async move {
+            axum::serve(listener, axum::ServiceExt::into_make_service(router)).await
+        });
         format!("http://{addr}")
     };
     let via = |base: String| {

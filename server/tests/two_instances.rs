@@ -39,7 +39,11 @@ async fn two_instances_share_saves_caches_and_sessions() {
     // As `ibex serve` does: B follows the change log (every 200 ms here).
     b.settings.spawn_change_follower(Duration::from_millis(200));
     let router_b = ibex::routes::router(b.clone());
-    tokio::spawn(async move { axum::serve(listener, router_b).await.unwrap() });
+    tokio::spawn(async move {
+        axum::serve(listener, axum::ServiceExt::into_make_service(router_b))
+            .await
+            .unwrap()
+    });
 
     // Concurrent saves of one version, one per instance: one wins, the other is told it conflicts.
     let version = a.settings.load(ACCOUNT).await.unwrap().unwrap().version;

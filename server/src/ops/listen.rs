@@ -4,7 +4,7 @@
 //! connections are refused), requests in flight finish, and after the grace period the rest are dropped.
 //! The body has its own deadline (routes.rs: a layer on the pages, the body read itself on the signed routes).
 
-use axum::Router;
+use crate::routes::HttpService;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -35,7 +35,7 @@ pub struct ListenLimits {
 /// threads, or on none with the process still up.
 pub async fn serve_per_thread(
     listener: std::net::TcpListener,
-    routers: Vec<Router>,
+    routers: Vec<impl HttpService>,
     limits: ListenLimits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -137,7 +137,7 @@ impl Drop for Finished {
 
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    router: Router,
+    router: impl HttpService,
     limits: ListenLimits,
     shutdown: impl Future<Output = ()>,
 ) {

@@ -111,9 +111,13 @@ async fn spawn(router: axum::Router) -> String {
     serve_on(listener, router)
 }
 
-fn serve_on(listener: tokio::net::TcpListener, router: axum::Router) -> String {
+fn serve_on(listener: tokio::net::TcpListener, router: impl ibex::routes::HttpService) -> String {
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    tokio::spawn(async move {
+        axum::serve(listener, axum::ServiceExt::into_make_service(router))
+            .await
+            .unwrap()
+    });
     format!("http://{addr}")
 }
 
