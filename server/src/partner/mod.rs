@@ -240,9 +240,15 @@ impl PartnerClient {
         *outbound.uri_mut() = request.uri.clone();
         let headers = outbound.headers_mut();
         headers.reserve(request.headers.len() + 2);
-        headers.insert(http::header::USER_AGENT, USER_AGENT);
-        headers.insert(http::header::ACCEPT, ACCEPT_ANY);
-        headers.extend(request.headers.clone());
+        // Entry by entry: cloning the whole map first would allocate its tables again, on every call. The
+        // definition's own `User-Agent` or `Accept` wins over ibex's.
+        for (name, value) in &request.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        headers
+            .entry(http::header::USER_AGENT)
+            .or_insert(USER_AGENT);
+        headers.entry(http::header::ACCEPT).or_insert(ACCEPT_ANY);
         let response = self.http.request(outbound).await.map_err(|e| {
             if let Some(refusal) = egress::find_refusal(&e) {
                 return ExchangeError::Forbidden(refusal);
@@ -332,5 +338,72 @@ fn shown_excerpt(request: &PartnerRequest, body: Option<&[u8]>) -> String {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
             text.trim().to_owned()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderMap;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The head of the one request a raw partner receives, lower-cased; it answers `{}`.
+    async fn request_head(request: PartnerRequest) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let head = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                head.extend_from_slice(&buf[..n]);
+            }
+            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+            socket.write_all(answer).await.unwrap();
+            String::from_utf8(head).unwrap().to_ascii_lowercase()
+        });
+        let client = PartnerClient::new(
+            RetryPolicy::default(),
+            EgressPolicy::new(&Default::default(), true),
+        )
+        .unwrap();
+        let request = PartnerRequest {
+            uri: format!("http://{addr}/orders/1").parse().unwrap(),
+            ..request
+        };
+        let Ok(answer) = client.exchange(&request).await else {
+            panic!("the exchange failed");
+        };
+        assert_eq!(answer.status, 200);
+        head.await.unwrap()
+    }
+
+    fn get(headers: HeaderMap) -> PartnerRequest {
+        PartnerRequest {
+            method: http::Method::GET,
+            uri: http::Uri::from_static("http://unused/"),
+            headers,
+            body: None,
+            idempotent: true,
+            echo_answer: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_definitions_headers_replace_ibexs_defaults() {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::ACCEPT, HeaderValue::from_static("text/csv"));
+        headers.append("x-tag", HeaderValue::from_static("a"));
+        headers.append("x-tag", HeaderValue::from_static("b"));
+        let head = request_head(get(headers)).await;
+        assert_eq!(head.matches("\r\naccept:").count(), 1, "{head}");
+        assert!(head.contains("\r\naccept: text/csv\r\n"), "{head}");
+        assert!(head.contains("\r\nx-tag: a\r\n") && head.contains("\r\nx-tag: b\r\n"));
+        let agent = format!("\r\nuser-agent: ibex/{}\r\n", env!("CARGO_PKG_VERSION"));
+        assert!(head.contains(&agent), "{head}");
+
+        let head = request_head(get(HeaderMap::new())).await;
+        assert!(head.contains("\r\naccept: */*\r\n"), "{head}");
     }
 }

@@ -203,6 +203,10 @@ impl RequestPlan {
 /// as `/`. A segment's path parameters (`..;x`) count for nothing: Tomcat, Jetty and Spring drop them and
 /// then resolve the `..`.
 fn climbs(path: &str) -> bool {
+    // Without a dot or an escape (`%2e`) no segment can be `.` or `..`: most paths skip the decoding.
+    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+        return false;
+    }
     let path = path.split(['?', '#']).next().unwrap_or_default();
     let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
     decoded.split(['/', '\\']).any(is_dot_segment)

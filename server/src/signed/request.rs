@@ -53,7 +53,7 @@ impl FromRequest<AppState> for SignedRequest {
             // The signature is unique to timestamp + body: the same one twice is the same request sent again.
             let signature = parts
                 .headers
-                .get("x-ib-exchange-req-signature")
+                .get(crate::signed::signature::SIGNATURE_NAME)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_ascii_lowercase();
