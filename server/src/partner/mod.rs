@@ -9,7 +9,7 @@ pub mod request;
 pub use egress::{EgressError, EgressPolicy};
 pub use request::{BuildError, PartnerRequest, RequestPlan};
 
-use crate::signed::answer::AnswerShape;
+use crate::signed::answer::{Answer as ParsedAnswer, AnswerShape};
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -113,7 +113,7 @@ struct Answer {
 }
 
 enum Attempt {
-    Done(serde_json::Value),
+    Done(ParsedAnswer),
     Retry(PartnerError),
 }
 
@@ -183,7 +183,7 @@ impl PartnerClient {
         request: &PartnerRequest,
         shape: &AnswerShape,
         deadline: Duration,
-    ) -> Result<serde_json::Value, PartnerError> {
+    ) -> Result<ParsedAnswer, PartnerError> {
         let started = Instant::now();
         let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
         let attempts = if request.idempotent {

@@ -1,19 +1,49 @@
-//! Reading the partner's answer: only the parts the function's outputs read are built into a `Value`; the rest
-//! is checked to be JSON and skipped. A partner's answer is often a whole record (an order with its customer
-//! and lines) of which a bot block reads a handful of fields, and building the rest (a `String` per key and
-//! value, a tree node per object) was the largest cost of the signed path after the HTTP exchanges
-//! (docs/benchmarks.md).
+//! Reading the partner's answer: only the parts the function's outputs read are built, each into a slot of its
+//! own; the rest is checked to be JSON and skipped. A partner's answer is often a whole record (an order with
+//! its customer and lines) of which a bot block reads a handful of fields, and building the rest (a `String`
+//! per key and value, a tree node per object) was the largest cost of the signed path after the HTTP exchanges
+//! (docs/benchmarks.md). The objects and arrays on the way to what is read are not built either.
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::fmt;
 
 /// The parts of an answer a function reads: a trie of object keys and array indices whose leaves are kept
-/// whole. An output with a JSONPath can read anywhere, so such a function keeps the whole answer.
-#[derive(Debug, Default, PartialEq)]
+/// whole, each in a slot of the parsed `Answer`. An output with a JSONPath can read anywhere, so such a function
+/// keeps the whole answer, in slot 0.
+#[derive(Debug, PartialEq)]
 pub struct AnswerShape {
     whole: bool,
     children: Vec<(String, AnswerShape)>,
+    /// The slots of this node's leaves (DFS order makes them one range); a leaf's own slot is `slots.start`.
+    slots: std::ops::Range<usize>,
+}
+
+impl Default for AnswerShape {
+    fn default() -> Self {
+        AnswerShape {
+            whole: false,
+            children: Vec::new(),
+            slots: 0..0,
+        }
+    }
+}
+
+/// What `AnswerShape::parse` built: one value per leaf of the shape, `Null` where the answer had none.
+#[derive(Debug, PartialEq)]
+pub struct Answer {
+    slots: Vec<Value>,
+}
+
+impl Answer {
+    /// An answer kept whole, in slot 0: what outputs read through `locate` of a shape kept whole.
+    pub fn whole(value: Value) -> Self {
+        Answer { slots: vec![value] }
+    }
+
+    pub fn slot(&self, slot: usize) -> &Value {
+        self.slots.get(slot).unwrap_or(&Value::Null)
+    }
 }
 
 impl AnswerShape {
@@ -21,6 +51,7 @@ impl AnswerShape {
         AnswerShape {
             whole: true,
             children: Vec::new(),
+            slots: 0..1,
         }
     }
 
@@ -34,6 +65,7 @@ impl AnswerShape {
                 Some(tokens) => shape.insert(tokens),
             }
         }
+        shape.number(0);
         shape
     }
 
@@ -55,34 +87,77 @@ impl AnswerShape {
         self.children[position].1.insert(rest);
     }
 
+    /// Gives the leaves their slots, from `first` on; returns the next free one.
+    fn number(&mut self, first: usize) -> usize {
+        let mut next = first;
+        if self.whole {
+            next += 1;
+        } else {
+            for (_, child) in &mut self.children {
+                next = child.number(next);
+            }
+        }
+        self.slots = first..next;
+        next
+    }
+
     fn child(&self, key: &str) -> Option<&AnswerShape> {
         self.children.iter().find(|(k, _)| k == key).map(|(_, c)| c)
     }
 
-    /// Parses `body` into a `Value` in which every path of the shape holds what `serde_json::from_slice`
-    /// would hold there. Skipped array elements stay as `null`, so indices keep their meaning. It fails where
-    /// the full parse fails, with three exceptions inside the parts it skips, which serde_json's skipping does
-    /// not check: numbers out of range (`1e400`), lone surrogate escapes (`"\ud800"`) and nesting deeper than
-    /// 128 levels. Nothing of those parts reaches an output.
-    pub fn parse(&self, body: &[u8]) -> serde_json::Result<Value> {
+    /// Where a pointer's value is found: the slot of the leaf on its way, and how many of its tokens lead there
+    /// (the rest are read inside the slot's value). `None` if the shape does not hold it.
+    pub fn locate(&self, tokens: &[String]) -> Option<(usize, usize)> {
+        let mut node = self;
+        for (depth, token) in tokens.iter().enumerate() {
+            if node.whole {
+                return Some((node.slots.start, depth));
+            }
+            node = node.child(token)?;
+        }
+        node.whole.then_some((node.slots.start, tokens.len()))
+    }
+
+    /// Parses `body` into one value per leaf, each what `serde_json::from_slice` would hold at its path. It fails
+    /// where the full parse fails, with three exceptions inside the parts it skips, which serde_json's skipping
+    /// does not check: numbers out of range (`1e400`), lone surrogate escapes (`"\ud800"`) and nesting deeper
+    /// than 128 levels. Nothing of those parts reaches an output.
+    pub fn parse(&self, body: &[u8]) -> serde_json::Result<Answer> {
         // Checked whole, first: the skipped strings are not otherwise checked to be UTF-8.
         let text = std::str::from_utf8(body).map_err(|e| {
             <serde_json::Error as serde::de::Error>::custom(format!("not UTF-8 text: {e}"))
         })?;
+        let mut answer = Answer {
+            slots: vec![Value::Null; self.slots.end],
+        };
         let mut deserializer = serde_json::Deserializer::from_str(text);
-        let value = self.deserialize(&mut deserializer)?;
+        Fill {
+            shape: self,
+            slots: &mut answer.slots,
+        }
+        .deserialize(&mut deserializer)?;
         deserializer.end()?;
-        Ok(value)
+        Ok(answer)
     }
 }
 
-impl<'de> DeserializeSeed<'de> for &AnswerShape {
-    type Value = Value;
+/// One node of the shape being read: a leaf is deserialised whole into its slot; any other node passes each
+/// key or index it has a child for to that child and skips the rest.
+struct Fill<'s> {
+    shape: &'s AnswerShape,
+    slots: &'s mut [Value],
+}
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        if self.whole {
-            serde::Deserialize::deserialize(deserializer)
+impl<'de> DeserializeSeed<'de> for Fill<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        if self.shape.whole {
+            self.slots[self.shape.slots.start] = serde::Deserialize::deserialize(deserializer)?;
+            Ok(())
         } else {
+            // A key seen twice is read as its last occurrence, as in a `Map`: the first one's leaves go.
+            self.slots[self.shape.slots.clone()].fill(Value::Null);
             deserializer.deserialize_any(self)
         }
     }
@@ -113,78 +188,87 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
     }
 }
 
-impl<'de> Visitor<'de> for &AnswerShape {
-    type Value = Value;
+impl<'de> Visitor<'de> for Fill<'_> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(Key(key)) = map.next_key()? {
-            match self.child(&key) {
-                Some(child) => {
-                    let value = map.next_value_seed(child)?;
-                    out.insert(key.into_owned(), value);
-                }
+            match self.shape.child(&key) {
+                Some(child) => map.next_value_seed(Fill {
+                    shape: child,
+                    slots: &mut *self.slots,
+                })?,
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(Value::Object(out))
+        Ok(())
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut out = Vec::new();
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0usize;
+        let mut digits = itoa::Buffer::new();
         loop {
-            let child = self.child(&out.len().to_string());
-            let element = match child {
-                Some(child) => seq.next_element_seed(child)?,
-                None => seq.next_element::<IgnoredAny>()?.map(|_| Value::Null),
+            let more = match self.shape.child(digits.format(index)) {
+                Some(child) => seq
+                    .next_element_seed(Fill {
+                        shape: child,
+                        slots: &mut *self.slots,
+                    })?
+                    .is_some(),
+                None => seq.next_element::<IgnoredAny>()?.is_some(),
             };
-            match element {
-                Some(element) => out.push(element),
-                None => return Ok(Value::Array(out)),
+            if !more {
+                return Ok(());
             }
+            index += 1;
         }
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
+    // What this node holds is not an object or array, so none of its children is there.
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signed::mapping::pointer_tokens as tokens;
+    use crate::signed::mapping::{pointer_tokens as tokens, resolve};
 
     fn shape(pointers: &[&str]) -> AnswerShape {
         let split: Vec<Vec<String>> = pointers.iter().map(|p| tokens(p)).collect();
         AnswerShape::from_pointers(split.iter().map(|t| Some(t.as_slice())))
+    }
+
+    /// What the parsed answer holds at a pointer, read as an output reads it (`null` counts as nothing).
+    fn read<'a>(shape: &AnswerShape, answer: &'a Answer, pointer: &str) -> Option<&'a Value> {
+        let tokens = tokens(pointer);
+        let (slot, depth) = shape.locate(&tokens)?;
+        resolve(&tokens[depth..], answer.slot(slot)).filter(|v| !v.is_null())
     }
 
     const ANSWER: &str = r#"{
@@ -217,25 +301,46 @@ mod tests {
             "/status/0",
         ];
         let full: Value = serde_json::from_str(ANSWER).unwrap();
-        let pruned = shape(&pointers).parse(ANSWER.as_bytes()).unwrap();
+        let shape = shape(&pointers);
+        let pruned = shape.parse(ANSWER.as_bytes()).unwrap();
         for pointer in pointers {
-            assert_eq!(pruned.pointer(pointer), full.pointer(pointer), "{pointer}");
+            let expected = full.pointer(pointer).filter(|v| !v.is_null());
+            assert_eq!(read(&shape, &pruned, pointer), expected, "{pointer}");
         }
-        // What no output reads was not built.
-        assert_eq!(pruned.pointer("/id"), None);
-        assert_eq!(pruned.pointer("/total/currency"), None);
-        assert_eq!(pruned.pointer("/lines/0/sku"), None);
-        assert_eq!(pruned.pointer("/lines/1/qty"), None);
+        // One slot per place read, nothing else built: `/status/0` is read inside `/status`'s slot.
+        assert_eq!(pruned.slots.len(), pointers.len() - 1);
+        assert_eq!(shape.locate(&tokens("/id")), None);
+        assert_eq!(shape.locate(&tokens("/lines/0/sku")), None);
+    }
+
+    #[test]
+    fn a_key_seen_twice_is_read_as_its_last_occurrence() {
+        let shape = shape(&["/total/amount", "/total/currency"]);
+        for text in [
+            r#"{"total": {"amount": 1, "currency": "EUR"}, "total": "free"}"#,
+            r#"{"total": {"amount": 1, "currency": "EUR"}, "total": {"amount": 2}}"#,
+            r#"{"total": "free", "total": {"amount": 2, "currency": "HRK"}}"#,
+        ] {
+            let full: Value = serde_json::from_str(text).unwrap();
+            let parsed = shape.parse(text.as_bytes()).unwrap();
+            for pointer in ["/total/amount", "/total/currency"] {
+                let expected = full.pointer(pointer).filter(|v| !v.is_null());
+                assert_eq!(read(&shape, &parsed, pointer), expected, "{text} {pointer}");
+            }
+        }
     }
 
     #[test]
     fn a_jsonpath_or_the_root_keeps_the_whole_answer() {
         let full: Value = serde_json::from_str(ANSWER).unwrap();
         let whole = AnswerShape::from_pointers([Some(&tokens("/status")[..]), None]);
-        assert_eq!(whole.parse(ANSWER.as_bytes()).unwrap(), full);
+        assert_eq!(
+            whole.parse(ANSWER.as_bytes()).unwrap(),
+            Answer::whole(full.clone())
+        );
         assert_eq!(
             shape(&["/status", ""]).parse(ANSWER.as_bytes()).unwrap(),
-            full
+            Answer::whole(full)
         );
     }
 
@@ -267,15 +372,14 @@ mod tests {
             r#"{"skipped": "\ud800", "status": "ok"}"#,
         ] {
             assert!(serde_json::from_str::<Value>(lenient).is_err());
-            assert_eq!(shape.parse(lenient.as_bytes()).unwrap()["status"], "ok");
+            let parsed = shape.parse(lenient.as_bytes()).unwrap();
+            assert_eq!(read(&shape, &parsed, "/status"), Some(&Value::from("ok")));
             let read = lenient
                 .replace("skipped", "status")
                 .replace(", \"status\": \"ok\"", "");
             assert!(shape.parse(read.as_bytes()).is_err(), "accepted {read}");
         }
-        assert_eq!(
-            shape.parse(br#"["not", "an", "object"]"#).unwrap(),
-            serde_json::json!([null, null, null])
-        );
+        let parsed = shape.parse(br#"["not", "an", "object"]"#).unwrap();
+        assert_eq!(read(&shape, &parsed, "/status"), None);
     }
 }

@@ -29,7 +29,7 @@ pub fn compile(
         .iter()
         .map(|function| {
             let place = |e: String| format!("function `{}`: {e}", function.name);
-            let outputs: Vec<OutputPlan> = function
+            let mut outputs: Vec<OutputPlan> = function
                 .outputs
                 .iter()
                 .map(OutputPlan::compile)
@@ -38,7 +38,7 @@ pub fn compile(
             Ok(Arc::new(FunctionPlan {
                 request: RequestPlan::compile(&definition.partner, &function.request)
                     .map_err(place)?,
-                answer: answer_shape(&outputs),
+                answer: answer_shape(&mut outputs),
                 outputs,
                 deadline: Duration::from_millis(function.timeout_ms(&definition.partner)),
                 metrics: metrics.function(&function.name),

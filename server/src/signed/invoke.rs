@@ -4,6 +4,7 @@
 
 use crate::errors::ApiError;
 use crate::partner::PartnerError;
+use crate::signed::answer::Answer;
 use crate::signed::calls::Call;
 use crate::signed::functions::FunctionPlan;
 use crate::signed::inputs::{Inputs, Scope};
@@ -78,7 +79,7 @@ async fn partner_answer(
     plan: &FunctionPlan,
     settings: &ResolvedSettings,
     inputs: &Inputs,
-) -> Result<Value, ApiError> {
+) -> Result<Answer, ApiError> {
     let request = plan
         .request
         .build(&Scope { inputs, settings })

@@ -2,7 +2,7 @@
 //! an Answers block or a Flow element reads. JSONPaths and JSON pointers are parsed once at start-up:
 //! `Value::pointer` splits and unescapes its text on every call, which was the mapping's largest cost.
 
-use crate::signed::answer::AnswerShape;
+use crate::signed::answer::{Answer, AnswerShape};
 use app::definition::{Output, ValueType};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
@@ -33,6 +33,9 @@ pub struct OutputPlan {
     path: Option<JsonPath>,
     required: bool,
     items: Vec<OutputPlan>,
+    /// Where the parsed answer holds this output's value (`AnswerShape::locate`); slot 0 and the whole pointer
+    /// until `answer_shape` sets it, which is right for an answer kept whole.
+    location: (usize, usize),
 }
 
 impl OutputPlan {
@@ -50,6 +53,7 @@ impl OutputPlan {
             pointer,
             path,
             required: output.required,
+            location: (0, 0),
             items: output
                 .items
                 .iter()
@@ -59,13 +63,19 @@ impl OutputPlan {
     }
 }
 
-/// What of the partner's answer these outputs read: a pointer reads one place, a JSONPath anywhere.
-pub fn answer_shape(plans: &[OutputPlan]) -> AnswerShape {
-    AnswerShape::from_pointers(
+/// What of the partner's answer these outputs read (a pointer reads one place, a JSONPath anywhere), and where
+/// each output will find its value in the parsed answer.
+pub fn answer_shape(plans: &mut [OutputPlan]) -> AnswerShape {
+    let shape = AnswerShape::from_pointers(
         plans
             .iter()
             .map(|plan| plan.path.is_none().then_some(plan.tokens.as_slice())),
-    )
+    );
+    for plan in plans.iter_mut() {
+        // Every pointer went into the shape, so each has a place; one without would read nothing.
+        plan.location = shape.locate(&plan.tokens).unwrap_or((usize::MAX, 0));
+    }
+    shape
 }
 
 /// A function's outputs read from one answer, each borrowed from it unless it had to be converted: a signed call
@@ -97,11 +107,29 @@ impl Serialize for Outputs<'_> {
 
 pub fn map_outputs<'a>(
     plans: &'a [OutputPlan],
-    answer: &'a Value,
+    answer: &'a Answer,
+) -> Result<Outputs<'a>, MappingError> {
+    let read = |plan: &'a OutputPlan| {
+        let (slot, depth) = plan.location;
+        resolve(&plan.tokens[depth..], answer.slot(slot))
+    };
+    collect(plans, read, answer.slot(0))
+}
+
+/// A JSONPath output's items, read from one element it found.
+fn map_items<'a>(plans: &'a [OutputPlan], element: &'a Value) -> Result<Outputs<'a>, MappingError> {
+    collect(plans, |plan| resolve(&plan.tokens, element), element)
+}
+
+/// `read` finds a pointer's value; a JSONPath queries `root`.
+fn collect<'a>(
+    plans: &'a [OutputPlan],
+    read: impl Fn(&'a OutputPlan) -> Option<&'a Value>,
+    root: &'a Value,
 ) -> Result<Outputs<'a>, MappingError> {
     let mut fields = Vec::with_capacity(plans.len());
     for plan in plans {
-        if let Some(value) = map_one(plan, answer)? {
+        if let Some(value) = map_one(plan, &read, root)? {
             fields.push((plan.name.as_str(), value));
         }
     }
@@ -110,23 +138,24 @@ pub fn map_outputs<'a>(
 
 fn map_one<'a>(
     plan: &'a OutputPlan,
-    answer: &'a Value,
+    read: impl Fn(&'a OutputPlan) -> Option<&'a Value>,
+    root: &'a Value,
 ) -> Result<Option<Cow<'a, Value>>, MappingError> {
     if let Some(path) = &plan.path {
-        let elements = path.query(answer).all();
+        let elements = path.query(root).all();
         let list = elements
             .into_iter()
             .map(|element| {
                 if plan.items.is_empty() {
                     Ok(element.clone())
                 } else {
-                    map_outputs(&plan.items, element).map(|items| Value::Object(items.into_map()))
+                    map_items(&plan.items, element).map(|items| Value::Object(items.into_map()))
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
         return Ok(Some(Cow::Owned(Value::Array(list))));
     }
-    let found = resolve(&plan.tokens, answer).filter(|v| !v.is_null());
+    let found = read(plan).filter(|v| !v.is_null());
     let Some(value) = found else {
         return if plan.required {
             Err(MappingError::Missing {
@@ -151,7 +180,7 @@ pub(crate) fn pointer_tokens(pointer: &str) -> Vec<String> {
 }
 
 /// `Value::pointer` with the tokens already split: an array index is plain decimal without a leading zero.
-fn resolve<'v>(tokens: &[String], answer: &'v Value) -> Option<&'v Value> {
+pub(crate) fn resolve<'v>(tokens: &[String], answer: &'v Value) -> Option<&'v Value> {
     tokens
         .iter()
         .try_fold(answer, |target, token| match target {
@@ -207,7 +236,9 @@ mod tests {
                 "name = \"orders\"\ntype = \"array\"\npath = \"$.orders[*]\"\n[[items]]\nname = \"id\"\npointer = \"/id\"",
             ),
         ];
-        let answer = json!({"status": "shipped", "total": {"amount": 9.5}, "orders": [{"id": "1"}, {"id": 2}]});
+        let answer = Answer::whole(
+            json!({"status": "shipped", "total": {"amount": 9.5}, "orders": [{"id": "1"}, {"id": 2}]}),
+        );
         let out = map_outputs(&plans, &answer).unwrap();
         assert_eq!(
             serde_json::to_value(&out).unwrap(),
@@ -223,24 +254,29 @@ mod tests {
     fn outputs_from_the_answer_shape_equal_outputs_from_the_whole_answer() {
         let text = r#"{"status": "shipped", "id": 7, "total": {"amount": 9.5, "tax": 1},
             "lines": [{"sku": "A"}, {"sku": "B"}], "orders": [{"id": "1"}, {"id": 2}]}"#;
-        let whole: Value = serde_json::from_str(text).unwrap();
-        let pointers_only = vec![
-            plan("name = \"status\"\npointer = \"/status\""),
-            plan("name = \"total\"\ntype = \"number\"\npointer = \"/total/amount\""),
-            plan("name = \"second\"\npointer = \"/lines/1/sku\""),
-            plan("name = \"gone\"\npointer = \"/gone\"\nrequired = false"),
-        ];
-        let with_path = vec![
+        let whole = Answer::whole(serde_json::from_str(text).unwrap());
+        let pointers_only = || {
+            vec![
+                plan("name = \"status\"\npointer = \"/status\""),
+                plan("name = \"total\"\ntype = \"number\"\npointer = \"/total/amount\""),
+                plan("name = \"second\"\npointer = \"/lines/1/sku\""),
+                plan("name = \"gone\"\npointer = \"/gone\"\nrequired = false"),
+            ]
+        };
+        let with_path = || {
+            vec![
             plan("name = \"status\"\npointer = \"/status\""),
             plan(
                 "name = \"orders\"\ntype = \"array\"\npath = \"$.orders[*]\"\n[[items]]\nname = \"id\"\npointer = \"/id\"",
             ),
-        ];
+        ]
+        };
         for plans in [pointers_only, with_path] {
-            let pruned = answer_shape(&plans).parse(text.as_bytes()).unwrap();
+            let mut located = plans();
+            let pruned = answer_shape(&mut located).parse(text.as_bytes()).unwrap();
             assert_eq!(
-                map_outputs(&plans, &pruned).unwrap().into_map(),
-                map_outputs(&plans, &whole).unwrap().into_map()
+                map_outputs(&located, &pruned).unwrap().into_map(),
+                map_outputs(&plans(), &whole).unwrap().into_map()
             );
         }
     }
@@ -252,7 +288,7 @@ mod tests {
             plan("name = \"alpha\"\npointer = \"/a\""),
             plan("name = \"gone\"\npointer = \"/gone\"\nrequired = false"),
         ];
-        let answer = json!({"a": "1", "z": 2});
+        let answer = Answer::whole(json!({"a": "1", "z": 2}));
         let text = serde_json::to_string(&map_outputs(&plans, &answer).unwrap()).unwrap();
         assert_eq!(text, r#"{"zeta":"2","alpha":"1"}"#);
     }
@@ -260,7 +296,7 @@ mod tests {
     #[test]
     fn missing_required_output_is_named() {
         let plans = vec![plan("name = \"status\"\npointer = \"/status\"")];
-        let error = map_outputs(&plans, &json!({"state": "x"})).unwrap_err();
+        let error = map_outputs(&plans, &Answer::whole(json!({"state": "x"}))).unwrap_err();
         assert_eq!(
             error,
             MappingError::Missing {
@@ -271,7 +307,7 @@ mod tests {
         let optional = vec![plan(
             "name = \"status\"\npointer = \"/status\"\nrequired = false",
         )];
-        assert!(map_outputs(&optional, &json!({}))
+        assert!(map_outputs(&optional, &Answer::whole(json!({})))
             .unwrap()
             .into_map()
             .is_empty());
@@ -281,7 +317,7 @@ mod tests {
     fn wrong_type_is_reported() {
         let plans = vec![plan("name = \"n\"\ntype = \"integer\"\npointer = \"/n\"")];
         assert!(matches!(
-            map_outputs(&plans, &json!({"n": {"a": 1}})),
+            map_outputs(&plans, &Answer::whole(json!({"n": {"a": 1}}))),
             Err(MappingError::WrongType {
                 found: "an object",
                 ..
