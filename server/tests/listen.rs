@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Backend, Harness};
-use ibex::ops::listen::{serve, ListenLimits};
+use ibex::ops::listen::{serve, serve_per_thread, ListenLimits};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -68,6 +68,75 @@ async fn slow_headers_are_cut_off_and_shutdown_drains() {
         .await
         .expect("shutdown did not finish")
         .unwrap();
+    h.finish().await;
+}
+
+/// Shutdown with a serving thread per core (`IBEX_SERVE_THREADS`, here two): calls in flight on either thread
+/// (which thread accepts a connection is the kernel's choice, so eight calls are sent to give both some) all
+/// get their answers, the shared socket stops accepting at once, and `serve_per_thread` returns within the
+/// grace period, without an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_every_serving_thread() {
+    let h = Harness::start(Backend::Sqlite).await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let routers: Vec<_> = (0..2)
+        .map(|_| ibex::routes::router(h.state.for_serving_thread().unwrap()))
+        .collect();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_per_thread(
+        listener,
+        routers,
+        ListenLimits {
+            header_read: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(5),
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let (status, body) = h
+        .send_to(
+            &format!("http://{addr}"),
+            reqwest::Method::GET,
+            "/fn/order-status/1001",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    h.shop_faults(serde_json::json!({"delay_ms": 1500})).await;
+    let in_flight: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(h.send_to(
+                &format!("http://{addr}"),
+                reqwest::Method::GET,
+                "/fn/order-status/1001",
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stopping = Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "a serving thread still accepts during shutdown"
+    );
+    for call in in_flight {
+        let (status, body) = call.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(6), server)
+        .await
+        .expect("shutdown did not finish within the grace period")
+        .unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
     h.finish().await;
 }
 
