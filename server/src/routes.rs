@@ -3,7 +3,7 @@
 
 use crate::errors::ApiError;
 use crate::ops;
-use crate::signed::calls::{Call, REQUEST_ID};
+use crate::signed::calls::{Call, MakeRequestId, REQUEST_ID};
 use crate::signed::functions::FunctionPlan;
 use crate::signed::invoke::{finish, serve};
 use crate::signin::oauth;
@@ -19,7 +19,7 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 use std::sync::Arc;
 use std::time::Instant;
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
@@ -90,7 +90,7 @@ pub fn router(state: AppState) -> impl HttpService {
     // as it is, not as a `Router`'s fallback: that second router would route and clone the stack on every call.
     ServiceBuilder::new()
         .layer(shed)
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestId))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .service(routes)
 }

@@ -283,7 +283,10 @@ async fn verification_table(backend: Backend) {
             headers["content-security-policy"], "frame-ancestors 'none'",
             "{path}"
         );
-        assert_eq!(headers["x-request-id"].len(), 36, "{path}");
+        let id = headers["x-request-id"].to_str().unwrap();
+        let parsed = uuid::Uuid::parse_str(id).unwrap();
+        assert_eq!(parsed.get_version_num(), 4, "{path}");
+        assert_eq!(parsed.hyphenated().to_string(), id, "{path}");
     }
     expect(
         "wrong method",
