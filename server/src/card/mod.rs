@@ -53,7 +53,7 @@ impl ServerCard {
     ) -> Result<String, String> {
         use sha2::{Digest, Sha256};
         let identity = serde_json::json!([card_session, conversation_id, &key, &typed]).to_string();
-        let id = hex::encode(Sha256::digest(identity.as_bytes()));
+        let id = const_hex::encode(Sha256::digest(identity.as_bytes()));
         self.done
             .try_get_with(id, self.act(card_session, conversation_id, key, typed))
             .await

@@ -572,7 +572,8 @@ impl Options {
             use rand::RngCore;
             let mut bytes = [0u8; 24];
             rand::thread_rng().fill_bytes(&mut bytes);
-            let secret_value = secret.get_or_insert_with(|| format!("dev-{}", hex::encode(bytes)));
+            let secret_value =
+                secret.get_or_insert_with(|| format!("dev-{}", const_hex::encode(bytes)));
             let key_value = key.get_or_insert_with(|| KeyRing::generate_spec("dev1"));
             std::fs::create_dir_all(&self.data_dir).map_err(io)?;
             let text = format!(

@@ -128,8 +128,12 @@ impl Verifier {
         let signature = header(headers, &SIGNATURE_NAME, SIGNATURE_HEADER)?;
         let timestamp_ms = parse_timestamp(timestamp)?;
         self.check_window(timestamp_ms, now_ms)?;
+        // Exactly 64 digits: const-hex would also take a `0x` before them, which Infobip never sends.
         let mut expected = [0u8; 32];
-        hex::decode_to_slice(signature, &mut expected)
+        if signature.len() != 2 * expected.len() {
+            return Err(SignatureError::MalformedSignature);
+        }
+        const_hex::decode_to_slice(signature, &mut expected)
             .map_err(|_| SignatureError::MalformedSignature)?;
         let matched = self.keys.iter().any(|key| {
             let mut mac = key.clone();
@@ -199,7 +203,7 @@ pub fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
     let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
     mac.update(timestamp.as_bytes());
     mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
+    const_hex::encode(mac.finalize().into_bytes())
 }
 
 /// The three headers Infobip would send for this body: what Stripe's `generateTestHeaderString` is to Stripe.
@@ -362,6 +366,29 @@ mod tests {
         let mut h = signed(SECRET, NOW, b"");
         h.insert(ACCOUNT_KEY_HEADER, "".parse().unwrap());
         assert_eq!(v.verify(&h, b"", NOW), Err(SignatureError::BadAccountKey));
+    }
+
+    #[test]
+    fn the_signature_is_64_hex_digits_in_either_case() {
+        let v = verifier(&[SECRET]);
+        let mut h = signed(SECRET, NOW, b"");
+        let good = h[SIGNATURE_HEADER].to_str().unwrap().to_owned();
+        h.insert(SIGNATURE_HEADER, good.to_uppercase().parse().unwrap());
+        assert!(v.verify(&h, b"", NOW).is_ok());
+        for bad in [
+            format!("0x{good}"),
+            format!("0x{}", &good[2..]),
+            format!("{good}00"),
+            good[..62].to_owned(),
+            format!("{}g", &good[..63]),
+        ] {
+            h.insert(SIGNATURE_HEADER, bad.parse().unwrap());
+            assert_eq!(
+                v.verify(&h, b"", NOW),
+                Err(SignatureError::MalformedSignature),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

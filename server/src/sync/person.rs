@@ -103,7 +103,7 @@ pub fn map_record(sync: &SyncSpec, record: &Value, off: &FieldsOff) -> Result<Pe
     }
     let body = Value::Object(body);
     // serde_json's maps are ordered, so equal persons serialise equally.
-    let digest = hex::encode(Sha256::digest(body.to_string().as_bytes()));
+    let digest = const_hex::encode(Sha256::digest(body.to_string().as_bytes()));
     Ok(Person { body, key, digest })
 }
 
@@ -119,7 +119,7 @@ pub fn person_inputs(sync: &SyncSpec, person: &Value, off: &FieldsOff) -> Option
             inputs.insert(field.input.clone(), Value::String(value));
         }
     }
-    let digest = hex::encode(Sha256::digest(
+    let digest = const_hex::encode(Sha256::digest(
         Value::Object(inputs.clone()).to_string().as_bytes(),
     ));
     Some(PartnerWrite {
