@@ -87,12 +87,12 @@ proptest! {
     ) {
         let definition = example();
         for function in &definition.functions {
-            let path: Vec<(String, String)> = function
+            let path: Vec<(&str, &str)> = function
                 .path_inputs()
-                .map(|input| (input.name.clone(), path.clone()))
+                .map(|input| (input.name.as_str(), path.as_str()))
                 .collect();
-            let _ = Inputs::collect(function, &path, Some(&query), &body);
-            let _ = Inputs::collect(function, &path, None, json_body.as_bytes());
+            let _ = Inputs::collect(function, path.iter().copied(), Some(&query), &body);
+            let _ = Inputs::collect(function, path.iter().copied(), None, json_body.as_bytes());
         }
     }
 

@@ -30,9 +30,10 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    pub fn collect(
+    /// `path`: the path parameters by name, as the router matched them.
+    pub fn collect<'p>(
         function: &Function,
-        path: &[(String, String)],
+        path: impl IntoIterator<Item = (&'p str, &'p str)> + Clone,
         query: Option<&str>,
         body: &[u8],
     ) -> Result<Self, InputError> {
@@ -48,9 +49,10 @@ impl Inputs {
         for input in &function.inputs {
             let raw = match input.location(function.method) {
                 InputLocation::Path => path
-                    .iter()
+                    .clone()
+                    .into_iter()
                     .find(|(k, _)| *k == input.name)
-                    .map(|(_, v)| Value::String(v.clone())),
+                    .map(|(_, v)| Value::String(v.to_owned())),
                 // The signature covers the body, not the query: a body input is read from the body only, so
                 // nobody on the way can add or replace it in the URL of a signed POST.
                 InputLocation::Body => body.as_ref().and_then(|b| b.get(&input.name).cloned()),

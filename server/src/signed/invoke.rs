@@ -13,7 +13,7 @@ use crate::signed::request::SignedRequest;
 use crate::signin::oauth;
 use crate::state::AppState;
 use app::settings::ResolvedSettings;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{Map, Value};
@@ -48,7 +48,8 @@ async fn invoke(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = request.into_parts();
-    let Path(path) = Path::<Vec<(String, String)>>::from_request_parts(&mut parts, state)
+    // Borrowed, already percent-decoded by the router: `Path` would copy each name and value into a `String`.
+    let path = RawPathParams::from_request_parts(&mut parts, state)
         .await
         .map_err(|e| ApiError::InvalidPath(e.body_text()))?;
     let query = parts.uri.query().map(str::to_owned);
