@@ -239,7 +239,7 @@ impl PartnerClient {
         *outbound.method_mut() = request.method.clone();
         *outbound.uri_mut() = request.uri.clone();
         let headers = outbound.headers_mut();
-        headers.reserve(request.headers.len() + 2);
+        headers.reserve(request.headers.len() + 3);
         // Entry by entry: cloning the whole map first would allocate its tables again, on every call. The
         // definition's own `User-Agent` or `Accept` wins over ibex's.
         for (name, value) in &request.headers {
@@ -337,9 +337,18 @@ fn host_header(uri: &http::Uri) -> Option<HeaderValue> {
     let host = uri.host()?;
     let secure = matches!(uri.scheme_str(), Some("https" | "wss"));
     let default = if secure { 443 } else { 80 };
-    // `request::parse_uri` leaves no user info in the authority: it is `host:port` exactly.
     let value = match uri.port_u16() {
-        Some(port) if port != default => HeaderValue::from_str(uri.authority()?.as_str()),
+        // The port as a number, as hyper-util writes it: the authority's own text may hold `:08080`, or text
+        // after an IPv6 literal's `]`, which `http::Uri` accepts.
+        Some(port) if port != default => {
+            let mut number = itoa::Buffer::new();
+            let number = number.format(port);
+            let mut text = String::with_capacity(host.len() + 1 + number.len());
+            text.push_str(host);
+            text.push(':');
+            text.push_str(number);
+            HeaderValue::try_from(text)
+        }
         _ => HeaderValue::from_str(host),
     };
     value.ok()
@@ -448,6 +457,12 @@ mod tests {
             ("https://shop.example:8443/a?x=1", "shop.example:8443"),
             ("http://[::1]:8080/a", "[::1]:8080"),
             ("http://[::1]/a", "[::1]"),
+            ("http://shop.example:08080/a", "shop.example:8080"),
+            ("http://[::1]x:8080/a", "[::1]:8080"),
+            (
+                "https://[2001:db8::1]evil.example:8443/x",
+                "[2001:db8::1]:8443",
+            ),
         ] {
             let value = host_header(&uri.parse().unwrap());
             assert_eq!(value, Some(HeaderValue::from_static(host)), "{uri}");

@@ -48,7 +48,7 @@ async fn invoke(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = request.into_parts();
-    // Borrowed, already percent-decoded by the router: `Path` would copy each name and value into a `String`.
+    // As the router decoded them, shared: `Path` would copy each name and value into a `String` of its own.
     let path = RawPathParams::from_request_parts(&mut parts, state)
         .await
         .map_err(|e| ApiError::InvalidPath(e.body_text()))?;
