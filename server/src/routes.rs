@@ -161,10 +161,10 @@ fn signed_routes(state: &AppState) -> Router<AppState> {
 /// The most of an unwanted request body read and dropped before an early error answer.
 const DRAIN_BYTES: usize = 64 * 1024;
 
-/// Reads and drops the body of a request answered with an error without it (wrong method, unknown function):
-/// a client still sending it would otherwise see the connection reset instead of the JSON answer. Bounded in
-/// size and in time (the body timeout).
-async fn drain(request: Request, timeout: std::time::Duration) {
+/// Reads and drops the body of a request answered with an error without it (wrong method, unknown function,
+/// a path that is not UTF-8): a client still sending it would otherwise see the connection reset instead of
+/// the JSON answer. Bounded in size and in time (the body timeout).
+pub(crate) async fn drain(request: Request, timeout: std::time::Duration) {
     let body = request.into_body();
     if !axum::body::HttpBody::is_end_stream(&body) {
         let _ = tokio::time::timeout(timeout, axum::body::to_bytes(body, DRAIN_BYTES)).await;

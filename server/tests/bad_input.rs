@@ -147,3 +147,58 @@ async fn corpus(backend: Backend) {
 }
 
 on_both_backends!(bad_input_corpus, corpus);
+
+/// A request answered with an error before its body is read (a path that is not UTF-8, an unknown function)
+/// still gets its JSON answer while the client is sending the body: the body is read and dropped first. Closed
+/// with the rest of the body still coming, the connection is reset and the client loses the answer (hyper
+/// itself drains only what one read brings).
+async fn early_errors_read_the_body_first(backend: Backend) {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start(backend).await;
+    let addr = h.ibex.trim_start_matches("http://").to_owned();
+    let half = "x".repeat(5_000);
+    for (method, path, code) in [
+        ("GET", "/fn/order-status/%FF", "invalid_path"),
+        ("POST", "/fn/nope", "unknown_function"),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: ibex\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n",
+            2 * half.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(half.as_bytes()).await.unwrap();
+        // A slow client: the rest of the body comes later.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let sent = stream.write_all(half.as_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 4096];
+        let read = loop {
+            match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await {
+                Ok(Ok(0)) => break Ok(()),
+                Ok(Ok(n)) => {
+                    answer.extend_from_slice(&buffer[..n]);
+                    if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                        break Ok(());
+                    }
+                }
+                Ok(Err(e)) => break Err(e),
+                Err(_) => break Ok(()),
+            }
+        };
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            sent.is_ok() && read.is_ok() && text.contains(code),
+            "{method} {path}: sent {sent:?}, read {read:?}, answer {text:?}"
+        );
+    }
+    h.finish().await;
+}
+
+on_both_backends!(
+    early_errors_answer_a_client_still_sending,
+    early_errors_read_the_body_first
+);

@@ -49,9 +49,14 @@ async fn invoke(
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = request.into_parts();
     // As the router decoded them, shared: `Path` would copy each name and value into a `String` of its own.
-    let path = RawPathParams::from_request_parts(&mut parts, state)
-        .await
-        .map_err(|e| ApiError::InvalidPath(e.body_text()))?;
+    let path = match RawPathParams::from_request_parts(&mut parts, state).await {
+        Ok(path) => path,
+        Err(e) => {
+            // Answered before the body is read: the client must still get the answer, not a reset.
+            crate::routes::drain(Request::from_parts(parts, body), state.body_timeout).await;
+            return Err(ApiError::InvalidPath(e.body_text()));
+        }
+    };
     let query = parts.uri.query().map(str::to_owned);
     let signed = SignedRequest::from_request(Request::from_parts(parts, body), state).await?;
     let settings = state.settings.resolved(&signed.account_key).await?;
