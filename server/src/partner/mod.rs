@@ -1,8 +1,9 @@
-//! Calling the partner's API: one pooled HTTP client for the whole process, a deadline per call that covers
+//! Calling the partner's API: pooled connections (a pool per serving thread), a deadline per call that covers
 //! retries, and retries only where sending twice is harmless (idempotent methods, after a connection failure or
 //! a gateway status).
 
 pub mod egress;
+mod pool;
 pub mod probe;
 pub mod request;
 
@@ -14,7 +15,8 @@ use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
+use pool::{ConnectError, Origin, Pool};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::filter::Filter;
@@ -69,14 +71,13 @@ impl Default for RetryPolicy {
     }
 }
 
-/// hyper-util's pooled client (the one inside reqwest), used directly: per call reqwest parses the URL into a
-/// `url::Url` three times and runs redirect and retry layers ibex does not use, which measured 35,000
-/// instructions of a 79,000-instruction proxy call (docs/benchmarks.md). What reqwest added that ibex needs
-/// is set here: TLS with the Mozilla roots, a connect timeout, TCP_NODELAY, the pool limits, the user agent,
-/// and no redirects (the legacy client never follows one). Proxy variables (`HTTPS_PROXY`) are not read, and
-/// credentials written into the base URL (`https://user:key@host`) become Basic auth where the request is built.
-type Http = hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
-
+/// ibex calls partners through hyper's client connections with a pool of its own (`pool.rs`), not reqwest: per
+/// call reqwest parses the URL into a `url::Url` three times and runs redirect and retry layers ibex does not
+/// use, which measured 35,000 instructions of a 79,000-instruction proxy call, and hyper-util's pooled client
+/// under it another 8,700 (docs/benchmarks.md). What reqwest added that ibex needs is set here: TLS with the
+/// Mozilla roots, a connect timeout, TCP_NODELAY, the pool limits, the user agent, and no redirects (none is
+/// ever followed). Proxy variables (`HTTPS_PROXY`) are not read, and credentials written into the base URL
+/// (`https://user:key@host`) become Basic auth where the request is built.
 /// The TLS connector under a timeout, boxed because hyper-util wants a connect future that is `Unpin`.
 type Connector = BoxCloneSyncService<
     http::Uri,
@@ -90,7 +91,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Clone)]
 pub struct PartnerClient {
-    http: Http,
+    pool: Arc<Pool>,
     retry: RetryPolicy,
     egress: Arc<EgressPolicy>,
 }
@@ -148,6 +149,15 @@ impl PartnerClient {
     }
 
     fn build(retry: RetryPolicy, egress: Arc<EgressPolicy>) -> Result<Self, rustls::Error> {
+        Self::build_with(retry, egress, 64, Duration::from_secs(60))
+    }
+
+    fn build_with(
+        retry: RetryPolicy,
+        egress: Arc<EgressPolicy>,
+        max_idle_per_origin: usize,
+        idle_timeout: Duration,
+    ) -> Result<Self, rustls::Error> {
         let policy = egress.clone();
         let mut connector =
             HttpConnector::new_with_resolver(egress::EgressResolver::new(egress.clone()));
@@ -164,13 +174,8 @@ impl PartnerClient {
             egress.check_uri(&uri).map(|()| uri)
         });
         let https = BoxCloneSyncService::new(Timeout::new(checked, CONNECT_TIMEOUT));
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(64)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(https);
         Ok(PartnerClient {
-            http,
+            pool: Arc::new(Pool::new(https, max_idle_per_origin, idle_timeout)),
             retry,
             egress: policy,
         })
@@ -254,18 +259,31 @@ impl PartnerClient {
                 entry.insert(host);
             }
         }
-        let response = self.http.request(outbound).await.map_err(|e| {
-            if let Some(refusal) = egress::find_refusal(&e) {
-                return ExchangeError::Forbidden(refusal);
-            }
-            // Never the URL: its query may hold a credential. The source chain says what failed.
-            let message = chain(&e);
-            if e.is_connect() {
-                ExchangeError::Connect(message)
-            } else {
-                ExchangeError::Other(message)
-            }
-        })?;
+        let origin = Origin::of(&request.uri)
+            .ok_or_else(|| ExchangeError::Other("the partner URL has no scheme or host".into()))?;
+        // HTTP/1 names the target by its path and query; the host went into `Host` above.
+        *outbound.uri_mut() = match request.uri.path_and_query() {
+            Some(target) => http::Uri::from(target.clone()),
+            None => http::Uri::from_static("/"),
+        };
+        let (response, sender) =
+            loop {
+                let mut connection = self.pool.connection(&origin, &request.uri).await.map_err(
+                    |ConnectError(e)| match egress::find_refusal(&*e) {
+                        Some(refusal) => ExchangeError::Forbidden(refusal),
+                        // Never the URL: its query may hold a credential. The source chain says what failed.
+                        None => ExchangeError::Connect(chain(&*e)),
+                    },
+                )?;
+                match connection.sender.try_send_request(outbound).await {
+                    Ok(response) => break (response, connection.sender),
+                    Err(mut e) => match e.take_message() {
+                        // The partner closed a kept-alive connection before the request went out on it.
+                        Some(unsent) if connection.reused => outbound = unsent,
+                        _ => return Err(ExchangeError::Other(chain(e.error()))),
+                    },
+                }
+            };
         let status = response.status().as_u16();
         let limit = if (200..300).contains(&status) {
             MAX_ANSWER_BYTES
@@ -273,10 +291,14 @@ impl PartnerClient {
             MAX_FAILURE_BYTES
         };
         match Limited::new(response.into_body(), limit).collect().await {
-            Ok(body) => Ok(Answer {
-                status,
-                body: Some(body.to_bytes()),
-            }),
+            Ok(body) => {
+                // Read to its end, so the connection can carry the next request.
+                self.pool.put(origin, sender);
+                Ok(Answer {
+                    status,
+                    body: Some(body.to_bytes()),
+                })
+            }
             Err(e) if e.is::<LengthLimitError>() => Ok(Answer { status, body: None }),
             Err(e) => Err(ExchangeError::Other(format!(
                 "reading the answer failed: {}",
@@ -408,6 +430,132 @@ mod tests {
         };
         assert_eq!(answer.status, 200);
         head.await.unwrap()
+    }
+
+    /// A raw partner answering `{}` to every request; with `once`, it closes each connection after one answer
+    /// (without saying so in a `Connection` header). Returns its address, the connections it accepted and the
+    /// request lines it read.
+    async fn counting_partner(
+        once: bool,
+    ) -> (
+        std::net::SocketAddr,
+        Arc<std::sync::atomic::AtomicUsize>,
+        Arc<std::sync::Mutex<Vec<String>>>,
+    ) {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (count, seen) = (accepted.clone(), lines.clone());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            match socket.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                            continue;
+                        };
+                        let text = String::from_utf8_lossy(&head[..end]).into_owned();
+                        seen.lock()
+                            .unwrap()
+                            .push(text.lines().next().unwrap_or("").to_owned());
+                        head.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+                        if socket.write_all(answer).await.is_err() || once {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted, lines)
+    }
+
+    fn client_with_pool(max_idle_per_origin: usize, idle_timeout: Duration) -> PartnerClient {
+        PartnerClient::build_with(
+            RetryPolicy::default(),
+            Arc::new(EgressPolicy::new(&Default::default(), true)),
+            max_idle_per_origin,
+            idle_timeout,
+        )
+        .unwrap()
+    }
+
+    async fn exchange_ok(client: &PartnerClient, uri: String) {
+        let request = PartnerRequest {
+            uri: uri.parse().unwrap(),
+            ..get(HeaderMap::new())
+        };
+        match client.exchange(&request).await {
+            Ok(answer) => assert_eq!(answer.status, 200),
+            Err(ExchangeError::Connect(m) | ExchangeError::Other(m)) => panic!("{m}"),
+            Err(ExchangeError::Forbidden(e)) => panic!("{e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_are_kept_per_origin_and_sent_origin_form_targets() {
+        use std::sync::atomic::Ordering;
+        let (one, one_accepted, one_lines) = counting_partner(false).await;
+        let (two, two_accepted, _) = counting_partner(false).await;
+        let client = client_with_pool(64, Duration::from_secs(60));
+        for _ in 0..5 {
+            exchange_ok(&client, format!("http://{one}/orders/1?currency=EUR")).await;
+            exchange_ok(&client, format!("http://{two}/orders/2")).await;
+        }
+        assert_eq!(one_accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(two_accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(client.pool.idle_count(), 2);
+        let lines = one_lines.lock().unwrap().clone();
+        assert_eq!(lines, vec!["GET /orders/1?currency=EUR HTTP/1.1"; 5]);
+    }
+
+    #[tokio::test]
+    async fn connections_the_partner_closed_or_left_idle_too_long_are_not_used() {
+        use std::sync::atomic::Ordering;
+        let (closing, closing_accepted, _) = counting_partner(true).await;
+        let client = client_with_pool(64, Duration::from_secs(60));
+        for _ in 0..4 {
+            exchange_ok(&client, format!("http://{closing}/a")).await;
+            // Time for the connection's task to see the partner's close.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(closing_accepted.load(Ordering::SeqCst), 4);
+
+        let (idle, idle_accepted, _) = counting_partner(false).await;
+        let client = client_with_pool(64, Duration::from_millis(100));
+        exchange_ok(&client, format!("http://{idle}/a")).await;
+        exchange_ok(&client, format!("http://{idle}/a")).await;
+        assert_eq!(idle_accepted.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        exchange_ok(&client, format!("http://{idle}/a")).await;
+        assert_eq!(idle_accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn no_more_idle_connections_are_kept_than_the_limit() {
+        use std::sync::atomic::Ordering;
+        let (addr, accepted, _) = counting_partner(false).await;
+        let client = client_with_pool(2, Duration::from_secs(60));
+        let uri = format!("http://{addr}/a");
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..5 {
+            let (client, uri) = (client.clone(), uri.clone());
+            calls.spawn(async move { exchange_ok(&client, uri).await });
+        }
+        while let Some(call) = calls.join_next().await {
+            call.unwrap();
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 5);
+        assert_eq!(client.pool.idle_count(), 2);
     }
 
     fn get(headers: HeaderMap) -> PartnerRequest {

@@ -1,0 +1,177 @@
+//! Kept-alive HTTP/1 connections to partners: hyper's own client connections (`hyper::client::conn::http1`)
+//! over the connector in `mod.rs` (egress policy, TLS, connect timeout), with their idle senders kept here by
+//! origin.
+//!
+//! hyper-util's pooled client did the same at about 8,700 instructions a call, a tenth of a signed call
+//! (docs/benchmarks.md): a checkout racing a lazily built connect future (a clone of the whole connector on
+//! every call, found in a map keyed with SipHash), a `Pooled` guard that hashes the key again to put the
+//! connection back, and big futures copied between those layers. Each serving thread has a pool of its own
+//! (`PartnerClient::with_own_pool`), so this lock is never contended; checkout and return are a map lookup
+//! and a `Vec` pop or push.
+
+use super::Connector;
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http_body_util::Full;
+use hyper::client::conn::http1::{self, SendRequest};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tower::ServiceExt;
+
+/// Where a connection goes: connections are shared only between requests to the same scheme, host and port.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    scheme: Scheme,
+    authority: Authority,
+}
+
+impl Origin {
+    pub fn of(uri: &http::Uri) -> Option<Origin> {
+        Some(Origin {
+            scheme: uri.scheme()?.clone(),
+            authority: uri.authority()?.clone(),
+        })
+    }
+}
+
+pub struct Pool {
+    connector: Connector,
+    /// Idle connections per origin beyond this many are closed rather than kept.
+    max_idle_per_origin: usize,
+    /// A connection idle longer than this is closed: partners and their load balancers drop idle connections
+    /// after a while, and a request sent on one they dropped fails.
+    idle_timeout: Duration,
+    idle: Mutex<Idle>,
+}
+
+struct Idle {
+    by_origin: HashMap<Origin, Vec<IdleConnection>, foldhash::fast::RandomState>,
+    /// When idle connections past their timeout were last closed, for origins no request goes to any more.
+    swept: Instant,
+}
+
+struct IdleConnection {
+    sender: SendRequest<Full<Bytes>>,
+    since: Instant,
+}
+
+/// A connection checked out for one exchange. Dropped, it is closed; `Pool::put` keeps it for the next.
+pub struct Connection {
+    pub sender: SendRequest<Full<Bytes>>,
+    /// Whether it served an earlier request: such a connection may have been closed by the partner just
+    /// before this one was sent, and a request it never sent can go out again on another.
+    pub reused: bool,
+}
+
+/// Why no connection could be made: the connector's error (refused, DNS, TLS, egress policy, timeout).
+pub struct ConnectError(pub tower::BoxError);
+
+impl Pool {
+    pub fn new(connector: Connector, max_idle_per_origin: usize, idle_timeout: Duration) -> Self {
+        Pool {
+            connector,
+            max_idle_per_origin,
+            idle_timeout,
+            idle: Mutex::new(Idle {
+                by_origin: HashMap::default(),
+                swept: Instant::now(),
+            }),
+        }
+    }
+
+    /// The most recently used idle connection to `origin` that is still open, or a new one to `uri`.
+    pub async fn connection(
+        &self,
+        origin: &Origin,
+        uri: &http::Uri,
+    ) -> Result<Connection, ConnectError> {
+        if let Some(sender) = self.checkout(origin) {
+            return Ok(Connection {
+                sender,
+                reused: true,
+            });
+        }
+        self.connect(uri).await.map(|sender| Connection {
+            sender,
+            reused: false,
+        })
+    }
+
+    fn checkout(&self, origin: &Origin) -> Option<SendRequest<Full<Bytes>>> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let connections = idle.by_origin.get_mut(origin)?;
+        let now = Instant::now();
+        // Most recent first: the ones at the front are the likeliest to have been dropped by the partner.
+        while let Some(connection) = connections.pop() {
+            if connection.sender.is_ready()
+                && now.duration_since(connection.since) < self.idle_timeout
+            {
+                return Some(connection.sender);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, uri: &http::Uri) -> Result<SendRequest<Full<Bytes>>, ConnectError> {
+        let io = self
+            .connector
+            .clone()
+            .oneshot(uri.clone())
+            .await
+            .map_err(ConnectError)?;
+        let (mut sender, connection) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| ConnectError(e.into()))?;
+        // The connection is driven by a task of the runtime that opened it: for a serving thread, its own.
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "partner connection closed with an error");
+            }
+        });
+        // Ready once its task has polled it.
+        sender.ready().await.map_err(|e| ConnectError(e.into()))?;
+        Ok(sender)
+    }
+
+    /// Keeps a connection whose exchange was read to the end for the next request to the same origin. One
+    /// still finishing its exchange is kept once it is ready, by a task that waits for that.
+    pub fn put(self: &Arc<Self>, origin: Origin, mut sender: SendRequest<Full<Bytes>>) {
+        if sender.is_ready() {
+            self.keep(origin, sender);
+        } else if !sender.is_closed() {
+            let pool = Arc::clone(self);
+            tokio::spawn(async move {
+                if sender.ready().await.is_ok() {
+                    pool.keep(origin, sender);
+                }
+            });
+        }
+    }
+
+    fn keep(&self, origin: Origin, sender: SendRequest<Full<Bytes>>) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if now.duration_since(idle.swept) >= self.idle_timeout {
+            let timeout = self.idle_timeout;
+            idle.by_origin.retain(|_, connections| {
+                connections
+                    .retain(|c| now.duration_since(c.since) < timeout && !c.sender.is_closed());
+                !connections.is_empty()
+            });
+            idle.swept = now;
+        }
+        let connections = idle.by_origin.entry(origin).or_default();
+        if connections.len() < self.max_idle_per_origin {
+            connections.push(IdleConnection { sender, since: now });
+        }
+    }
+
+    /// Idle connections kept, over all origins.
+    #[cfg(test)]
+    pub fn idle_count(&self) -> usize {
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.by_origin.values().map(Vec::len).sum()
+    }
+}
