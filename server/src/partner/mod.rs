@@ -71,14 +71,8 @@ impl Default for RetryPolicy {
     }
 }
 
-/// ibex calls partners through hyper's client connections with a pool of its own (`pool.rs`), not reqwest: per
-/// call reqwest parses the URL into a `url::Url` three times and runs redirect and retry layers ibex does not
-/// use, which measured 35,000 instructions of a 79,000-instruction proxy call, and hyper-util's pooled client
-/// under it another 8,700 (docs/benchmarks.md). What reqwest added that ibex needs is set here: TLS with the
-/// Mozilla roots, a connect timeout, TCP_NODELAY, the pool limits, the user agent, and no redirects (none is
-/// ever followed). Proxy variables (`HTTPS_PROXY`) are not read, and credentials written into the base URL
-/// (`https://user:key@host`) become Basic auth where the request is built.
-/// The TLS connector under a timeout, boxed because hyper-util wants a connect future that is `Unpin`.
+/// How a new partner connection is made: the egress check, TLS and the connect timeout, boxed so that the pool
+/// names one type.
 type Connector = BoxCloneSyncService<
     http::Uri,
     hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>,
@@ -89,6 +83,13 @@ type Connector = BoxCloneSyncService<
 /// is retried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// ibex calls partners through hyper's client connections with a pool of its own (`pool.rs`), not reqwest: per
+/// call reqwest parses the URL into a `url::Url` three times and runs redirect and retry layers ibex does not
+/// use, which measured 35,000 instructions of a 79,000-instruction proxy call, and hyper-util's pooled client
+/// under it another 8,700 (docs/benchmarks.md). What reqwest added that ibex needs is set here: TLS with the
+/// Mozilla roots, a connect timeout, TCP_NODELAY, the pool limits, the user agent, and no redirects (none is
+/// ever followed). Proxy variables (`HTTPS_PROXY`) are not read, and credentials written into the base URL
+/// (`https://user:key@host`) become Basic auth where the request is built.
 #[derive(Clone)]
 pub struct PartnerClient {
     pool: Arc<Pool>,
@@ -266,6 +267,10 @@ impl PartnerClient {
             Some(target) => http::Uri::from(target.clone()),
             None => http::Uri::from_static("/"),
         };
+        // An empty one (`https://shop.example#…`) would go out as no target at all: the root, as browsers send.
+        if outbound.uri().path().is_empty() {
+            *outbound.uri_mut() = http::Uri::from_static("/");
+        }
         let (response, sender) =
             loop {
                 let mut connection = self.pool.connection(&origin, &request.uri).await.map_err(
@@ -516,6 +521,17 @@ mod tests {
         assert_eq!(client.pool.idle_count(), 2);
         let lines = one_lines.lock().unwrap().clone();
         assert_eq!(lines, vec!["GET /orders/1?currency=EUR HTTP/1.1"; 5]);
+
+        // A URL with no path, or an empty one left by a fragment, asks for the root.
+        let (bare, _, bare_lines) = counting_partner(false).await;
+        exchange_ok(&client, format!("http://{bare}")).await;
+        exchange_ok(&client, format!("http://{bare}#/orders/1")).await;
+        exchange_ok(&client, format!("http://{bare}?x=1#/orders/1")).await;
+        let lines = bare_lines.lock().unwrap().clone();
+        assert_eq!(
+            lines,
+            ["GET / HTTP/1.1", "GET / HTTP/1.1", "GET /?x=1 HTTP/1.1"]
+        );
     }
 
     #[tokio::test]
@@ -538,6 +554,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(150)).await;
         exchange_ok(&client, format!("http://{idle}/a")).await;
         assert_eq!(idle_accepted.load(Ordering::SeqCst), 2);
+        // Closed after the timeout even when no other call comes to find them.
+        assert_eq!(client.pool.idle_count(), 1);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(client.pool.idle_count(), 0);
     }
 
     #[tokio::test]

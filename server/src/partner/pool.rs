@@ -6,8 +6,9 @@
 //! (docs/benchmarks.md): a checkout racing a lazily built connect future (a clone of the whole connector on
 //! every call, found in a map keyed with SipHash), a `Pooled` guard that hashes the key again to put the
 //! connection back, and big futures copied between those layers. Each serving thread has a pool of its own
-//! (`PartnerClient::with_own_pool`), so this lock is never contended; checkout and return are a map lookup
-//! and a `Vec` pop or push.
+//! (`PartnerClient::with_own_pool`), so its lock is contended only by the "Test connection" probe and
+//! background work, which share the process-wide pool; checkout and return are a map lookup and a `Vec` pop
+//! or push.
 
 use super::Connector;
 use bytes::Bytes;
@@ -15,7 +16,8 @@ use http::uri::{Authority, Scheme};
 use http_body_util::Full;
 use hyper::client::conn::http1::{self, SendRequest};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
@@ -33,6 +35,17 @@ impl Origin {
             authority: uri.authority()?.clone(),
         })
     }
+
+    /// The same origin in bytes of its own: `of` shares the whole URI's buffer, query included, which may hold
+    /// a credential that a key kept in the pool must not keep alive.
+    fn detached(&self) -> Origin {
+        let authority = Bytes::copy_from_slice(self.authority.as_str().as_bytes());
+        Origin {
+            scheme: self.scheme.clone(),
+            authority: Authority::from_maybe_shared(authority)
+                .unwrap_or_else(|_| self.authority.clone()),
+        }
+    }
 }
 
 pub struct Pool {
@@ -43,12 +56,12 @@ pub struct Pool {
     /// after a while, and a request sent on one they dropped fails.
     idle_timeout: Duration,
     idle: Mutex<Idle>,
+    /// Whether the task closing expired idle connections runs (started by the first connection kept).
+    sweeping: AtomicBool,
 }
 
 struct Idle {
     by_origin: HashMap<Origin, Vec<IdleConnection>, foldhash::fast::RandomState>,
-    /// When idle connections past their timeout were last closed, for origins no request goes to any more.
-    swept: Instant,
 }
 
 struct IdleConnection {
@@ -75,8 +88,8 @@ impl Pool {
             idle_timeout,
             idle: Mutex::new(Idle {
                 by_origin: HashMap::default(),
-                swept: Instant::now(),
             }),
+            sweeping: AtomicBool::new(false),
         }
     }
 
@@ -150,22 +163,39 @@ impl Pool {
         }
     }
 
-    fn keep(&self, origin: Origin, sender: SendRequest<Full<Bytes>>) {
-        let now = Instant::now();
+    fn keep(self: &Arc<Self>, origin: Origin, sender: SendRequest<Full<Bytes>>) {
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweep(Arc::downgrade(self), self.idle_timeout));
+        }
+        let connection = IdleConnection {
+            sender,
+            since: Instant::now(),
+        };
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if now.duration_since(idle.swept) >= self.idle_timeout {
-            let timeout = self.idle_timeout;
-            idle.by_origin.retain(|_, connections| {
-                connections
-                    .retain(|c| now.duration_since(c.since) < timeout && !c.sender.is_closed());
-                !connections.is_empty()
-            });
-            idle.swept = now;
+        match idle.by_origin.get_mut(&origin) {
+            Some(connections) if connections.len() < self.max_idle_per_origin => {
+                connections.push(connection)
+            }
+            Some(_) => {}
+            None if self.max_idle_per_origin > 0 => {
+                idle.by_origin.insert(origin.detached(), vec![connection]);
+            }
+            None => {}
         }
-        let connections = idle.by_origin.entry(origin).or_default();
-        if connections.len() < self.max_idle_per_origin {
-            connections.push(IdleConnection { sender, since: now });
-        }
+    }
+
+    /// Closes the idle connections past their timeout or closed by the partner, and forgets origins left with
+    /// none: with many partner hosts (one per account, say), connections nothing asks for again would
+    /// otherwise stay open.
+    fn sweep_once(&self) {
+        let now = Instant::now();
+        let timeout = self.idle_timeout;
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.by_origin.retain(|_, connections| {
+            connections.retain(|c| now.duration_since(c.since) < timeout && !c.sender.is_closed());
+            !connections.is_empty()
+        });
+        idle.by_origin.shrink_to_fit();
     }
 
     /// Idle connections kept, over all origins.
@@ -173,5 +203,18 @@ impl Pool {
     pub fn idle_count(&self) -> usize {
         let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         idle.by_origin.values().map(Vec::len).sum()
+    }
+}
+
+/// Sweeps `pool` once per idle timeout, traffic or not, until the pool is dropped. It holds the pool weakly, so
+/// it never keeps one alive.
+async fn sweep(pool: Weak<Pool>, every: Duration) {
+    let mut ticks = tokio::time::interval(every.max(Duration::from_millis(10)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        pool.sweep_once();
     }
 }
