@@ -16,7 +16,7 @@ use http::HeaderValue;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
-use pool::{ConnectError, Origin, Pool};
+use pool::{Origin, Pool, SendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::filter::Filter;
@@ -271,24 +271,18 @@ impl PartnerClient {
         if outbound.uri().path().is_empty() {
             *outbound.uri_mut() = http::Uri::from_static("/");
         }
-        let (response, sender) =
-            loop {
-                let mut connection = self.pool.connection(&origin, &request.uri).await.map_err(
-                    |ConnectError(e)| match egress::find_refusal(&*e) {
-                        Some(refusal) => ExchangeError::Forbidden(refusal),
-                        // Never the URL: its query may hold a credential. The source chain says what failed.
-                        None => ExchangeError::Connect(chain(&*e)),
-                    },
-                )?;
-                match connection.sender.try_send_request(outbound).await {
-                    Ok(response) => break (response, connection.sender),
-                    Err(mut e) => match e.take_message() {
-                        // The partner closed a kept-alive connection before the request went out on it.
-                        Some(unsent) if connection.reused => outbound = unsent,
-                        _ => return Err(ExchangeError::Other(chain(e.error()))),
-                    },
-                }
-            };
+        let (response, sender) = self
+            .pool
+            .send(&origin, &request.uri, outbound)
+            .await
+            .map_err(|error| match error {
+                SendError::Connect(e) => match egress::find_refusal(&*e) {
+                    Some(refusal) => ExchangeError::Forbidden(refusal),
+                    // Never the URL: its query may hold a credential. The source chain says what failed.
+                    None => ExchangeError::Connect(chain(&*e)),
+                },
+                SendError::Exchange(e) => ExchangeError::Other(chain(&e)),
+            })?;
         let status = response.status().as_u16();
         let limit = if (200..300).contains(&status) {
             MAX_ANSWER_BYTES

@@ -14,6 +14,7 @@ use super::Connector;
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,16 +70,12 @@ struct IdleConnection {
     since: Instant,
 }
 
-/// A connection checked out for one exchange. Dropped, it is closed; `Pool::put` keeps it for the next.
-pub struct Connection {
-    pub sender: SendRequest<Full<Bytes>>,
-    /// Whether it served an earlier request: such a connection may have been closed by the partner just
-    /// before this one was sent, and a request it never sent can go out again on another.
-    pub reused: bool,
+/// Why a request got no answer head: no connection could be made (the connector's error: refused, DNS, TLS,
+/// egress policy, timeout), or the exchange on one failed.
+pub enum SendError {
+    Connect(tower::BoxError),
+    Exchange(hyper::Error),
 }
-
-/// Why no connection could be made: the connector's error (refused, DNS, TLS, egress policy, timeout).
-pub struct ConnectError(pub tower::BoxError);
 
 impl Pool {
     pub fn new(connector: Connector, max_idle_per_origin: usize, idle_timeout: Duration) -> Self {
@@ -93,22 +90,29 @@ impl Pool {
         }
     }
 
-    /// The most recently used idle connection to `origin` that is still open, or a new one to `uri`.
-    pub async fn connection(
+    /// Sends `request` on the most recently used idle connection to `origin` that is still open, or on a new
+    /// one to `uri`, and returns the answer's head with the connection, for `put` once the body is read. A
+    /// request a reused connection never sent (the partner had just closed it) goes out on the next one; hyper
+    /// hands a request back only if it wrote none of it, so nothing is ever sent twice.
+    pub async fn send(
         &self,
         origin: &Origin,
         uri: &http::Uri,
-    ) -> Result<Connection, ConnectError> {
-        if let Some(sender) = self.checkout(origin) {
-            return Ok(Connection {
-                sender,
-                reused: true,
-            });
+        mut request: http::Request<Full<Bytes>>,
+    ) -> Result<(http::Response<Incoming>, SendRequest<Full<Bytes>>), SendError> {
+        loop {
+            let (mut sender, reused) = match self.checkout(origin) {
+                Some(sender) => (sender, true),
+                None => (self.connect(uri).await?, false),
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok((response, sender)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(SendError::Exchange(e.into_error())),
+                },
+            }
         }
-        self.connect(uri).await.map(|sender| Connection {
-            sender,
-            reused: false,
-        })
     }
 
     fn checkout(&self, origin: &Origin) -> Option<SendRequest<Full<Bytes>>> {
@@ -126,17 +130,17 @@ impl Pool {
         None
     }
 
-    async fn connect(&self, uri: &http::Uri) -> Result<SendRequest<Full<Bytes>>, ConnectError> {
+    async fn connect(&self, uri: &http::Uri) -> Result<SendRequest<Full<Bytes>>, SendError> {
         let io = self
             .connector
             .clone()
             .oneshot(uri.clone())
             .await
-            .map_err(ConnectError)?;
+            .map_err(SendError::Connect)?;
         let (mut sender, connection) = http1::Builder::new()
             .handshake(io)
             .await
-            .map_err(|e| ConnectError(e.into()))?;
+            .map_err(|e| SendError::Connect(e.into()))?;
         // The connection is driven by a task of the runtime that opened it: for a serving thread, its own.
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -144,7 +148,10 @@ impl Pool {
             }
         });
         // Ready once its task has polled it.
-        sender.ready().await.map_err(|e| ConnectError(e.into()))?;
+        sender
+            .ready()
+            .await
+            .map_err(|e| SendError::Connect(e.into()))?;
         Ok(sender)
     }
 
