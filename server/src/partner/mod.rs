@@ -241,48 +241,29 @@ impl PartnerClient {
     }
 
     async fn exchange(&self, request: &PartnerRequest) -> Result<Answer, ExchangeError> {
-        let mut outbound = http::Request::new(Full::new(request.body.clone().unwrap_or_default()));
-        *outbound.method_mut() = request.method.clone();
-        *outbound.uri_mut() = request.uri.clone();
-        let headers = outbound.headers_mut();
-        headers.reserve(request.headers.len() + 3);
-        // Entry by entry: cloning the whole map first would allocate its tables again, on every call. The
-        // definition's own `User-Agent` or `Accept` wins over ibex's.
-        for (name, value) in &request.headers {
-            headers.append(name.clone(), value.clone());
-        }
-        headers
-            .entry(http::header::USER_AGENT)
-            .or_insert(USER_AGENT);
-        headers.entry(http::header::ACCEPT).or_insert(ACCEPT_ANY);
-        if let http::header::Entry::Vacant(entry) = headers.entry(http::header::HOST) {
-            if let Some(host) = host_header(&request.uri) {
-                entry.insert(host);
-            }
-        }
         let origin = Origin::of(&request.uri)
             .ok_or_else(|| ExchangeError::Other("the partner URL has no scheme or host".into()))?;
-        // HTTP/1 names the target by its path and query; the host went into `Host` above.
-        *outbound.uri_mut() = match request.uri.path_and_query() {
-            Some(target) => http::Uri::from(target.clone()),
-            None => http::Uri::from_static("/"),
-        };
-        // An empty one (`https://shop.example#…`) would go out as no target at all: the root, as browsers send.
-        if outbound.uri().path().is_empty() {
-            *outbound.uri_mut() = http::Uri::from_static("/");
-        }
-        let (response, sender) = self
+        let sent = match self
             .pool
-            .send(&origin, &request.uri, outbound)
+            .send(&origin, &request.uri, outbound(request))
             .await
-            .map_err(|error| match error {
-                SendError::Connect(e) => match egress::find_refusal(&*e) {
-                    Some(refusal) => ExchangeError::Forbidden(refusal),
-                    // Never the URL: its query may hold a credential. The source chain says what failed.
-                    None => ExchangeError::Connect(chain(&*e)),
-                },
-                SendError::Exchange(e) => ExchangeError::Other(chain(&e)),
-            })?;
+        {
+            // The partner closed a kept-alive connection just as the request went out on it (its idle timeout
+            // ran out first: Node.js servers close after 5 s). Whether it read the request is unknown, so only
+            // one that may be sent twice goes again, on a new connection, as Go's client does.
+            Err(SendError::Dropped(_)) if request.idempotent => {
+                self.pool.send_on_new(&request.uri, outbound(request)).await
+            }
+            sent => sent,
+        };
+        let (response, sender) = sent.map_err(|error| match error {
+            SendError::Connect(e) => match egress::find_refusal(&*e) {
+                Some(refusal) => ExchangeError::Forbidden(refusal),
+                // Never the URL: its query may hold a credential. The source chain says what failed.
+                None => ExchangeError::Connect(chain(&*e)),
+            },
+            SendError::Exchange(e) | SendError::Dropped(e) => ExchangeError::Other(chain(&e)),
+        })?;
         let status = response.status().as_u16();
         let limit = if (200..300).contains(&status) {
             MAX_ANSWER_BYTES
@@ -336,6 +317,39 @@ impl PartnerClient {
             Err(error)
         }
     }
+}
+
+/// The request as it goes out on a connection to the partner: ibex's default headers where the definition set
+/// none, `Host`, and the target in origin-form.
+fn outbound(request: &PartnerRequest) -> http::Request<Full<Bytes>> {
+    let mut outbound = http::Request::new(Full::new(request.body.clone().unwrap_or_default()));
+    *outbound.method_mut() = request.method.clone();
+    let headers = outbound.headers_mut();
+    headers.reserve(request.headers.len() + 3);
+    // Entry by entry: cloning the whole map first would allocate its tables again, on every call. The
+    // definition's own `User-Agent` or `Accept` wins over ibex's.
+    for (name, value) in &request.headers {
+        headers.append(name.clone(), value.clone());
+    }
+    headers
+        .entry(http::header::USER_AGENT)
+        .or_insert(USER_AGENT);
+    headers.entry(http::header::ACCEPT).or_insert(ACCEPT_ANY);
+    if let http::header::Entry::Vacant(entry) = headers.entry(http::header::HOST) {
+        if let Some(host) = host_header(&request.uri) {
+            entry.insert(host);
+        }
+    }
+    // HTTP/1 names the target by its path and query; the host went into `Host` above.
+    *outbound.uri_mut() = match request.uri.path_and_query() {
+        Some(target) => http::Uri::from(target.clone()),
+        None => http::Uri::from_static("/"),
+    };
+    // An empty one (`https://shop.example#…`) would go out as no target at all: the root, as browsers send.
+    if outbound.uri().path().is_empty() {
+        *outbound.uri_mut() = http::Uri::from_static("/");
+    }
+    outbound
 }
 
 /// An error with its causes, `outer: inner: innermost`, which is where hyper puts the useful part
@@ -431,11 +445,20 @@ mod tests {
         head.await.unwrap()
     }
 
-    /// A raw partner answering `{}` to every request; with `once`, it closes each connection after one answer
-    /// (without saying so in a `Connection` header). Returns its address, the connections it accepted and the
-    /// request lines it read.
+    /// When a raw partner closes a connection, never saying so in a `Connection` header.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Closes {
+        Never,
+        AfterOneAnswer,
+        /// Reads the second request on a connection, then closes it unanswered: as a partner whose idle
+        /// timeout runs out just as a kept connection is used again.
+        OnSecondRequest,
+    }
+
+    /// A raw partner answering `{}` to every request until it closes the connection as `closes` says. Returns
+    /// its address, the connections it accepted and the request lines it read.
     async fn counting_partner(
-        once: bool,
+        closes: Closes,
     ) -> (
         std::net::SocketAddr,
         Arc<std::sync::atomic::AtomicUsize>,
@@ -454,6 +477,7 @@ mod tests {
                 tokio::spawn(async move {
                     let mut head = Vec::new();
                     let mut buf = [0u8; 4096];
+                    let mut read = 0;
                     loop {
                         let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
                             match socket.read(&mut buf).await {
@@ -467,8 +491,14 @@ mod tests {
                             .unwrap()
                             .push(text.lines().next().unwrap_or("").to_owned());
                         head.drain(..end + 4);
+                        read += 1;
+                        if closes == Closes::OnSecondRequest && read == 2 {
+                            return;
+                        }
                         let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
-                        if socket.write_all(answer).await.is_err() || once {
+                        if socket.write_all(answer).await.is_err()
+                            || closes == Closes::AfterOneAnswer
+                        {
                             return;
                         }
                     }
@@ -503,8 +533,8 @@ mod tests {
     #[tokio::test]
     async fn connections_are_kept_per_origin_and_sent_origin_form_targets() {
         use std::sync::atomic::Ordering;
-        let (one, one_accepted, one_lines) = counting_partner(false).await;
-        let (two, two_accepted, _) = counting_partner(false).await;
+        let (one, one_accepted, one_lines) = counting_partner(Closes::Never).await;
+        let (two, two_accepted, _) = counting_partner(Closes::Never).await;
         let client = client_with_pool(64, Duration::from_secs(60));
         for _ in 0..5 {
             exchange_ok(&client, format!("http://{one}/orders/1?currency=EUR")).await;
@@ -517,7 +547,7 @@ mod tests {
         assert_eq!(lines, vec!["GET /orders/1?currency=EUR HTTP/1.1"; 5]);
 
         // A URL with no path, or an empty one left by a fragment, asks for the root.
-        let (bare, _, bare_lines) = counting_partner(false).await;
+        let (bare, _, bare_lines) = counting_partner(Closes::Never).await;
         exchange_ok(&client, format!("http://{bare}")).await;
         exchange_ok(&client, format!("http://{bare}#/orders/1")).await;
         exchange_ok(&client, format!("http://{bare}?x=1#/orders/1")).await;
@@ -531,7 +561,7 @@ mod tests {
     #[tokio::test]
     async fn connections_the_partner_closed_or_left_idle_too_long_are_not_used() {
         use std::sync::atomic::Ordering;
-        let (closing, closing_accepted, _) = counting_partner(true).await;
+        let (closing, closing_accepted, _) = counting_partner(Closes::AfterOneAnswer).await;
         let client = client_with_pool(64, Duration::from_secs(60));
         for _ in 0..4 {
             exchange_ok(&client, format!("http://{closing}/a")).await;
@@ -540,7 +570,7 @@ mod tests {
         }
         assert_eq!(closing_accepted.load(Ordering::SeqCst), 4);
 
-        let (idle, idle_accepted, _) = counting_partner(false).await;
+        let (idle, idle_accepted, _) = counting_partner(Closes::Never).await;
         let client = client_with_pool(64, Duration::from_millis(100));
         exchange_ok(&client, format!("http://{idle}/a")).await;
         exchange_ok(&client, format!("http://{idle}/a")).await;
@@ -557,7 +587,7 @@ mod tests {
     #[tokio::test]
     async fn no_more_idle_connections_are_kept_than_the_limit() {
         use std::sync::atomic::Ordering;
-        let (addr, accepted, _) = counting_partner(false).await;
+        let (addr, accepted, _) = counting_partner(Closes::Never).await;
         let client = client_with_pool(2, Duration::from_secs(60));
         let uri = format!("http://{addr}/a");
         let mut calls = tokio::task::JoinSet::new();
@@ -570,6 +600,38 @@ mod tests {
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 5);
         assert_eq!(client.pool.idle_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_get_goes_again_when_the_partner_drops_its_kept_connection_and_a_post_does_not() {
+        use std::sync::atomic::Ordering;
+        let (addr, accepted, lines) = counting_partner(Closes::OnSecondRequest).await;
+        let client = client_with_pool(64, Duration::from_secs(60));
+        exchange_ok(&client, format!("http://{addr}/a")).await;
+        // On the kept connection, which the partner closes unanswered: again, on a new one.
+        exchange_ok(&client, format!("http://{addr}/a")).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(lines.lock().unwrap().len(), 3);
+
+        // The POST goes out on the second connection, kept, and is dropped with it: the partner may have
+        // acted on it, so it is not sent again.
+        let post = PartnerRequest {
+            method: http::Method::POST,
+            uri: format!("http://{addr}/orders").parse().unwrap(),
+            body: Some(Bytes::from_static(b"{}")),
+            idempotent: false,
+            ..get(HeaderMap::new())
+        };
+        match client.exchange(&post).await {
+            Err(ExchangeError::Other(message)) => {
+                assert!(message.contains("closed"), "{message}")
+            }
+            Err(_) => panic!("another error than the dropped connection"),
+            Ok(answer) => panic!("answered {}", answer.status),
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        let lines = lines.lock().unwrap().clone();
+        assert_eq!(lines.iter().filter(|l| l.starts_with("POST")).count(), 1);
     }
 
     fn get(headers: HeaderMap) -> PartnerRequest {

@@ -71,10 +71,12 @@ struct IdleConnection {
 }
 
 /// Why a request got no answer head: no connection could be made (the connector's error: refused, DNS, TLS,
-/// egress policy, timeout), or the exchange on one failed.
+/// egress policy, timeout), the exchange on one failed, or the partner closed a kept-alive connection that the
+/// request had already gone out on, at least in part.
 pub enum SendError {
     Connect(tower::BoxError),
     Exchange(hyper::Error),
+    Dropped(hyper::Error),
 }
 
 impl Pool {
@@ -93,7 +95,8 @@ impl Pool {
     /// Sends `request` on the most recently used idle connection to `origin` that is still open, or on a new
     /// one to `uri`, and returns the answer's head with the connection, for `put` once the body is read. A
     /// request a reused connection never sent (the partner had just closed it) goes out on the next one; hyper
-    /// hands a request back only if it wrote none of it, so nothing is ever sent twice.
+    /// hands a request back only if it wrote none of it, so nothing is sent twice here. One the partner closed
+    /// the connection under after it went out is `Dropped`: the caller decides whether it may go again.
     pub async fn send(
         &self,
         origin: &Origin,
@@ -109,9 +112,26 @@ impl Pool {
                 Ok(response) => return Ok((response, sender)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => request = unsent,
+                    _ if reused && closed_by_peer(e.error()) => {
+                        return Err(SendError::Dropped(e.into_error()))
+                    }
                     _ => return Err(SendError::Exchange(e.into_error())),
                 },
             }
+        }
+    }
+
+    /// Sends `request` on a new connection to `uri`, never a kept one: for a request going again after one
+    /// was `Dropped`, when other kept connections may have been closed by the same partner at the same time.
+    pub async fn send_on_new(
+        &self,
+        uri: &http::Uri,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<(http::Response<Incoming>, SendRequest<Full<Bytes>>), SendError> {
+        let mut sender = self.connect(uri).await?;
+        match sender.try_send_request(request).await {
+            Ok(response) => Ok((response, sender)),
+            Err(e) => Err(SendError::Exchange(e.into_error())),
         }
     }
 
@@ -211,6 +231,29 @@ impl Pool {
         let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         idle.by_origin.values().map(Vec::len).sum()
     }
+}
+
+/// Whether the partner ended the connection before its answer's head: it closed it (hyper read the end of the
+/// stream) or reset it. Other failures, such as an answer hyper cannot parse, would fail again.
+fn closed_by_peer(error: &hyper::Error) -> bool {
+    use std::io::ErrorKind;
+    if error.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::UnexpectedEof
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Sweeps `pool` once per idle timeout, traffic or not, until the pool is dropped. It holds the pool weakly, so
