@@ -609,6 +609,13 @@ impl AppDefinition {
     fn check_partner(&self) -> Result<(), DefinitionError> {
         let settings_only = |place: &str, text: &str| self.check_template(place, text, None);
         settings_only("[partner] base_url", &self.partner.base_url)?;
+        if self.partner.base_url.contains(['?', '#']) {
+            return Err(invalid(
+                "[partner] base_url",
+                "must not contain `?` or `#`: each request's path is added after the base URL, so it would \
+                 land in the query or the fragment; give query parameters in a request's `query`",
+            ));
+        }
         if self.partner.timeout_ms == 0 {
             return Err(invalid("[partner] timeout_ms", "must be greater than 0"));
         }
@@ -1039,6 +1046,23 @@ path = "/x"
 "#,
         ));
         assert!(e.contains("input `email`") && e.contains("GET"), "{e}");
+    }
+
+    #[test]
+    fn a_base_url_takes_no_query_or_fragment() {
+        for base in [
+            "http://x/v1?tenant=7",
+            "http://x/v1#",
+            "{{settings.api_key}}#",
+        ] {
+            let text = with_function("")
+                .replace("base_url = \"http://x\"", &format!("base_url = \"{base}\""));
+            let e = error_of(&text);
+            assert!(
+                e.contains("[partner] base_url") && e.contains('?'),
+                "{base}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -116,6 +116,9 @@ pub fn validate_changes(
 ) -> Result<SettingsChange, Vec<FieldError>> {
     let mut errors = Vec::new();
     let mut change = SettingsChange::default();
+    // The settings that make up the partner's base URL.
+    #[cfg(feature = "ssr")]
+    let destinations = definition.partner.destination_settings();
     for (key, text) in changes {
         let Some(field) = definition.setting(key) else {
             errors.push(FieldError {
@@ -129,6 +132,19 @@ pub fn validate_changes(
         } else {
             parse_value(field, text).map(Some)
         };
+        #[cfg(feature = "ssr")]
+        let parsed = parsed.and_then(|value| match value {
+            Some(Value::String(url))
+                if url.contains(['?', '#']) && destinations.contains(key) =>
+            {
+                Err(
+                    "must not contain `?` or `#`: ibex adds each request's path after this address, so it \
+                     would be lost after them"
+                        .to_owned(),
+                )
+            }
+            value => Ok(value),
+        });
         match parsed {
             Err(message) => errors.push(FieldError {
                 field: key.clone(),
@@ -234,6 +250,34 @@ mod tests {
         assert!(validate_changes(&def(), &raw(&[("currency", "EUR")]), stored).is_ok());
         let errors = validate_changes(&def(), &raw(&[("api_key", "")]), stored).unwrap_err();
         assert_eq!(errors[0].field, "api_key");
+    }
+
+    #[test]
+    fn a_base_url_setting_takes_no_query_or_fragment() {
+        for url in [
+            "https://shop.example/v1?tenant=7",
+            "https://shop.example/v1#",
+            "https://shop.example/#/v1",
+        ] {
+            let errors =
+                validate_changes(&def(), &raw(&[("api_base_url", url)]), |_| true).unwrap_err();
+            assert_eq!(errors.len(), 1, "{url}: {errors:?}");
+            assert_eq!(errors[0].field, "api_base_url");
+            assert!(errors[0].message.contains('?'), "{}", errors[0].message);
+        }
+        // A URL setting that is not part of the base URL may have them: a link shown to people, say.
+        let mut def = def();
+        let mut link = def.setting("api_base_url").unwrap().clone();
+        link.key = "dashboard".into();
+        link.required = false;
+        def.settings.push(link);
+        let change = validate_changes(
+            &def,
+            &raw(&[("dashboard", "https://app.example/#/orders?x=1")]),
+            |_| true,
+        )
+        .unwrap();
+        assert!(change.values.contains_key("dashboard"));
     }
 
     #[test]

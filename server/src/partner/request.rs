@@ -22,6 +22,9 @@ const PATH_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 pub enum BuildError {
     #[error("the partner URL {0:?} built from the account's settings is not a valid URL")]
     InvalidUrl(String),
+    /// A base URL from settings saved before `?` and `#` were refused there: the path would go after them.
+    #[error("the partner base URL built from the account's settings contains `?` or `#`, so the request's path would be lost; enter the URL again without them")]
+    BaseUrlNotABase,
     #[error("the value for partner header {0} contains characters a header cannot carry")]
     InvalidHeader(String),
     /// A value of `.` or `..` would be read by the partner's server as "this folder" or "the folder above":
@@ -115,6 +118,9 @@ impl RequestPlan {
 
     pub fn build(&self, scope: &dyn Lookup) -> Result<PartnerRequest, BuildError> {
         let base = self.base_url.render(scope, verbatim);
+        if base.contains(['?', '#']) {
+            return Err(BuildError::BaseUrlNotABase);
+        }
         let path = self.path.render(scope, |value, out| {
             out.extend(utf8_percent_encode(value, PATH_VALUE));
         });
@@ -438,6 +444,47 @@ mod tests {
             "/orders/..x;y",
         ] {
             assert!(!climbs(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_stored_base_url_with_a_query_or_fragment_is_refused() {
+        struct Settings(Value);
+        impl Lookup for Settings {
+            fn lookup(&self, source: &Source) -> Option<&Value> {
+                match source {
+                    Source::Setting(key) if key == "base" => Some(&self.0),
+                    _ => None,
+                }
+            }
+        }
+        let partner = PartnerSpec {
+            base_url: "{{settings.base}}".into(),
+            auth: None,
+            timeout_ms: 1_000,
+            probe: None,
+            egress: Default::default(),
+        };
+        let spec = RequestSpec {
+            method: Method::Get,
+            path: "/orders/1".into(),
+            query: Default::default(),
+            headers: Default::default(),
+            body: None,
+        };
+        let plan = RequestPlan::compile(&partner, &spec).unwrap();
+        let built = plan.build(&Settings(Value::from("https://shop.example/v1/")));
+        assert_eq!(
+            built.map(|r| r.uri.to_string()),
+            Ok("https://shop.example/v1/orders/1".to_owned())
+        );
+        // Saved before the settings page refused them: `/orders/1` would go into the query or be dropped.
+        for base in [
+            "https://shop.example/v1?tenant=7",
+            "https://shop.example/v1#",
+        ] {
+            let built = plan.build(&Settings(Value::from(base)));
+            assert_eq!(built.err(), Some(BuildError::BaseUrlNotABase), "{base}");
         }
     }
 
