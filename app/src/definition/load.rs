@@ -544,6 +544,8 @@ impl AppDefinition {
     }
 
     fn check_settings(&self) -> Result<(), DefinitionError> {
+        // Their values, defaults and options included, become part of the partner's address.
+        let destinations = self.partner.destination_settings();
         if self.settings.len() > MAX_SETTINGS {
             return Err(invalid(
                 "settings",
@@ -600,6 +602,25 @@ impl AppDefinition {
                     };
                     crate::settings::parse_value(field, &text)
                         .map_err(|message| invalid(format!("{place}, {name}"), message))?;
+                    if destinations.contains(&field.key) && !crate::settings::fits_a_base_url(&text)
+                    {
+                        return Err(invalid(
+                            format!("{place}, {name}"),
+                            crate::settings::NOT_A_BASE,
+                        ));
+                    }
+                }
+            }
+            if destinations.contains(&field.key) {
+                if let Some(option) = field
+                    .options
+                    .iter()
+                    .find(|o| !crate::settings::fits_a_base_url(&o.value))
+                {
+                    return Err(invalid(
+                        format!("{place}, option {:?}", option.value),
+                        crate::settings::NOT_A_BASE,
+                    ));
                 }
             }
         }
@@ -1063,6 +1084,31 @@ path = "/x"
                 "{base}: {e}"
             );
         }
+        // Nor may the default or an option of a setting it uses.
+        let with_base_setting = |field: &str| {
+            with_function("")
+                .replace(
+                    "base_url = \"http://x\"",
+                    "base_url = \"{{settings.base}}\"",
+                )
+                .replacen(
+                    "[[settings]]",
+                    &format!(
+                        "[[settings]]\nkey = \"base\"\nlabel = \"Base\"\n{field}\n[[settings]]"
+                    ),
+                    1,
+                )
+        };
+        for field in [
+            "type = \"url\"\ndefault = \"https://x.example/v1?t=1\"",
+            "type = \"url\"\ndev_default = \"http://localhost:1/#\"",
+            "type = \"select\"\noptions = [{ value = \"https://eu.x.example\", label = \"EU\" }, { value = \"https://x.example/#us\", label = \"US\" }]",
+        ] {
+            let e = error_of(&with_base_setting(field));
+            assert!(e.contains("setting `base`") && e.contains("`?` or `#`"), "{field}: {e}");
+        }
+        let fine = with_base_setting("type = \"url\"\ndefault = \"https://x.example/v1\"");
+        assert!(AppDefinition::from_toml(&fine).is_ok());
     }
 
     #[test]

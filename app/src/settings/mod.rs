@@ -44,6 +44,17 @@ impl SettingsChange {
     }
 }
 
+/// Whether a value can be part of `[partner] base_url`: each request's path is added after the base URL, so
+/// after a `?` or `#` it would land in the query, or be dropped.
+pub fn fits_a_base_url(text: &str) -> bool {
+    !text.contains(['?', '#'])
+}
+
+/// Why a value of a setting used in `[partner] base_url` was refused.
+pub const NOT_A_BASE: &str =
+    "must not contain `?` or `#`: it is part of the partner's address, and ibex adds \
+                              each request's path after it, which would then be lost";
+
 /// Parses one field's text into the JSON value that is stored.
 pub fn parse_value(field: &SettingField, text: &str) -> Result<Value, String> {
     match field.kind {
@@ -134,14 +145,8 @@ pub fn validate_changes(
         };
         #[cfg(feature = "ssr")]
         let parsed = parsed.and_then(|value| match value {
-            Some(Value::String(url))
-                if url.contains(['?', '#']) && destinations.contains(key) =>
-            {
-                Err(
-                    "must not contain `?` or `#`: ibex adds each request's path after this address, so it \
-                     would be lost after them"
-                        .to_owned(),
-                )
+            Some(Value::String(text)) if !fits_a_base_url(&text) && destinations.contains(key) => {
+                Err(NOT_A_BASE.to_owned())
             }
             value => Ok(value),
         });

@@ -220,8 +220,9 @@ impl PartnerClient {
         Err(last)
     }
 
-    /// One attempt, no retry, any 2xx answer accepted whatever its body: whether the partner takes these
-    /// credentials at all. Returns the status.
+    /// One attempt, no retry (but for a GET the partner dropped a kept connection under, see `exchange`), any
+    /// 2xx answer accepted whatever its body: whether the partner takes these credentials at all. Returns the
+    /// status.
     pub async fn probe(
         &self,
         request: &PartnerRequest,
@@ -249,9 +250,13 @@ impl PartnerClient {
             .await
         {
             // The partner closed a kept-alive connection just as the request went out on it (its idle timeout
-            // ran out first: Node.js servers close after 5 s). Whether it read the request is unknown, so only
-            // one that may be sent twice goes again, on a new connection, as Go's client does.
-            Err(SendError::Dropped(_)) if request.idempotent => {
+            // ran out first: Node.js servers close after 5 s). Whether it acted on the request is unknown (hyper
+            // says the same when part of an answer head came), so only a GET or HEAD, which change nothing,
+            // goes again, on a new connection, as Go's client does.
+            Err(SendError::Dropped(e))
+                if matches!(request.method, http::Method::GET | http::Method::HEAD) =>
+            {
+                tracing::debug!(error = %e, "the partner dropped a kept connection; sending again on a new one");
                 self.pool.send_on_new(&request.uri, outbound(request)).await
             }
             sent => sent,
@@ -603,7 +608,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_get_goes_again_when_the_partner_drops_its_kept_connection_and_a_post_does_not() {
+    async fn a_get_goes_again_when_the_partner_drops_its_kept_connection_and_others_do_not() {
         use std::sync::atomic::Ordering;
         let (addr, accepted, lines) = counting_partner(Closes::OnSecondRequest).await;
         let client = client_with_pool(64, Duration::from_secs(60));
@@ -613,25 +618,35 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
         assert_eq!(lines.lock().unwrap().len(), 3);
 
-        // The POST goes out on the second connection, kept, and is dropped with it: the partner may have
-        // acted on it, so it is not sent again.
-        let post = PartnerRequest {
-            method: http::Method::POST,
-            uri: format!("http://{addr}/orders").parse().unwrap(),
-            body: Some(Bytes::from_static(b"{}")),
-            idempotent: false,
-            ..get(HeaderMap::new())
-        };
-        match client.exchange(&post).await {
-            Err(ExchangeError::Other(message)) => {
-                assert!(message.contains("closed"), "{message}")
+        // A DELETE or a POST goes out on a kept connection and is dropped with it: the partner may have acted
+        // on it, so it is not sent again.
+        for method in [http::Method::DELETE, http::Method::POST] {
+            let request = PartnerRequest {
+                method: method.clone(),
+                uri: format!("http://{addr}/orders/1").parse().unwrap(),
+                body: (method == http::Method::POST).then(|| Bytes::from_static(b"{}")),
+                idempotent: method == http::Method::DELETE,
+                ..get(HeaderMap::new())
+            };
+            let before = accepted.load(Ordering::SeqCst);
+            match client.exchange(&request).await {
+                Err(ExchangeError::Other(message)) => {
+                    assert!(message.contains("closed"), "{message}")
+                }
+                Err(_) => panic!("{method}: another error than the dropped connection"),
+                Ok(answer) => panic!("{method}: answered {}", answer.status),
             }
-            Err(_) => panic!("another error than the dropped connection"),
-            Ok(answer) => panic!("answered {}", answer.status),
+            assert_eq!(accepted.load(Ordering::SeqCst), before, "{method}");
+            let sent = lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.starts_with(method.as_str()))
+                .count();
+            assert_eq!(sent, 1, "{method}");
+            // A new connection, kept for the next method.
+            exchange_ok(&client, format!("http://{addr}/a")).await;
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 2);
-        let lines = lines.lock().unwrap().clone();
-        assert_eq!(lines.iter().filter(|l| l.starts_with("POST")).count(), 1);
     }
 
     fn get(headers: HeaderMap) -> PartnerRequest {
