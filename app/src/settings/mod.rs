@@ -52,8 +52,8 @@ pub fn fits_a_base_url(text: &str) -> bool {
 
 /// Why a value of a setting used in `[partner] base_url` was refused.
 pub const NOT_A_BASE: &str =
-    "must not contain `?` or `#`: it is part of the partner's address, and ibex adds \
-                              each request's path after it, which would then be lost";
+    "must not contain `?` or `#`: it is part of the partner's address, and ibex \
+    adds each request's path after it, which would then be lost";
 
 /// Parses one field's text into the JSON value that is stored.
 pub fn parse_value(field: &SettingField, text: &str) -> Result<Value, String> {
