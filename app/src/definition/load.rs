@@ -630,7 +630,7 @@ impl AppDefinition {
     fn check_partner(&self) -> Result<(), DefinitionError> {
         let settings_only = |place: &str, text: &str| self.check_template(place, text, None);
         settings_only("[partner] base_url", &self.partner.base_url)?;
-        if self.partner.base_url.contains(['?', '#']) {
+        if !crate::settings::fits_a_base_url(&self.partner.base_url) {
             return Err(invalid(
                 "[partner] base_url",
                 "must not contain `?` or `#`: each request's path is added after the base URL, so it would \

@@ -118,7 +118,7 @@ impl RequestPlan {
 
     pub fn build(&self, scope: &dyn Lookup) -> Result<PartnerRequest, BuildError> {
         let base = self.base_url.render(scope, verbatim);
-        if base.contains(['?', '#']) {
+        if !app::settings::fits_a_base_url(&base) {
             return Err(BuildError::BaseUrlNotABase);
         }
         let path = self.path.render(scope, |value, out| {
