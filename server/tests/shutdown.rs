@@ -9,8 +9,9 @@ use ibex::signed::signature::{now_ms, signed_headers};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A real `ibex serve` on a free port against the harness's database and shop, with `args` added; returns the
-/// process, its base URL, its port and its definition file.
+/// A real `ibex serve` on a free port against the harness's database and shop, with `args` added, started with
+/// a soft open-file limit of 256 (which ibex raises); returns the process, its base URL, its port and its
+/// definition file.
 async fn spawn_ibex(
     h: &Harness,
     args: &[&str],
@@ -24,8 +25,11 @@ async fn spawn_ibex(
         probe.local_addr().unwrap().port()
     };
     let base = format!("http://127.0.0.1:{port}");
-    let ibex = Command::new(env!("CARGO_BIN_EXE_ibex"))
+    let ibex = Command::new("sh")
         .args([
+            "-c",
+            "ulimit -Sn 256 && exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_ibex"),
             "serve",
             "--addr",
             &format!("127.0.0.1:{port}"),
@@ -122,6 +126,29 @@ async fn sigterm_with(h: &Harness, threads: &str) {
     assert!(exited.success(), "threads {threads}: {exited:?}");
     h.shop_faults(serde_json::json!({})).await;
     let _ = std::fs::remove_file(&definition);
+}
+
+/// Started as systemd starts a service, with a soft open-file limit far under the hard one, ibex raises it to
+/// the hard one: its partner pools alone may keep 512 idle connections each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_raises_its_open_file_limit() {
+    let h = Harness::start(Backend::Sqlite).await;
+    let (mut ibex, _, _, definition) = spawn_ibex(&h, &[], "2").await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", ibex.id())).unwrap();
+    let _ = ibex.kill();
+    let _ = ibex.wait();
+    let _ = std::fs::remove_file(&definition);
+    h.finish().await;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert!(
+        numbers[1] == "unlimited" || numbers[1].parse::<u64>().unwrap() > 256,
+        "{line}"
+    );
+    assert_eq!(numbers[0], numbers[1], "{line}");
 }
 
 /// `IBEX_MAX_CONCURRENT_REQUESTS` bounds the whole process, not each serving thread: with a limit of 1, two

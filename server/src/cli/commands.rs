@@ -152,6 +152,8 @@ async fn serve(options: &Options) -> Result<ExitCode, CommandError> {
     let threads = options.serve_threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
+    // Each serving thread's partner pool, and the shared one.
+    crate::ops::listen::raise_descriptor_limit(threads + 1);
     if threads == 0 {
         let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_error)?;
         crate::ops::listen::serve(listener, routes::router(state), limits, shutdown_signal()).await;

@@ -13,6 +13,23 @@ use std::future::Future;
 use std::time::Duration;
 use tower::ServiceExt;
 
+/// Raises the soft open-file limit to the hard one, as Go's runtime does for every program: systemd starts a
+/// service at a soft 1,024 (and a hard 524,288), and client connections, kept partner connections (up to
+/// `IDLE_LIMITS.total` per pool, `pools` pools) and the database's all take descriptors; at the limit, accepting
+/// and connecting fail. Warns if the limit stays below what the pools may keep plus 1,024.
+pub fn raise_descriptor_limit(pools: usize) {
+    let pooled = pools.saturating_mul(crate::partner::IDLE_LIMITS.total) as u64;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < pooled + 1024 => tracing::warn!(
+            limit,
+            "the open-file limit is low: idle partner connections alone may take {pooled}; raise it \
+             (LimitNOFILE= in systemd, ulimit -n)"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!("the open-file limit could not be read or raised: {e}"),
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct ListenLimits {
     /// From a connection's first byte (or its previous request) to the end of the request's headers.

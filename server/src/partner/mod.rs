@@ -16,6 +16,7 @@ use http::HeaderValue;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
+pub(crate) use pool::IdleLimits;
 use pool::{Origin, Pool, SendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,6 +83,17 @@ type Connector = BoxCloneSyncService<
 /// For the whole connection set-up, DNS and TLS handshake included; a failure here is a connect error, which
 /// is retried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Each pool's (one per serving thread, and the shared one) limits on kept connections: 64 to one origin is
+/// more than a serving thread has calls in flight; 512 over all origins bounds the file descriptors idle
+/// connections hold when each account has a partner host of its own (ibex raises its descriptor limit at start
+/// and warns if it stays below what the pools may hold, `ops/listen.rs`); 60 s idle is under most load
+/// balancers' timeouts, and a GET sent on one they dropped goes again.
+pub(crate) const IDLE_LIMITS: IdleLimits = IdleLimits {
+    per_origin: 64,
+    total: 512,
+    timeout: Duration::from_secs(60),
+};
 
 /// ibex calls partners through hyper's client connections with a pool of its own (`pool.rs`), not reqwest: per
 /// call reqwest parses the URL into a `url::Url` three times and runs redirect and retry layers ibex does not
@@ -150,14 +162,13 @@ impl PartnerClient {
     }
 
     fn build(retry: RetryPolicy, egress: Arc<EgressPolicy>) -> Result<Self, rustls::Error> {
-        Self::build_with(retry, egress, 64, Duration::from_secs(60))
+        Self::build_with(retry, egress, IDLE_LIMITS)
     }
 
     fn build_with(
         retry: RetryPolicy,
         egress: Arc<EgressPolicy>,
-        max_idle_per_origin: usize,
-        idle_timeout: Duration,
+        idle: IdleLimits,
     ) -> Result<Self, rustls::Error> {
         let policy = egress.clone();
         let mut connector =
@@ -176,7 +187,7 @@ impl PartnerClient {
         });
         let https = BoxCloneSyncService::new(Timeout::new(checked, CONNECT_TIMEOUT));
         Ok(PartnerClient {
-            pool: Arc::new(Pool::new(https, max_idle_per_origin, idle_timeout)),
+            pool: Arc::new(Pool::new(https, idle)),
             retry,
             egress: policy,
         })
@@ -514,11 +525,18 @@ mod tests {
     }
 
     fn client_with_pool(max_idle_per_origin: usize, idle_timeout: Duration) -> PartnerClient {
+        client_with_limits(IdleLimits {
+            per_origin: max_idle_per_origin,
+            total: IDLE_LIMITS.total,
+            timeout: idle_timeout,
+        })
+    }
+
+    fn client_with_limits(idle: IdleLimits) -> PartnerClient {
         PartnerClient::build_with(
             RetryPolicy::default(),
             Arc::new(EgressPolicy::new(&Default::default(), true)),
-            max_idle_per_origin,
-            idle_timeout,
+            idle,
         )
         .unwrap()
     }
@@ -604,6 +622,36 @@ mod tests {
             call.unwrap();
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 5);
+        assert_eq!(client.pool.idle_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn past_the_total_limit_the_connection_idle_longest_is_closed() {
+        use std::sync::atomic::Ordering;
+        let client = client_with_limits(IdleLimits {
+            per_origin: 64,
+            total: 2,
+            timeout: Duration::from_secs(60),
+        });
+        let mut partners = Vec::new();
+        for _ in 0..3 {
+            let (addr, accepted, _) = counting_partner(Closes::Never).await;
+            exchange_ok(&client, format!("http://{addr}/a")).await;
+            partners.push((addr, accepted));
+        }
+        // One connection per origin, three origins: the first one's was closed to keep the third's.
+        assert_eq!(client.pool.idle_count(), 2);
+        for (addr, _) in partners[1..].iter().rev() {
+            exchange_ok(&client, format!("http://{addr}/a")).await;
+        }
+        let (first, first_accepted) = &partners[0];
+        exchange_ok(&client, format!("http://{first}/a")).await;
+        let accepted: Vec<usize> = partners
+            .iter()
+            .map(|(_, a)| a.load(Ordering::SeqCst))
+            .collect();
+        assert_eq!(accepted, [2, 1, 1]);
+        assert_eq!(first_accepted.load(Ordering::SeqCst), 2);
         assert_eq!(client.pool.idle_count(), 2);
     }
 

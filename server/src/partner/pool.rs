@@ -49,10 +49,23 @@ impl Origin {
     }
 }
 
+/// How many connections a pool keeps idle, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleLimits {
+    pub per_origin: usize,
+    pub total: usize,
+    pub timeout: Duration,
+}
+
 pub struct Pool {
     connector: Connector,
     /// Idle connections per origin beyond this many are closed rather than kept.
     max_idle_per_origin: usize,
+    /// Idle connections over all origins: past it, the one idle longest is closed to keep the newest. Each
+    /// holds a file descriptor, and with one partner host per account (`https://{{settings.tenant}}.…`) the
+    /// per-origin limit alone would let every account called in the last idle timeout keep one open, until
+    /// accepting and connecting fail for want of descriptors.
+    max_idle_total: usize,
     /// A connection idle longer than this is closed: partners and their load balancers drop idle connections
     /// after a while, and a request sent on one they dropped fails.
     idle_timeout: Duration,
@@ -62,7 +75,30 @@ pub struct Pool {
 }
 
 struct Idle {
+    /// Oldest first in each list.
     by_origin: HashMap<Origin, Vec<IdleConnection>, foldhash::fast::RandomState>,
+    total: usize,
+}
+
+impl Idle {
+    /// Closes the connection idle longest, over all origins. It runs only with the total limit reached, so its
+    /// scan of every origin is not paid by calls to a few partners.
+    fn close_oldest(&mut self) {
+        let oldest = self
+            .by_origin
+            .iter()
+            .filter_map(|(origin, connections)| Some((connections.first()?.since, origin)))
+            .min_by_key(|(since, _)| *since)
+            .map(|(_, origin)| origin.clone());
+        let Some(origin) = oldest else { return };
+        if let Some(connections) = self.by_origin.get_mut(&origin) {
+            connections.remove(0);
+            self.total -= 1;
+            if connections.is_empty() {
+                self.by_origin.remove(&origin);
+            }
+        }
+    }
 }
 
 struct IdleConnection {
@@ -80,13 +116,15 @@ pub enum SendError {
 }
 
 impl Pool {
-    pub fn new(connector: Connector, max_idle_per_origin: usize, idle_timeout: Duration) -> Self {
+    pub fn new(connector: Connector, limits: IdleLimits) -> Self {
         Pool {
             connector,
-            max_idle_per_origin,
-            idle_timeout,
+            max_idle_per_origin: limits.per_origin,
+            max_idle_total: limits.total,
+            idle_timeout: limits.timeout,
             idle: Mutex::new(Idle {
                 by_origin: HashMap::default(),
+                total: 0,
             }),
             sweeping: AtomicBool::new(false),
         }
@@ -137,10 +175,12 @@ impl Pool {
 
     fn checkout(&self, origin: &Origin) -> Option<SendRequest<Full<Bytes>>> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let idle = &mut *idle;
         let connections = idle.by_origin.get_mut(origin)?;
         let now = Instant::now();
         // Most recent first: the ones at the front are the likeliest to have been dropped by the partner.
         while let Some(connection) = connections.pop() {
+            idle.total -= 1;
             if connection.sender.is_ready()
                 && now.duration_since(connection.since) < self.idle_timeout
             {
@@ -199,15 +239,19 @@ impl Pool {
             since: Instant::now(),
         };
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let kept = idle.by_origin.get(&origin).map_or(0, Vec::len);
+        if kept >= self.max_idle_per_origin || self.max_idle_total == 0 {
+            return;
+        }
+        if idle.total >= self.max_idle_total {
+            idle.close_oldest();
+        }
+        idle.total += 1;
         match idle.by_origin.get_mut(&origin) {
-            Some(connections) if connections.len() < self.max_idle_per_origin => {
-                connections.push(connection)
-            }
-            Some(_) => {}
-            None if self.max_idle_per_origin > 0 => {
+            Some(connections) => connections.push(connection),
+            None => {
                 idle.by_origin.insert(origin.detached(), vec![connection]);
             }
-            None => {}
         }
     }
 
@@ -223,13 +267,16 @@ impl Pool {
             !connections.is_empty()
         });
         idle.by_origin.shrink_to_fit();
+        idle.total = idle.by_origin.values().map(Vec::len).sum();
     }
 
     /// Idle connections kept, over all origins.
     #[cfg(test)]
     pub fn idle_count(&self) -> usize {
         let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.by_origin.values().map(Vec::len).sum()
+        let counted = idle.by_origin.values().map(Vec::len).sum();
+        assert_eq!(idle.total, counted, "the running total is off");
+        counted
     }
 }
 
