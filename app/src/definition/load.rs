@@ -545,7 +545,17 @@ impl AppDefinition {
 
     fn check_settings(&self) -> Result<(), DefinitionError> {
         // Their values, defaults and options included, become part of the partner's address.
-        let destinations = self.partner.destination_settings();
+        let (destinations, hosts) = (
+            self.partner.destination_settings(),
+            self.partner.host_settings(),
+        );
+        let unfit = |key: &str, text: &str| {
+            destinations
+                .iter()
+                .any(|d| d == key)
+                .then(|| crate::settings::unfit_destination(key, text, &hosts))
+                .flatten()
+        };
         if self.settings.len() > MAX_SETTINGS {
             return Err(invalid(
                 "settings",
@@ -602,24 +612,16 @@ impl AppDefinition {
                     };
                     crate::settings::parse_value(field, &text)
                         .map_err(|message| invalid(format!("{place}, {name}"), message))?;
-                    if destinations.contains(&field.key) && !crate::settings::fits_a_base_url(&text)
-                    {
-                        return Err(invalid(
-                            format!("{place}, {name}"),
-                            crate::settings::NOT_A_BASE,
-                        ));
+                    if let Some(message) = unfit(&field.key, &text) {
+                        return Err(invalid(format!("{place}, {name}"), message));
                     }
                 }
             }
-            if destinations.contains(&field.key) {
-                if let Some(option) = field
-                    .options
-                    .iter()
-                    .find(|o| !crate::settings::fits_a_base_url(&o.value))
-                {
+            for option in &field.options {
+                if let Some(message) = unfit(&field.key, &option.value) {
                     return Err(invalid(
                         format!("{place}, option {:?}", option.value),
-                        crate::settings::NOT_A_BASE,
+                        message,
                     ));
                 }
             }
@@ -1108,6 +1110,34 @@ path = "/x"
             assert!(e.contains("setting `base`") && e.contains("`?` or `#`"), "{field}: {e}");
         }
         let fine = with_base_setting("type = \"url\"\ndefault = \"https://x.example/v1\"");
+        assert!(AppDefinition::from_toml(&fine).is_ok());
+    }
+
+    #[test]
+    fn a_setting_standing_in_the_host_name_has_host_name_defaults_and_options() {
+        let with_tenant = |field: &str| {
+            with_function("")
+                .replace(
+                    "base_url = \"http://x\"",
+                    "base_url = \"https://{{settings.tenant}}.x.example/v1\"",
+                )
+                .replacen(
+                    "[[settings]]",
+                    &format!(
+                        "[[settings]]\nkey = \"tenant\"\nlabel = \"Tenant\"\n{field}\n[[settings]]"
+                    ),
+                    1,
+                )
+        };
+        for field in [
+            "type = \"text\"\ndefault = \"evil.example/\"",
+            "type = \"text\"\ndev_default = \"user@evil.example\"",
+            "type = \"select\"\noptions = [{ value = \"eu\", label = \"EU\" }, { value = \"evil.example/x\", label = \"US\" }]",
+        ] {
+            let e = error_of(&with_tenant(field));
+            assert!(e.contains("setting `tenant`") && e.contains("host name"), "{field}: {e}");
+        }
+        let fine = with_tenant("type = \"select\"\noptions = [{ value = \"eu\", label = \"EU\" }, { value = \"us-1\", label = \"US\" }]");
         assert!(AppDefinition::from_toml(&fine).is_ok());
     }
 

@@ -295,6 +295,22 @@ impl PartnerSpec {
             })
             .unwrap_or_default()
     }
+
+    /// The settings among those that stand in the partner's host name (`https://{{settings.tenant}}.shop.example`):
+    /// the partner meant a name there, so a value with `/` or `@` that would make the request go to another
+    /// host is refused (`settings::fits_a_host`).
+    pub fn host_settings(&self) -> Vec<String> {
+        template::Template::parse(&self.base_url)
+            .map(|t| {
+                t.host_sources()
+                    .filter_map(|s| match s {
+                        template::Source::Setting(key) => Some(key.clone()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 fn default_timeout_ms() -> u64 {

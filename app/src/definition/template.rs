@@ -39,6 +39,14 @@ enum Part {
     Value(Source),
 }
 
+/// Where `host_sources` is in a URL template, part by part.
+#[derive(Clone, Copy, PartialEq)]
+enum UrlPlace {
+    BeforeHost,
+    Host,
+    AfterHost,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     parts: Vec<Part>,
@@ -96,6 +104,31 @@ impl Template {
         self.parts.iter().filter_map(|p| match p {
             Part::Value(s) => Some(s),
             Part::Text(_) => None,
+        })
+    }
+
+    /// The placeholders of a URL template that stand in its host, between the literal `://` and the first `/`,
+    /// `?` or `#` after it: `tenant` in `https://{{settings.tenant}}.shop.example/v1`, but not `base` in
+    /// `{{settings.base}}/v1`, which holds a whole URL.
+    pub fn host_sources(&self) -> impl Iterator<Item = &Source> {
+        let mut place = UrlPlace::BeforeHost;
+        self.parts.iter().filter_map(move |part| match part {
+            Part::Text(text) => {
+                let rest = match place {
+                    UrlPlace::BeforeHost => text.find("://").map(|at| &text[at + 3..]),
+                    UrlPlace::Host => Some(text.as_str()),
+                    UrlPlace::AfterHost => None,
+                };
+                if let Some(rest) = rest {
+                    place = if rest.contains(['/', '?', '#']) {
+                        UrlPlace::AfterHost
+                    } else {
+                        UrlPlace::Host
+                    };
+                }
+                None
+            }
+            Part::Value(source) => (place == UrlPlace::Host).then_some(source),
         })
     }
 
@@ -157,6 +190,39 @@ mod tests {
     impl Lookup for Map {
         fn lookup(&self, source: &Source) -> Option<&Value> {
             self.0.get(&source.to_string())
+        }
+    }
+
+    #[test]
+    fn host_placeholders_are_those_between_the_scheme_and_the_path() {
+        for (template, hosts) in [
+            (
+                "https://{{settings.tenant}}.shop.example/v1",
+                &["tenant"][..],
+            ),
+            ("https://{{settings.tenant}}.shop.example", &["tenant"]),
+            (
+                "{{settings.scheme}}://{{settings.host}}:{{settings.port}}/{{settings.v}}",
+                &["host", "port"],
+            ),
+            (
+                "https://api.{{settings.region}}.shop.example/{{settings.tenant}}",
+                &["region"],
+            ),
+            ("{{settings.base}}", &[]),
+            ("{{settings.base}}/v1", &[]),
+            ("https://shop.example/{{settings.tenant}}", &[]),
+            ("https://shop.example?x={{settings.tenant}}", &[]),
+        ] {
+            let t = Template::parse(template).unwrap();
+            let found: Vec<String> = t
+                .host_sources()
+                .map(|s| match s {
+                    Source::Setting(key) => key.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            assert_eq!(found, hosts, "{template}");
         }
     }
 

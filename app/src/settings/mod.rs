@@ -55,6 +55,33 @@ pub const NOT_A_BASE: &str =
     "must not contain `?` or `#`: it is part of the partner's address, and ibex \
     adds each request's path after it, which would then be lost";
 
+/// Whether a value can stand in the host part of `[partner] base_url` (`https://{{settings.tenant}}.shop.example`):
+/// letters, digits, `.`, `-`, and `:` `[` `]` for a port or an IPv6 address. A `/`, `\`, `@` or `%` would end the
+/// host early or turn what the partner wrote into a path or a user name, and send the request elsewhere.
+pub fn fits_a_host(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}
+
+/// Why a value of a setting standing in the partner's host name was refused.
+pub const NOT_A_HOST: &str =
+    "must be a host name: letters, digits, dots and hyphens only (with an optional :port), as it \
+    becomes part of the partner's server name";
+
+/// Why a value of a setting used in `[partner] base_url` cannot be: `hosts` are the settings standing in its
+/// host name (`PartnerSpec::host_settings`).
+pub fn unfit_destination(key: &str, text: &str, hosts: &[String]) -> Option<&'static str> {
+    if !fits_a_base_url(text) {
+        Some(NOT_A_BASE)
+    } else if hosts.iter().any(|h| h == key) && !fits_a_host(text) {
+        Some(NOT_A_HOST)
+    } else {
+        None
+    }
+}
+
 /// Parses one field's text into the JSON value that is stored.
 pub fn parse_value(field: &SettingField, text: &str) -> Result<Value, String> {
     match field.kind {
@@ -129,7 +156,10 @@ pub fn validate_changes(
     let mut change = SettingsChange::default();
     // The settings that make up the partner's base URL.
     #[cfg(feature = "ssr")]
-    let destinations = definition.partner.destination_settings();
+    let (destinations, hosts) = (
+        definition.partner.destination_settings(),
+        definition.partner.host_settings(),
+    );
     for (key, text) in changes {
         let Some(field) = definition.setting(key) else {
             errors.push(FieldError {
@@ -144,11 +174,14 @@ pub fn validate_changes(
             parse_value(field, text).map(Some)
         };
         #[cfg(feature = "ssr")]
-        let parsed = parsed.and_then(|value| match value {
-            Some(Value::String(text)) if !fits_a_base_url(&text) && destinations.contains(key) => {
-                Err(NOT_A_BASE.to_owned())
+        let parsed = parsed.and_then(|value| match &value {
+            Some(Value::String(text)) if destinations.contains(key) => {
+                match unfit_destination(key, text, &hosts) {
+                    Some(message) => Err(message.to_owned()),
+                    None => Ok(value),
+                }
             }
-            value => Ok(value),
+            _ => Ok(value),
         });
         match parsed {
             Err(message) => errors.push(FieldError {
@@ -283,6 +316,39 @@ mod tests {
         )
         .unwrap();
         assert!(change.values.contains_key("dashboard"));
+    }
+
+    #[test]
+    fn a_setting_standing_in_the_host_name_takes_a_host_name() {
+        // The partner's host is the tenant's own subdomain.
+        let mut def = def();
+        def.partner.base_url = "https://{{settings.tenant}}.shop.example/v1".into();
+        let mut tenant = def.setting("currency").unwrap().clone();
+        tenant.key = "tenant".into();
+        tenant.kind = crate::definition::SettingType::Text;
+        tenant.options.clear();
+        def.settings.push(tenant);
+        for value in ["acme", "acme-7.eu", "acme:8443"] {
+            let change = validate_changes(&def, &raw(&[("tenant", value)]), |_| true).unwrap();
+            assert!(change.values.contains_key("tenant"), "{value}");
+        }
+        for value in [
+            "evil.example/",
+            "evil.example\\x",
+            "x@evil.example",
+            "evil.example%2F",
+            "evil example",
+            "évil",
+        ] {
+            let errors = validate_changes(&def, &raw(&[("tenant", value)]), |_| true).unwrap_err();
+            assert_eq!(errors.len(), 1, "{value}: {errors:?}");
+            assert_eq!(errors[0].field, "tenant");
+            assert_eq!(errors[0].message, NOT_A_HOST, "{value}");
+        }
+        // The same value in the path is left alone (inputs and settings there are percent-encoded).
+        def.partner.base_url = "https://shop.example/{{settings.tenant}}".into();
+        let change = validate_changes(&def, &raw(&[("tenant", "a b")]), |_| true).unwrap();
+        assert!(change.values.contains_key("tenant"));
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub enum BuildError {
     /// A base URL from settings saved before `?` and `#` were refused there: the path would go after them.
     #[error("the partner base URL built from the account's settings contains `?` or `#`, so the request's path would be lost; enter the URL again without them")]
     BaseUrlNotABase,
+    /// A value standing in the host name (`https://{{settings.tenant}}.shop.example`) saved before values that
+    /// are not host names were refused there: it could send the request to another host.
+    #[error("`{{{{{0}}}}}` in the partner base URL stands in its host name, but the account's value is not a host name (letters, digits, dots and hyphens); enter it again")]
+    NotAHostName(String),
     #[error("the value for partner header {0} contains characters a header cannot carry")]
     InvalidHeader(String),
     /// A value of `.` or `..` would be read by the partner's server as "this folder" or "the folder above":
@@ -66,6 +70,8 @@ enum Body {
 pub struct RequestPlan {
     method: Method,
     base_url: Template,
+    /// The base URL's placeholders that stand in its host name (`Template::host_sources`).
+    hosts: Vec<Source>,
     path: Template,
     query: Vec<(String, Template)>,
     headers: Vec<(HeaderName, Template)>,
@@ -97,9 +103,11 @@ impl RequestPlan {
                 Some(Auth::Query(name.clone(), parse(value)?))
             }
         };
+        let base_url = parse(&partner.base_url)?;
         Ok(RequestPlan {
             method: spec.method,
-            base_url: parse(&partner.base_url)?,
+            hosts: base_url.host_sources().cloned().collect(),
+            base_url,
             path: parse(&spec.path)?,
             query: spec
                 .query
@@ -120,6 +128,12 @@ impl RequestPlan {
         let base = self.base_url.render(scope, verbatim);
         if !app::settings::fits_a_base_url(&base) {
             return Err(BuildError::BaseUrlNotABase);
+        }
+        if let Some(source) = self.hosts.iter().find(|source| {
+            let text = scope.lookup(source).and_then(Value::as_str);
+            text.is_some_and(|text| !app::settings::fits_a_host(text))
+        }) {
+            return Err(BuildError::NotAHostName(source.to_string()));
         }
         let path = self.path.render(scope, |value, out| {
             out.extend(utf8_percent_encode(value, PATH_VALUE));
@@ -485,6 +499,53 @@ mod tests {
         ] {
             let built = plan.build(&Settings(Value::from(base)));
             assert_eq!(built.err(), Some(BuildError::BaseUrlNotABase), "{base}");
+        }
+    }
+
+    #[test]
+    fn a_stored_host_name_that_is_not_one_is_refused() {
+        struct Settings(Value);
+        impl Lookup for Settings {
+            fn lookup(&self, source: &Source) -> Option<&Value> {
+                match source {
+                    Source::Setting(key) if key == "tenant" => Some(&self.0),
+                    _ => None,
+                }
+            }
+        }
+        let partner = PartnerSpec {
+            base_url: "https://{{settings.tenant}}.shop.example/v1".into(),
+            auth: None,
+            timeout_ms: 1_000,
+            probe: None,
+            egress: Default::default(),
+        };
+        let spec = RequestSpec {
+            method: Method::Get,
+            path: "/orders/1".into(),
+            query: Default::default(),
+            headers: Default::default(),
+            body: None,
+        };
+        let plan = RequestPlan::compile(&partner, &spec).unwrap();
+        let built = plan.build(&Settings(Value::from("acme-7")));
+        assert_eq!(
+            built.map(|r| r.uri.to_string()),
+            Ok("https://acme-7.shop.example/v1/orders/1".to_owned())
+        );
+        // Saved before the settings page refused them: each would send the request to evil.example.
+        for tenant in [
+            "evil.example/",
+            "evil.example\\",
+            "x@evil.example:443/",
+            "evil.example%2F",
+        ] {
+            let built = plan.build(&Settings(Value::from(tenant)));
+            assert_eq!(
+                built.err(),
+                Some(BuildError::NotAHostName("settings.tenant".into())),
+                "{tenant}"
+            );
         }
     }
 
