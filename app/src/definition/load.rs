@@ -639,6 +639,18 @@ impl AppDefinition {
                  land in the query or the fragment; give query parameters in a request's `query`",
             ));
         }
+        // `https:host` and `https:/host` are read as `https://host` by the URL parser ibex falls back on, but
+        // `host_sources` would not see the host in them.
+        let scheme = self.partner.base_url.to_ascii_lowercase();
+        if ["http:", "https:"]
+            .iter()
+            .any(|s| scheme.starts_with(s) && !scheme[s.len()..].starts_with("//"))
+        {
+            return Err(invalid(
+                "[partner] base_url",
+                "write the scheme in full, with both slashes (`https://`)",
+            ));
+        }
         if self.partner.timeout_ms == 0 {
             return Err(invalid("[partner] timeout_ms", "must be greater than 0"));
         }
@@ -1136,6 +1148,19 @@ path = "/x"
         ] {
             let e = error_of(&with_tenant(field));
             assert!(e.contains("setting `tenant`") && e.contains("host name"), "{field}: {e}");
+        }
+        for base in [
+            "https:{{settings.tenant}}.x.example",
+            "HTTP:/{{settings.tenant}}.x.example",
+        ] {
+            let e = error_of(
+                &with_tenant("type = \"text\"")
+                    .replace("https://{{settings.tenant}}.x.example/v1", base),
+            );
+            assert!(
+                e.contains("[partner] base_url") && e.contains("both slashes"),
+                "{base}: {e}"
+            );
         }
         let fine = with_tenant("type = \"select\"\noptions = [{ value = \"eu\", label = \"EU\" }, { value = \"us-1\", label = \"US\" }]");
         assert!(AppDefinition::from_toml(&fine).is_ok());

@@ -56,19 +56,22 @@ pub const NOT_A_BASE: &str =
     adds each request's path after it, which would then be lost";
 
 /// Whether a value can stand in the host part of `[partner] base_url` (`https://{{settings.tenant}}.shop.example`):
-/// letters, digits, `.`, `-`, and `:` `[` `]` for a port or an IPv6 address. A `/`, `\`, `@` or `%` would end the
-/// host early or turn what the partner wrote into a path or a user name, and send the request elsewhere.
+/// letters, digits, `.` and `-`, a DNS name's characters. Any other would send the request elsewhere: `/`, `\`,
+/// `?` or `@` end the host early or turn what the partner wrote into a path or a user name; `:` makes the rest a
+/// port that `http::Uri` lets fail quietly (`evil.example:.shop.example` is evil.example on the default port);
+/// `[…]` is read as an address literal and stripped (`[evil.example].shop.example`). A port has a placeholder of
+/// its own (`https://{{settings.host}}:{{settings.port}}`).
 pub fn fits_a_host(text: &str) -> bool {
     !text.is_empty()
         && text
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
 }
 
 /// Why a value of a setting standing in the partner's host name was refused.
 pub const NOT_A_HOST: &str =
-    "must be a host name: letters, digits, dots and hyphens only (with an optional :port), as it \
-    becomes part of the partner's server name";
+    "must be a host name: letters, digits, dots and hyphens only, as it becomes part of the \
+    partner's server name";
 
 /// Why a value of a setting used in `[partner] base_url` cannot be: `hosts` are the settings standing in its
 /// host name (`PartnerSpec::host_settings`).
@@ -328,7 +331,7 @@ mod tests {
         tenant.kind = crate::definition::SettingType::Text;
         tenant.options.clear();
         def.settings.push(tenant);
-        for value in ["acme", "acme-7.eu", "acme:8443"] {
+        for value in ["acme", "acme-7.eu", "ACME.eu-1"] {
             let change = validate_changes(&def, &raw(&[("tenant", value)]), |_| true).unwrap();
             assert!(change.values.contains_key("tenant"), "{value}");
         }
@@ -337,6 +340,10 @@ mod tests {
             "evil.example\\x",
             "x@evil.example",
             "evil.example%2F",
+            "evil.example:",
+            "evil.example:1",
+            "[evil.example]",
+            "[2606:4700::1111]",
             "evil example",
             "évil",
         ] {

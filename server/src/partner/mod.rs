@@ -653,6 +653,15 @@ mod tests {
         assert_eq!(accepted, [2, 1, 1]);
         assert_eq!(first_accepted.load(Ordering::SeqCst), 2);
         assert_eq!(client.pool.idle_count(), 2);
+        // Kept now: the second's (used after the third's) and the first's new one; the third's was closed.
+        for (addr, _) in &partners[1..] {
+            exchange_ok(&client, format!("http://{addr}/a")).await;
+        }
+        let accepted: Vec<usize> = partners
+            .iter()
+            .map(|(_, a)| a.load(Ordering::SeqCst))
+            .collect();
+        assert_eq!(accepted, [2, 1, 2]);
     }
 
     #[tokio::test]

@@ -27,7 +27,7 @@ pub enum BuildError {
     BaseUrlNotABase,
     /// A value standing in the host name (`https://{{settings.tenant}}.shop.example`) saved before values that
     /// are not host names were refused there: it could send the request to another host.
-    #[error("`{{{{{0}}}}}` in the partner base URL stands in its host name, but the account's value is not a host name (letters, digits, dots and hyphens); enter it again")]
+    #[error("`{{{{{0}}}}}` in the partner base URL stands in its host name, but the account's value is not a host name (letters, digits, dots and hyphens only); enter it again")]
     NotAHostName(String),
     #[error("the value for partner header {0} contains characters a header cannot carry")]
     InvalidHeader(String),
@@ -539,6 +539,8 @@ mod tests {
             "evil.example\\",
             "x@evil.example:443/",
             "evil.example%2F",
+            "evil.example:",
+            "[evil.example]",
         ] {
             let built = plan.build(&Settings(Value::from(tenant)));
             assert_eq!(
