@@ -284,32 +284,32 @@ impl PartnerSpec {
     /// Settings that decide where a partner request goes. When one of them changes, the account's secrets
     /// must be entered again: they were given for the old address.
     pub fn destination_settings(&self) -> Vec<String> {
-        template::Template::parse(&self.base_url)
-            .map(|t| {
-                t.sources()
-                    .filter_map(|s| match s {
-                        template::Source::Setting(key) => Some(key.clone()),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.base_url_settings(false)
     }
 
     /// The settings among those that stand in the partner's host name (`https://{{settings.tenant}}.shop.example`):
     /// the partner meant a name there, so a value with `/` or `@` that would make the request go to another
     /// host is refused (`settings::fits_a_host`).
     pub fn host_settings(&self) -> Vec<String> {
-        template::Template::parse(&self.base_url)
-            .map(|t| {
-                t.host_sources()
-                    .filter_map(|s| match s {
-                        template::Source::Setting(key) => Some(key.clone()),
-                        _ => None,
-                    })
-                    .collect()
+        self.base_url_settings(true)
+    }
+
+    fn base_url_settings(&self, host_only: bool) -> Vec<String> {
+        let Ok(base) = template::Template::parse(&self.base_url) else {
+            return Vec::new();
+        };
+        let sources: Vec<&template::Source> = if host_only {
+            base.host_sources().collect()
+        } else {
+            base.sources().collect()
+        };
+        sources
+            .into_iter()
+            .filter_map(|s| match s {
+                template::Source::Setting(key) => Some(key.clone()),
+                _ => None,
             })
-            .unwrap_or_default()
+            .collect()
     }
 }
 
