@@ -461,19 +461,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_stored_base_url_with_a_query_or_fragment_is_refused() {
-        struct Settings(Value);
-        impl Lookup for Settings {
-            fn lookup(&self, source: &Source) -> Option<&Value> {
-                match source {
-                    Source::Setting(key) if key == "base" => Some(&self.0),
-                    _ => None,
-                }
+    /// One setting's value, for a plan whose base URL uses only that setting.
+    struct OneSetting(&'static str, Value);
+    impl Lookup for OneSetting {
+        fn lookup(&self, source: &Source) -> Option<&Value> {
+            match source {
+                Source::Setting(key) if key == self.0 => Some(&self.1),
+                _ => None,
             }
         }
+    }
+
+    /// The plan of a GET of `/orders/1` under `base_url`.
+    fn plan_under(base_url: &str) -> RequestPlan {
         let partner = PartnerSpec {
-            base_url: "{{settings.base}}".into(),
+            base_url: base_url.into(),
             auth: None,
             timeout_ms: 1_000,
             probe: None,
@@ -486,8 +488,13 @@ mod tests {
             headers: Default::default(),
             body: None,
         };
-        let plan = RequestPlan::compile(&partner, &spec).unwrap();
-        let built = plan.build(&Settings(Value::from("https://shop.example/v1/")));
+        RequestPlan::compile(&partner, &spec).unwrap()
+    }
+
+    #[test]
+    fn a_stored_base_url_with_a_query_or_fragment_is_refused() {
+        let plan = plan_under("{{settings.base}}");
+        let built = plan.build(&OneSetting("base", Value::from("https://shop.example/v1/")));
         assert_eq!(
             built.map(|r| r.uri.to_string()),
             Ok("https://shop.example/v1/orders/1".to_owned())
@@ -497,38 +504,15 @@ mod tests {
             "https://shop.example/v1?tenant=7",
             "https://shop.example/v1#",
         ] {
-            let built = plan.build(&Settings(Value::from(base)));
+            let built = plan.build(&OneSetting("base", Value::from(base)));
             assert_eq!(built.err(), Some(BuildError::BaseUrlNotABase), "{base}");
         }
     }
 
     #[test]
     fn a_stored_host_name_that_is_not_one_is_refused() {
-        struct Settings(Value);
-        impl Lookup for Settings {
-            fn lookup(&self, source: &Source) -> Option<&Value> {
-                match source {
-                    Source::Setting(key) if key == "tenant" => Some(&self.0),
-                    _ => None,
-                }
-            }
-        }
-        let partner = PartnerSpec {
-            base_url: "https://{{settings.tenant}}.shop.example/v1".into(),
-            auth: None,
-            timeout_ms: 1_000,
-            probe: None,
-            egress: Default::default(),
-        };
-        let spec = RequestSpec {
-            method: Method::Get,
-            path: "/orders/1".into(),
-            query: Default::default(),
-            headers: Default::default(),
-            body: None,
-        };
-        let plan = RequestPlan::compile(&partner, &spec).unwrap();
-        let built = plan.build(&Settings(Value::from("acme-7")));
+        let plan = plan_under("https://{{settings.tenant}}.shop.example/v1");
+        let built = plan.build(&OneSetting("tenant", Value::from("acme-7")));
         assert_eq!(
             built.map(|r| r.uri.to_string()),
             Ok("https://acme-7.shop.example/v1/orders/1".to_owned())
@@ -542,7 +526,7 @@ mod tests {
             "evil.example:",
             "[evil.example]",
         ] {
-            let built = plan.build(&Settings(Value::from(tenant)));
+            let built = plan.build(&OneSetting("tenant", Value::from(tenant)));
             assert_eq!(
                 built.err(),
                 Some(BuildError::NotAHostName("settings.tenant".into())),
