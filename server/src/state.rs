@@ -75,7 +75,8 @@ pub struct Shared {
     pub body_timeout: Duration,
     /// Required to read `/metrics` when set.
     pub metrics_token: Option<String>,
-    /// Development mode (`--dev`): `/metrics` is open without a token.
+    /// Development mode (`--dev`): `/metrics` is open without a token, and the configuration page and the card
+    /// may be opened outside a frame.
     pub dev: bool,
     /// The context card's sign-ins, Infobip token included, on the server.
     pub card_sessions: crate::signin::card_sessions::CardSessions,

@@ -503,6 +503,22 @@ async fn card(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
+    // So is the card itself, whatever it carries.
+    let response = client()
+        .get(format!(
+            "{}/card?state=s&conversationId={}",
+            h.ibex, by_phone.id
+        ))
+        .header("sec-fetch-dest", "document")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("opened outside Infobip"));
 
     // Infobip refusing or rate-limiting is said plainly, with a way to try again.
     sim_switches(&h, serde_json::json!({"messages_status": 403})).await;

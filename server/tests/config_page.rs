@@ -349,6 +349,21 @@ async fn sign_in(backend: Backend) {
     let response = load("v1:test1:bm90LWEtc2Vzc2lvbg".into()).await;
     assert_eq!(response.status(), 401, "a made-up session must be refused");
 
+    // The page with a valid session, opened as a page of its own (a link someone sent: it would put the victim in
+    // the sender's account, where a key they type is saved) is not shown; inside a frame it is.
+    let page_as = |dest: &'static str| {
+        client()
+            .get(format!("{}/settings", h.ibex))
+            .query(&[("session", &session)])
+            .header("sec-fetch-dest", dest)
+            .send()
+    };
+    let response = page_as("document").await.unwrap();
+    assert_eq!(response.status(), 403);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("opened outside Infobip"), "{text}");
+    assert_eq!(page_as("iframe").await.unwrap().status(), 200);
+
     // Not signed in to the portal: an explicit page, not a loop.
     let (page, trail) = follow(&h, &format!("{}/settings", h.ibex), None).await;
     assert_eq!(page.status(), 403, "{trail:#?}");

@@ -237,13 +237,8 @@ pub async fn callback(
     headers: axum::http::HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
-    // Sign-in finishes inside Infobip's frame only. A browser says where a navigation goes; a callback opened
-    // as a page of its own is someone else's code and state handed over in a link, which would sign the
-    // victim in to the sender's account (login CSRF). Clients that send no Sec-Fetch-Dest pass.
-    if headers
-        .get("sec-fetch-dest")
-        .is_some_and(|dest| dest.as_bytes() != b"iframe")
-    {
+    // Sign-in finishes inside Infobip's frame only, in development too (the simulator's portal frames it).
+    if opened_outside_a_frame(&headers) {
         return error_page(
             StatusCode::FORBIDDEN,
             "Sign-in finishes inside Infobip",
@@ -506,6 +501,31 @@ pub fn protect(headers: &mut axum::http::HeaderMap, frame_ancestors: HeaderValue
     );
 }
 
+/// A browser says where a navigation goes (`Sec-Fetch-Dest`). The sign-in callback and the pages behind it
+/// belong in Infobip's frame; one opened as a page of its own carries a code, session or card that someone
+/// handed over in a link, and would put the victim in the sender's account (login CSRF): an API key typed on
+/// such a configuration page is saved to the sender's account, for the sender's bots to use. Clients that send
+/// no Sec-Fetch-Dest (older browsers, scripts) pass: they are not a victim's browser following a link.
+fn opened_outside_a_frame(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-dest")
+        .is_some_and(|dest| dest.as_bytes() != b"iframe")
+}
+
+/// The configuration page or the card opened outside Infobip's frame. Development mode shows them anyway, so a
+/// partner can open the frame's address in a tab of its own while working on the app definition.
+fn page_outside_infobip(state: &AppState, request: &Request) -> Option<Response> {
+    (!state.dev && opened_outside_a_frame(request.headers())).then(|| {
+        error_page(
+            StatusCode::FORBIDDEN,
+            "Open the app from Infobip",
+            "This page was opened outside Infobip's web interface, so it is not shown. Open the app from \
+             Infobip.",
+            None,
+        )
+    })
+}
+
 #[derive(Deserialize)]
 struct GateQuery {
     session: Option<String>,
@@ -519,6 +539,9 @@ pub async fn require_session(
     request: Request,
     next: Next,
 ) -> Response {
+    if let Some(refused) = page_outside_infobip(&state, &request) {
+        return refused;
+    }
     let query = Query::<GateQuery>::try_from_uri(request.uri())
         .map(|Query(q)| q)
         .unwrap_or(GateQuery {
@@ -566,6 +589,9 @@ pub async fn require_card_session(
     request: Request,
     next: Next,
 ) -> Response {
+    if let Some(refused) = page_outside_infobip(&state, &request) {
+        return refused;
+    }
     let query = Query::<CardQuery>::try_from_uri(request.uri())
         .map(|Query(q)| q)
         .unwrap_or(CardQuery {
