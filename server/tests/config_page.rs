@@ -586,6 +586,50 @@ async fn secrets_follow_the_address(backend: Backend) {
         probes[0].destination,
         elsewhere.trim_start_matches("http://")
     );
+
+    // People sync's address holds its own key the same way: moved, the People API key must be typed again.
+    let version = stored_settings(&h, ana.account_key).await.version;
+    let people = |url: &str, key: Option<&str>| {
+        let mut changes = serde_json::json!({ "people_base_url": url });
+        if let Some(key) = key {
+            changes["people_api_key"] = key.into();
+        }
+        changes
+    };
+    let outcome = save(
+        &h,
+        &session,
+        version,
+        people("https://a1.api.infobip.com", Some("people-key")),
+    )
+    .await;
+    assert_eq!(
+        outcome,
+        serde_json::json!({"Saved": {"version": version + 1}})
+    );
+    let outcome = save(
+        &h,
+        &session,
+        version + 1,
+        people("https://b2.api.infobip.com", None),
+    )
+    .await;
+    let fields: Vec<&str> = outcome["Invalid"]["errors"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|e| e["field"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(fields, ["people_api_key"], "{outcome}");
+    let outcome = save(
+        &h,
+        &session,
+        version + 1,
+        people("https://b2.api.infobip.com", Some("people-key-2")),
+    )
+    .await;
+    assert_eq!(
+        outcome,
+        serde_json::json!({"Saved": {"version": version + 2}})
+    );
     h.finish().await;
 }
 

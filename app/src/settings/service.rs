@@ -5,7 +5,7 @@
 use super::store::{Change, SettingsStore, StoreError, StoredSettings};
 use super::{validate_changes, FieldError};
 use crate::definition::template::{Lookup, Source};
-use crate::definition::AppDefinition;
+use crate::definition::{sync, AppDefinition};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -405,7 +405,8 @@ impl SettingsService {
     /// partner to another address (a setting of `[partner] base_url` gets a new value), every stored secret
     /// that the change would keep must be typed again; otherwise whoever can edit the URL (an admin, or a
     /// stolen session) could have ibex send the stored API key to a server of their own, by saving or just by
-    /// "Test connection".
+    /// "Test connection". People sync's address (`people_base_url`) holds its own key (`people_api_key`) the
+    /// same way.
     fn keep_secrets_at_their_address(
         &self,
         current: Option<&StoredSettings>,
@@ -420,42 +421,70 @@ impl SettingsService {
             .partner
             .destination_settings()
             .iter()
-            .filter_map(|key| {
-                let field = self.definition.setting(key)?;
-                // A secret can hold the URL too (credentials and all): its change moves the partner as well.
-                let changed = if field.kind == crate::definition::SettingType::Secret {
-                    let new = change.secrets.get(key)?.as_deref();
-                    new != current.secrets.get(key).map(String::as_str)
-                } else {
-                    let new = change.values.get(key)?.as_ref().or(field.default.as_ref());
-                    new != current.values.get(key).or(field.default.as_ref())
-                };
-                changed.then_some((field.key.as_str(), field.label.as_str()))
-            })
+            .filter_map(|key| self.changed_setting(current, change, key))
             .collect();
-        if moved.is_empty() {
-            return Ok(());
+        let must_be_typed = |key: &&String| {
+            !matches!(change.secrets.get(*key), Some(Some(_)))
+                && !moved.iter().any(|(moved_key, _)| moved_key == key)
+        };
+        let again = |key: &String, labels: &[(&str, &str)]| {
+            FieldError {
+            field: key.clone(),
+            message: format!(
+                "must be entered again: {} changed, and a stored secret is never sent to a new address",
+                labels.iter().map(|(_, label)| *label).collect::<Vec<_>>().join(", ")
+            ),
         }
+        };
         // Unreadable ones too: were their key restored later, they would otherwise go to the new address.
-        let errors: Vec<FieldError> = current
-            .secrets
-            .keys()
-            .chain(current.unreadable.iter())
-            .filter(|key| !matches!(change.secrets.get(*key), Some(Some(_))))
-            .filter(|key| !moved.iter().any(|(moved_key, _)| moved_key == key))
-            .map(|key| FieldError {
-                field: key.clone(),
-                message: format!(
-                    "must be entered again: {} changed, and a stored secret is never sent to a new address",
-                    moved.iter().map(|(_, label)| *label).collect::<Vec<_>>().join(", ")
-                ),
-            })
-            .collect();
+        let mut errors: Vec<FieldError> = if moved.is_empty() {
+            Vec::new()
+        } else {
+            current
+                .secrets
+                .keys()
+                .chain(current.unreadable.iter())
+                .filter(must_be_typed)
+                .map(|key| again(key, &moved))
+                .collect()
+        };
+        // People sync sends its own key to the People API's address, an address of its own: the same rule.
+        let people_key = sync::PEOPLE_API_KEY.to_owned();
+        if let Some(people_moved) = self.changed_setting(current, change, sync::PEOPLE_BASE_URL) {
+            let stored = current.secrets.contains_key(&people_key)
+                || current.unreadable.contains(&people_key);
+            if stored
+                && must_be_typed(&&people_key)
+                && !errors.iter().any(|e| e.field == people_key)
+            {
+                errors.push(again(&people_key, &[people_moved]));
+            }
+        }
         if errors.is_empty() {
             Ok(())
         } else {
             Err(SettingsError::Invalid(errors))
         }
+    }
+
+    /// `Some((key, label))` if `change` gives the setting `key` another value than `current` holds (defaults
+    /// counted: clearing a setting back to its default is a change too).
+    fn changed_setting<'d>(
+        &'d self,
+        current: &StoredSettings,
+        change: &super::SettingsChange,
+        key: &str,
+    ) -> Option<(&'d str, &'d str)> {
+        let field = self.definition.setting(key)?;
+        // A secret can hold the URL too (credentials and all): its change moves the partner as well.
+        let changed = if field.kind == crate::definition::SettingType::Secret {
+            let new = change.secrets.get(key)?.as_deref();
+            new != current.secrets.get(key).map(String::as_str)
+        } else {
+            let new = change.values.get(key)?.as_ref().or(field.default.as_ref());
+            new != current.values.get(key).or(field.default.as_ref())
+        };
+        changed.then_some((field.key.as_str(), field.label.as_str()))
     }
 
     /// Validates raw text changes and saves them; see `SettingsStore::save` for `expected_version`.
