@@ -423,18 +423,11 @@ impl SettingsService {
             .iter()
             .filter_map(|key| self.changed_setting(current, change, key))
             .collect();
-        let must_be_typed = |key: &&String| {
-            !matches!(change.secrets.get(*key), Some(Some(_)))
-                && !moved.iter().any(|(moved_key, _)| moved_key == key)
-        };
-        let again = |key: &String, labels: &[(&str, &str)]| {
-            FieldError {
-            field: key.clone(),
-            message: format!(
-                "must be entered again: {} changed, and a stored secret is never sent to a new address",
-                labels.iter().map(|(_, label)| *label).collect::<Vec<_>>().join(", ")
-            ),
-        }
+        let must_be_typed = |key: &String| {
+            !matches!(change.secrets.get(key), Some(Some(_)))
+                && !moved
+                    .iter()
+                    .any(|(moved_key, _)| *moved_key == key.as_str())
         };
         // Unreadable ones too: were their key restored later, they would otherwise go to the new address.
         let mut errors: Vec<FieldError> = if moved.is_empty() {
@@ -444,8 +437,8 @@ impl SettingsService {
                 .secrets
                 .keys()
                 .chain(current.unreadable.iter())
-                .filter(must_be_typed)
-                .map(|key| again(key, &moved))
+                .filter(|key| must_be_typed(key))
+                .map(|key| typed_again(key, &moved))
                 .collect()
         };
         // People sync sends its own key to the People API's address, an address of its own: the same rule.
@@ -453,11 +446,9 @@ impl SettingsService {
         if let Some(people_moved) = self.changed_setting(current, change, sync::PEOPLE_BASE_URL) {
             let stored = current.secrets.contains_key(&people_key)
                 || current.unreadable.contains(&people_key);
-            if stored
-                && must_be_typed(&&people_key)
-                && !errors.iter().any(|e| e.field == people_key)
+            if stored && must_be_typed(&people_key) && !errors.iter().any(|e| e.field == people_key)
             {
-                errors.push(again(&people_key, &[people_moved]));
+                errors.push(typed_again(&people_key, &[people_moved]));
             }
         }
         if errors.is_empty() {
@@ -517,5 +508,18 @@ impl SettingsService {
         self.saves.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.cache.invalidate(account_key).await;
         Ok(saved?)
+    }
+}
+
+/// The field error for a stored secret that `moved` (settings deciding where it goes: key, label) would send
+/// to a new address.
+fn typed_again(key: &str, moved: &[(&str, &str)]) -> FieldError {
+    let labels: Vec<&str> = moved.iter().map(|(_, label)| *label).collect();
+    FieldError {
+        field: key.to_owned(),
+        message: format!(
+            "must be entered again: {} changed, and a stored secret is never sent to a new address",
+            labels.join(", ")
+        ),
     }
 }
