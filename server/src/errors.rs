@@ -65,6 +65,8 @@ pub enum ApiError {
     NoFromPeople,
     #[error("the person in People cannot be written to the partner: {0}")]
     PersonUnusable(String),
+    #[error("ibex is serving as many requests as it is configured for; retry shortly")]
+    Overloaded,
 }
 
 impl ApiError {
@@ -137,6 +139,7 @@ impl ApiError {
             ApiError::PersonNotFound { .. } => (S::NOT_FOUND, "person_not_found"),
             ApiError::NoFromPeople => (S::NOT_FOUND, "unknown_function"),
             ApiError::PersonUnusable(_) => (S::UNPROCESSABLE_ENTITY, "person_unusable"),
+            ApiError::Overloaded => (S::SERVICE_UNAVAILABLE, "overloaded"),
         }
     }
 
@@ -191,6 +194,12 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(
                 axum::http::header::CONNECTION,
                 axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        if matches!(self, ApiError::Overloaded) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
             );
         }
         response.extensions_mut().insert(ErrorReport {

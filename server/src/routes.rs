@@ -9,7 +9,6 @@ use crate::signed::invoke::{finish, serve};
 use crate::signin::oauth;
 use crate::state::AppState;
 use app::definition::Method;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::routing::{any, get, MethodFilter, MethodRouter};
@@ -20,7 +19,6 @@ use std::sync::Arc;
 use std::time::Instant;
 use tower::ServiceBuilder;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 /// What serves ibex's whole HTTP surface (`router`): one service per serving thread, cloned per connection.
@@ -51,14 +49,7 @@ impl<S> HttpService for S where
 }
 
 pub fn router(state: AppState) -> impl HttpService {
-    // Past the limit a request is answered 503 at once: queueing would only make every caller late, and
-    // Infobip's callers have deadlines of their own.
-    let shed = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(overloaded))
-        .load_shed()
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
-            state.request_slots.clone(),
-        ));
+    let state_slots = state.slots.clone();
     let routes = Router::new()
         .merge(signed_routes(&state))
         .merge(
@@ -82,39 +73,25 @@ pub fn router(state: AppState) -> impl HttpService {
                         })
                         .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
                 )
-                .layer(RequestBodyTimeoutLayer::new(state.body_timeout)),
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    ops::admission::page_body,
+                )),
         )
         .with_state(state);
     // Around the whole router, once. `Router::layer` would wrap every route in each layer on its own, and a
     // call then clones that nest of boxed services: 15 allocations per signed call (docs/benchmarks.md). Served
     // as it is, not as a `Router`'s fallback: that second router would route and clone the stack on every call.
     ServiceBuilder::new()
-        .layer(shed)
+        .layer(ops::admission::AdmissionLayer(state_slots))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestId))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .service(routes)
 }
 
-async fn overloaded(_: tower::BoxError) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let mut response = (
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(serde_json::json!({"error": {
-            "code": "overloaded",
-            "message": "ibex is serving as many requests as it is configured for; retry shortly"
-        }})),
-    )
-        .into_response();
-    response.headers_mut().insert(
-        axum::http::header::RETRY_AFTER,
-        axum::http::HeaderValue::from_static("1"),
-    );
-    response
-}
-
 /// Every function of the app definition at the URI its manifest names; anything else under `/fn` is an
 /// unknown function. These routes pass none of the pages' layers (request span, frame policy, sign-in gate,
-/// body timeout): their answers go to Infobip's servers, never into a browser frame, and a signed call pays
+/// page body): their answers go to Infobip's servers, never into a browser frame, and a signed call pays
 /// only for what it uses. A body is read within the body timeout where it is read (`SignedRequest`, `drain`),
 /// so a signed GET, which has none, arms no timer for it.
 fn signed_routes(state: &AppState) -> Router<AppState> {

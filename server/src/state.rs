@@ -65,9 +65,11 @@ pub struct Shared {
     pub probe: Option<Arc<dyn ConnectionProbe>>,
     /// For calls to Infobip (OAuth token exchange); partner calls have their own client.
     pub http: reqwest::Client,
-    pub max_concurrent_requests: usize,
-    /// `max_concurrent_requests` as permits, shared by every serving thread's router.
-    pub request_slots: Arc<tokio::sync::Semaphore>,
+    /// Slots for signed calls and for pages, each pool its own (`ops::admission`), shared by every serving
+    /// thread's router.
+    pub slots: crate::ops::admission::Slots,
+    /// Largest body of a page or server-function request (`IBEX_MAX_PAGE_BODY_BYTES`).
+    pub max_page_body_bytes: usize,
     /// The context card's actions done in the last minute (`card::ServerCard`), shared by every serving thread.
     pub card_actions_done: moka::future::Cache<String, String>,
     /// Signatures seen within the replay window, when the opt-in guard is on (per instance).
@@ -167,10 +169,11 @@ impl AppState {
             oauth,
             http,
             metrics_token: options.metrics_token.clone().filter(|t| !t.is_empty()),
-            max_concurrent_requests: options.max_concurrent_requests.max(1),
-            request_slots: Arc::new(tokio::sync::Semaphore::new(
-                options.max_concurrent_requests.max(1),
-            )),
+            slots: crate::ops::admission::Slots::new(
+                options.max_concurrent_requests,
+                options.max_concurrent_page_requests,
+            ),
+            max_page_body_bytes: options.max_page_body_bytes.max(1),
             card_actions_done: crate::card::ServerCard::new_done_record(),
             // Both directions of the window: a signature can be valid for twice the tolerance.
             replay_guard: options.replay_guard.then(|| {

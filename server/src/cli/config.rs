@@ -141,7 +141,8 @@ pub struct Options {
     /// (409 replayed). Per instance: behind a load balancer, a replay sent to another instance is not seen.
     #[arg(long, env = "IBEX_REPLAY_GUARD", global = true)]
     pub replay_guard: bool,
-    /// Requests served at once; more are answered 503 at once (load shedding) instead of queueing up.
+    /// Signed calls (and the other server-to-server requests: health, metrics, Custom cards) served at once;
+    /// more are answered 503 at once (load shedding) instead of queueing up. Pages have their own pool.
     #[arg(
         long,
         env = "IBEX_MAX_CONCURRENT_REQUESTS",
@@ -149,7 +150,25 @@ pub struct Options {
         global = true
     )]
     pub max_concurrent_requests: usize,
-    /// Seconds a client may take to send its request body (a slow client holds a connection otherwise).
+    /// Page requests (configuration page, card, their server functions, sign-in, static files) served at once,
+    /// apart from the signed calls' pool, so that slow page requests cannot starve Infobip's signed calls.
+    #[arg(
+        long,
+        env = "IBEX_MAX_CONCURRENT_PAGE_REQUESTS",
+        default_value_t = 256,
+        global = true
+    )]
+    pub max_concurrent_page_requests: usize,
+    /// Largest body of a page or server-function request (413 above it).
+    #[arg(
+        long,
+        env = "IBEX_MAX_PAGE_BODY_BYTES",
+        default_value_t = 256 * 1024,
+        global = true
+    )]
+    pub max_page_body_bytes: usize,
+    /// Seconds a client may take to send its whole request body, from the end of its headers (a slow client
+    /// holds a connection and a slot otherwise).
     #[arg(
         long,
         env = "IBEX_BODY_TIMEOUT_SECS",

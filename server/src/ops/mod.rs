@@ -1,5 +1,6 @@
 //! Endpoints for whoever runs ibex: liveness, readiness (the settings database answers) and metrics.
 
+pub mod admission;
 pub mod listen;
 pub mod metrics;
 

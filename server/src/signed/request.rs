@@ -18,36 +18,7 @@ impl FromRequest<AppState> for SignedRequest {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (parts, body) = request.into_parts();
-        let limit = state.max_body_bytes;
-        let declared = parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|len| len > limit) {
-            return Err(ApiError::BodyTooLarge { limit });
-        }
-        // A GET carries no body: reading it would still arm a timer and a collector, per call. The signed routes
-        // pass no body-timeout layer (routes.rs) for that reason; a body that is coming gets its deadline here.
-        let body = if axum::body::HttpBody::is_end_stream(&body) {
-            Bytes::new()
-        } else {
-            let read = tokio::time::timeout(state.body_timeout, axum::body::to_bytes(body, limit));
-            let Ok(read) = read.await else {
-                return Err(ApiError::BodyTimeout {
-                    secs: state.body_timeout.as_secs(),
-                });
-            };
-            read.map_err(|e| {
-                let too_large = std::error::Error::source(&e)
-                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-                if too_large || declared.is_none() {
-                    ApiError::BodyTooLarge { limit }
-                } else {
-                    ApiError::BodyUnreadable
-                }
-            })?
-        };
+        let body = read_body(&parts, body, state.max_body_bytes, state.body_timeout).await?;
         let verified = state.verifier.verify(&parts.headers, &body, now_ms())?;
         if let Some(seen) = &state.replay_guard {
             // The signature is unique to timestamp + body: the same one twice is the same request sent again.
@@ -66,4 +37,43 @@ impl FromRequest<AppState> for SignedRequest {
             body,
         })
     }
+}
+
+/// Reads a whole request body, bounded in size and in total time (not per chunk: a client trickling a byte at a
+/// time would otherwise keep a request, and a concurrency slot, for as long as it likes). A declared length over
+/// the limit is refused before a byte is read. Signed calls and pages (`ops::admission::page_body`) both read
+/// their bodies here, so both answer in the same shape: 413 `body_too_large`, 408 `body_timeout`.
+pub(crate) async fn read_body(
+    parts: &http::request::Parts,
+    body: axum::body::Body,
+    limit: usize,
+    deadline: std::time::Duration,
+) -> Result<Bytes, ApiError> {
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::BodyTooLarge { limit });
+    }
+    // A GET carries no body: reading it would still arm a timer and a collector, per call.
+    if axum::body::HttpBody::is_end_stream(&body) {
+        return Ok(Bytes::new());
+    }
+    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit));
+    let Ok(read) = read.await else {
+        return Err(ApiError::BodyTimeout {
+            secs: deadline.as_secs(),
+        });
+    };
+    read.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large || declared.is_none() {
+            ApiError::BodyTooLarge { limit }
+        } else {
+            ApiError::BodyUnreadable
+        }
+    })
 }

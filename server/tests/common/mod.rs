@@ -446,3 +446,5 @@ pub async fn people_state(h: &Harness) -> Value {
         .await
         .unwrap()
 }
+
+pub mod binary;

@@ -1,0 +1,150 @@
+//! Who gets served when ibex is busy. Infobip's signed calls (and the other server-to-server requests: health
+//! checks, metrics, Conversations' Custom cards) and the pages browsers open (the configuration page, the card,
+//! their server functions, sign-in, static files) draw on two separate pools of slots, so neither can take the
+//! other off the air: a flood of slow page requests, which needs no sign-in, leaves every signed slot free, and
+//! a burst of bot traffic leaves the pages usable. Past its pool's limit a request is answered 503 at once:
+//! queueing would only make every caller late, and Infobip's callers have deadlines of their own.
+//!
+//! A page request's body is read here too, whole, within one deadline and one size limit (`page_body`): the
+//! body timeout of `tower_http` restarts after every chunk, so a client sending a byte every few seconds could
+//! hold a slot for as long as it liked.
+
+use crate::errors::ApiError;
+use crate::state::AppState;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The two pools' slots, shared by every serving thread's router.
+#[derive(Clone)]
+pub struct Slots {
+    pub signed: Arc<Semaphore>,
+    pub pages: Arc<Semaphore>,
+}
+
+impl Slots {
+    pub fn new(signed: usize, pages: usize) -> Self {
+        Slots {
+            signed: Arc::new(Semaphore::new(signed.max(1))),
+            pages: Arc::new(Semaphore::new(pages.max(1))),
+        }
+    }
+
+    /// Infobip's servers call `/fn/…`, People sync's Moments element, the Custom cards webhook and the
+    /// operator's probes; everything else is opened by a browser.
+    fn pool_for(&self, path: &str) -> &Arc<Semaphore> {
+        let server_to_server = path == "/fn"
+            || path.starts_with("/fn/")
+            || path == crate::sync::moments::PATH
+            || path == "/custom-card"
+            || matches!(path, "/healthz" | "/readyz" | "/metrics");
+        if server_to_server {
+            &self.signed
+        } else {
+            &self.pages
+        }
+    }
+}
+
+/// The layer around the whole router (routes.rs).
+#[derive(Clone)]
+pub struct AdmissionLayer(pub Slots);
+
+impl<S> tower::Layer<S> for AdmissionLayer {
+    type Service = Admission<S>;
+    fn layer(&self, inner: S) -> Admission<S> {
+        Admission {
+            inner,
+            slots: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Admission<S> {
+    inner: S,
+    slots: Slots,
+}
+
+impl<S> tower::Service<Request> for Admission<S>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = Admitted<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let pool = self.slots.pool_for(request.uri().path());
+        match pool.clone().try_acquire_owned() {
+            Ok(permit) => Admitted::Served {
+                answer: self.inner.call(request),
+                permit: Some(permit),
+            },
+            Err(_) => Admitted::Refused {
+                response: Some(ApiError::Overloaded.into_response()),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer of an admitted request, holding its slot until the answer is ready (a named future, not a
+    /// boxed one: the signed path pays no allocation for its admission).
+    #[project = AdmittedProjection]
+    pub enum Admitted<F> {
+        Served { #[pin] answer: F, permit: Option<OwnedSemaphorePermit> },
+        Refused { response: Option<Response> },
+    }
+}
+
+impl<F> Future for Admitted<F>
+where
+    F: Future<Output = Result<Response, std::convert::Infallible>>,
+{
+    type Output = Result<Response, std::convert::Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AdmittedProjection::Served { answer, permit } => {
+                let answer = std::task::ready!(answer.poll(cx));
+                permit.take();
+                Poll::Ready(answer)
+            }
+            AdmittedProjection::Refused { response } => Poll::Ready(Ok(response
+                .take()
+                .unwrap_or_else(|| ApiError::Overloaded.into_response()))),
+        }
+    }
+}
+
+/// Reads a page request's whole body before the page sees it: at most `IBEX_MAX_PAGE_BODY_BYTES` (413
+/// `body_too_large` above it, a declared length at once) within `IBEX_BODY_TIMEOUT_SECS` from the end of the
+/// headers (408 `body_timeout`). The pages' bodies are forms and server-function arguments, a few KiB, so
+/// holding them whole costs nothing and gives the server functions a body that can no longer stall.
+pub async fn page_body(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    match crate::signed::request::read_body(
+        &parts,
+        body,
+        state.max_page_body_bytes,
+        state.body_timeout,
+    )
+    .await
+    {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Err(error) => error.into_response(),
+    }
+}
