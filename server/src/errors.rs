@@ -113,7 +113,7 @@ impl ApiError {
                 (S::SERVICE_UNAVAILABLE, "settings_unavailable")
             }
             ApiError::Partner(e) => match e {
-                PartnerError::Build(BuildError::DotSegment(_)) => {
+                PartnerError::Build(BuildError::DotSegment(_) | BuildError::PathSeparator(_)) => {
                     (S::UNPROCESSABLE_ENTITY, "invalid_input")
                 }
                 PartnerError::Build(_) => (S::CONFLICT, "partner_request_invalid"),

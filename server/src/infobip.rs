@@ -265,8 +265,16 @@ pub async fn call(http: &reqwest::Client, call: Call<'_>) -> Result<Answer, Tran
     })
 }
 
-/// `base` with `path` appended segment by segment (each escaped, so an id cannot climb) and `query` added.
+/// `base` with `path` appended segment by segment (each escaped, so an id cannot climb) and `query` added;
+/// `None` for a segment that is `.` or `..`, or carries a control character: the `url` crate drops tab, CR and
+/// LF from a segment after its own dot check, so `.\t.` would become `..`.
 pub fn api_url(base: &url::Url, path: &[&str], query: &[(&str, &str)]) -> Option<url::Url> {
+    if path
+        .iter()
+        .any(|segment| matches!(*segment, "." | "..") || segment.chars().any(char::is_control))
+    {
+        return None;
+    }
     let mut url = base.clone();
     url.path_segments_mut().ok()?.pop_if_empty().extend(path);
     if !query.is_empty() {
@@ -345,6 +353,27 @@ mod tests {
                 }
                 Err(e) => panic!("HTTP {status} with a broken body came back as {e:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn an_id_cannot_climb_however_it_is_written() {
+        let base: url::Url = "https://acme.api.infobip.com/".parse().unwrap();
+        for id in ["..", ".", ".\t.", ".\n.", "\r..", "..\t", "a\u{0}b"] {
+            assert_eq!(
+                api_url(&base, &["people", "2", "persons", id], &[]),
+                None,
+                "{id:?}"
+            );
+        }
+        for (id, path) in [
+            ("42", "/people/2/persons/42"),
+            ("a/b", "/people/2/persons/a%2Fb"),
+            ("%2e%2e", "/people/2/persons/%252e%252e"),
+            ("...", "/people/2/persons/..."),
+        ] {
+            let url = api_url(&base, &["people", "2", "persons", id], &[]).unwrap();
+            assert_eq!(url.path(), path, "{id:?}");
         }
     }
 }

@@ -161,6 +161,51 @@ async fn connection_test(backend: Backend) {
         "{outcome}"
     );
 
+    // Six tests so far this minute; four more are sent, the eleventh is refused without a request or a row.
+    for _ in 0..4 {
+        let (_, outcome) = test_connection(&h, &session, serde_json::json!({})).await;
+        assert_eq!(outcome["Passed"]["status"], 200, "{outcome}");
+    }
+    let (before, rows) = (
+        h.shop_requests().await.len(),
+        h.state
+            .settings
+            .store()
+            .probes(ana.account_key, 1000)
+            .await
+            .unwrap()
+            .len(),
+    );
+    let (status, outcome) = test_connection(&h, &session, serde_json::json!({})).await;
+    assert_eq!(status, 200);
+    let message = outcome["Failed"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("wait a minute"), "{outcome}");
+    assert_eq!(
+        h.shop_requests().await.len(),
+        before,
+        "a refused test sent a request"
+    );
+    let store = h.state.settings.store();
+    assert_eq!(
+        store.probes(ana.account_key, 1000).await.unwrap().len(),
+        rows
+    );
+
+    // Old rows are pruned as new ones are recorded: an account keeps its newest 100.
+    for i in 0..120 {
+        let record = app::settings::store::ProbeRecord {
+            tested_fields: vec!["api_key".into()],
+            destination: format!("probe-{i}"),
+            outcome: "passed".into(),
+            tested_by: "test".into(),
+            tested_at: 1_000 + i,
+        };
+        store.record_probe(ana.account_key, &record).await.unwrap();
+    }
+    let kept = store.probes(ana.account_key, 1000).await.unwrap();
+    assert_eq!(kept.len(), 100);
+    assert_eq!(kept[0].destination, "probe-119");
+
     // A forged session gets nothing.
     let (status, _) = test_connection(&h, &format!("{session}x"), serde_json::json!({})).await;
     assert_eq!(status, 401);

@@ -526,15 +526,34 @@ async fn middleware_translations(backend: Backend) {
         "absent optional input sends no header"
     );
 
-    // The path value is escaped: an input cannot add path segments.
+    // A path value is one segment: an escaped `/` or `\` (which a proxy in front of the partner may decode into
+    // a separator) or a `%` (a double-encoded `..`) is refused before anything is sent.
+    let before = h.shop_requests().await.len();
+    for value in [
+        "x%2Fcustomers",
+        "1003%2Frefunds",
+        "%252e%252e",
+        "1003%5Crefunds",
+        "50%25",
+    ] {
+        let body = expect(
+            &format!("path value {value}"),
+            h.get(&format!("/fn/order-status/{value}")).await,
+            422,
+            Some("invalid_input"),
+        );
+        assert_message_names(&body, "`order_id`");
+    }
+    assert_eq!(h.shop_requests().await.len(), before, "nothing was sent");
+    // An order the shop does not know is the partner's 404: a 502 naming it.
     expect(
-        "escaped path",
-        h.get("/fn/order-status/x%2Fcustomers").await,
+        "unknown order",
+        h.get("/fn/order-status/x-customers").await,
         502,
         Some("partner_client_error"),
     );
     let last = h.shop_requests().await.pop().unwrap();
-    assert_eq!(last["path"], "/orders/x%2Fcustomers");
+    assert_eq!(last["path"], "/orders/x-customers");
 
     // A value of `.` or `..` would climb the partner's path (`/orders/..` is `/`): refused, whether it comes in
     // the path (sent raw: an HTTP client would normalise it away) or in a JSON body, and nothing is sent.

@@ -545,17 +545,8 @@ impl AppDefinition {
 
     fn check_settings(&self) -> Result<(), DefinitionError> {
         // Their values, defaults and options included, become part of the partner's address.
-        let (destinations, hosts) = (
-            self.partner.destination_settings(),
-            self.partner.host_settings(),
-        );
-        let unfit = |key: &str, text: &str| {
-            destinations
-                .iter()
-                .any(|d| d == key)
-                .then(|| crate::settings::unfit_destination(key, text, &hosts))
-                .flatten()
-        };
+        let destination = crate::settings::DestinationParts::of(&self.partner);
+        let unfit = |key: &str, text: &str| destination.unfit(key, text);
         if self.settings.len() > MAX_SETTINGS {
             return Err(invalid(
                 "settings",

@@ -280,6 +280,13 @@ impl AppDefinition {
 }
 
 #[cfg(feature = "ssr")]
+enum UrlPart {
+    Whole,
+    Host,
+    Path,
+}
+
+#[cfg(feature = "ssr")]
 impl PartnerSpec {
     /// Settings that decide where a partner request goes. When one of them changes, the account's secrets
     /// must be entered again: they were given for the old address.
@@ -294,14 +301,28 @@ impl PartnerSpec {
         self.base_url_settings(true)
     }
 
+    /// The settings among those that stand in the partner's URL path (`https://shop.example/{{settings.tenant}}`):
+    /// a value with `/`, `\` or `%` would reach another resource behind a proxy that decodes once more.
+    pub fn path_settings(&self) -> Vec<String> {
+        self.base_url_settings_in(UrlPart::Path)
+    }
+
     fn base_url_settings(&self, host_only: bool) -> Vec<String> {
+        self.base_url_settings_in(if host_only {
+            UrlPart::Host
+        } else {
+            UrlPart::Whole
+        })
+    }
+
+    fn base_url_settings_in(&self, part: UrlPart) -> Vec<String> {
         let Ok(base) = template::Template::parse(&self.base_url) else {
             return Vec::new();
         };
-        let sources: Vec<&template::Source> = if host_only {
-            base.host_sources().collect()
-        } else {
-            base.sources().collect()
+        let sources: Vec<&template::Source> = match part {
+            UrlPart::Whole => base.sources().collect(),
+            UrlPart::Host => base.host_sources().collect(),
+            UrlPart::Path => base.path_sources().collect(),
         };
         sources
             .into_iter()
@@ -490,6 +511,11 @@ pub struct Input {
     pub options_from: Option<String>,
     #[serde(default = "default_true")]
     pub personalization: bool,
+    /// Lets a value used in the partner's URL path contain `/` (sent escaped, as `%2F`). Off by default: a
+    /// proxy in front of the partner that decodes `%2F` would turn `1003%2Frefunds` into two segments and send
+    /// the call to another resource of the partner's.
+    #[serde(default)]
+    pub allow_slash: bool,
 }
 
 impl Input {

@@ -132,6 +132,23 @@ impl Template {
         })
     }
 
+    /// The placeholders of a URL template that stand in its path: every one after a literal `/` that follows
+    /// the host (`tenant` in `https://shop.example/{{settings.tenant}}/v1` and in `{{settings.base}}/{{settings.tenant}}`,
+    /// but not `base`, which holds a whole URL, nor a host placeholder).
+    pub fn path_sources(&self) -> impl Iterator<Item = &Source> {
+        let mut in_path = false;
+        self.parts.iter().filter_map(move |part| match part {
+            Part::Text(text) => {
+                if !in_path {
+                    let rest = text.find("://").map_or(text.as_str(), |at| &text[at + 3..]);
+                    in_path = rest.contains('/');
+                }
+                None
+            }
+            Part::Value(source) => in_path.then_some(source),
+        })
+    }
+
     /// The placeholder when the template is nothing else, so its value can keep its JSON type.
     pub fn single(&self) -> Option<&Source> {
         match self.parts.as_slice() {
@@ -190,6 +207,33 @@ mod tests {
     impl Lookup for Map {
         fn lookup(&self, source: &Source) -> Option<&Value> {
             self.0.get(&source.to_string())
+        }
+    }
+
+    #[test]
+    fn path_placeholders_are_those_after_the_host() {
+        for (template, paths) in [
+            (
+                "https://shop.example/{{settings.tenant}}/v1",
+                &["tenant"][..],
+            ),
+            ("{{settings.base}}/{{settings.tenant}}", &["tenant"]),
+            ("{{settings.base}}", &[]),
+            ("https://{{settings.tenant}}.shop.example/v1", &[]),
+            (
+                "{{settings.scheme}}://{{settings.host}}:{{settings.port}}/{{settings.v}}",
+                &["v"],
+            ),
+        ] {
+            let t = Template::parse(template).unwrap();
+            let found: Vec<String> = t
+                .path_sources()
+                .map(|s| match s {
+                    Source::Setting(key) => key.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            assert_eq!(found, paths, "{template}");
         }
     }
 

@@ -673,6 +673,23 @@ pub async fn test_connection(
     let (service, session) = signed_in(&session)?;
     let probe = use_context::<Arc<dyn ConnectionProbe>>()
         .ok_or_else(|| ServerFnError::new("this app defines no connection test"))?;
+    match service
+        .store()
+        .probe_allowed(&session.account_key, crate::settings::store::now_ms())
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return Ok(ConnectionCheck::Failed {
+                message: crate::settings::store::PROBES_EXHAUSTED.into(),
+            })
+        }
+        Err(_) => {
+            return Err(ServerFnError::new(
+                "the settings could not be read; try again",
+            ))
+        }
+    }
     let (check, destination) = match service.preview(&session.account_key, &changes).await {
         Ok(settings) => (
             probe.check(&settings).await,

@@ -73,15 +73,49 @@ pub const NOT_A_HOST: &str =
     "must be a host name: letters, digits, dots and hyphens only, as it becomes part of the \
     partner's server name";
 
-/// Why a value of a setting used in `[partner] base_url` cannot be: `hosts` are the settings standing in its
-/// host name (`PartnerSpec::host_settings`).
-pub fn unfit_destination(key: &str, text: &str, hosts: &[String]) -> Option<&'static str> {
-    if !fits_a_base_url(text) {
-        Some(NOT_A_BASE)
-    } else if hosts.iter().any(|h| h == key) && !fits_a_host(text) {
-        Some(NOT_A_HOST)
-    } else {
-        None
+/// Why a value of a setting standing in the partner's URL path was refused.
+pub const NOT_A_PATH_VALUE: &str =
+    "must not contain `/`, `\\` or `%`: it becomes one segment of the partner's URL path";
+
+/// Whether a value can stand in the path part of `[partner] base_url` as one segment: a proxy in front of the
+/// partner may decode `%2F` or `%25` once more and reach another resource.
+pub fn fits_a_path_segment(text: &str) -> bool {
+    !text.contains(['/', '\\', '%'])
+}
+
+/// The settings of `[partner] base_url` by the part of the address they stand in.
+pub struct DestinationParts {
+    /// Every setting in the base URL (`PartnerSpec::destination_settings`).
+    pub all: Vec<String>,
+    /// Those standing in its host name (`PartnerSpec::host_settings`).
+    pub hosts: Vec<String>,
+    /// Those standing in its path (`PartnerSpec::path_settings`).
+    pub paths: Vec<String>,
+}
+
+#[cfg(feature = "ssr")]
+impl DestinationParts {
+    pub fn of(partner: &crate::definition::PartnerSpec) -> Self {
+        DestinationParts {
+            all: partner.destination_settings(),
+            hosts: partner.host_settings(),
+            paths: partner.path_settings(),
+        }
+    }
+
+    /// Why a value of setting `key` cannot be part of the partner's address, if it cannot.
+    pub fn unfit(&self, key: &str, text: &str) -> Option<&'static str> {
+        if !self.all.iter().any(|d| d == key) {
+            None
+        } else if !fits_a_base_url(text) {
+            Some(NOT_A_BASE)
+        } else if self.hosts.iter().any(|h| h == key) && !fits_a_host(text) {
+            Some(NOT_A_HOST)
+        } else if self.paths.iter().any(|p| p == key) && !fits_a_path_segment(text) {
+            Some(NOT_A_PATH_VALUE)
+        } else {
+            None
+        }
     }
 }
 
@@ -159,10 +193,7 @@ pub fn validate_changes(
     let mut change = SettingsChange::default();
     // The settings that make up the partner's base URL.
     #[cfg(feature = "ssr")]
-    let (destinations, hosts) = (
-        definition.partner.destination_settings(),
-        definition.partner.host_settings(),
-    );
+    let destination = DestinationParts::of(&definition.partner);
     for (key, text) in changes {
         let Some(field) = definition.setting(key) else {
             errors.push(FieldError {
@@ -178,12 +209,10 @@ pub fn validate_changes(
         };
         #[cfg(feature = "ssr")]
         let parsed = parsed.and_then(|value| match &value {
-            Some(Value::String(text)) if destinations.contains(key) => {
-                match unfit_destination(key, text, &hosts) {
-                    Some(message) => Err(message.to_owned()),
-                    None => Ok(value),
-                }
-            }
+            Some(Value::String(text)) => match destination.unfit(key, text) {
+                Some(message) => Err(message.to_owned()),
+                None => Ok(value),
+            },
             _ => Ok(value),
         });
         match parsed {
@@ -352,10 +381,15 @@ mod tests {
             assert_eq!(errors[0].field, "tenant");
             assert_eq!(errors[0].message, NOT_A_HOST, "{value}");
         }
-        // The same value in the path is left alone (inputs and settings there are percent-encoded).
+        // In the path it is one segment: a space is fine (it is percent-encoded), a separator or `%` is not.
         def.partner.base_url = "https://shop.example/{{settings.tenant}}".into();
         let change = validate_changes(&def, &raw(&[("tenant", "a b")]), |_| true).unwrap();
         assert!(change.values.contains_key("tenant"));
+        for value in ["acme/admin", "acme\\admin", "%2e%2e", "acme%2Fadmin"] {
+            let errors = validate_changes(&def, &raw(&[("tenant", value)]), |_| true).unwrap_err();
+            assert_eq!(errors.len(), 1, "{value}: {errors:?}");
+            assert_eq!(errors[0].message, NOT_A_PATH_VALUE, "{value}");
+        }
     }
 
     #[test]

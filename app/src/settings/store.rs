@@ -15,6 +15,15 @@ use std::time::Duration;
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
+/// Connection tests (partner and People) an account may send per minute.
+pub const PROBES_PER_MINUTE: i64 = 10;
+/// Connection tests kept per account; older ones are deleted as new ones are recorded.
+pub const PROBES_KEPT: i64 = 100;
+
+/// What a connection test refused by `probe_allowed` answers.
+pub const PROBES_EXHAUSTED: &str =
+    "Tested 10 times in the last minute: wait a minute before testing again.";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -531,6 +540,7 @@ impl SettingsStore {
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
+    /// Records a connection test, keeping the account's newest `PROBES_KEPT`.
     pub async fn record_probe(
         &self,
         account_key: &str,
@@ -549,7 +559,31 @@ impl SettingsStore {
         .bind(record.tested_at)
         .execute(&self.pool)
         .await?;
+        // An account's probe history is what its admins look at, not an archive: the newest rows are kept.
+        sqlx::query(
+            "DELETE FROM connection_probes WHERE account_key = $1 AND id <= \
+             (SELECT id FROM connection_probes WHERE account_key = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+        )
+        .bind(account_key)
+        .bind(PROBES_KEPT)
+        .execute(&self.pool)
+        .await?;
         Ok(())
+    }
+
+    /// Whether the account may send another connection test now: each sends a request to an address the admin
+    /// typed and adds an audit row, so a script clicking "Test connection" is held to `PROBES_PER_MINUTE` (for
+    /// every instance alike: the audit rows themselves are counted).
+    pub async fn probe_allowed(&self, account_key: &str, now: i64) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM connection_probes WHERE account_key = $1 AND tested_at > $2",
+        )
+        .bind(account_key)
+        .bind(now - 60_000)
+        .fetch_one(&self.pool)
+        .await?;
+        let recent: i64 = row.try_get(0)?;
+        Ok(recent < PROBES_PER_MINUTE)
     }
 
     /// Newest first.

@@ -25,7 +25,7 @@ impl PartnerProbe {
         let Some(spec) = &definition.partner.probe else {
             return Ok(None);
         };
-        let plan = RequestPlan::compile(&definition.partner, spec)
+        let plan = RequestPlan::compile(&definition.partner, spec, &[])
             .map_err(|e| format!("[partner.probe]: {e}"))?;
         Ok(Some(PartnerProbe {
             plan,

@@ -35,6 +35,13 @@ pub enum BuildError {
     /// `/orders/..` reaches `/`. Percent-encoding cannot help (servers decode `%2E%2E` the same way).
     #[error("{} cannot be `.` or `..` (it goes into the partner's URL path)", .0.as_deref().map_or_else(|| "a path value".to_owned(), |n| format!("input `{n}`")))]
     DotSegment(Option<String>),
+    /// A value that would become more than one path segment behind a proxy that decodes once more: `/` and `\`
+    /// (sent as `%2F`, `%5C`) and `%` (`%252e%252e` is `..` after two decodings).
+    #[error("input `{0}` cannot contain `/`, `\\` or `%`: it becomes one segment of the partner's URL path")]
+    PathSeparator(String),
+    /// The same rule for a setting (or other value) that stands in the path part of the partner's URL.
+    #[error("`{{{{{0}}}}}` stands in the partner's URL path, but the account's value contains `/`, `\\` or `%`; enter it again")]
+    PathSettingSeparator(String),
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +79,10 @@ pub struct RequestPlan {
     base_url: Template,
     /// The base URL's placeholders that stand in its host name (`Template::host_sources`).
     hosts: Vec<Source>,
+    /// The placeholders that stand in the URL's path, in the base URL or the function's path, whose values may
+    /// not contain `/`, `\` or `%` (inputs with `allow_slash` may contain `/`): decided here, once, so a call
+    /// whose path has no placeholder pays nothing.
+    path_values: Vec<(Source, bool)>,
     path: Template,
     query: Vec<(String, Template)>,
     headers: Vec<(HeaderName, Template)>,
@@ -89,7 +100,12 @@ fn parse(text: &str) -> Result<Template, String> {
 }
 
 impl RequestPlan {
-    pub fn compile(partner: &PartnerSpec, spec: &RequestSpec) -> Result<Self, String> {
+    /// `slash_ok`: the inputs declared with `allow_slash = true`.
+    pub fn compile(
+        partner: &PartnerSpec,
+        spec: &RequestSpec,
+        slash_ok: &[&str],
+    ) -> Result<Self, String> {
         let auth = match &partner.auth {
             None => None,
             Some(PartnerAuth::Header { name, value }) => {
@@ -104,11 +120,22 @@ impl RequestPlan {
             }
         };
         let base_url = parse(&partner.base_url)?;
+        let path = parse(&spec.path)?;
+        let path_values = base_url
+            .path_sources()
+            .chain(path.sources())
+            .map(|source| {
+                let slash =
+                    matches!(source, Source::Input(name) if slash_ok.contains(&name.as_str()));
+                (source.clone(), slash)
+            })
+            .collect();
         Ok(RequestPlan {
             method: spec.method,
             hosts: base_url.host_sources().cloned().collect(),
+            path_values,
             base_url,
-            path: parse(&spec.path)?,
+            path,
             query: spec
                 .query
                 .iter()
@@ -134,6 +161,15 @@ impl RequestPlan {
             text.is_some_and(|text| !app::settings::fits_a_host(text))
         }) {
             return Err(BuildError::NotAHostName(source.to_string()));
+        }
+        if let Some((source, _)) = self.path_values.iter().find(|(source, slash_ok)| {
+            let text = scope.lookup(source).and_then(Value::as_str);
+            text.is_some_and(|text| text.contains(['\\', '%']) || (!slash_ok && text.contains('/')))
+        }) {
+            return Err(match source {
+                Source::Input(name) => BuildError::PathSeparator(name.clone()),
+                other => BuildError::PathSettingSeparator(other.to_string()),
+            });
         }
         let path = self.path.render(scope, |value, out| {
             out.extend(utf8_percent_encode(value, PATH_VALUE));
@@ -488,7 +524,7 @@ mod tests {
             headers: Default::default(),
             body: None,
         };
-        RequestPlan::compile(&partner, &spec).unwrap()
+        RequestPlan::compile(&partner, &spec, &[]).unwrap()
     }
 
     #[test]
@@ -533,6 +569,82 @@ mod tests {
                 "{tenant}"
             );
         }
+    }
+
+    #[test]
+    fn a_stored_path_setting_is_one_segment() {
+        let plan = plan_under("https://shop.example/{{settings.tenant}}/v1");
+        let built = plan.build(&OneSetting("tenant", Value::from("acme-7")));
+        assert_eq!(
+            built.map(|r| r.uri.to_string()),
+            Ok("https://shop.example/acme-7/v1/orders/1".to_owned())
+        );
+        // Behind a proxy that decodes once more, each reaches another resource of the partner's.
+        for tenant in ["acme/admin", "acme\\admin", "%2e%2e", "acme%2Fadmin"] {
+            let built = plan.build(&OneSetting("tenant", Value::from(tenant)));
+            assert_eq!(
+                built.err(),
+                Some(BuildError::PathSettingSeparator("settings.tenant".into())),
+                "{tenant}"
+            );
+        }
+    }
+
+    /// One input's value.
+    struct OneInput(&'static str, Value);
+    impl Lookup for OneInput {
+        fn lookup(&self, source: &Source) -> Option<&Value> {
+            match source {
+                Source::Input(name) if name == self.0 => Some(&self.1),
+                _ => None,
+            }
+        }
+    }
+
+    #[test]
+    fn a_path_input_has_no_separator_unless_it_allows_a_slash() {
+        let partner = PartnerSpec {
+            base_url: "https://shop.example".into(),
+            auth: None,
+            timeout_ms: 1_000,
+            probe: None,
+            egress: Default::default(),
+        };
+        let spec = RequestSpec {
+            method: Method::Get,
+            path: "/orders/{{inputs.id}}".into(),
+            query: Default::default(),
+            headers: Default::default(),
+            body: None,
+        };
+        let strict = RequestPlan::compile(&partner, &spec, &[]).unwrap();
+        let lenient = RequestPlan::compile(&partner, &spec, &["id"]).unwrap();
+        for id in ["1003/refunds", "1003\\refunds", "%2e%2e", "1003%2Frefunds"] {
+            assert_eq!(
+                strict.build(&OneInput("id", Value::from(id))).err(),
+                Some(BuildError::PathSeparator("id".into())),
+                "{id}"
+            );
+        }
+        let built = lenient.build(&OneInput("id", Value::from("2026/1003")));
+        assert_eq!(
+            built.map(|r| r.uri.to_string()),
+            Ok("https://shop.example/orders/2026%2F1003".to_owned())
+        );
+        // `allow_slash` is about `/` only: `%` and `\` stay refused, and a climb stays a climb.
+        for id in ["%2e%2e", "a\\b"] {
+            assert_eq!(
+                lenient.build(&OneInput("id", Value::from(id))).err(),
+                Some(BuildError::PathSeparator("id".into())),
+                "{id}"
+            );
+        }
+        assert!(matches!(
+            lenient
+                .build(&OneInput("id", Value::from("../admin")))
+                .err(),
+            Some(BuildError::DotSegment(_))
+        ));
     }
 
     #[test]

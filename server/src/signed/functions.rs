@@ -36,8 +36,17 @@ pub fn compile(
                 .collect::<Result<_, _>>()
                 .map_err(place)?;
             Ok(Arc::new(FunctionPlan {
-                request: RequestPlan::compile(&definition.partner, &function.request)
-                    .map_err(place)?,
+                request: RequestPlan::compile(
+                    &definition.partner,
+                    &function.request,
+                    &function
+                        .inputs
+                        .iter()
+                        .filter(|input| input.allow_slash)
+                        .map(|input| input.name.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .map_err(place)?,
                 answer: answer_shape(&mut outputs),
                 outputs,
                 deadline: Duration::from_millis(function.timeout_ms(&definition.partner)),

@@ -192,6 +192,15 @@ impl SyncSource for ServerSync {
         by: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
         Box::pin(async move {
+            let store = self.state.settings.store();
+            match store.probe_allowed(account_key, now_ms()).await {
+                Ok(true) => {}
+                Ok(false) => return Err(app::settings::store::PROBES_EXHAUSTED.to_owned()),
+                Err(e) => {
+                    tracing::warn!(account_key = %account_key, "people connection test not counted: {e}");
+                    return Err("The settings database is unavailable; try again.".to_owned());
+                }
+            }
             let outcome = self.try_people(account_key).await;
             let (destination, summary) = match &outcome {
                 Ok((host, said)) => (host.clone(), format!("passed: {said}")),
