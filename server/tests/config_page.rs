@@ -475,6 +475,20 @@ async fn launch_sign_in(backend: Backend) {
         .unwrap()
         .contains("not signed in to Infobip"));
 
+    // Opened as a page of its own (someone's launch handed over in a link), the sign-in does not start, and the
+    // launch is not spent.
+    let response = client()
+        .get(format!(
+            "{}/oauth/start?next=%2Fsettings&state={state}",
+            h.ibex
+        ))
+        .header("sec-fetch-dest", "document")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(response.headers().get("location").is_none());
+
     let (page, trail) = follow_withholding_cookie(&h, &launch, Some(ana.user_key)).await;
     assert_eq!(page.status(), 200, "{trail:#?}");
     let authorize = trail

@@ -146,7 +146,23 @@ pub struct StartQuery {
     state: Option<String>,
 }
 
-pub async fn start(State(state): State<AppState>, Query(q): Query<StartQuery>) -> Response {
+pub async fn start(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<StartQuery>,
+) -> Response {
+    // A launch `state` names the portal user it was made for, so one opened as a page of its own is someone's
+    // launch handed over in a link: it would sign the victim in as that someone (login CSRF), and the callback
+    // would refuse it anyway. Refused before Infobip spends the launch.
+    if q.state.is_some() && opened_outside_a_frame(&headers) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Sign-in starts inside Infobip",
+            "This sign-in link was opened outside Infobip's web interface, so it is not used. Open the app \
+             from Infobip.",
+            None,
+        );
+    }
     let Some(next) = return_page(q.next.as_deref()) else {
         return error_page(
             StatusCode::BAD_REQUEST,
