@@ -2,7 +2,7 @@ import AxeBuilder from "@axe-core/playwright";
 import { expect, test, type Page } from "@playwright/test";
 import { spawnSync } from "node:child_process";
 import { dataDir, ibexRoot, portalURL } from "../playwright.config";
-import { expectThirdPartyCookiesBlocked } from "./portal";
+import { expectThirdPartyCookiesBlocked, launchState, reframe, withholdPortalCookieFromFrames } from "./portal";
 
 const INITECH = "6D1E0F2A3B4C5D6E7F8091A2B3C4D5E6";
 const RULE_SETS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"];
@@ -64,6 +64,39 @@ test("the context card shows the customer and their recent orders, and follows t
     await expectAccessible(page, `found at ${width}px`);
     await page.screenshot({ path: `test-results/card-${width}.png`, fullPage: true });
   }
+});
+
+test("the card signs in with Infobip's launch state when the portal's cookie is withheld from the frame, once", async ({
+  page,
+}) => {
+  const withheld = await withholdPortalCookieFromFrames(page);
+  // Globex's agent: the card's heading (the end user) comes from Conversations, so Globex need not be set up. One
+  // visit to the workspace: once the card's frame loads, this browser has no portal cookie left for another.
+  await page.goto(`${portalURL}/login`);
+  await page.getByLabel(/eve\.owner/).check();
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL(/\/exchange\/my-apps$/);
+  await page.goto(`${portalURL}/conversations`);
+  const card = page.frameLocator("#card-frame");
+  await expect(card.getByRole("heading", { level: 1 })).toHaveText("Jane Doe");
+  await expectThirdPartyCookiesBlocked(page, "/card?");
+  // Infobip's launch `state` went to authorize unchanged, without the portal's cookie.
+  const launch = await launchState(page, "#card-frame");
+  expect(withheld.map((r) => new URL(r.url).searchParams.get("state"))).toEqual([launch.state]);
+  expect(withheld.map((r) => r.cookie)).toEqual([null]);
+
+  // The same launch again (the frame reloaded at its first address): Infobip refuses it, and the card says so.
+  await reframe(page, "#card-frame", launch.src);
+  await expect(card.getByRole("heading", { level: 1 })).toHaveText("Sign-in was refused");
+  await expect(card.getByRole("alert")).toContainText("launch state already used");
+  await page.screenshot({ path: "test-results/card-launch-replayed.png" });
+
+  // And this browser does withhold the cookie: a sign-in without a launch (a renewal) is not known to Infobip.
+  const renewal = new URL(launch.src);
+  renewal.search = `conversationId=${renewal.searchParams.get("conversationId")}&card=AAAAAAAAAAAAAAAAAAAAAA`;
+  await reframe(page, "#card-frame", renewal.toString());
+  await expect(card.getByRole("alert")).toContainText("not signed in to Infobip");
+  expect(withheld).toHaveLength(3);
 });
 
 /** The framed card's own URL (it carries the card session), to open it at a card's width. */

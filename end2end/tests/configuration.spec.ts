@@ -4,7 +4,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { chromiumArgs, dataDir, ibexRoot, ibexURL } from "../playwright.config";
-import { openConfiguration } from "./portal";
+import { launchState, openConfiguration, reframe, withholdPortalCookieFromFrames } from "./portal";
 
 const ACME = "8F3A2C51D0B94E17A6C2F0D9E4B7A113";
 const GLOBEX = "2B7E91C4A85F4D3EB0196C7D2E8F5A40";
@@ -136,7 +136,7 @@ test("a server-function call with a forged session or another account's key chan
   expect(globex.output).not.toContain("Ana via API");
   expect(globex.output).not.toContain("forged");
 });
-test("sign-in works with third-party cookies blocked", async () => {
+test("sign-in works with third-party cookies blocked, and with the portal's cookie withheld from the frame", async () => {
   // A fresh profile whose preferences block third-party cookies, as Safari does by default.
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), "ibex-e2e-profile-"));
   fs.mkdirSync(path.join(profile, "Default"));
@@ -152,6 +152,26 @@ test("sign-in works with third-party cookies blocked", async () => {
     const page = await context.newPage();
     const frame = await openConfiguration(page, "eve.owner");
     await expect(frame.getByTestId("signed-in")).toHaveText("Account 2B7E…5A40 · Signed in as eve.owner");
+
+    // The same with the portal's cookie withheld from the frame's authorize request as well: Infobip's launch
+    // `state`, passed on unchanged, is what signs the admin in.
+    const other = await context.newPage();
+    const withheld = await withholdPortalCookieFromFrames(other);
+    const signedIn = await openConfiguration(other, "eve.owner");
+    await expect(signedIn.getByTestId("signed-in")).toHaveText("Account 2B7E…5A40 · Signed in as eve.owner");
+    const launch = await launchState(other, "#app-frame");
+    expect(withheld.map((r) => new URL(r.url).searchParams.get("state"))).toEqual([launch.state]);
+    expect(withheld.map((r) => r.cookie)).toEqual([null]);
+
+    // A launch is good once: the frame's first address again is refused, with a page that says why.
+    await reframe(other, "#app-frame", launch.src);
+    await expect(signedIn.getByRole("heading", { level: 1 })).toHaveText("Sign-in was refused");
+    await expect(signedIn.getByRole("alert")).toContainText("launch state already used");
+    await other.screenshot({ path: "test-results/configuration-launch-replayed.png" });
+
+    // Without a launch `state` (the page's address with none), this browser leaves Infobip not knowing who it is.
+    await reframe(other, "#app-frame", new URL("/settings", launch.src).toString());
+    await expect(signedIn.getByRole("alert")).toContainText("not signed in to Infobip");
   } finally {
     await context.close();
     fs.rmSync(profile, { recursive: true, force: true });

@@ -5,23 +5,47 @@
 
 mod common;
 
-use common::{client, follow, Backend, Harness};
+use common::{client, follow, follow_as, portal_launch, Backend, Harness, PortalCookie};
 use ibex_sim::exchange::{CONVERSATIONS, USERS};
 use sqlx::Row;
 
-/// Opens the card as Infobip launches it for `conversation`, signed in to the portal as `user`.
+/// Opens the card as Infobip launches it for `conversation`, signed in to the portal as `user`: with a launch
+/// `state` the portal minted for `user` (the conversation is set here, so a test can name any).
 async fn open_card(h: &Harness, user: &str, conversation: &str) -> (u16, String, Vec<String>) {
-    let (page, trail) = follow(
+    open_card_as(h, user, conversation, PortalCookie::Sent).await
+}
+
+async fn open_card_as(
+    h: &Harness,
+    user: &str,
+    conversation: &str,
+    cookie: PortalCookie,
+) -> (u16, String, Vec<String>) {
+    let (page, trail) = follow_as(
         h,
-        &format!(
-            "{}/card?state=launch-state&conversationId={conversation}",
-            h.ibex
-        ),
+        &card_launch(h, user, conversation).await,
         Some(user),
+        cookie,
     )
     .await;
     let status = page.status().as_u16();
     (status, page.text().await.unwrap(), trail)
+}
+
+/// The card's address as the portal frames it (a fresh launch `state` for `user`), for `conversation`.
+async fn card_launch(h: &Harness, user: &str, conversation: &str) -> String {
+    let framed = portal_launch(h, "/conversations", user).await;
+    let mut url = url::Url::parse(&framed).unwrap();
+    let state = url
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    url.query_pairs_mut()
+        .clear()
+        .append_pair("state", &state)
+        .append_pair("conversationId", conversation);
+    url.to_string()
 }
 
 /// The card session id of a fresh card for `conversation`.
@@ -540,7 +564,7 @@ async fn card(backend: Backend) {
     // The card may be framed by the portal only.
     let (page, _) = follow(
         &h,
-        &format!("{}/card?state=s&conversationId={}", h.ibex, by_phone.id),
+        &card_launch(&h, ana.user_key, by_phone.id).await,
         Some(ana.user_key),
     )
     .await;
@@ -569,6 +593,102 @@ async fn card(backend: Backend) {
 }
 
 on_both_backends!(context_card, card);
+
+/// The card signs in with Infobip's launch `state`, passed to authorize unchanged, where the browser withholds
+/// the portal's cookie from the frame; a replayed launch ends on a page that says so; a `state` ibex did not start
+/// is refused at the callback.
+async fn card_launch_without_the_portal_cookie(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let ana = &USERS[0];
+    let by_phone = &CONVERSATIONS[0];
+    let launch = card_launch(&h, ana.user_key, by_phone.id).await;
+    let (page, trail) = follow_as(
+        &h,
+        &launch,
+        Some(ana.user_key),
+        PortalCookie::WithheldFromAuthorize,
+    )
+    .await;
+    assert_eq!(page.status(), 200, "{trail:#?}");
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("Ana Horvat") && html.contains("ana.admin"),
+        "{html}"
+    );
+    let state = url::Url::parse(&launch)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let authorize = trail
+        .iter()
+        .find(|u| u.contains("/exchange/1/oauth/authorize"))
+        .unwrap();
+    assert!(
+        url::Url::parse(authorize)
+            .unwrap()
+            .query_pairs()
+            .any(|(k, v)| k == "state" && v == state),
+        "Infobip's state goes to authorize unchanged: {authorize}"
+    );
+    let id = card_id(trail.last().unwrap());
+    let sign_in = h.state.card_sessions.load(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (sign_in.user_key.as_str(), sign_in.conversation_id.as_str()),
+        (ana.user_key, by_phone.id)
+    );
+
+    // The same launch again (the frame reloaded at its first address): Infobip refuses it, the card says so.
+    let (page, trail) = follow_as(
+        &h,
+        &launch,
+        Some(ana.user_key),
+        PortalCookie::WithheldFromAuthorize,
+    )
+    .await;
+    assert_eq!(page.status(), 403, "{trail:#?}");
+    let text = page.text().await.unwrap();
+    assert!(
+        text.contains("Sign-in was refused") && text.contains("launch state already used"),
+        "{text}"
+    );
+    assert!(trail.iter().all(|u| !u.contains("card=")), "{trail:#?}");
+
+    // Without the portal cookie, a sign-in without a launch (a renewal) is not known to Infobip: said plainly.
+    let renewal = format!(
+        "{}/card?conversationId={}&card=AAAAAAAAAAAAAAAAAAAAAA",
+        h.ibex, by_phone.id
+    );
+    let (page, trail) = follow_as(
+        &h,
+        &renewal,
+        Some(ana.user_key),
+        PortalCookie::WithheldFromAuthorize,
+    )
+    .await;
+    assert_eq!(page.status(), 403, "{trail:#?}");
+    assert!(page
+        .text()
+        .await
+        .unwrap()
+        .contains("not signed in to Infobip"));
+
+    // A `state` ibex did not start is refused at the callback, and no card session is made.
+    let response = client()
+        .get(format!("{}/oauth/callback?code=x&state={state}", h.ibex))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.headers().get("location").is_none());
+    h.finish().await;
+}
+
+on_both_backends!(
+    context_card_launch_state,
+    card_launch_without_the_portal_cookie
+);
 
 /// Conversations' Custom cards: the account's bearer token picks the account, and the answer is that account's
 /// card data, from the same `[card]` declaration and partner middleware as the framed card.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{client, follow, Backend, Harness};
+use common::{client, follow, follow_withholding_cookie, portal_launch, Backend, Harness};
 use ibex_sim::exchange::USERS;
 
 /// Signs in through the portal as `user` and returns the page's session token.
@@ -487,6 +487,163 @@ async fn sign_in(backend: Backend) {
     h.finish().await;
 }
 
+fn param(url: &str, name: &str) -> Option<String> {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Infobip's launch `state` reaches its authorize endpoint unchanged, so the configuration page signs in where
+/// the browser withholds the portal's cookie from the frame (third-party cookies blocked); a launch signs in once;
+/// the callback takes only a `state` this server started, once, on whichever instance it lands.
+async fn launch_sign_in(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let ana = &USERS[0];
+    let configure = "/exchange/my-apps/configure";
+    let launch = portal_launch(&h, configure, ana.user_key).await;
+    assert!(
+        launch.starts_with(&format!("{}/settings?state=", h.ibex)),
+        "{launch}"
+    );
+    let state = param(&launch, "state").unwrap();
+
+    // Without a launch, a browser that withholds the cookie leaves Infobip not knowing who signs in: the setting
+    // the rest of this test runs in.
+    let (page, trail) =
+        follow_withholding_cookie(&h, &format!("{}/settings", h.ibex), Some(ana.user_key)).await;
+    assert_eq!(page.status(), 403, "{trail:#?}");
+    assert!(page
+        .text()
+        .await
+        .unwrap()
+        .contains("not signed in to Infobip"));
+
+    // Opened as a page of its own (someone's launch handed over in a link), the sign-in does not start, and the
+    // launch is not spent.
+    let response = client()
+        .get(format!(
+            "{}/oauth/start?next=%2Fsettings&state={state}",
+            h.ibex
+        ))
+        .header("sec-fetch-dest", "document")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(response.headers().get("location").is_none());
+
+    let (page, trail) = follow_withholding_cookie(&h, &launch, Some(ana.user_key)).await;
+    assert_eq!(page.status(), 200, "{trail:#?}");
+    let authorize = trail
+        .iter()
+        .find(|u| u.contains("/exchange/1/oauth/authorize"))
+        .unwrap();
+    assert_eq!(
+        param(authorize, "state").as_deref(),
+        Some(state.as_str()),
+        "Infobip's state goes to authorize unchanged"
+    );
+    let session = session_in(trail.last().unwrap());
+    let response = client()
+        .post(format!("{}/api/load_settings", h.ibex))
+        .form(&[("session", session)])
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["account_key"], ana.account_key, "{body}");
+
+    // The callback's `state` is good once: the same answer again is refused, and no session is handed out.
+    let callback = trail
+        .iter()
+        .find(|u| u.contains("/oauth/callback"))
+        .unwrap();
+    let again = client().get(callback).send().await.unwrap();
+    assert_eq!(again.status(), 400);
+    assert!(again.headers().get("location").is_none());
+    assert!(again
+        .text()
+        .await
+        .unwrap()
+        .contains("This sign-in is not valid"));
+
+    // The same launch replayed (the frame's address opened again) is refused by Infobip, and said so.
+    let (page, trail) = follow_withholding_cookie(&h, &launch, Some(ana.user_key)).await;
+    assert_eq!(page.status(), 403, "{trail:#?}");
+    let text = page.text().await.unwrap();
+    assert!(
+        text.contains("Sign-in was refused") && text.contains("launch state already used"),
+        "{text}"
+    );
+    assert!(trail.iter().all(|u| !u.contains("session=")), "{trail:#?}");
+
+    // A `state` this server did not start: a launch taken to Infobip by someone else, whose answer (a good code)
+    // is brought to ibex's callback. Refused, as is a made-up one.
+    let stolen = param(&portal_launch(&h, configure, ana.user_key).await, "state").unwrap();
+    let redirect_uri = format!("{}/oauth/callback", h.ibex);
+    let challenge = "A".repeat(43);
+    let answer = client()
+        .get(format!("{}/exchange/1/oauth/authorize", h.portal))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", "ibex-test-client"),
+            ("redirect_uri", redirect_uri.as_str()),
+            ("state", stolen.as_str()),
+            ("code_challenge", challenge.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let callback = answer.headers()["location"].to_str().unwrap().to_owned();
+    assert!(param(&callback, "code").is_some(), "{callback}");
+    for url in [
+        callback,
+        format!("{}/oauth/callback?code=x&state=made-up", h.ibex),
+    ] {
+        let response = client().get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{url}");
+        assert!(response.headers().get("location").is_none(), "{url}");
+    }
+
+    // Several instances share the database: a sign-in started by one finishes on another.
+    let b = ibex::state::AppState::build(
+        &<ibex::cli::config::Cli as clap::Parser>::try_parse_from(h.args.clone())
+            .unwrap()
+            .options,
+    )
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_b = format!("http://{}", listener.local_addr().unwrap());
+    let router_b = ibex::routes::router(b);
+    tokio::spawn(async move {
+        axum::serve(listener, axum::ServiceExt::into_make_service(router_b)).await
+    });
+    let launch = portal_launch(&h, configure, ana.user_key).await;
+    let started = client().get(&launch).send().await.unwrap();
+    let start = started.headers()["location"].to_str().unwrap().to_owned();
+    let to_infobip = client()
+        .get(format!("{}{start}", h.ibex))
+        .send()
+        .await
+        .unwrap();
+    let authorize = to_infobip.headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let answer = client().get(&authorize).send().await.unwrap();
+    let callback = answer.headers()["location"].to_str().unwrap().to_owned();
+    let on_b = callback.replacen(&h.ibex, &base_b, 1);
+    assert_ne!(on_b, callback);
+    let response = client().get(&on_b).send().await.unwrap();
+    assert_eq!(response.status(), 303, "{on_b}");
+    let location = response.headers()["location"].to_str().unwrap();
+    assert!(location.starts_with("/settings?session="), "{location}");
+    h.finish().await;
+}
+
 /// Partner calls reach public addresses only: an account's URL setting cannot aim ibex at its own host, by IP
 /// literal, IPv4-mapped IPv6 or a name that resolves there, neither in a signed call nor through "Test
 /// connection". (Only loopback targets here: this test never sends traffic elsewhere, fixed or not. The
@@ -683,5 +840,6 @@ on_both_backends!(
     secrets_follow_the_address
 );
 on_both_backends!(configuration_page_sign_in, sign_in);
+on_both_backends!(configuration_page_launch_sign_in, launch_sign_in);
 on_both_backends!(configuration_page_saving, saving);
 on_both_backends!(configuration_page_connection_test, connection_test);

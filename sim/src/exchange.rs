@@ -2,9 +2,16 @@
 //! authorization server of `/exchange/1/oauth/*` as Infobip's sample app uses it (authorization code with PKCE
 //! S256, `state` round-tripped, a token answer carrying `accountKey` and `userKey`).
 //!
-//! Like Infobip's portal, the authorization endpoint answers at once for a signed-in portal user (the portal and
-//! the authorization server share a site, so the portal's own cookie reaches it even inside the app's iframe).
-//! Switches under `/_sim/oauth` make it refuse, hand out short-lived tokens or answer slowly.
+//! The portal opens the app (the card beside a conversation, the configuration page under Exchange → My apps)
+//! with a launch `state` it mints for the signed-in portal user. Infobip's sample app
+//! (`infobip-community/restaurant-reservations-demo`, `client/src/components/AuthProvider.tsx`, commits
+//! "SI-2114: Reworked OAuth to use state param" and "SI-2114: Added possibility to omit state parameter and use
+//! portal credentials if user is logged in") passes that `state` unchanged to the authorize endpoint, and omits
+//! it only when it has none, to "use portal credentials". So the authorization endpoint here answers a launch
+//! `state` for the user it was minted for, once, without any cookie; refuses a launch `state` that is unknown,
+//! expired or already used; and for any other request (no `state`, or the app's own) falls back to the portal's
+//! own cookie, answering at once for a signed-in portal user. Switches under `/_sim/oauth` make it refuse, hand out
+//! short-lived tokens, expire launches early or answer slowly.
 
 use axum::extract::{Form, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -107,6 +114,9 @@ pub struct OAuthSwitches {
     /// Forget every token issued so far (as a revocation or a restart would), once, when set.
     #[serde(default)]
     pub revoke_tokens: bool,
+    /// Lifetime of launch `state`s in seconds (default `LAUNCH_LIFETIME`), checked when one is used.
+    #[serde(default)]
+    pub launch_ttl_secs: Option<u64>,
 }
 
 struct Grant {
@@ -117,8 +127,18 @@ struct Grant {
     issued: Instant,
 }
 
+/// A launch the portal started: who was signed in to the portal, for which app. Kept after use or expiry (until
+/// `LAUNCH_KEPT`) so that a replay is told apart from a forgery in the refusal.
+struct Launch {
+    user: &'static SimUser,
+    client_id: String,
+    issued: Instant,
+    used: bool,
+}
+
 struct Exchange {
     app: AppListing,
+    launches: Mutex<HashMap<String, Launch>>,
     switches: Mutex<OAuthSwitches>,
     grants: Mutex<HashMap<String, Grant>>,
     tokens: Mutex<HashMap<String, (&'static SimUser, Instant, Duration)>>,
@@ -131,11 +151,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 const CODE_LIFETIME: Duration = Duration::from_secs(60);
+/// How long a launch `state` may wait for its authorization request: the app sends it as it loads.
+const LAUNCH_LIFETIME: Duration = Duration::from_secs(5 * 60);
+const LAUNCH_KEPT: Duration = Duration::from_secs(60 * 60);
+/// The simulator's launch `state`s start with this, so a made-up one is told from an app's own `state` (which the
+/// sample sends none of, and which this server treats like a missing one). Infobip's format is not published.
+pub const LAUNCH_PREFIX: &str = "ibl1.";
 const SESSION_COOKIE: &str = "sim_portal_user";
 
 pub fn router(app: AppListing) -> Router {
     let state = Arc::new(Exchange {
         app,
+        launches: Mutex::new(HashMap::new()),
         switches: Mutex::new(OAuthSwitches::default()),
         grants: Mutex::new(HashMap::new()),
         tokens: Mutex::new(HashMap::new()),
@@ -306,20 +333,73 @@ async fn my_apps(State(ex): State<Arc<Exchange>>, headers: HeaderMap) -> Respons
     .into_response()
 }
 
+/// Exchange → My apps → the app's configuration page, framed with a launch `state` for the signed-in user, as the
+/// sample's configuration page is opened (its `AuthProvider` wraps every page).
 async fn configure(State(ex): State<Arc<Exchange>>, headers: HeaderMap) -> Response {
     let Some(user) = signed_in(&headers) else {
         return Redirect::to("/login?next=/exchange/my-apps/configure").into_response();
     };
+    let src = url_with(&ex.app.settings_url, &[("state", &mint_launch(&ex, user))]);
     page(
         "Configure",
         Some(user),
         &format!(
             "<h1>{} · Configuration</h1><iframe id=app-frame title=\"App configuration\" src=\"{}\"></iframe>",
             escape(&ex.app.name),
-            escape(&ex.app.settings_url)
+            escape(&src)
         ),
     )
     .into_response()
+}
+
+/// A new launch `state` for `user` and this app: good for one authorization request within `LAUNCH_LIFETIME`.
+fn mint_launch(ex: &Exchange, user: &'static SimUser) -> String {
+    let state = format!("{LAUNCH_PREFIX}{}", random_token());
+    let mut launches = lock(&ex.launches);
+    launches.retain(|_, l| l.issued.elapsed() < LAUNCH_KEPT);
+    launches.insert(
+        state.clone(),
+        Launch {
+            user,
+            client_id: ex.app.client_id.clone(),
+            issued: Instant::now(),
+            used: false,
+        },
+    );
+    state
+}
+
+/// What an authorization request's `state` says about who is asking.
+enum LaunchCheck {
+    /// A launch the portal started, now used up.
+    User(&'static SimUser),
+    /// Looks like a launch `state` but is not a good one: the reason, for `error_description`.
+    Refused(&'static str),
+    /// No launch: no `state`, or the app's own. The portal's cookie decides.
+    NotALaunch,
+}
+
+fn check_launch(ex: &Exchange, state: &str, client_id: &str) -> LaunchCheck {
+    if !state.starts_with(LAUNCH_PREFIX) {
+        return LaunchCheck::NotALaunch;
+    }
+    let ttl = lock(&ex.switches)
+        .launch_ttl_secs
+        .map_or(LAUNCH_LIFETIME, Duration::from_secs);
+    let mut launches = lock(&ex.launches);
+    let Some(launch) = launches.get_mut(state) else {
+        return LaunchCheck::Refused("unknown launch state");
+    };
+    if std::mem::replace(&mut launch.used, true) {
+        return LaunchCheck::Refused("launch state already used");
+    }
+    if launch.issued.elapsed() > ttl {
+        return LaunchCheck::Refused("launch state expired");
+    }
+    if launch.client_id != client_id {
+        return LaunchCheck::Refused("launch state was issued for another app");
+    }
+    LaunchCheck::User(launch.user)
 }
 
 #[derive(Deserialize)]
@@ -397,11 +477,22 @@ async fn authorize(
     if lock(&ex.switches).refuse {
         return back(&[("error", "access_denied")]);
     }
-    let Some(user) = signed_in(&headers) else {
-        return back(&[
-            ("error", "login_required"),
-            ("error_description", "no portal session"),
-        ]);
+    // A launch `state` names its user (the sample passes it unchanged); without one, the portal cookie does (the
+    // sample omits `state` "to use portal credentials if user is logged in").
+    let user = match check_launch(&ex, &state, &ex.app.client_id) {
+        LaunchCheck::User(user) => user,
+        LaunchCheck::Refused(reason) => {
+            return back(&[("error", "invalid_request"), ("error_description", reason)])
+        }
+        LaunchCheck::NotALaunch => match signed_in(&headers) {
+            Some(user) => user,
+            None => {
+                return back(&[
+                    ("error", "login_required"),
+                    ("error_description", "no portal session"),
+                ])
+            }
+        },
     };
     let code = random_token();
     lock(&ex.grants).insert(
@@ -636,7 +727,7 @@ struct WorkspaceQuery {
 }
 
 /// Conversations → the agent's workspace: the account's conversations, and the app's card framed beside the
-/// chosen one with `state` and `conversationId`, as Infobip launches it.
+/// chosen one with `state` (a launch `state` for the signed-in agent) and `conversationId`, as Infobip launches it.
 async fn workspace(
     State(ex): State<Arc<Exchange>>,
     headers: HeaderMap,
@@ -673,7 +764,7 @@ async fn workspace(
         Some(c) => {
             let card = url_with(
                 &ex.app.card_url,
-                &[("state", &random_token()), ("conversationId", c.id)],
+                &[("state", &mint_launch(&ex, user)), ("conversationId", c.id)],
             );
             format!(
                 "<section class=chat><h2>{who}</h2><p class=bubble>{text}</p></section>\

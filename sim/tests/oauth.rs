@@ -1,5 +1,6 @@
 //! The simulated Exchange OAuth server over real HTTP: PKCE S256, state round-trip, single-use codes, the
-//! redirect URI check, and the switches that make it refuse or issue short-lived tokens.
+//! redirect URI check, the switches that make it refuse or issue short-lived tokens, and the launch `state` the
+//! portal frames the app with (good once, for its user, without the portal cookie).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -51,7 +52,10 @@ impl Sim {
         ];
         for (k, v) in extra {
             params.retain(|(pk, _)| pk != k);
-            params.push((k, v.to_string()));
+            // An empty value leaves the parameter out.
+            if !v.is_empty() {
+                params.push((k, v.to_string()));
+            }
         }
         let mut request = self
             .http
@@ -91,6 +95,31 @@ impl Sim {
             .await
             .unwrap();
         (response.status().as_u16(), response.json().await.unwrap())
+    }
+}
+
+impl Sim {
+    /// The address the portal frames the app at, on `page` (the workspace or the configuration page), for `user`.
+    async fn framed_src(&self, page: &str, user: &str) -> url::Url {
+        let html = self
+            .http
+            .get(format!("{}{page}", self.base))
+            .header("cookie", format!("sim_portal_user={user}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let frame = &html[html.find("<iframe").expect("a framed app")..];
+        let start = frame.find("src=\"").unwrap() + 5;
+        let src = &frame[start..start + frame[start..].find('"').unwrap()];
+        url::Url::parse(&src.replace("&amp;", "&")).unwrap()
+    }
+
+    /// The launch `state` of a fresh framing of `page` for `user`.
+    async fn launch(&self, page: &str, user: &str) -> String {
+        param(&self.framed_src(page, user).await, "state").expect("a launch state")
     }
 }
 
@@ -195,4 +224,114 @@ async fn short_lived_tokens_on_request() {
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let info = sim.token_info(&body).await;
     assert_eq!(info.status(), 401);
+}
+
+/// The portal frames the card and the configuration page with a launch `state`; the authorize endpoint takes it as
+/// the sample app passes it (unchanged) and signs in the user it was minted for, with no portal cookie at all.
+#[tokio::test]
+async fn a_launch_state_signs_in_without_the_portal_cookie() {
+    let sim = start().await;
+    let (ana, bob) = (&USERS[0], &USERS[1]);
+
+    let card = sim.framed_src("/conversations", bob.user_key).await;
+    assert!(
+        card.as_str().starts_with("http://localhost:3000/card?"),
+        "{card}"
+    );
+    assert!(param(&card, "conversationId").is_some(), "{card}");
+    let launch = param(&card, "state").unwrap();
+    assert!(
+        launch.starts_with(ibex_sim::exchange::LAUNCH_PREFIX),
+        "{launch}"
+    );
+    let back = sim.authorize(None, &[("state", launch.as_str())]).await;
+    assert_eq!(param(&back, "state").as_deref(), Some(launch.as_str()));
+    let code = param(&back, "code").unwrap_or_else(|| panic!("{back}"));
+    let (status, body) = sim.token(&code, VERIFIER).await;
+    assert_eq!(
+        (status, body["userKey"].as_str()),
+        (200, Some(bob.user_key)),
+        "{body}"
+    );
+
+    // The configuration page's launch likewise; the launch names the user, whoever's cookie comes along.
+    let launch = sim
+        .launch("/exchange/my-apps/configure", ana.user_key)
+        .await;
+    let back = sim
+        .authorize(Some(USERS[2].user_key), &[("state", launch.as_str())])
+        .await;
+    let code = param(&back, "code").unwrap_or_else(|| panic!("{back}"));
+    let (status, body) = sim.token(&code, VERIFIER).await;
+    assert_eq!(
+        (status, body["userKey"].as_str()),
+        (200, Some(ana.user_key)),
+        "{body}"
+    );
+    assert_eq!(body["accountKey"], ana.account_key);
+
+    // Without a `state` the portal cookie decides, as before.
+    let back = sim.authorize(Some(ana.user_key), &[("state", "")]).await;
+    assert!(param(&back, "code").is_some(), "{back}");
+    assert_eq!(param(&back, "state"), None);
+    let back = sim.authorize(None, &[("state", "")]).await;
+    assert_eq!(param(&back, "error").as_deref(), Some("login_required"));
+}
+
+/// A launch `state` is good once, for a while, and only as the portal minted it: a replay, an expired or a
+/// made-up one is refused back to the app (with its `state`), and no portal cookie rescues it.
+#[tokio::test]
+async fn replayed_expired_or_forged_launch_states_are_refused() {
+    let sim = start().await;
+    let ana = &USERS[0];
+    let launch = sim.launch("/conversations", ana.user_key).await;
+    let back = sim.authorize(None, &[("state", launch.as_str())]).await;
+    assert!(param(&back, "code").is_some(), "{back}");
+    for cookie in [None, Some(ana.user_key)] {
+        let back = sim.authorize(cookie, &[("state", launch.as_str())]).await;
+        assert_eq!(param(&back, "code"), None, "{back}");
+        assert_eq!(param(&back, "error").as_deref(), Some("invalid_request"));
+        assert_eq!(
+            param(&back, "error_description").as_deref(),
+            Some("launch state already used")
+        );
+        assert_eq!(param(&back, "state").as_deref(), Some(launch.as_str()));
+    }
+
+    let forged = format!(
+        "{}{}",
+        ibex_sim::exchange::LAUNCH_PREFIX,
+        "made-up-by-someone"
+    );
+    let back = sim
+        .authorize(Some(ana.user_key), &[("state", forged.as_str())])
+        .await;
+    assert_eq!(
+        (
+            param(&back, "error").as_deref(),
+            param(&back, "error_description").as_deref()
+        ),
+        (Some("invalid_request"), Some("unknown launch state"))
+    );
+
+    sim.http
+        .post(format!("{}/_sim/oauth", sim.base))
+        .json(&serde_json::json!({"launch_ttl_secs": 0}))
+        .send()
+        .await
+        .unwrap();
+    let launch = sim
+        .launch("/exchange/my-apps/configure", ana.user_key)
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let back = sim
+        .authorize(Some(ana.user_key), &[("state", launch.as_str())])
+        .await;
+    assert_eq!(
+        (
+            param(&back, "error").as_deref(),
+            param(&back, "error_description").as_deref()
+        ),
+        (Some("invalid_request"), Some("launch state expired"))
+    );
 }

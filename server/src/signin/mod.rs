@@ -2,4 +2,5 @@
 //! the card's server-side sessions.
 
 pub mod card_sessions;
+pub mod flows;
 pub mod oauth;

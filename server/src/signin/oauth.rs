@@ -2,11 +2,17 @@
 //! (authorization code + PKCE S256), which tells ibex the Infobip account and user behind the iframe. One flow
 //! serves both pages; only what it hands over differs.
 //!
-//! Nothing is kept in cookies (a cross-site iframe loses them): the PKCE verifier travels sealed inside `state`.
-//! The configuration page gets a sealed session token; the card, which must act with Infobip's token, gets the
-//! id of a server-side session that holds the token (`card_sessions`). A failed sign-in ends on an explicit
-//! error page, and a sign-in that keeps bouncing stops after a few attempts instead of looping.
+//! Infobip opens both pages with a launch `state` of its own, and its sample app passes it unchanged to the
+//! authorize endpoint, which then knows the launch (the signed-in portal user) without the portal's cookie; so
+//! ibex passes it on unchanged too, and keeps its own sign-in data (PKCE verifier, return page, conversation) on
+//! the server under that `state` (`flows`). Only a start without a launch `state` (a renewal, "Try again", a
+//! partner's own tab in `--dev`) gets a `state` ibex makes, and Infobip's authorize falls back to its portal
+//! cookie, as the sample's commit says. No cookie of ibex's is used (a cross-site iframe loses them): the
+//! configuration page gets a sealed session token; the card, which must act with Infobip's token, gets the id of a
+//! server-side session that holds the token (`card_sessions`). A failed sign-in ends on an explicit error page,
+//! and a sign-in that keeps bouncing stops after a few attempts instead of looping.
 
+use crate::signin::flows;
 use crate::state::AppState;
 use app::auth::{OAuthState, Session};
 use axum::extract::{Query, Request, State};
@@ -22,6 +28,8 @@ use std::time::Duration;
 const MAX_ATTEMPTS: u32 = 3;
 /// How long an authorization round-trip may take.
 const STATE_LIFETIME_MS: i64 = 10 * 60 * 1000;
+/// The longest launch `state` passed on (Infobip documents no length; a URL stays well under browsers' limits).
+const MAX_STATE_LEN: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct OAuthConfig {
@@ -57,14 +65,35 @@ fn return_page(next: Option<&str>) -> Option<&'static str> {
     }
 }
 
+/// A sign-in without Infobip's launch `state` (a renewal, "Try again"): Infobip's authorize endpoint then relies on
+/// its portal cookie.
 pub fn start_url(next: &str, attempt: u32, conversation: Option<&str>) -> String {
+    launch_url(next, attempt, conversation, None)
+}
+
+/// A sign-in for a launch: Infobip's `state` goes along, to reach the authorize endpoint unchanged.
+fn launch_url(
+    next: &str,
+    attempt: u32,
+    conversation: Option<&str>,
+    launch: Option<&str>,
+) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     query.append_pair("next", next);
     query.append_pair("attempt", &attempt.to_string());
     if let Some(conversation) = conversation {
         query.append_pair("conversation", conversation);
     }
+    if let Some(launch) = launch {
+        query.append_pair("state", launch);
+    }
     format!("/oauth/start?{}", query.finish())
+}
+
+/// Infobip's launch `state` is opaque: anything printable (no spaces, no control characters) of a sane length is
+/// passed on, since Infobip decides whether it is good.
+fn valid_launch_state(state: &str) -> bool {
+    (1..=MAX_STATE_LEN).contains(&state.len()) && state.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// A conversation id as Infobip writes them (UUID-like); anything else is refused before it reaches a URL.
@@ -113,9 +142,27 @@ pub struct StartQuery {
     next: Option<String>,
     attempt: Option<u32>,
     conversation: Option<String>,
+    /// Infobip's launch `state`, when the page was opened by Infobip.
+    state: Option<String>,
 }
 
-pub async fn start(State(state): State<AppState>, Query(q): Query<StartQuery>) -> Response {
+pub async fn start(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<StartQuery>,
+) -> Response {
+    // A launch `state` names the portal user it was made for, so one opened as a page of its own is someone's
+    // launch handed over in a link: it would sign the victim in as that someone (login CSRF), and the callback
+    // would refuse it anyway. Refused before Infobip spends the launch.
+    if q.state.is_some() && opened_outside_a_frame(&headers) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Sign-in starts inside Infobip",
+            "This sign-in link was opened outside Infobip's web interface, so it is not used. Open the app \
+             from Infobip.",
+            None,
+        );
+    }
     let Some(next) = return_page(q.next.as_deref()) else {
         return error_page(
             StatusCode::BAD_REQUEST,
@@ -150,17 +197,29 @@ pub async fn start(State(state): State<AppState>, Query(q): Query<StartQuery>) -
             Some(start_url(next, 0, conversation.as_deref())),
         );
     }
+    // Infobip's launch `state` goes to its authorize endpoint unchanged (the sample app's way); without one, ibex
+    // makes its own and Infobip falls back to its portal cookie.
+    let oauth_state =
+        match q.state {
+            Some(launch) if valid_launch_state(&launch) => launch,
+            Some(_) => return error_page(
+                StatusCode::BAD_REQUEST,
+                "This sign-in link is not valid",
+                "Infobip's launch request (`state`) is malformed. Open the app again from Infobip.",
+                None,
+            ),
+            None => CsrfToken::new_random().secret().clone(),
+        };
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let sealed = OAuthState {
+    let now = now_ms();
+    let flow = OAuthState {
         verifier: verifier.secret().clone(),
         next: next.to_owned(),
         conversation,
         attempt,
-        expires_at: now_ms() + STATE_LIFETIME_MS,
-    }
-    .seal(&state.keys);
-    let (Ok(sealed), Ok(redirect)) = (sealed, RedirectUrl::new(state.oauth.redirect_url.clone()))
-    else {
+        expires_at: now + STATE_LIFETIME_MS,
+    };
+    let Ok(redirect) = RedirectUrl::new(state.oauth.redirect_url.clone()) else {
         return error_page(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Sign-in could not start",
@@ -168,11 +227,21 @@ pub async fn start(State(state): State<AppState>, Query(q): Query<StartQuery>) -
             None,
         );
     };
+    let store = state.settings.store();
+    if let Err(e) = flows::put(store, &state.keys, &oauth_state, &flow, now).await {
+        tracing::error!("{e}");
+        return error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-in could not start",
+            "The server could not record the sign-in. Try again in a moment.",
+            Some(start_url(next, 0, flow.conversation.as_deref())),
+        );
+    }
     let client = BasicClient::new(ClientId::new(client_id))
         .set_auth_uri(AuthUrl::from_url(state.oauth.authorize_url.clone()))
         .set_redirect_uri(redirect);
     let (url, _) = client
-        .authorize_url(|| CsrfToken::new(sealed))
+        .authorize_url(|| CsrfToken::new(oauth_state))
         .add_scopes(
             state
                 .oauth
@@ -247,20 +316,36 @@ pub async fn callback(
             None,
         );
     }
-    let opened = q
-        .state
-        .as_deref()
-        .map(|s| OAuthState::open(s, &state.keys, now_ms()));
-    let Some(Ok(flow)) = opened else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "This sign-in is not valid",
-            "The sign-in answer is missing its state, has expired or was not started here. Open the app again \
-             from Infobip.",
-            Some(start_url("/settings", 0, None)),
-        );
+    // Only a `state` this server started a sign-in under, once: the row is deleted as it is read.
+    let taken = match q.state.as_deref() {
+        Some(s) if valid_launch_state(s) => {
+            flows::take(state.settings.store(), &state.keys, s, now_ms()).await
+        }
+        _ => Ok(None),
     };
-    // Sealed by this server, so it was checked at the start; checked again so that no key compromise or future
+    let flow = match taken {
+        Ok(Some(flow)) => flow,
+        Ok(None) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "This sign-in is not valid",
+                "The sign-in answer is missing its state, has expired, was used already or was not started \
+                 here. Open the app again from Infobip.",
+                Some(start_url("/settings", 0, None)),
+            )
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in could not be completed",
+                "The server could not read the sign-in it started. Open the app again from Infobip in a \
+                 moment.",
+                None,
+            );
+        }
+    };
+    // Stored by this server, so it was checked at the start; checked again so that no key compromise or future
     // change can turn the session hand-over into a redirect elsewhere.
     let Some(next) = return_page(Some(&flow.next)) else {
         return error_page(
@@ -280,7 +365,8 @@ pub async fn callback(
                     .into()
             }
             other => format!(
-                "Infobip answered the sign-in with `{other}`{}.",
+                "Infobip answered the sign-in with `{other}`{}. Open the app again from Infobip (reload its \
+                 page): each launch signs in once.",
                 q.error_description
                     .map(|d| format!(": {d}"))
                     .unwrap_or_default()
@@ -530,10 +616,13 @@ fn page_outside_infobip(state: &AppState, request: &Request) -> Option<Response>
 struct GateQuery {
     session: Option<String>,
     attempt: Option<u32>,
+    /// Infobip's launch `state` (its sample app's configuration page is opened with one, like the card).
+    state: Option<String>,
 }
 
-/// `/settings` without a valid session starts the sign-in (counting attempts, so a session that never sticks
-/// ends on the explicit error page rather than a loop).
+/// `/settings` without a valid session starts the sign-in, with Infobip's launch `state` when it opened the page
+/// with one (counting attempts, so a session that never sticks ends on the explicit error page rather than a
+/// loop).
 pub async fn require_session(
     State(state): State<AppState>,
     request: Request,
@@ -547,6 +636,7 @@ pub async fn require_session(
         .unwrap_or(GateQuery {
             session: None,
             attempt: None,
+            state: None,
         });
     let valid = query
         .session
@@ -555,10 +645,11 @@ pub async fn require_session(
     if valid {
         return next.run(request).await;
     }
-    Redirect::to(&start_url(
+    Redirect::to(&launch_url(
         request.uri().path(),
         query.attempt.unwrap_or(0),
         None,
+        query.state.as_deref(),
     ))
     .into_response()
 }
@@ -582,8 +673,9 @@ struct CardQuery {
     attempt: Option<u32>,
 }
 
-/// `/card` as Infobip launches it (`state` and `conversationId`) starts the sign-in; with a card session of
-/// its own it is shown; anything else gets a page saying where the card is opened from.
+/// `/card` as Infobip launches it (`state` and `conversationId`) starts the sign-in with that `state`; with a
+/// card session of its own it is shown (an expired one signs in again, without a launch `state`); anything else
+/// gets a page saying where the card is opened from.
 pub async fn require_card_session(
     State(state): State<AppState>,
     request: Request,
@@ -629,10 +721,11 @@ pub async fn require_card_session(
              the conversation in Infobip Conversations.",
         );
     }
-    Redirect::to(&start_url(
+    Redirect::to(&launch_url(
         "/card",
         query.attempt.unwrap_or(0),
         Some(conversation),
+        query.state.as_deref(),
     ))
     .into_response()
 }
@@ -660,6 +753,20 @@ mod tests {
         ] {
             assert_eq!(return_page(Some(hostile)), None, "{hostile:?}");
         }
+    }
+
+    #[test]
+    fn launch_states_are_passed_on_when_printable() {
+        assert!(valid_launch_state("ibl1.AbC-_~.+/="));
+        assert!(valid_launch_state(&"s".repeat(MAX_STATE_LEN)));
+        for bad in ["", "a b", "a\tb", "a\r\nb", "é"] {
+            assert!(!valid_launch_state(bad), "{bad:?}");
+        }
+        assert!(!valid_launch_state(&"s".repeat(MAX_STATE_LEN + 1)));
+        assert_eq!(
+            launch_url("/card", 1, Some("c-1"), Some("a&b=c")),
+            "/oauth/start?next=%2Fcard&attempt=1&conversation=c-1&state=a%26b%3Dc"
+        );
     }
 
     #[test]

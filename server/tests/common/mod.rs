@@ -382,14 +382,41 @@ pub async fn follow(
     start: &str,
     portal_user: Option<&str>,
 ) -> (reqwest::Response, Vec<String>) {
+    follow_as(h, start, portal_user, PortalCookie::Sent).await
+}
+
+/// Follows redirects as a browser that blocks third-party cookies in the app's frame: the portal's cookie is not
+/// sent to the authorize endpoint the framed app redirects to (it still is to the portal's own pages).
+pub async fn follow_withholding_cookie(
+    h: &Harness,
+    start: &str,
+    portal_user: Option<&str>,
+) -> (reqwest::Response, Vec<String>) {
+    follow_as(h, start, portal_user, PortalCookie::WithheldFromAuthorize).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum PortalCookie {
+    Sent,
+    WithheldFromAuthorize,
+}
+
+pub async fn follow_as(
+    h: &Harness,
+    start: &str,
+    portal_user: Option<&str>,
+    cookie: PortalCookie,
+) -> (reqwest::Response, Vec<String>) {
     let http = client();
     let mut url = start.to_owned();
     let mut trail = Vec::new();
+    let authorize = format!("{}/exchange/1/oauth/authorize", h.portal);
     // Browsers follow up to 20 redirects.
     for _ in 0..20 {
         trail.push(url.clone());
         let mut request = http.get(&url);
-        if let (Some(user), true) = (portal_user, url.starts_with(&h.portal)) {
+        let withheld = cookie == PortalCookie::WithheldFromAuthorize && url.starts_with(&authorize);
+        if let (Some(user), true, false) = (portal_user, url.starts_with(&h.portal), withheld) {
             request = request.header("cookie", format!("sim_portal_user={user}"));
         }
         let response = request.send().await.unwrap();
@@ -404,6 +431,23 @@ pub async fn follow(
         };
     }
     panic!("redirect loop: {trail:#?}");
+}
+
+/// The address the simulated portal frames the app at on `page` (`/conversations` for the card,
+/// `/exchange/my-apps/configure` for the configuration page) for `user`: Infobip's launch, `state` included.
+pub async fn portal_launch(h: &Harness, page: &str, user: &str) -> String {
+    let html = client()
+        .get(format!("{}{page}", h.portal))
+        .header("cookie", format!("sim_portal_user={user}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let frame = &html[html.find("<iframe").expect("the portal frames the app")..];
+    let start = frame.find("src=\"").unwrap() + 5;
+    frame[start..start + frame[start..].find('"').unwrap()].replace("&amp;", "&")
 }
 
 /// Runs a test body once per settings backend.
