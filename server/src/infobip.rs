@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 pub struct InfobipConfig {
     /// `https://<account>.api.infobip.com`, or the simulator's portal in development.
     pub base_url: url::Url,
-    /// The word before the token in `Authorization` (`IBSSO` for tokens from Exchange OAuth).
-    pub auth_scheme: String,
+    /// The operator's word before the Exchange token in `Authorization` (`IBEX_INFOBIP_AUTH_SCHEME`); `None`
+    /// sends the token answer's own `token_type`, as Infobip's sample app does.
+    pub auth_scheme: Option<String>,
     pub timeout: Duration,
 }
 
@@ -41,7 +42,8 @@ pub enum InfobipError {
 /// Who wrote in: the first inbound message's sender.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndUser {
-    /// Phone number or address (`from`, else `content.sender`).
+    /// `from`, else `content.sender`: a phone number or address, or on some channels an opaque id
+    /// (`app::definition::OPAQUE_ID_CHANNELS`).
     pub address: String,
     pub display_name: Option<String>,
     pub channel: Option<String>,
@@ -87,25 +89,38 @@ impl InfobipClient {
         InfobipClient { http, config }
     }
 
-    /// The word the card puts before the token in `Authorization`.
-    pub fn scheme(&self) -> &str {
-        &self.config.auth_scheme
+    /// The operator's override of the `Authorization` scheme, if any.
+    pub fn scheme_override(&self) -> Option<&str> {
+        self.config.auth_scheme.as_deref()
+    }
+
+    /// The word the card puts before a token whose answer said `token_type`: the operator's override, else
+    /// that type, else `IBSSO` (a session signed in before the type was kept, or an answer without one).
+    pub fn scheme_for<'a>(&'a self, token_type: &'a str) -> &'a str {
+        match self.scheme_override() {
+            Some(scheme) => scheme,
+            None if !token_type.trim().is_empty() => token_type.trim(),
+            None => "IBSSO",
+        }
     }
 
     /// The end user of a conversation, from its first inbound message; `None` when nobody has written in.
+    /// Asks for exactly that message (Infobip's OpenAPI, Conversations 3.210.0: `direction`, `limit` default 10,
+    /// `orderBy` default `id:asc`): without the filter, a conversation that opened with more than a page of
+    /// outbound messages (a campaign) would show nobody.
     pub async fn end_user(
         &self,
         token: &str,
+        token_type: &str,
         conversation_id: &str,
     ) -> Result<Option<EndUser>, InfobipError> {
-        let mut url = self.config.base_url.clone();
-        url.path_segments_mut()
-            .map_err(|()| {
-                InfobipError::BadAnswer("the Infobip base URL cannot take a path".into())
-            })?
-            .pop_if_empty()
-            .extend(["ccaas", "1", "conversations", conversation_id, "messages"]);
-        let body = self.get(url, token).await?;
+        let url = api_url(
+            &self.config.base_url,
+            &["ccaas", "1", "conversations", conversation_id, "messages"],
+            &FIRST_INBOUND,
+        )
+        .ok_or_else(|| InfobipError::BadAnswer("the Infobip base URL cannot take a path".into()))?;
+        let body = self.get(url, self.scheme_for(token_type), token).await?;
         let answer: Messages =
             serde_json::from_slice(&body).map_err(|e| InfobipError::BadAnswer(e.to_string()))?;
         Ok(answer
@@ -126,7 +141,12 @@ impl InfobipClient {
             }))
     }
 
-    async fn get(&self, url: url::Url, token: &str) -> Result<bytes::Bytes, InfobipError> {
+    async fn get(
+        &self,
+        url: url::Url,
+        scheme: &str,
+        token: &str,
+    ) -> Result<bytes::Bytes, InfobipError> {
         let started = Instant::now();
         let deadline = self.config.timeout;
         let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
@@ -137,7 +157,7 @@ impl InfobipClient {
                 Call {
                     method: reqwest::Method::GET,
                     url: url.clone(),
-                    scheme: &self.config.auth_scheme,
+                    scheme,
                     credential: token,
                     body: None,
                     timeout: deadline.saturating_sub(started.elapsed()),
@@ -168,6 +188,10 @@ impl InfobipClient {
                 401 => Err(InfobipError::Unauthorized),
                 403 => Err(InfobipError::Forbidden(error_text(&answer.body))),
                 404 => Err(InfobipError::NotFound),
+                // The operation's documented answer to an unknown id ("Invalid Id"): 400 with NOT_FOUND.
+                400 if error_id(&answer.body).as_deref() == Some("NOT_FOUND") => {
+                    Err(InfobipError::NotFound)
+                }
                 status => Err(InfobipError::Failed {
                     status,
                     text: error_text(&answer.body),
@@ -176,6 +200,13 @@ impl InfobipClient {
         }
     }
 }
+
+/// The query of the card's messages call: the first inbound message, and only it.
+const FIRST_INBOUND: [(&str, &str); 3] = [
+    ("direction", "INBOUND"),
+    ("limit", "1"),
+    ("orderBy", "id:asc"),
+];
 
 /// Infobip's answers the card reads are small; a larger one is refused rather than buffered.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
@@ -273,6 +304,14 @@ pub fn api_url(base: &url::Url, path: &[&str], query: &[(&str, &str)]) -> Option
         url.query_pairs_mut().extend_pairs(query);
     }
     Some(url)
+}
+
+/// Infobip's error id (`requestError.serviceException.messageId`), when the body is Infobip's error shape.
+pub fn error_id(body: &[u8]) -> Option<String> {
+    let parsed: serde_json::Value = serde_json::from_slice(body).ok()?;
+    parsed["requestError"]["serviceException"]["messageId"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// Infobip's own words (`requestError.serviceException.text`, with its validation errors when it lists them),

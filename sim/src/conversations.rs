@@ -214,16 +214,31 @@ fn infobip_error(status: StatusCode, id: &str, text: &str) -> Response {
         .into_response()
 }
 
-fn bad_request(parameter: &str, problem: String) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({"requestError": {"serviceException": {
-            "messageId": "BAD_REQUEST",
-            "text": format!("Bad request: {problem}"),
-            "validationErrors": {parameter: [problem]},
-        }}})),
-    )
-        .into_response()
+/// A query the document does not allow: which parameter, and why.
+struct Refusal {
+    parameter: String,
+    problem: String,
+}
+
+fn bad_request(parameter: &str, problem: String) -> Refusal {
+    Refusal {
+        parameter: parameter.to_owned(),
+        problem,
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"requestError": {"serviceException": {
+                "messageId": "BAD_REQUEST",
+                "text": format!("Bad request: {}", self.problem),
+                "validationErrors": {self.parameter: [self.problem]},
+            }}})),
+        )
+            .into_response()
+    }
 }
 
 /// The `channel` query parameter's enum (narrower than the channels messages carry: no INTERNAL, TWITTER_DM).
@@ -276,7 +291,7 @@ struct Filter {
     descending: bool,
 }
 
-fn parse_query(raw: &str) -> Result<Filter, Response> {
+fn parse_query(raw: &str) -> Result<Filter, Refusal> {
     let mut seen: HashMap<String, Vec<String>> = HashMap::new();
     for (name, value) in url::form_urlencoded::parse(raw.as_bytes()) {
         if !PARAMETERS.contains(&name.as_ref()) {
@@ -292,7 +307,7 @@ fn parse_query(raw: &str) -> Result<Filter, Response> {
             .or_default()
             .push(value.into_owned());
     }
-    let one = |name: &str| -> Result<Option<String>, Response> {
+    let one = |name: &str| -> Result<Option<String>, Refusal> {
         match seen.get(name).map(Vec::as_slice) {
             None => Ok(None),
             Some([value]) => Ok(Some(value.clone())),
@@ -302,7 +317,7 @@ fn parse_query(raw: &str) -> Result<Filter, Response> {
             )),
         }
     };
-    let enumerated = |name: &str, allowed: &[&str]| -> Result<Option<String>, Response> {
+    let enumerated = |name: &str, allowed: &[&str]| -> Result<Option<String>, Refusal> {
         match one(name)? {
             None => Ok(None),
             Some(v) if allowed.contains(&v.as_str()) => Ok(Some(v)),
@@ -312,7 +327,7 @@ fn parse_query(raw: &str) -> Result<Filter, Response> {
             )),
         }
     };
-    let integer = |name: &str, default: i64| -> Result<i64, Response> {
+    let integer = |name: &str, default: i64| -> Result<i64, Refusal> {
         match one(name)? {
             None => Ok(default),
             Some(v) => v
@@ -320,7 +335,7 @@ fn parse_query(raw: &str) -> Result<Filter, Response> {
                 .map_err(|_| bad_request(name, format!("`{v}` is not an integer"))),
         }
     };
-    let date = |name: &str| -> Result<Option<OffsetDateTime>, Response> {
+    let date = |name: &str| -> Result<Option<OffsetDateTime>, Refusal> {
         match one(name)? {
             None => Ok(None),
             Some(v) => OffsetDateTime::parse(&v, STAMP)
@@ -520,7 +535,7 @@ async fn messages(
     }
     let filter = match parse_query(query.as_deref().unwrap_or_default()) {
         Ok(filter) => filter,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let Some(c) = CONVERSATIONS
         .iter()
