@@ -95,11 +95,14 @@ impl InfobipClient {
     }
 
     /// The word the card puts before a token whose answer said `token_type`: the operator's override, else
-    /// that type, else `IBSSO` (a session signed in before the type was kept, or an answer without one).
+    /// that type, else `IBSSO` (a session signed in before the type was kept, or an answer without one, or with
+    /// something that is not one word: a scheme is never built from arbitrary text).
     pub fn scheme_for<'a>(&'a self, token_type: &'a str) -> &'a str {
+        let word =
+            |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         match self.scheme_override() {
             Some(scheme) => scheme,
-            None if !token_type.trim().is_empty() => token_type.trim(),
+            None if word(token_type) => token_type,
             None => "IBSSO",
         }
     }
@@ -355,6 +358,27 @@ mod tests {
             socket.shutdown().await.unwrap();
         });
         format!("http://{addr}/people/2/persons").parse().unwrap()
+    }
+
+    #[test]
+    fn the_scheme_is_the_token_type_unless_the_operator_sets_one() {
+        let client = |scheme: Option<&str>| {
+            InfobipClient::new(
+                reqwest::Client::new(),
+                InfobipConfig {
+                    base_url: "https://api.infobip.com".parse().unwrap(),
+                    auth_scheme: scheme.map(str::to_owned),
+                    timeout: Duration::from_secs(5),
+                },
+            )
+        };
+        let default = client(None);
+        assert_eq!(default.scheme_for("IBSSO"), "IBSSO");
+        assert_eq!(default.scheme_for("Bearer"), "Bearer");
+        for odd in ["", " ", "IBSSO x", "IB\nSSO"] {
+            assert_eq!(default.scheme_for(odd), "IBSSO", "{odd:?}");
+        }
+        assert_eq!(client(Some("App")).scheme_for("IBSSO"), "App");
     }
 
     /// A People write answered 2xx whose body then breaks off was made: it must come back as that status, not
