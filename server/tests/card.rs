@@ -652,6 +652,24 @@ async fn custom_cards(backend: Backend) {
     );
     assert_eq!(items[2]["url"], "https://track.example.com/1001");
 
+    // A live chat's customerNumber is the visitor's id: said so, and not sent to the shop as a phone number.
+    let (status, body) = call(
+        Some(acme_token.clone()),
+        "customerNumber=5f1c9a7e-2d4b&channel=LIVE_CHAT&conversationId=c2",
+    )
+    .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("no_address")),
+        "{body}"
+    );
+    assert!(
+        !serde_json::to_string(&h.shop_requests().await)
+            .unwrap()
+            .contains("5f1c9a7e-2d4b"),
+        "no partner call"
+    );
+
     // Hostile queries: a second customerNumber (as an unencoded display name could bring), control characters.
     for query in [
         "customerNumber=%2B385911234567&customerNumber=marko%40example.com",
