@@ -5,13 +5,15 @@ import { dataDir, ibexRoot, portalURL } from "../playwright.config";
 import { expectThirdPartyCookiesBlocked, launchState, reframe, withholdPortalCookieFromFrames } from "./portal";
 
 const INITECH = "6D1E0F2A3B4C5D6E7F8091A2B3C4D5E6";
+// The demo shop of this run (playwright.config.ts starts it on IBEX_E2E_SHOP_PORT).
+const SHOP = `http://127.0.0.1:${process.env.IBEX_E2E_SHOP_PORT ?? "4101"}`;
 const RULE_SETS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"];
 
 /** Initech's settings, as its admin would save them, pointing at the demo shop (idempotent). */
 function configureInitech() {
   const run = spawnSync(
     `${ibexRoot}/target/release/ibex`,
-    ["--dev", "settings", "set", INITECH, "api_key=e2e-shop-key", "api_base_url=http://127.0.0.1:4101"],
+    ["--dev", "settings", "set", INITECH, "api_key=e2e-shop-key", `api_base_url=${SHOP}`],
     {
       env: { ...process.env, IBEX_DATA_DIR: dataDir, DATABASE_URL: `sqlite://${dataDir}/ibex.db?mode=rwc` },
       encoding: "utf8",
@@ -156,7 +158,7 @@ test("the partner failing shows a Retry that brings the card back once the partn
   const framed = await openWorkspace(page, "ida.designer");
   await expect(framed.getByRole("heading", { level: 1 })).toHaveText("Ana Horvat");
   const src = cardURL(page);
-  const faults = (body: object) => request.post("http://127.0.0.1:4101/_sim/faults", { data: body });
+  const faults = (body: object) => request.post(`${SHOP}/_sim/faults`, { data: body });
   expect((await faults({ status: 500, fail_next: 20 })).ok()).toBe(true);
   try {
     await page.setViewportSize({ width: 320, height: 600 });
@@ -258,4 +260,29 @@ test("an agent adds a note to an order from the card, after confirming it", asyn
   await expect(page.getByTestId("action-done")).toHaveText(/^Note \S+ added to order 1006\.$/);
   await expectAccessible(page, "action: done");
   await page.screenshot({ path: "test-results/card-action-done-420.png", fullPage: true });
+});
+
+test("a campaign's customer is found past its 12 messages; a live chat says it shares no address", async ({ page }) => {
+  configureInitech();
+  await page.setViewportSize({ width: 1280, height: 900 });
+  const framed = await openWorkspace(page, "ida.designer");
+  await expect(framed.getByRole("heading", { level: 1 })).toHaveText("Ana Horvat");
+
+  // Twelve outbound messages (a campaign) before the customer wrote: more than Infobip's default page of 10.
+  await page.getByRole("link", { name: /Jane Doe/ }).click();
+  await expect(framed.getByRole("heading", { level: 1 })).toHaveText("Jane Doe");
+  await expect(framed.getByTestId("end-user")).toContainText("+441632960961");
+  await expect(framed.getByTestId("partner-fields")).toContainText("bronze");
+
+  // A live chat: `from` is the widget's visitor id, which is not sent to the shop as a phone number.
+  await page.getByRole("link", { name: /Website visitor/ }).click();
+  await expect(framed.getByRole("heading", { level: 1 })).toHaveText("Website visitor");
+  await expect(framed.getByTestId("no-address")).toContainText(
+    "This channel does not share the customer's phone number or email",
+  );
+  await expect(framed.getByTestId("end-user")).toContainText("Chat ID");
+  await page.setViewportSize({ width: 320, height: 600 });
+  await page.goto(cardURL(page));
+  await expectAccessible(page, "channel without an address");
+  await page.screenshot({ path: "test-results/card-no-address-320.png", fullPage: true });
 });

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 pub struct InfobipConfig {
     /// `https://<account>.api.infobip.com`, or the simulator's portal in development.
     pub base_url: url::Url,
-    /// The word before the token in `Authorization` (`IBSSO` for tokens from Exchange OAuth).
-    pub auth_scheme: String,
+    /// The operator's word before the Exchange token in `Authorization` (`IBEX_INFOBIP_AUTH_SCHEME`); `None`
+    /// sends the token answer's own `token_type`, as Infobip's sample app does.
+    pub auth_scheme: Option<String>,
     pub timeout: Duration,
 }
 
@@ -41,7 +42,8 @@ pub enum InfobipError {
 /// Who wrote in: the first inbound message's sender.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndUser {
-    /// Phone number or address (`from`, else `content.sender`).
+    /// `from`, else `content.sender`: a phone number or address, or on some channels an opaque id
+    /// (`app::definition::OPAQUE_ID_CHANNELS`).
     pub address: String,
     pub display_name: Option<String>,
     pub channel: Option<String>,
@@ -87,25 +89,41 @@ impl InfobipClient {
         InfobipClient { http, config }
     }
 
-    /// The word the card puts before the token in `Authorization`.
-    pub fn scheme(&self) -> &str {
-        &self.config.auth_scheme
+    /// The operator's override of the `Authorization` scheme, if any.
+    pub fn scheme_override(&self) -> Option<&str> {
+        self.config.auth_scheme.as_deref()
+    }
+
+    /// The word the card puts before a token whose answer said `token_type`: the operator's override, else
+    /// that type, else `IBSSO` (a session signed in before the type was kept, or an answer without one, or with
+    /// something that is not one word: a scheme is never built from arbitrary text).
+    pub fn scheme_for<'a>(&'a self, token_type: &'a str) -> &'a str {
+        let word =
+            |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        match self.scheme_override() {
+            Some(scheme) => scheme,
+            None if word(token_type) => token_type,
+            None => "IBSSO",
+        }
     }
 
     /// The end user of a conversation, from its first inbound message; `None` when nobody has written in.
+    /// Asks for exactly that message (Infobip's OpenAPI, Conversations 3.210.0: `direction`, `limit` default 10,
+    /// `orderBy` default `id:asc`): without the filter, a conversation that opened with more than a page of
+    /// outbound messages (a campaign) would show nobody.
     pub async fn end_user(
         &self,
         token: &str,
+        token_type: &str,
         conversation_id: &str,
     ) -> Result<Option<EndUser>, InfobipError> {
-        let mut url = self.config.base_url.clone();
-        url.path_segments_mut()
-            .map_err(|()| {
-                InfobipError::BadAnswer("the Infobip base URL cannot take a path".into())
-            })?
-            .pop_if_empty()
-            .extend(["ccaas", "1", "conversations", conversation_id, "messages"]);
-        let body = self.get(url, token).await?;
+        let url = api_url(
+            &self.config.base_url,
+            &["ccaas", "1", "conversations", conversation_id, "messages"],
+            &FIRST_INBOUND,
+        )
+        .ok_or_else(|| InfobipError::BadAnswer("the Infobip base URL cannot take a path".into()))?;
+        let body = self.get(url, self.scheme_for(token_type), token).await?;
         let answer: Messages =
             serde_json::from_slice(&body).map_err(|e| InfobipError::BadAnswer(e.to_string()))?;
         Ok(answer
@@ -126,7 +144,12 @@ impl InfobipClient {
             }))
     }
 
-    async fn get(&self, url: url::Url, token: &str) -> Result<bytes::Bytes, InfobipError> {
+    async fn get(
+        &self,
+        url: url::Url,
+        scheme: &str,
+        token: &str,
+    ) -> Result<bytes::Bytes, InfobipError> {
         let started = Instant::now();
         let deadline = self.config.timeout;
         let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
@@ -137,7 +160,7 @@ impl InfobipClient {
                 Call {
                     method: reqwest::Method::GET,
                     url: url.clone(),
-                    scheme: &self.config.auth_scheme,
+                    scheme,
                     credential: token,
                     body: None,
                     timeout: deadline.saturating_sub(started.elapsed()),
@@ -168,6 +191,10 @@ impl InfobipClient {
                 401 => Err(InfobipError::Unauthorized),
                 403 => Err(InfobipError::Forbidden(error_text(&answer.body))),
                 404 => Err(InfobipError::NotFound),
+                // The operation's documented answer to an unknown id ("Invalid Id"): 400 with NOT_FOUND.
+                400 if error_id(&answer.body).as_deref() == Some("NOT_FOUND") => {
+                    Err(InfobipError::NotFound)
+                }
                 status => Err(InfobipError::Failed {
                     status,
                     text: error_text(&answer.body),
@@ -176,6 +203,13 @@ impl InfobipClient {
         }
     }
 }
+
+/// The query of the card's messages call: the first inbound message, and only it.
+const FIRST_INBOUND: [(&str, &str); 3] = [
+    ("direction", "INBOUND"),
+    ("limit", "1"),
+    ("orderBy", "id:asc"),
+];
 
 /// Infobip's answers the card reads are small; a larger one is refused rather than buffered.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
@@ -283,6 +317,14 @@ pub fn api_url(base: &url::Url, path: &[&str], query: &[(&str, &str)]) -> Option
     Some(url)
 }
 
+/// Infobip's error id (`requestError.serviceException.messageId`), when the body is Infobip's error shape.
+pub fn error_id(body: &[u8]) -> Option<String> {
+    let parsed: serde_json::Value = serde_json::from_slice(body).ok()?;
+    parsed["requestError"]["serviceException"]["messageId"]
+        .as_str()
+        .map(str::to_owned)
+}
+
 /// Infobip's own words (`requestError.serviceException.text`, with its validation errors when it lists them),
 /// or the start of the body.
 pub fn error_text(body: &[u8]) -> String {
@@ -324,6 +366,27 @@ mod tests {
             socket.shutdown().await.unwrap();
         });
         format!("http://{addr}/people/2/persons").parse().unwrap()
+    }
+
+    #[test]
+    fn the_scheme_is_the_token_type_unless_the_operator_sets_one() {
+        let client = |scheme: Option<&str>| {
+            InfobipClient::new(
+                reqwest::Client::new(),
+                InfobipConfig {
+                    base_url: "https://api.infobip.com".parse().unwrap(),
+                    auth_scheme: scheme.map(str::to_owned),
+                    timeout: Duration::from_secs(5),
+                },
+            )
+        };
+        let default = client(None);
+        assert_eq!(default.scheme_for("IBSSO"), "IBSSO");
+        assert_eq!(default.scheme_for("Bearer"), "Bearer");
+        for odd in ["", " ", "IBSSO x", "IB\nSSO"] {
+            assert_eq!(default.scheme_for(odd), "IBSSO", "{odd:?}");
+        }
+        assert_eq!(client(Some("App")).scheme_for("IBSSO"), "App");
     }
 
     /// A People write answered 2xx whose body then breaks off was made: it must come back as that status, not

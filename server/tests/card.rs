@@ -6,7 +6,8 @@
 mod common;
 
 use common::{client, follow, follow_as, portal_launch, Backend, Harness, PortalCookie};
-use ibex_sim::exchange::{CONVERSATIONS, USERS};
+use ibex_sim::conversations::CONVERSATIONS;
+use ibex_sim::exchange::USERS;
 use sqlx::Row;
 
 /// Opens the card as Infobip launches it for `conversation`, signed in to the portal as `user`: with a launch
@@ -771,6 +772,24 @@ async fn custom_cards(backend: Backend) {
     );
     assert_eq!(items[2]["url"], "https://track.example.com/1001");
 
+    // A live chat's customerNumber is the visitor's id: said so, and not sent to the shop as a phone number.
+    let (status, body) = call(
+        Some(acme_token.clone()),
+        "customerNumber=5f1c9a7e-2d4b&channel=LIVE_CHAT&conversationId=c2",
+    )
+    .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("no_address")),
+        "{body}"
+    );
+    assert!(
+        !serde_json::to_string(&h.shop_requests().await)
+            .unwrap()
+            .contains("5f1c9a7e-2d4b"),
+        "no partner call"
+    );
+
     // Hostile queries: a second customerNumber (as an unencoded display name could bring), control characters.
     for query in [
         "customerNumber=%2B385911234567&customerNumber=marko%40example.com",
@@ -804,6 +823,158 @@ async fn custom_cards(backend: Backend) {
 }
 
 on_both_backends!(custom_card_webhook, custom_cards);
+
+/// The seeded conversation with this id.
+fn conversation(id: &str) -> &'static ibex_sim::conversations::SimConversation {
+    CONVERSATIONS.iter().find(|c| c.id == id).unwrap()
+}
+
+/// The card asks Infobip for what it needs (the first inbound message, by the document's parameters) and the
+/// simulator holds it to Infobip's OpenAPI: a campaign of 12 outbound messages before the customer wrote still
+/// shows the customer; a live chat, whose `from` is the widget's visitor id, is said so and never sent to the
+/// partner as a phone number.
+async fn messages(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let ida = &USERS[3];
+    let campaign = conversation("7a3b9c04-initech-0004");
+    let live_chat = conversation("7a3b9c04-initech-0005");
+    assert_eq!(
+        (campaign.outbound_first, live_chat.channel),
+        (12, "LIVE_CHAT")
+    );
+    h.configure(
+        ida.account_key,
+        &[("api_base_url", &h.shop), ("api_key", common::SHOP_KEY)],
+    )
+    .await;
+
+    // The live chat: named by what Infobip gives, the channel said plainly, and not one request to the partner.
+    let before = h.shop_requests().await.len();
+    let (status, html, trail) = open_card(&h, ida.user_key, live_chat.id).await;
+    assert_eq!(status, 200, "{trail:#?}\n{html}");
+    assert!(
+        html.contains("This channel does not share the customer")
+            && html.contains("phone number or email"),
+        "{html}"
+    );
+    assert!(
+        html.contains("Website visitor") && html.contains("Chat ID"),
+        "{html}"
+    );
+    let seen = h.shop_requests().await;
+    assert_eq!(seen.len(), before, "no partner call: {seen:#?}");
+    assert!(
+        !serde_json::to_string(&seen)
+            .unwrap()
+            .contains(live_chat.from),
+        "{seen:#?}"
+    );
+
+    // The campaign: the customer wrote after 12 outbound messages, and the card still finds them.
+    let (status, html, trail) = open_card(&h, ida.user_key, campaign.id).await;
+    assert_eq!(status, 200, "{trail:#?}\n{html}");
+    assert!(
+        html.contains("Jane Doe") && html.contains("+441632960961"),
+        "{html}"
+    );
+    assert!(html.contains("c-102") && html.contains("bronze"), "{html}");
+    assert!(!html.contains("Nobody has written"), "{html}");
+    let seen = h.shop_requests().await;
+    assert!(seen.len() > before, "the partner was asked this time");
+    let lookup = seen
+        .iter()
+        .rev()
+        .find(|r| r["path"] == "/customers/lookup")
+        .unwrap();
+    assert_eq!(
+        lookup["headers"]["x-customer-phone"], "+441632960961",
+        "{lookup}"
+    );
+
+    // The sim holds a caller to the document: the old request (no direction, no limit) gets the default page
+    // of 10, all outbound, so a reader of it would find nobody; an undocumented parameter is a 400.
+    let token = h.issued_tokens().await.pop().unwrap();
+    let messages_url = format!(
+        "{}/ccaas/1/conversations/{}/messages",
+        h.portal, campaign.id
+    );
+    let get = |query: &'static str| {
+        let request = client()
+            .get(format!("{messages_url}{query}"))
+            .header("Authorization", format!("IBSSO {token}"));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, old) = get("").await;
+    assert_eq!(status, 200, "{old}");
+    let page = old["messages"].as_array().unwrap();
+    assert_eq!(page.len(), 10, "{old}");
+    assert!(
+        page.iter().all(|m| m["direction"] == "OUTBOUND"),
+        "no inbound message on the default page: {old}"
+    );
+    assert_eq!(old["pagination"]["limit"], 10);
+    let (status, asked) = get("?direction=INBOUND&limit=1&orderBy=id:asc").await;
+    assert_eq!(status, 200, "{asked}");
+    assert_eq!(asked["messages"][0]["from"], "+441632960961", "{asked}");
+    let (status, refused) = get("?direction=INBOUND&size=1").await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(
+        refused["requestError"]["serviceException"]["messageId"], "BAD_REQUEST",
+        "{refused}"
+    );
+    assert!(
+        refused["requestError"]["serviceException"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("`size` is not a parameter"),
+        "{refused}"
+    );
+
+    // An unknown conversation is the document's 400 "Invalid id" (messageId NOT_FOUND): the card says so.
+    let (status, html, _) = open_card(&h, ida.user_key, "7a3b9c04-initech-9999").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Conversation not found"), "{html}");
+
+    // The documented throttling, per account: over it, Infobip's 429 and its Retry-After reach the agent.
+    let throttle = |per_minute: usize| {
+        client()
+            .post(format!("{}/_sim/conversations", h.portal))
+            .json(&serde_json::json!({"requests_per_minute": per_minute}))
+            .send()
+    };
+    assert!(throttle(1).await.unwrap().status().is_success());
+    let (_, html, _) = open_card(&h, ida.user_key, campaign.id).await;
+    assert!(html.contains("c-102"), "the minute's one call: {html}");
+    let (_, html, _) = open_card(&h, ida.user_key, campaign.id).await;
+    assert!(
+        html.contains("Infobip is limiting requests right now. Try again in"),
+        "{html}"
+    );
+    assert!(throttle(500).await.unwrap().status().is_success());
+    h.finish().await;
+
+    // The scheme is the token answer's `token_type` unless the operator sets one: a wrong one is refused by
+    // Infobip, and the card ends on its message after the silent renewals.
+    let h = Harness::start_with(
+        backend,
+        &[
+            "--allow-loopback-partners",
+            "--infobip-auth-scheme",
+            "Bearer",
+        ],
+    )
+    .await;
+    let (status, html, _) = open_card(&h, ida.user_key, campaign.id).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("keeps refusing"), "{html}");
+    h.finish().await;
+}
+
+on_both_backends!(conversation_messages, messages);
 
 /// The notes the demo shop has been asked to add.
 async fn notes_sent(h: &Harness) -> Vec<serde_json::Value> {

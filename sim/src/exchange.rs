@@ -27,6 +27,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::conversations::{SimConversation, CONVERSATIONS};
+
 /// An account of the simulated Infobip, with the users who may sign in to it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SimUser {
@@ -180,11 +182,8 @@ pub fn router(app: AppListing) -> Router {
         .route("/_sim/oauth", post(set_switches).get(get_switches))
         .route("/_sim/oauth/issued", get(issued_tokens))
         .route("/conversations", get(workspace))
-        .route(
-            "/ccaas/1/conversations/{conversation_id}/messages",
-            get(conversation_messages),
-        )
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::conversations::router(state))
         // Infobip's People API lives on the same account base URL as Conversations.
         .merge(crate::people::router(crate::people::API_KEY))
 }
@@ -650,77 +649,6 @@ async fn get_switches(State(ex): State<Arc<Exchange>>) -> Json<OAuthSwitches> {
     Json(lock(&ex.switches).clone())
 }
 
-/// A seeded conversation of the Conversations workspace: whose it is and who wrote in.
-pub struct SimConversation {
-    pub id: &'static str,
-    pub account_key: &'static str,
-    pub channel: &'static str,
-    /// The end user's phone number or address, as the first inbound message's `from`.
-    pub from: &'static str,
-    pub sender_name: &'static str,
-    pub text: &'static str,
-}
-
-/// End users of the demo shop (one by phone, one by email) and one the shop does not know, per account.
-pub const CONVERSATIONS: &[SimConversation] = &[
-    SimConversation {
-        id: "4b7c1e52-acme-0001",
-        account_key: "8F3A2C51D0B94E17A6C2F0D9E4B7A113",
-        channel: "WHATSAPP",
-        from: "+385911234567",
-        sender_name: "Ana Horvat",
-        text: "Hi, where is my order 1001?",
-    },
-    SimConversation {
-        id: "4b7c1e52-acme-0002",
-        account_key: "8F3A2C51D0B94E17A6C2F0D9E4B7A113",
-        channel: "EMAIL",
-        from: "marko@example.com",
-        sender_name: "Marko Kovač",
-        text: "Can I change the delivery address?",
-    },
-    SimConversation {
-        id: "4b7c1e52-acme-0003",
-        account_key: "8F3A2C51D0B94E17A6C2F0D9E4B7A113",
-        channel: "SMS",
-        from: "+15550100999",
-        sender_name: "",
-        text: "hello?",
-    },
-    SimConversation {
-        id: "9d2e6f10-globex-0001",
-        account_key: "2B7E91C4A85F4D3EB0196C7D2E8F5A40",
-        channel: "WHATSAPP",
-        from: "+441632960961",
-        sender_name: "Jane Doe",
-        text: "I need to rebook my trip.",
-    },
-    SimConversation {
-        id: "7a3b9c04-initech-0001",
-        account_key: "6D1E0F2A3B4C5D6E7F8091A2B3C4D5E6",
-        channel: "LIVE_CHAT",
-        from: "+385911234567",
-        sender_name: "Ana Horvat",
-        text: "My headlamp does not turn on.",
-    },
-    SimConversation {
-        id: "7a3b9c04-initech-0002",
-        account_key: "6D1E0F2A3B4C5D6E7F8091A2B3C4D5E6",
-        channel: "EMAIL",
-        from: "marko@example.com",
-        sender_name: "Marko Kovač",
-        text: "Is the rain jacket waterproof?",
-    },
-    SimConversation {
-        id: "7a3b9c04-initech-0003",
-        account_key: "6D1E0F2A3B4C5D6E7F8091A2B3C4D5E6",
-        channel: "SMS",
-        from: "+385915550123",
-        sender_name: "",
-        text: "Do you ship to Split?",
-    },
-];
-
 #[derive(Deserialize)]
 struct WorkspaceQuery {
     open: Option<String>,
@@ -791,99 +719,28 @@ async fn workspace(
     .into_response()
 }
 
-#[derive(Deserialize)]
-struct ConversationPath {
-    conversation_id: String,
-}
-
-/// `GET /ccaas/1/conversations/{id}/messages` as Infobip answers it: the token must be live and of the
-/// conversation's account (another account's conversation is not found), newest message last.
-async fn conversation_messages(
-    State(ex): State<Arc<Exchange>>,
-    headers: HeaderMap,
-    axum::extract::Path(path): axum::extract::Path<ConversationPath>,
-) -> Response {
-    let switches = lock(&ex.switches).clone();
-    if switches.messages_delay_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(switches.messages_delay_ms)).await;
+/// What the Conversations API (`conversations.rs`) asks of this OAuth server: whose a token is, and the
+/// messages switches of `/_sim/oauth`.
+impl crate::conversations::Accounts for Exchange {
+    fn account_of(&self, scheme: &str, credential: &str) -> crate::conversations::Credential {
+        use crate::conversations::Credential;
+        // The `token_type` that `token` issues: Infobip's IBSSO scheme.
+        if !scheme.eq_ignore_ascii_case("IBSSO") {
+            return Credential::Unknown;
+        }
+        match lock(&self.tokens).get(credential) {
+            Some((u, at, life)) if at.elapsed() <= *life => Credential::Account(u.account_key),
+            Some(_) => Credential::Expired,
+            None => Credential::Unknown,
+        }
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("IBSSO "));
-    let found = token.and_then(|t| {
-        lock(&ex.tokens)
-            .get(t)
-            .map(|(u, at, life)| (*u, at.elapsed() <= *life))
-    });
-    let user = match found {
-        Some((u, true)) => u,
-        Some((_, false)) => {
-            return infobip_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "Token expired.")
-        }
-        None => {
-            return infobip_error(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                "Invalid login details.",
-            )
-        }
-    };
-    if let Some(status) = switches.messages_status {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = infobip_error(status, "SIMULATED", "Switched on in /_sim/oauth.");
-        if let Some(secs) = switches.retry_after_secs {
-            if let Ok(value) = header::HeaderValue::from_str(&secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-        }
-        return response;
-    }
-    let Some(c) = CONVERSATIONS
-        .iter()
-        .find(|c| c.id == path.conversation_id && c.account_key == user.account_key)
-    else {
-        return infobip_error(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "Conversation not found.",
-        );
-    };
-    Json(json!({
-        "messages": [
-            {
-                "id": format!("{}-m0", c.id),
-                "channel": c.channel,
-                "direction": "OUTBOUND",
-                "from": "InfobipShop",
-                "to": c.from,
-                "conversationId": c.id,
-                "createdAt": "2026-11-26T09:00:00.000+0000",
-                "contentType": "TEXT",
-                "content": {"text": "Welcome! How can we help?"}
-            },
-            {
-                "id": format!("{}-m1", c.id),
-                "channel": c.channel,
-                "direction": "INBOUND",
-                "from": c.from,
-                "to": "InfobipShop",
-                "conversationId": c.id,
-                "createdAt": "2026-11-26T09:01:00.000+0000",
-                "contentType": "TEXT",
-                "content": {"text": c.text, "sender": c.from, "senderName": c.sender_name}
-            }
-        ],
-        "pagination": {"totalItems": 2, "page": 0, "size": 20}
-    }))
-    .into_response()
-}
 
-/// Infobip's error shape.
-fn infobip_error(status: StatusCode, id: &str, text: &str) -> Response {
-    (
-        status,
-        Json(json!({"requestError": {"serviceException": {"messageId": id, "text": text}}})),
-    )
-        .into_response()
+    fn faults(&self) -> crate::conversations::Faults {
+        let s = lock(&self.switches);
+        crate::conversations::Faults {
+            status: s.messages_status,
+            retry_after_secs: s.retry_after_secs,
+            delay_ms: s.messages_delay_ms,
+        }
+    }
 }

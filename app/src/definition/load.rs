@@ -377,9 +377,46 @@ impl AppDefinition {
             return Err(invalid("[card] lookup", "needs at least one lookup"));
         }
         let mut outputs: Option<HashSet<&str>> = None;
+        let mut mapped: HashSet<&str> = HashSet::new();
         for (i, lookup) in card.lookup.iter().enumerate() {
             let place = format!("[card] lookup[{i}]");
             let f = function(&place, &lookup.function)?;
+            match (lookup.when, lookup.channels.is_empty()) {
+                (AddressKind::ChannelId, true) => {
+                    return Err(invalid(
+                        &place,
+                        format!(
+                            "when = \"channel_id\" needs `channels`, some of: {}",
+                            OPAQUE_ID_CHANNELS.join(", ")
+                        ),
+                    ))
+                }
+                (AddressKind::ChannelId, false) => {}
+                (_, false) => {
+                    return Err(invalid(
+                        &place,
+                        "`channels` belongs to when = \"channel_id\" only",
+                    ))
+                }
+                (_, true) => {}
+            }
+            for channel in &lookup.channels {
+                if !OPAQUE_ID_CHANNELS.contains(&channel.as_str()) {
+                    return Err(invalid(
+                        &place,
+                        format!(
+                            "`{channel}` is not a channel whose end user has an id instead of an address; use one of: {}",
+                            OPAQUE_ID_CHANNELS.join(", ")
+                        ),
+                    ));
+                }
+                if !mapped.insert(channel.as_str()) {
+                    return Err(invalid(
+                        &place,
+                        format!("`{channel}` is named by an earlier lookup already"),
+                    ));
+                }
+            }
             for (name, text) in &lookup.inputs {
                 if !f.inputs.iter().any(|input| input.name == *name) {
                     return Err(invalid(
@@ -1263,10 +1300,40 @@ path = "/x"
                 ),
                 "has no item `href`",
             ),
+            (
+                format!("{lookup}when = \"channel_id\"\ninputs = {{ phone = \"{{{{conversation.customerNumber}}}}\" }}"),
+                "when = \"channel_id\" needs `channels`, some of: LIVE_CHAT",
+            ),
+            (
+                format!("{lookup}when = \"phone\"\nchannels = [\"LIVE_CHAT\"]\ninputs = {{ phone = \"{{{{conversation.customerNumber}}}}\" }}"),
+                "`channels` belongs to when = \"channel_id\" only",
+            ),
+            (
+                format!("{lookup}when = \"channel_id\"\nchannels = [\"SMS\"]\ninputs = {{ phone = \"{{{{conversation.customerNumber}}}}\" }}"),
+                "`SMS` is not a channel whose end user has an id instead of an address",
+            ),
+            (
+                format!(
+                    "{lookup}when = \"channel_id\"\nchannels = [\"LIVE_CHAT\"]\ninputs = {{ phone = \"{{{{conversation.customerNumber}}}}\" }}\n\
+                     [[card.lookup]]\nfunction = \"customer-lookup\"\nwhen = \"channel_id\"\nchannels = [\"TWITTER_DM\", \"LIVE_CHAT\"]\n\
+                     inputs = {{ email = \"{{{{conversation.customerNumber}}}}\" }}"
+                ),
+                "`LIVE_CHAT` is named by an earlier lookup already",
+            ),
         ] {
             let e = card(&section);
             assert!(e.contains(expected), "{section}\n=> {e}");
         }
+        // A channel's id mapped to a lookup input loads.
+        let base = BUNDLED_EXAMPLE.split("\n[card]").next().unwrap_or_default();
+        let mapped = format!(
+            "{base}\n{lookup}when = \"channel_id\"\nchannels = [\"LIVE_CHAT\", \"INTERNAL\"]\n\
+             inputs = {{ phone = \"{{{{conversation.customerNumber}}}}\" }}"
+        );
+        let definition = AppDefinition::from_toml(&mapped).unwrap();
+        let card = definition.card.unwrap();
+        assert_eq!(card.lookup[0].when, AddressKind::ChannelId);
+        assert_eq!(card.lookup[0].channels, ["LIVE_CHAT", "INTERNAL"]);
     }
 
     #[test]

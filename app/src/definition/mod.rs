@@ -50,13 +50,18 @@ pub struct CardSpec {
     pub list: Option<CardList>,
 }
 
+/// What the end user's `from` is, which picks the lookup: a phone number or email address, or the opaque id of
+/// a channel that shares neither (see [`OPAQUE_ID_CHANNELS`]).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum AddressKind {
+    /// A phone number or an email address, whichever it is.
     #[default]
     Any,
     Phone,
     Email,
+    /// The id a channel of `channels` gives the end user, passed to the partner as it is.
+    ChannelId,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -65,6 +70,9 @@ pub struct CardLookup {
     pub function: String,
     #[serde(default)]
     pub when: AddressKind,
+    /// With `when = "channel_id"` only: the channels (of [`OPAQUE_ID_CHANNELS`]) whose id the partner knows.
+    #[serde(default)]
+    pub channels: Vec<String>,
     /// Input name → template over `conversation.*`.
     pub inputs: std::collections::BTreeMap<String, String>,
 }
@@ -159,6 +167,19 @@ pub struct CardAction {
     pub confirm: String,
     /// Said after it worked, e.g. "Note {{result.note_id}} added to order {{item.id}}.".
     pub done: String,
+}
+
+/// Channels on which the first inbound message's `from` is an opaque id (a chat widget's visitor, a Messenger or
+/// X user id, an Infobip user), not a phone number or an email address: Infobip's sample app skips them. The card
+/// makes no partner call for them unless a `[[card.lookup]]` with `when = "channel_id"` names the channel.
+pub const OPAQUE_ID_CHANNELS: &[&str] =
+    &["LIVE_CHAT", "FACEBOOK_MESSENGER", "TWITTER_DM", "INTERNAL"];
+
+/// Whether a conversation on `channel` (Infobip's name, any case) gives the end user an opaque id only.
+pub fn opaque_id_channel(channel: &str) -> bool {
+    OPAQUE_ID_CHANNELS
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case(channel.trim()))
 }
 
 /// The conversation variables a card template may use, named as Infobip names them.

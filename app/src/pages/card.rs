@@ -39,6 +39,12 @@ pub enum PartnerPart {
     NotFound {
         address: String,
     },
+    /// The conversation's channel (LIVE_CHAT, FACEBOOK_MESSENGER, TWITTER_DM, INTERNAL) gives the end user an
+    /// id, not a phone number or email address, and no lookup of the app definition takes that channel's id:
+    /// the partner is not asked.
+    NoAddress {
+        channel: String,
+    },
     /// The account has not saved the app's settings yet.
     NotConfigured,
     Failed {
@@ -268,7 +274,12 @@ fn CardBody(view: CardView, refresh: String, card: String, conversation: String)
                 {match end_user {
                     Some(u) => view! {
                         <dl class="card-facts" data-testid="end-user">
-                            <dt>"Contact"</dt><dd>{u.address}</dd>
+                            // On a chat channel `from` is the channel's id for the visitor, not a way to reach them.
+                            <dt>{if u.channel.as_deref().is_some_and(crate::definition::opaque_id_channel) {
+                                "Chat ID"
+                            } else {
+                                "Contact"
+                            }}</dt><dd>{u.address}</dd>
                             {u.channel.map(|c| view! { <dt>"Channel"</dt><dd>{c}</dd> })}
                         </dl>
                     }.into_any(),
@@ -359,6 +370,15 @@ fn PartnerSection(
         .into_any(),
         PartnerPart::NotFound { address } => view! {
             <p class="card-state" data-testid="not-found">{format!("No customer for {address} in {app_name}.")}</p>
+        }
+        .into_any(),
+        // The channel is in the facts above; the agent learns why the partner's part is missing, and what to do.
+        PartnerPart::NoAddress { .. } => view! {
+            <p class="card-state" data-testid="no-address">
+                {format!(
+                    "This channel does not share the customer's phone number or email, so {app_name} cannot look them up. Ask the customer for their email or order number."
+                )}
+            </p>
         }
         .into_any(),
         // In this frame: the configuration page signs in with Exchange OAuth, which finishes only inside

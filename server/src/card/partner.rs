@@ -10,7 +10,9 @@ use crate::signed::inputs::Inputs;
 use crate::signed::invoke::call_partner;
 use crate::state::AppState;
 use app::definition::template::{verbatim, Lookup, Source, Template};
-use app::definition::{AddressKind, CardAction, CardList, CardSpec, ValueFormat};
+use app::definition::{
+    opaque_id_channel, AddressKind, CardAction, CardList, CardLookup, CardSpec, ValueFormat,
+};
 use app::pages::card::{ActionView, AskView, ListView, PartnerPart, RowAction, RowView, ValueView};
 use app::settings::{ResolvedSettings, SettingsError};
 use serde_json::{Map, Value};
@@ -93,6 +95,19 @@ async fn found(
     if address.is_empty() {
         return Err(PartnerPart::Nothing);
     }
+    let channel = conversation
+        .get("channel")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let lookup = match pick_lookup(card, &address, channel) {
+        Pick::NoAddress => {
+            return Err(PartnerPart::NoAddress {
+                channel: channel.to_owned(),
+            })
+        }
+        Pick::Lookup(lookup) => Some(lookup),
+        Pick::NoneFits => None,
+    };
     let settings = match state.settings.resolved(account_key).await {
         Ok(settings) => settings,
         Err(SettingsError::NotConfigured { .. }) => return Err(PartnerPart::NotConfigured),
@@ -102,16 +117,7 @@ async fn found(
             })
         }
     };
-    let kind = if address.contains('@') {
-        AddressKind::Email
-    } else {
-        AddressKind::Phone
-    };
-    let Some(lookup) = card
-        .lookup
-        .iter()
-        .find(|l| l.when == AddressKind::Any || l.when == kind)
-    else {
+    let Some(lookup) = lookup else {
         return Err(PartnerPart::NotFound { address });
     };
     let mut scope = CardScope {
@@ -141,6 +147,41 @@ async fn found(
         }
     }
     Ok((scope, settings))
+}
+
+/// Which lookup fits the end user's `from`.
+#[derive(Debug, PartialEq)]
+enum Pick<'a> {
+    Lookup(&'a CardLookup),
+    /// A phone number or address no lookup takes: the partner has no way to find them.
+    NoneFits,
+    /// An opaque id (`OPAQUE_ID_CHANNELS`) on a channel no lookup names.
+    NoAddress,
+}
+
+/// On a channel whose `from` is an opaque id, only a lookup naming that channel may use it: sent as a phone
+/// number or address it would find nobody, or the wrong customer; without one, the card says so and asks nobody.
+fn pick_lookup<'a>(card: &'a CardSpec, address: &str, channel: &str) -> Pick<'a> {
+    let found = if opaque_id_channel(channel) {
+        card.lookup.iter().find(|l| {
+            l.when == AddressKind::ChannelId
+                && l.channels.iter().any(|c| c.eq_ignore_ascii_case(channel))
+        })
+    } else {
+        let kind = if address.contains('@') {
+            AddressKind::Email
+        } else {
+            AddressKind::Phone
+        };
+        card.lookup
+            .iter()
+            .find(|l| l.when == AddressKind::Any || l.when == kind)
+    };
+    match found {
+        Some(lookup) => Pick::Lookup(lookup),
+        None if opaque_id_channel(channel) => Pick::NoAddress,
+        None => Pick::NoneFits,
+    }
 }
 
 /// The list's rows as the partner answered them.
@@ -400,7 +441,72 @@ fn text(value: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::safe_link;
+    use super::{pick_lookup, safe_link, Pick};
+    use app::definition::{AddressKind, CardLookup, CardSpec};
+
+    fn lookup(function: &str, when: AddressKind, channels: &[&str]) -> CardLookup {
+        CardLookup {
+            function: function.into(),
+            when,
+            channels: channels.iter().map(|c| c.to_string()).collect(),
+            inputs: Default::default(),
+        }
+    }
+
+    fn card(lookups: Vec<CardLookup>) -> CardSpec {
+        CardSpec {
+            lookup: lookups,
+            title: "x".into(),
+            fields: vec![],
+            list: None,
+        }
+    }
+
+    #[test]
+    fn an_opaque_id_is_looked_up_only_where_a_lookup_names_its_channel() {
+        let phone_or_email = card(vec![lookup("by-address", AddressKind::Any, &[])]);
+        for channel in [
+            "LIVE_CHAT",
+            "FACEBOOK_MESSENGER",
+            "TWITTER_DM",
+            "INTERNAL",
+            "live_chat",
+        ] {
+            assert_eq!(
+                pick_lookup(&phone_or_email, "5f1c9a7e", channel),
+                Pick::NoAddress,
+                "{channel}"
+            );
+        }
+        let mapped = card(vec![
+            lookup("by-address", AddressKind::Any, &[]),
+            lookup("by-chat-id", AddressKind::ChannelId, &["LIVE_CHAT"]),
+        ]);
+        let found = |address: &str, channel: &str| match pick_lookup(&mapped, address, channel) {
+            Pick::Lookup(l) => Some(l.function.clone()),
+            _ => None,
+        };
+        assert_eq!(
+            found("5f1c9a7e", "LIVE_CHAT").as_deref(),
+            Some("by-chat-id")
+        );
+        assert_eq!(
+            pick_lookup(&mapped, "5f1c9a7e", "TWITTER_DM"),
+            Pick::NoAddress
+        );
+        assert_eq!(found("+385911234567", "SMS").as_deref(), Some("by-address"));
+        assert_eq!(found("a@b.example", "").as_deref(), Some("by-address"));
+        // A channel-id lookup never takes a phone number or an address.
+        let only_ids = card(vec![lookup(
+            "by-chat-id",
+            AddressKind::ChannelId,
+            &["LIVE_CHAT"],
+        )]);
+        assert_eq!(
+            pick_lookup(&only_ids, "+385911234567", "WHATSAPP"),
+            Pick::NoneFits
+        );
+    }
 
     #[test]
     fn only_web_addresses_become_links() {

@@ -120,6 +120,12 @@ fn answer(app_name: &str, part: PartnerPart) -> Response {
             StatusCode::OK,
             json!({"status": "not_found", "message": format!("No customer for {address} in {app_name}.")}),
         ),
+        PartnerPart::NoAddress { channel } => (
+            StatusCode::OK,
+            json!({"status": "no_address", "message": format!(
+                "This channel ({channel}) does not share the customer's phone number or email, so {app_name} cannot look them up."
+            )}),
+        ),
         PartnerPart::Nothing => (
             StatusCode::OK,
             json!({"status": "not_found", "message": "Nobody has written in this conversation yet."}),

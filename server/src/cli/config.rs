@@ -216,14 +216,10 @@ pub struct Options {
     /// Base URL of Infobip's API for the context card's calls (the simulator's portal in --dev mode).
     #[arg(long, env = "IBEX_INFOBIP_API_URL", global = true)]
     pub infobip_api_url: Option<String>,
-    /// The scheme before the Exchange token in `Authorization` when calling Infobip's API.
-    #[arg(
-        long,
-        env = "IBEX_INFOBIP_AUTH_SCHEME",
-        default_value = "IBSSO",
-        global = true
-    )]
-    pub infobip_auth_scheme: String,
+    /// The scheme before the Exchange token in `Authorization` when calling Infobip's API; unset, the token
+    /// answer's own `token_type` (as Infobip's sample app sends it).
+    #[arg(long, env = "IBEX_INFOBIP_AUTH_SCHEME", global = true)]
+    pub infobip_auth_scheme: Option<String>,
     /// People calls per second per account and instance: reads (lookups) and writes, Infobip's documented
     /// limits by default.
     #[arg(
@@ -551,13 +547,14 @@ impl Options {
                 })
             }
         };
-        if self.infobip_auth_scheme.is_empty()
-            || !self
-                .infobip_auth_scheme
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err(ConfigError::AuthScheme(self.infobip_auth_scheme.clone()));
+        if let Some(scheme) = &self.infobip_auth_scheme {
+            if scheme.is_empty()
+                || !scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                return Err(ConfigError::AuthScheme(scheme.clone()));
+            }
         }
         Ok(crate::infobip::InfobipConfig {
             base_url,

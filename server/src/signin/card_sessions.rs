@@ -37,6 +37,10 @@ pub struct CardSignIn {
     pub email: String,
     pub locale: String,
     pub token: String,
+    /// The token answer's `token_type`: the `Authorization` scheme the token is sent with unless the operator
+    /// sets one (`IBEX_INFOBIP_AUTH_SCHEME`). Empty in a session stored before it was kept.
+    #[serde(default)]
+    pub token_type: String,
     /// Milliseconds since the epoch; the session ends with the token.
     pub token_expires_at: i64,
     /// The conversation the card was opened for: the session shows that one only, so an id seen in a URL

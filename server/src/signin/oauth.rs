@@ -270,8 +270,8 @@ pub struct CallbackQuery {
 struct TokenAnswer {
     #[serde(default)]
     token: Option<String>,
-    /// Compared with the scheme the card sends the token with (`IBEX_INFOBIP_AUTH_SCHEME`), never used instead
-    /// of it: an operator's setting wins, and a mismatch is logged once.
+    /// The scheme the card sends the token with, unless the operator set one (`IBEX_INFOBIP_AUTH_SCHEME`): then
+    /// the setting wins, and a mismatch is logged once.
     #[serde(default)]
     token_type: Option<String>,
     /// Seconds; absent means the configured session lifetime.
@@ -436,14 +436,17 @@ async fn card_signed_in(
 ) -> Response {
     static MISMATCH_LOGGED: std::sync::atomic::AtomicBool =
         std::sync::atomic::AtomicBool::new(false);
-    if let Some(kind) = answer.token_type.as_deref() {
-        if !kind.eq_ignore_ascii_case(state.infobip.scheme())
+    if let (Some(kind), Some(scheme)) = (
+        answer.token_type.as_deref(),
+        state.infobip.scheme_override(),
+    ) {
+        if !kind.eq_ignore_ascii_case(scheme)
             && !MISMATCH_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed)
         {
             tracing::warn!(
                 token_type = %kind,
-                scheme = %state.infobip.scheme(),
-                "Infobip's token answer names another token type than the card sends (IBEX_INFOBIP_AUTH_SCHEME): if Infobip refuses the card's calls, set it to this type"
+                scheme = %scheme,
+                "Infobip's token answer names another token type than IBEX_INFOBIP_AUTH_SCHEME, which the card sends: if Infobip refuses the card's calls, unset it"
             );
         }
     }
@@ -458,6 +461,7 @@ async fn card_signed_in(
         email: answer.email.unwrap_or_default(),
         locale: answer.locale.unwrap_or_default(),
         token: answer.token.unwrap_or_default(),
+        token_type: answer.token_type.unwrap_or_default(),
         token_expires_at: now_ms().saturating_add(token_ms.min(ttl_ms)),
         conversation_id: conversation.unwrap_or_default().to_owned(),
     };
