@@ -70,6 +70,8 @@ pub struct Shared {
     pub slots: crate::ops::admission::Slots,
     /// Largest body of a page or server-function request (`IBEX_MAX_PAGE_BODY_BYTES`).
     pub max_page_body_bytes: usize,
+    /// Sign-ins this instance starts per second at most (`IBEX_SIGN_IN_STARTS_PER_SEC`): each writes a row.
+    pub sign_in_starts: Arc<governor::DefaultDirectRateLimiter>,
     /// The context card's actions done in the last minute (`card::ServerCard`), shared by every serving thread.
     pub card_actions_done: moka::future::Cache<String, String>,
     /// Signatures seen within the replay window, when the opt-in guard is on (per instance).
@@ -174,6 +176,7 @@ impl AppState {
                 options.max_concurrent_page_requests,
             ),
             max_page_body_bytes: options.max_page_body_bytes.max(1),
+            sign_in_starts: Arc::new(governor::RateLimiter::direct(options.sign_in_quota())),
             card_actions_done: crate::card::ServerCard::new_done_record(),
             // Both directions of the window: a signature can be valid for twice the tolerance.
             replay_guard: options.replay_guard.then(|| {

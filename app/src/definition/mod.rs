@@ -169,17 +169,59 @@ pub struct CardAction {
     pub done: String,
 }
 
-/// Channels on which the first inbound message's `from` is an opaque id (a chat widget's visitor, a Messenger or
-/// X user id, an Infobip user), not a phone number or an email address: Infobip's sample app skips them. The card
-/// makes no partner call for them unless a `[[card.lookup]]` with `when = "channel_id"` names the channel.
-pub const OPAQUE_ID_CHANNELS: &[&str] =
-    &["LIVE_CHAT", "FACEBOOK_MESSENGER", "TWITTER_DM", "INTERNAL"];
+/// Channels on which the first inbound message's `from` is the end user's phone number or email address
+/// (Infobip's `MessageChannel`, Conversations OpenAPI 3.210.0: "Sender phone number, email address, FB messenger Id
+/// or live chat widget Id"). An allow-list, not a deny-list: on any other channel, one Infobip adds later
+/// included, `from` is taken for an opaque id, since a numeric id (a Telegram chat, a Viber bot user) sent to
+/// the partner as a phone number could find another customer. A conversation whose channel is not given (a
+/// Custom cards URL without `channel`) is taken as an address, as Custom cards' `customerNumber` is.
+pub const ADDRESS_CHANNELS: &[&str] = &[
+    "SMS",
+    "VIBER",
+    "WHATSAPP",
+    "RCS",
+    "EMAIL",
+    "VOICE",
+    "CALLS",
+    "WHATSAPP_CALLS",
+    "VIBER_CALLS",
+];
 
-/// Whether a conversation on `channel` (Infobip's name, any case) gives the end user an opaque id only.
+/// The channels of Infobip's `MessageChannel` whose `from` is an opaque id (a chat widget's visitor, a Messenger,
+/// X, Telegram or LINE user id, an Infobip user): the ones a `[[card.lookup]]` with `when = "channel_id"` may name.
+/// Infobip's sample app skips the first four. The card makes no partner call for them unless such a lookup names
+/// the channel.
+pub const OPAQUE_ID_CHANNELS: &[&str] = &[
+    "LIVE_CHAT",
+    "FACEBOOK_MESSENGER",
+    "TWITTER_DM",
+    "INTERNAL",
+    "TELEGRAM",
+    "INSTAGRAM_MESSAGING",
+    "VIBER_BOT",
+    "LINE",
+    "APPLE_BUSINESS_CHAT",
+    "GOOGLE_BUSINESS_MESSAGES",
+    "KAKAO_SANGDAM",
+    "OPEN_CHANNEL",
+    "TIKTOK",
+    "ZALO",
+    "FACEBOOK_POST",
+    "INSTAGRAM_POST",
+    "TWITTER_POST",
+    "GOOGLE_PLAY",
+    "VIDEO",
+    "UNKNOWN",
+];
+
+/// Whether a conversation on `channel` (Infobip's name, any case) gives the end user an opaque id only: any
+/// named channel that is not one of `ADDRESS_CHANNELS`.
 pub fn opaque_id_channel(channel: &str) -> bool {
-    OPAQUE_ID_CHANNELS
-        .iter()
-        .any(|c| c.eq_ignore_ascii_case(channel.trim()))
+    let channel = channel.trim();
+    !channel.is_empty()
+        && !ADDRESS_CHANNELS
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(channel))
 }
 
 /// The conversation variables a card template may use, named as Infobip names them.

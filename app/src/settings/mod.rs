@@ -75,12 +75,17 @@ pub const NOT_A_HOST: &str =
 
 /// Why a value of a setting standing in the partner's URL path was refused.
 pub const NOT_A_PATH_VALUE: &str =
-    "must not contain `/`, `\\` or `%`: it becomes one segment of the partner's URL path";
+    "must not contain `/`, `\\`, `%` or control characters, nor be `.` or `..`: it becomes one segment of the \
+    partner's URL path";
 
 /// Whether a value can stand in the path part of `[partner] base_url` as one segment: a proxy in front of the
-/// partner may decode `%2F` or `%25` once more and reach another resource.
+/// partner may decode `%2F` or `%25` once more and reach another resource, a `.` or `..` segment (`..;x` for
+/// servers that drop path parameters) climbs as it is, and the `url` crate drops tab, CR and LF (`.\t.` is `..`).
 pub fn fits_a_path_segment(text: &str) -> bool {
+    let bare = text.split(';').next().unwrap_or_default();
     !text.contains(['/', '\\', '%'])
+        && !matches!(bare, "." | "..")
+        && !text.chars().any(char::is_control)
 }
 
 /// The settings of `[partner] base_url` by the part of the address they stand in.
@@ -385,7 +390,16 @@ mod tests {
         def.partner.base_url = "https://shop.example/{{settings.tenant}}".into();
         let change = validate_changes(&def, &raw(&[("tenant", "a b")]), |_| true).unwrap();
         assert!(change.values.contains_key("tenant"));
-        for value in ["acme/admin", "acme\\admin", "%2e%2e", "acme%2Fadmin"] {
+        for value in [
+            "acme/admin",
+            "acme\\admin",
+            "%2e%2e",
+            "acme%2Fadmin",
+            "..",
+            ".",
+            "..;x",
+            ".\t.",
+        ] {
             let errors = validate_changes(&def, &raw(&[("tenant", value)]), |_| true).unwrap_err();
             assert_eq!(errors.len(), 1, "{value}: {errors:?}");
             assert_eq!(errors[0].message, NOT_A_PATH_VALUE, "{value}");

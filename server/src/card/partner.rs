@@ -471,6 +471,11 @@ mod tests {
             "TWITTER_DM",
             "INTERNAL",
             "live_chat",
+            // Numeric ids: sent as phone numbers they could find another customer.
+            "TELEGRAM",
+            "VIBER_BOT",
+            "UNKNOWN",
+            "A_CHANNEL_INFOBIP_ADDS_LATER",
         ] {
             assert_eq!(
                 pick_lookup(&phone_or_email, "5f1c9a7e", channel),
@@ -495,6 +500,14 @@ mod tests {
             Pick::NoAddress
         );
         assert_eq!(found("+385911234567", "SMS").as_deref(), Some("by-address"));
+        assert_eq!(
+            found("+385911234567", "whatsapp").as_deref(),
+            Some("by-address")
+        );
+        assert_eq!(
+            found("+385911234567", "VIBER").as_deref(),
+            Some("by-address")
+        );
         assert_eq!(found("a@b.example", "").as_deref(), Some("by-address"));
         // A channel-id lookup never takes a phone number or an address.
         let only_ids = card(vec![lookup(

@@ -159,6 +159,15 @@ pub struct Options {
         global = true
     )]
     pub max_concurrent_page_requests: usize,
+    /// Sign-ins (`/oauth/start`) this instance starts per second, with bursts of ten times as many: each records
+    /// a row in the settings database and needs no sign-in, so a script could otherwise fill the table.
+    #[arg(
+        long,
+        env = "IBEX_SIGN_IN_STARTS_PER_SEC",
+        default_value_t = 20,
+        global = true
+    )]
+    pub sign_in_starts_per_sec: u32,
     /// Largest body of a page or server-function request (413 above it).
     #[arg(
         long,
@@ -407,6 +416,15 @@ pub enum ConfigError {
 }
 
 impl Options {
+    /// `IBEX_SIGN_IN_STARTS_PER_SEC`, at least one, with bursts of ten times as many.
+    pub fn sign_in_quota(&self) -> governor::Quota {
+        let rate = std::num::NonZeroU32::new(self.sign_in_starts_per_sec.max(1))
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        let burst =
+            rate.saturating_mul(std::num::NonZeroU32::new(10).unwrap_or(std::num::NonZeroU32::MIN));
+        governor::Quota::per_second(rate).allow_burst(burst)
+    }
+
     pub fn definition(&self) -> Result<AppDefinition, ConfigError> {
         let definition = match &self.app {
             Some(path) => AppDefinition::from_file(path)?,

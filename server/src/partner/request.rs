@@ -40,7 +40,7 @@ pub enum BuildError {
     #[error("input `{0}` cannot contain `/`, `\\` or `%`: it becomes one segment of the partner's URL path")]
     PathSeparator(String),
     /// The same rule for a setting (or other value) that stands in the path part of the partner's URL.
-    #[error("`{{{{{0}}}}}` stands in the partner's URL path, but the account's value contains `/`, `\\` or `%`; enter it again")]
+    #[error("`{{{{{0}}}}}` stands in the partner's URL path, but the account's value is not one path segment (it contains `/`, `\\`, `%` or a control character, or is `.` or `..`); enter it again")]
     PathSettingSeparator(String),
 }
 
@@ -164,7 +164,12 @@ impl RequestPlan {
         }
         if let Some((source, _)) = self.path_values.iter().find(|(source, slash_ok)| {
             let text = scope.lookup(source).and_then(Value::as_str);
-            text.is_some_and(|text| text.contains(['\\', '%']) || (!slash_ok && text.contains('/')))
+            text.is_some_and(|text| match source {
+                // An input's `.` and `..` are `climbs`' to find in the rendered path, with a message of its own.
+                Source::Input(_) => text.contains(['\\', '%']) || (!slash_ok && text.contains('/')),
+                // A setting in the base URL is rendered as it is, outside `climbs`' view.
+                _ => !app::settings::fits_a_path_segment(text),
+            })
         }) {
             return Err(match source {
                 Source::Input(name) => BuildError::PathSeparator(name.clone()),
@@ -580,7 +585,15 @@ mod tests {
             Ok("https://shop.example/acme-7/v1/orders/1".to_owned())
         );
         // Behind a proxy that decodes once more, each reaches another resource of the partner's.
-        for tenant in ["acme/admin", "acme\\admin", "%2e%2e", "acme%2Fadmin"] {
+        for tenant in [
+            "acme/admin",
+            "acme\\admin",
+            "%2e%2e",
+            "acme%2Fadmin",
+            "..",
+            "..;x",
+            ".\t.",
+        ] {
             let built = plan.build(&OneSetting("tenant", Value::from(tenant)));
             assert_eq!(
                 built.err(),

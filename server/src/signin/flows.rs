@@ -27,31 +27,32 @@ fn digest(state: &str) -> String {
     const_hex::encode(Sha256::digest(state.as_bytes()))
 }
 
-/// Records a sign-in that is about to go to Infobip under `state`. A second start under the same `state` (the
-/// frame reloaded) replaces the first: Infobip answers one of them at most, since a launch `state` is good once.
-/// Expired rows (a sign-in never finished) are deleted on the way.
+/// Records a sign-in that is about to go to Infobip under `state`; false when one is already under way under it.
+/// A second start under the same `state` (the frame reloaded) is not recorded: Infobip answers one of them at
+/// most, since a launch `state` is good once, and replacing the first would let whoever learnt a `state` swap in
+/// a verifier, page or conversation of their own. Expired rows (a sign-in never finished) are deleted on the way.
 pub async fn put(
     store: &SettingsStore,
     keys: &KeyRing,
     state: &str,
     flow: &OAuthState,
     now_ms: i64,
-) -> Result<(), FlowError> {
+) -> Result<bool, FlowError> {
     let sealed = flow.seal(keys)?;
     sqlx::query("DELETE FROM oauth_flows WHERE expires_at <= $1")
         .bind(now_ms)
         .execute(store.pool())
         .await?;
-    sqlx::query(
+    let inserted = sqlx::query(
         "INSERT INTO oauth_flows (state_digest, flow, expires_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (state_digest) DO UPDATE SET flow = excluded.flow, expires_at = excluded.expires_at",
+         ON CONFLICT (state_digest) DO NOTHING",
     )
     .bind(digest(state))
     .bind(sealed)
     .bind(flow.expires_at)
     .execute(store.pool())
     .await?;
-    Ok(())
+    Ok(inserted.rows_affected() == 1)
 }
 
 /// The sign-in started under `state`, removed as it is read (one use, even when two callbacks race: the delete

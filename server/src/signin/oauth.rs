@@ -227,15 +227,41 @@ pub async fn start(
             None,
         );
     };
-    let store = state.settings.store();
-    if let Err(e) = flows::put(store, &state.keys, &oauth_state, &flow, now).await {
-        tracing::error!("{e}");
-        return error_page(
+    // Each start writes a row, and needs no sign-in: bounded per instance, so a script cannot fill the table or
+    // keep the settings database (which signed calls read too) busy with them.
+    if state.sign_in_starts.check().is_err() {
+        let mut page = error_page(
             StatusCode::SERVICE_UNAVAILABLE,
             "Sign-in could not start",
-            "The server could not record the sign-in. Try again in a moment.",
+            "Too many sign-ins are starting on this server right now. Try again in a moment.",
             Some(start_url(next, 0, flow.conversation.as_deref())),
         );
+        page.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+        return page;
+    }
+    let store = state.settings.store();
+    match flows::put(store, &state.keys, &oauth_state, &flow, now).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return error_page(
+                StatusCode::CONFLICT,
+                "This sign-in is already under way",
+                "This page was opened with a sign-in that has already started. Open the app again from Infobip.",
+                None,
+            )
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in could not start",
+                "The server could not record the sign-in. Try again in a moment.",
+                Some(start_url(next, 0, flow.conversation.as_deref())),
+            );
+        }
     }
     let client = BasicClient::new(ClientId::new(client_id))
         .set_auth_uri(AuthUrl::from_url(state.oauth.authorize_url.clone()))

@@ -5,6 +5,29 @@ use ibex::signed::signature::{now_ms, signed_headers};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A running `ibex serve`, killed when dropped: a failed assertion must not leave it serving.
+pub struct Ibex(pub std::process::Child);
+
+impl std::ops::Deref for Ibex {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Ibex {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Ibex {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A real `ibex serve` on a free port against the harness's database and shop, with `args` added, started with
 /// a soft open-file limit of 256 (which ibex raises); returns the process, its base URL, its port and its
 /// definition file.
@@ -12,7 +35,7 @@ pub async fn spawn_ibex(
     h: &Harness,
     args: &[&str],
     threads: &str,
-) -> (std::process::Child, String, u16, std::path::PathBuf) {
+) -> (Ibex, String, u16, std::path::PathBuf) {
     let definition =
         std::env::temp_dir().join(format!("ibex-stop-{}.toml", uuid::Uuid::new_v4().simple()));
     std::fs::write(&definition, super::test_definition()).unwrap();
@@ -46,6 +69,7 @@ pub async fn spawn_ibex(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Ibex)
         .expect("ibex starts");
     let started = Instant::now();
     while client()
