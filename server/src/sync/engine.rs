@@ -3,7 +3,7 @@
 //! run at its last checkpoint; missing credentials end it with the reason; a record People refuses is recorded
 //! and the run goes on.
 
-use super::people::{Limits, PeopleTarget, PeopleWriter, WriteError, Written};
+use super::people::{Limits, PeopleTarget, PeopleWriter, PersonOutcome, WriteError, Written};
 use super::person::{fields_off, map_record, person_inputs, FieldsOff};
 use super::runs::{Checkpoint, Failure, PageCommit, Run, Runs, FROM_PEOPLE, TO_PEOPLE};
 use super::SyncConfig;
@@ -511,9 +511,11 @@ impl SyncEngine {
         }
     }
 
-    /// Maps and writes one page's records; a record's own failure is recorded in `page`, an outage or a refused
-    /// key ends the page (its progress is not committed, so the page is done again on resume: writes are
-    /// idempotent upserts by identifier).
+    /// Maps and writes one page's records: those whose digest changed go to People in batches of
+    /// `batch_size` (one upsert call each), and each person's outcome is taken from People's answer. A record's
+    /// own failure is recorded in `page`; an outage or a refused key ends the page (its progress is not committed,
+    /// so the page is done again on resume: writes are idempotent upserts by identifier, and what People already
+    /// holds comes back `NOT_MODIFIED`).
     async fn write_page(
         &self,
         writer: &PeopleWriter<'_>,
@@ -537,31 +539,37 @@ impl SyncEngine {
             .digests(&run.account_key, &run.direction, &keys)
             .await
             .map_err(|e| WriteError::Outage(format!("the sync records could not be read: {e}")))?;
+        let mut handled = i64::try_from(page.failures.len()).unwrap_or(0);
+        let (due, same): (Vec<_>, Vec<_>) = persons
+            .into_iter()
+            .partition(|(person, _)| known.get(&person.key) != Some(&person.digest));
+        page.counts.unchanged += i64::try_from(same.len()).unwrap_or(0);
+        handled += i64::try_from(same.len()).unwrap_or(0);
         // The progress bar moves within a page, and the lease is renewed on the way: a long page (rate limits,
         // Retry-After) must not outlive it.
-        let mut handled = i64::try_from(page.failures.len()).unwrap_or(0);
-        let mut reported = Instant::now();
         self.report(run, handled, page.total).await?;
-        for (person, record) in persons {
-            handled += 1;
-            if reported.elapsed() >= PROGRESS_EVERY {
-                reported = Instant::now();
-                self.report(run, handled - 1, page.total).await?;
-            }
-            if known.get(&person.key) == Some(&person.digest) {
-                page.counts.unchanged += 1;
-                continue;
-            }
-            match writer.write(&person).await {
-                Ok(Written::Created) => page.counts.created += 1,
-                Ok(Written::Updated) => page.counts.updated += 1,
-                Err(WriteError::Invalid(reason)) => {
-                    page.failures.push(failure(record, sync, reason));
-                    continue;
+        for batch in due.chunks(self.config.batch_size.clamp(1, 1000)) {
+            let sent: Vec<&super::person::Person> = batch.iter().map(|(p, _)| p).collect();
+            let outcomes = writer.write_batch(&sent).await?;
+            for ((person, record), outcome) in batch.iter().zip(outcomes) {
+                match outcome {
+                    PersonOutcome::Written(Written::Created) => page.counts.created += 1,
+                    PersonOutcome::Written(Written::Updated) => page.counts.updated += 1,
+                    PersonOutcome::Unchanged => page.counts.unchanged += 1,
+                    PersonOutcome::Refused(reason) => {
+                        page.failures.push(failure(
+                            record,
+                            sync,
+                            short(&format!("People refused it: {reason}")),
+                        ));
+                        continue;
+                    }
                 }
-                Err(e) => return Err(e),
+                page.written
+                    .push((person.key.clone(), person.digest.clone()));
             }
-            page.written.push((person.key, person.digest));
+            handled += i64::try_from(batch.len()).unwrap_or(0);
+            self.report(run, handled, page.total).await?;
         }
         page.counts.failed += i64::try_from(page.failures.len()).unwrap_or(0);
         Ok(())
