@@ -1001,3 +1001,116 @@ async fn batch_upserts(backend: Backend) {
 }
 
 on_both_backends!(people_sync_batch_upserts, batch_upserts);
+
+/// `write = "lookup_then_write"`: v2, one person at a time, as documented: `GET /people/2/persons?identifier=&type=`,
+/// then `POST` (not found) or `PATCH` with the same query, bodies in v2's shape; a person People refuses (400) is
+/// recorded with Infobip's text. The simulator checks the v2 query parameters and body against the document.
+async fn lookup_then_write(backend: Backend) {
+    let definition = common::test_definition().replacen(
+        r#"write = "upsert""#,
+        r#"write = "lookup_then_write""#,
+        1,
+    );
+    let h = Harness::start_defined(
+        backend,
+        &["--allow-loopback-partners"],
+        7,
+        |url| url.to_owned(),
+        &definition,
+    )
+    .await;
+    h.configure(
+        ACCOUNT,
+        &[
+            ("people_base_url", h.portal.as_str()),
+            ("people_api_key", ibex_sim::people::API_KEY),
+        ],
+    )
+    .await;
+    people_switches(
+        &h,
+        json!({"reads_per_sec": 0, "writes_per_sec": 0, "creates_per_sec": 0, "reject_external_ids": ["g-000001"]}),
+    )
+    .await;
+    let engine = SyncEngine::new(&h.state, config());
+    let first = engine.runs.enqueue(ACCOUNT, TO_PEOPLE, "t").await.unwrap();
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let c = engine.runs.get(first).await.unwrap().unwrap().counts;
+    assert_eq!(
+        (c.read, c.created, c.updated, c.unchanged, c.failed),
+        (10, 8, 0, 0, 2),
+        "{c:?}"
+    );
+    let failures = engine.runs.failures(first).await.unwrap();
+    let locked = failures
+        .iter()
+        .find(|f| f.record_key == "g-000001")
+        .unwrap();
+    assert!(
+        locked.reason.contains("400") && locked.reason.contains("person g-000001 is locked"),
+        "{failures:?}"
+    );
+    let state = common::people_state(&h).await;
+    let requests = &state["stats"]["requests"];
+    assert_eq!(
+        (
+            requests["GET /people/2/persons"].as_u64(),
+            requests["POST /people/2/persons"].as_u64(),
+            requests.get("PATCH /people/3/persons/upsert"),
+        ),
+        (Some(9), Some(9), None),
+        "{requests}"
+    );
+    let ana = state["persons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["externalId"] == "c-100")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        ana["contactInformation"]["email"],
+        json!([{"address": "ana@example.com"}]),
+        "{ana}"
+    );
+
+    // A changed customer: looked up, found, patched by identifier.
+    let r = client()
+        .patch(format!("{}/customers/c-100", h.shop))
+        .header("x-api-key", common::SHOP_KEY)
+        .json(&json!({"tier": "platinum"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    people_switches(
+        &h,
+        json!({"reads_per_sec": 0, "writes_per_sec": 0, "creates_per_sec": 0}),
+    )
+    .await;
+    let second = engine.runs.enqueue(ACCOUNT, TO_PEOPLE, "t").await.unwrap();
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let c = engine.runs.get(second).await.unwrap().unwrap().counts;
+    // g-000001 (refused last time, no digest) is created now; c-100 is updated; the rest are unchanged.
+    assert_eq!(
+        (c.created, c.updated, c.unchanged, c.failed),
+        (1, 1, 7, 1),
+        "{c:?}"
+    );
+    let state = common::people_state(&h).await;
+    assert_eq!(
+        state["stats"]["requests"]["PATCH /people/2/persons"].as_u64(),
+        Some(1)
+    );
+    let ana = state["persons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["externalId"] == "c-100")
+        .unwrap()
+        .clone();
+    assert_eq!(ana["customAttributes"]["loyaltyTier"], "platinum");
+    h.finish().await;
+}
+
+on_both_backends!(people_sync_lookup_then_write, lookup_then_write);

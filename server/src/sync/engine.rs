@@ -548,7 +548,13 @@ impl SyncEngine {
         // The progress bar moves within a page, and the lease is renewed on the way: a long page (rate limits,
         // Retry-After) must not outlive it.
         self.report(run, handled, page.total).await?;
-        for batch in due.chunks(self.config.batch_size.clamp(1, 1000)) {
+        let mut reported = Instant::now();
+        // v2's lookup then write is one person per call (two calls each): reported person by person, like a batch.
+        let batch_size = match sync.write {
+            app::definition::sync::WriteMode::Upsert => self.config.batch_size.clamp(1, 1000),
+            app::definition::sync::WriteMode::LookupThenWrite => 1,
+        };
+        for batch in due.chunks(batch_size) {
             let sent: Vec<&super::person::Person> = batch.iter().map(|(p, _)| p).collect();
             let outcomes = writer.write_batch(&sent).await?;
             for ((person, record), outcome) in batch.iter().zip(outcomes) {
@@ -569,7 +575,11 @@ impl SyncEngine {
                     .push((person.key.clone(), person.digest.clone()));
             }
             handled += i64::try_from(batch.len()).unwrap_or(0);
-            self.report(run, handled, page.total).await?;
+            // After every upsert (at most 5 a second); every half second for persons written one by one.
+            if batch_size > 1 || reported.elapsed() >= PROGRESS_EVERY {
+                reported = Instant::now();
+                self.report(run, handled, page.total).await?;
+            }
         }
         page.counts.failed += i64::try_from(page.failures.len()).unwrap_or(0);
         Ok(())
