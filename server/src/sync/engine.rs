@@ -243,17 +243,15 @@ impl SyncEngine {
             ..
         } = *partner;
         let mut checkpoint = run.checkpoint.clone();
+        // The next page, read while this one is written to People (People's limit, not the partner, should be
+        // what a run waits on). Dropped unused when the run stops.
+        let mut fetched = None;
         loop {
-            // The partner's page: the same middleware and settings as every other partner call.
-            let mut given: HashMap<String, Value> = HashMap::new();
-            if let Some(input) = &sync.to_people.page_input {
-                given.insert(input.clone(), Value::from(checkpoint.page.unwrap_or(1)));
-            }
-            if let (Some(input), Some(cursor)) = (&sync.to_people.cursor_input, &checkpoint.cursor)
-            {
-                given.insert(input.clone(), Value::from(cursor.clone()));
-            }
-            let outputs = match partner_page(state, plan, settings, &given).await {
+            let outputs = match fetched.take() {
+                Some(outputs) => outputs,
+                None => partner_page(state, plan, settings, &page_inputs(sync, &checkpoint)).await,
+            };
+            let mut outputs = match outputs {
                 Ok(outputs) => outputs,
                 Err(e) => {
                     let (status, code) = e.status_and_code();
@@ -264,10 +262,11 @@ impl SyncEngine {
                     };
                 }
             };
-            let records: Vec<Value> = match outputs.get(&sync.to_people.output) {
-                Some(Value::Array(items)) => items.clone(),
-                _ => Vec::new(),
-            };
+            let count = outputs
+                .get(&sync.to_people.output)
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let next = next_checkpoint(sync, &checkpoint, &outputs, count);
             let mut page = PageCommit {
                 total: sync
                     .to_people
@@ -277,14 +276,24 @@ impl SyncEngine {
                     .and_then(Value::as_i64),
                 ..PageCommit::default()
             };
-            match self
-                .write_page(writer, sync, run, &records, &mut page, partner.off)
-                .await
-            {
-                Ok(()) => {}
-                Err(e) => return stopped(e),
+            let records: Vec<Value> = match outputs.remove(&sync.to_people.output) {
+                Some(Value::Array(items)) => items,
+                _ => Vec::new(),
+            };
+            let write = self.write_page(writer, sync, run, &records, &mut page, partner.off);
+            let written = match &next {
+                Some(next) => {
+                    let given = page_inputs(sync, next);
+                    let (written, read) =
+                        tokio::join!(write, partner_page(state, plan, settings, &given));
+                    fetched = Some(read);
+                    written
+                }
+                None => write.await,
+            };
+            if let Err(e) = written {
+                return stopped(e);
             }
-            let next = next_checkpoint(sync, &checkpoint, &outputs, records.len());
             let last = next.is_none();
             page.next = next.unwrap_or(Checkpoint {
                 page: checkpoint.page,
@@ -719,6 +728,18 @@ fn failure(record: &Value, sync: &SyncSpec, reason: String) -> Failure {
         reason,
         record: record.to_string(),
     }
+}
+
+/// The list function's inputs for the page at `checkpoint`: its page number or cursor.
+fn page_inputs(sync: &SyncSpec, checkpoint: &Checkpoint) -> HashMap<String, Value> {
+    let mut given = HashMap::new();
+    if let Some(input) = &sync.to_people.page_input {
+        given.insert(input.clone(), Value::from(checkpoint.page.unwrap_or(1)));
+    }
+    if let (Some(input), Some(cursor)) = (&sync.to_people.cursor_input, &checkpoint.cursor) {
+        given.insert(input.clone(), Value::from(cursor.clone()));
+    }
+    given
 }
 
 async fn partner_page(
