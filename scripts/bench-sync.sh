@@ -19,7 +19,7 @@ PAGE=1000
 # Only the two binaries (the sync worker serves no page), built every time so that a stale one is never measured.
 # BENCH_PROFILE=dev measures the debug build instead (figures then say nothing of release speed).
 PROFILE="${BENCH_PROFILE:-release}"
-cargo build --profile "$PROFILE" -p server --bin ibex -p ibex-sim
+cargo build --profile "$PROFILE" -p server -p ibex-sim --bin ibex --bin ibex-sim
 bin="target/$([[ "$PROFILE" == dev ]] && echo debug || echo "$PROFILE")"
 
 work="$(mktemp -d)"

@@ -139,8 +139,12 @@ pub struct Limits {
 
 impl Limits {
     pub fn new(config: &SyncConfig, metrics: Arc<crate::ops::metrics::Metrics>) -> Arc<Self> {
-        let quota =
-            |n: u32| Quota::per_second(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN));
+        // Evenly spaced, no burst: 5/s is one call every 200 ms, so no one-second window People counts in ever
+        // holds a sixth (a burst of 5 after a pause, then the steady pace, does, and each 429 costs a second).
+        let quota = |n: u32| {
+            Quota::per_second(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN))
+                .allow_burst(NonZeroU32::MIN)
+        };
         Arc::new(Limits {
             reads: RateLimiter::keyed(quota(config.reads_per_sec)),
             writes: RateLimiter::keyed(quota(config.writes_per_sec)),
