@@ -19,6 +19,8 @@ fn config() -> SyncConfig {
     SyncConfig {
         reads_per_sec: 1000,
         writes_per_sec: 1000,
+        creates_per_sec: 1000,
+        batch_size: 1000,
         hosts: vec![],
         allow_loopback: true,
         lease: Duration::from_secs(30),
@@ -26,6 +28,13 @@ fn config() -> SyncConfig {
         pause: Duration::ZERO,
         worker: false,
     }
+}
+
+/// The v3 batch upserts People was sent (`PATCH /people/3/persons/upsert` requests it admitted).
+fn upserts(state: &Value) -> u64 {
+    state["stats"]["requests"]["PATCH /people/3/persons/upsert"]
+        .as_u64()
+        .unwrap_or(0)
 }
 
 async fn people_switches(h: &Harness, switches: Value) {
@@ -138,6 +147,7 @@ async fn sync(backend: Backend) {
         metrics.contains(r#"ibex_sync_records_total{direction="to_people",outcome="created"} 246"#),
         "{metrics}"
     );
+    assert_eq!(upserts(&state), 3, "one batch upsert per page of 100");
 
     // The same source again: nothing is written, and the counts say so.
     let writes_before =
@@ -154,12 +164,13 @@ async fn sync(backend: Backend) {
         (250, 0, 0, 246, 4),
         "{c:?}"
     );
-    let state = common::people_state(&h).await;
+    let after = common::people_state(&h).await;
     assert_eq!(
-        state["stats"]["creates"].as_u64().unwrap() + state["stats"]["updates"].as_u64().unwrap(),
+        after["stats"]["creates"].as_u64().unwrap() + after["stats"]["updates"].as_u64().unwrap(),
         writes_before,
         "a second run of an unchanged source sends People nothing"
     );
+    assert_eq!(upserts(&after), upserts(&state), "not even a request");
 
     // One open run per account: asking twice gives the same run.
     let first = engine.runs.enqueue(ACCOUNT, TO_PEOPLE, "a").await.unwrap();
@@ -193,14 +204,16 @@ async fn sync(backend: Backend) {
         .execute(h.state.settings.store().pool())
         .await
         .unwrap();
-    // People goes down in the middle of the second page (after 150 more writes).
+    // People goes down after the first page's batch (persons it has taken, unchanged ones included).
     let served = {
         let stats = &common::people_state(&h).await["stats"];
-        stats["creates"].as_u64().unwrap() + stats["updates"].as_u64().unwrap()
+        stats["creates"].as_u64().unwrap()
+            + stats["updates"].as_u64().unwrap()
+            + stats["unchanged"].as_u64().unwrap()
     };
     people_switches(
         &h,
-        json!({"reads_per_sec": 0, "writes_per_sec": 0, "down_after_writes": served + 150}),
+        json!({"reads_per_sec": 0, "writes_per_sec": 0, "down_after_writes": served + 50}),
     )
     .await;
     let outage = engine
@@ -221,9 +234,15 @@ async fn sync(backend: Backend) {
     assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
     let resumed = engine.runs.get(outage).await.unwrap().unwrap();
     assert_eq!(resumed.status, "done");
-    // Page 2 was done again on resume (its writes are idempotent upserts), and counted once.
-    assert_eq!(resumed.counts.read, 250, "{resumed:?}");
-    assert_eq!(resumed.counts.updated + resumed.counts.failed, 250);
+    // Page 2 was done again on resume (its writes are idempotent upserts), and counted once. People already
+    // holds every person as sent: each comes back NOT_MODIFIED.
+    let c = &resumed.counts;
+    assert_eq!(c.read, 250, "{resumed:?}");
+    assert_eq!(
+        (c.created, c.updated, c.unchanged, c.failed),
+        (0, 0, 246, 4),
+        "{c:?}"
+    );
     assert_eq!(
         common::people_state(&h).await["persons"]
             .as_array()
@@ -270,19 +289,33 @@ async fn sync(backend: Backend) {
     );
 
     // People's own limit below ibex's: its 429s are waited out (Retry-After), counted, and the run still ends.
+    // Twelve persons due again, in batches of four: three upserts at once against People's one a second.
     sqlx::query("DELETE FROM sync_records WHERE record_key IN (SELECT record_key FROM sync_records ORDER BY record_key LIMIT 12)")
         .execute(h.state.settings.store().pool())
         .await
         .unwrap();
-    people_switches(&h, json!({"reads_per_sec": 0, "writes_per_sec": 5})).await;
+    people_switches(&h, json!({"reads_per_sec": 0, "writes_per_sec": 1})).await;
+    let before = upserts(&common::people_state(&h).await);
+    let small_batches = SyncEngine::new(
+        &h.state,
+        SyncConfig {
+            batch_size: 4,
+            ..config()
+        },
+    );
     let limited = engine
         .runs
         .enqueue(ACCOUNT, TO_PEOPLE, "test")
         .await
         .unwrap();
-    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    assert_eq!(run_to_end(&small_batches, &h).await, Outcome::Done);
     let c = engine.runs.get(limited).await.unwrap().unwrap().counts;
-    assert_eq!((c.updated, c.unchanged), (12, 234), "{c:?}");
+    assert_eq!((c.updated, c.unchanged, c.failed), (0, 246, 4), "{c:?}");
+    assert_eq!(
+        upserts(&common::people_state(&h).await) - before,
+        3,
+        "a page's twelve due persons in batches of four"
+    );
     let metrics = h.state.metrics.render();
     let throttled: u64 = metrics
         .lines()
@@ -823,3 +856,261 @@ async fn fields_turned_off(backend: Backend) {
 }
 
 on_both_backends!(people_sync_fields_turned_off, fields_turned_off);
+
+/// The v3 batch upsert as Infobip documents it: a page of 250 records is one call; a 207 mixing CREATED,
+/// UPDATED, NOT_MODIFIED and per-person errors records exactly the refused persons, with People's message and the
+/// property it names; an unchanged source sends nothing; a page larger than the batch size is split. People's
+/// documented limits stay on.
+async fn batch_upserts(backend: Backend) {
+    let definition = common::test_definition().replace(r#"size = "100""#, r#"size = "250""#);
+    let h = Harness::start_defined(
+        backend,
+        &["--allow-loopback-partners"],
+        GENERATED,
+        |url| url.to_owned(),
+        &definition,
+    )
+    .await;
+    h.configure(
+        ACCOUNT,
+        &[
+            ("people_base_url", h.portal.as_str()),
+            ("people_api_key", ibex_sim::people::API_KEY),
+        ],
+    )
+    .await;
+    let documented = SyncConfig {
+        reads_per_sec: 5,
+        writes_per_sec: 5,
+        creates_per_sec: 10,
+        ..config()
+    };
+    let engine = SyncEngine::new(&h.state, documented.clone());
+    let run = |engine: &SyncEngine| {
+        let engine = engine.clone();
+        let h = &h;
+        async move {
+            let id = engine.runs.enqueue(ACCOUNT, TO_PEOPLE, "t").await.unwrap();
+            assert_eq!(run_to_end(&engine, h).await, Outcome::Done);
+            engine.runs.get(id).await.unwrap().unwrap()
+        }
+    };
+
+    let first = run(&engine).await;
+    let c = &first.counts;
+    assert_eq!(
+        (c.read, c.created, c.updated, c.unchanged, c.failed),
+        (250, 246, 0, 0, 4),
+        "{c:?}"
+    );
+    let state = common::people_state(&h).await;
+    assert_eq!(upserts(&state), 1, "250 records, one call");
+    assert_eq!(state["persons"].as_array().unwrap().len(), 246);
+
+    // Unchanged: nothing is sent.
+    let again = run(&engine).await;
+    assert_eq!((again.counts.unchanged, again.counts.failed), (246, 4));
+    assert_eq!(upserts(&common::people_state(&h).await), 1);
+
+    // One batch that People answers with every kind of outcome: c-100's tier changed (UPDATED); g-000001 and
+    // g-000002 forgotten by ibex (sent again, NOT_MODIFIED); g-000003's email is one ibex passes but People
+    // refuses (no dot in the domain); g-000004 is locked in People; g-000005 was deleted in People (CREATED).
+    let shop_patch = |id: &str, body: Value| {
+        let url = format!("{}/customers/{id}", h.shop);
+        async move {
+            let r = client()
+                .patch(url)
+                .header("x-api-key", common::SHOP_KEY)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+        }
+    };
+    shop_patch("c-100", json!({"tier": "platinum"})).await;
+    shop_patch("g-000003", json!({"email": "ivana.horvat3@example"})).await;
+    sqlx::query("DELETE FROM sync_records WHERE record_key IN ('g-000001', 'g-000002', 'g-000004', 'g-000005')")
+        .execute(h.state.settings.store().pool())
+        .await
+        .unwrap();
+    let forgot = client()
+        .post(format!("{}/_sim/people/forget", h.portal))
+        .json(&json!({"externalId": "g-000005"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forgot.status(), 204);
+    people_switches(&h, json!({"reject_external_ids": ["g-000004"]})).await;
+    let mixed = run(&engine).await;
+    let c = &mixed.counts;
+    assert_eq!(
+        (c.read, c.created, c.updated, c.unchanged, c.failed),
+        (250, 1, 1, 242, 6),
+        "{c:?}"
+    );
+    let state = common::people_state(&h).await;
+    assert_eq!(upserts(&state), 2, "the six due persons in one call");
+    let failures = engine.runs.failures(mixed.id).await.unwrap();
+    let reasons: std::collections::BTreeMap<&str, &str> = failures
+        .iter()
+        .map(|f| (f.record_key.as_str(), f.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons.keys().copied().collect::<Vec<_>>(),
+        ["c-102", "g-000003", "g-000004", "g-000013", "g-000110", "g-000207"]
+    );
+    // Sent in source order: c-100, g-000001, g-000002, g-000003 (index 3), g-000004 (index 4), g-000005.
+    assert_eq!(
+        reasons["g-000003"],
+        "People refused it: One or more properties of the person are invalid \
+         (persons[3].contactInformation[0].identifier: Email address is invalid)"
+    );
+    assert!(
+        reasons["g-000004"].contains("(persons[4].externalId: Person g-000004 is locked"),
+        "{reasons:?}"
+    );
+    let persons = state["persons"].as_array().unwrap();
+    assert_eq!(persons.len(), 246, "g-000005 is back, once");
+    let ana = persons.iter().find(|p| p["externalId"] == "c-100").unwrap();
+    assert_eq!(ana["customAttributes"]["loyaltyTier"], "platinum");
+
+    // A page larger than the batch is split: everything due again, in batches of 100.
+    sqlx::query("DELETE FROM sync_records")
+        .execute(h.state.settings.store().pool())
+        .await
+        .unwrap();
+    people_switches(&h, json!({})).await;
+    let split = SyncEngine::new(
+        &h.state,
+        SyncConfig {
+            batch_size: 100,
+            ..documented
+        },
+    );
+    let resent = run(&split).await;
+    let c = &resent.counts;
+    // g-000003's email is still refused: 245 persons People takes, all as they are.
+    assert_eq!((c.unchanged, c.failed), (245, 5), "{c:?}");
+    assert_eq!(
+        upserts(&common::people_state(&h).await),
+        5,
+        "246 persons: 100 + 100 + 46"
+    );
+    h.finish().await;
+}
+
+on_both_backends!(people_sync_batch_upserts, batch_upserts);
+
+/// `write = "lookup_then_write"`: v2, one person at a time, as documented: `GET /people/2/persons?identifier=&type=`,
+/// then `POST` (not found) or `PATCH` with the same query, bodies in v2's shape; a person People refuses (400) is
+/// recorded with Infobip's text. The simulator checks the v2 query parameters and body against the document.
+async fn lookup_then_write(backend: Backend) {
+    let definition = common::test_definition().replacen(
+        r#"write = "upsert""#,
+        r#"write = "lookup_then_write""#,
+        1,
+    );
+    let h = Harness::start_defined(
+        backend,
+        &["--allow-loopback-partners"],
+        7,
+        |url| url.to_owned(),
+        &definition,
+    )
+    .await;
+    h.configure(
+        ACCOUNT,
+        &[
+            ("people_base_url", h.portal.as_str()),
+            ("people_api_key", ibex_sim::people::API_KEY),
+        ],
+    )
+    .await;
+    people_switches(
+        &h,
+        json!({"reads_per_sec": 0, "writes_per_sec": 0, "creates_per_sec": 0, "reject_external_ids": ["g-000001"]}),
+    )
+    .await;
+    let engine = SyncEngine::new(&h.state, config());
+    let first = engine.runs.enqueue(ACCOUNT, TO_PEOPLE, "t").await.unwrap();
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let c = engine.runs.get(first).await.unwrap().unwrap().counts;
+    assert_eq!(
+        (c.read, c.created, c.updated, c.unchanged, c.failed),
+        (10, 8, 0, 0, 2),
+        "{c:?}"
+    );
+    let failures = engine.runs.failures(first).await.unwrap();
+    let locked = failures
+        .iter()
+        .find(|f| f.record_key == "g-000001")
+        .unwrap();
+    assert!(
+        locked.reason.contains("400") && locked.reason.contains("person g-000001 is locked"),
+        "{failures:?}"
+    );
+    let state = common::people_state(&h).await;
+    let requests = &state["stats"]["requests"];
+    assert_eq!(
+        (
+            requests["GET /people/2/persons"].as_u64(),
+            requests["POST /people/2/persons"].as_u64(),
+            requests.get("PATCH /people/3/persons/upsert"),
+        ),
+        (Some(9), Some(9), None),
+        "{requests}"
+    );
+    let ana = state["persons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["externalId"] == "c-100")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        ana["contactInformation"]["email"],
+        json!([{"address": "ana@example.com"}]),
+        "{ana}"
+    );
+
+    // A changed customer: looked up, found, patched by identifier.
+    let r = client()
+        .patch(format!("{}/customers/c-100", h.shop))
+        .header("x-api-key", common::SHOP_KEY)
+        .json(&json!({"tier": "platinum"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    people_switches(
+        &h,
+        json!({"reads_per_sec": 0, "writes_per_sec": 0, "creates_per_sec": 0}),
+    )
+    .await;
+    let second = engine.runs.enqueue(ACCOUNT, TO_PEOPLE, "t").await.unwrap();
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let c = engine.runs.get(second).await.unwrap().unwrap().counts;
+    // g-000001 (refused last time, no digest) is created now; c-100 is updated; the rest are unchanged.
+    assert_eq!(
+        (c.created, c.updated, c.unchanged, c.failed),
+        (1, 1, 7, 1),
+        "{c:?}"
+    );
+    let state = common::people_state(&h).await;
+    assert_eq!(
+        state["stats"]["requests"]["PATCH /people/2/persons"].as_u64(),
+        Some(1)
+    );
+    let ana = state["persons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["externalId"] == "c-100")
+        .unwrap()
+        .clone();
+    assert_eq!(ana["customAttributes"]["loyaltyTier"], "platinum");
+    h.finish().await;
+}
+
+on_both_backends!(people_sync_lookup_then_write, lookup_then_write);

@@ -1,7 +1,7 @@
 //! The crash test of People sync, with real processes: an `ibex serve` is killed with SIGKILL in the middle of a
-//! run (page 1 committed, page 2 half written), a new one is started on the same database, and the run resumes
-//! where it stopped. Afterwards People holds exactly the source's persons, each once, and the run's counts
-//! count every record once. On SQLite and PostgreSQL.
+//! run (page 1 committed, page 2's first batch written and its second in flight), a new one is started on the
+//! same database, and the run resumes where it stopped. Afterwards People holds exactly the source's persons,
+//! each created once, and the run's counts count every record once. On SQLite and PostgreSQL.
 
 mod common;
 
@@ -14,10 +14,15 @@ use std::time::{Duration, Instant};
 const GENERATED: usize = 247;
 
 fn start_ibex(h: &Harness, definition: &std::path::Path) -> Child {
-    start_ibex_at(h, definition, "50")
+    start_ibex_at(h, definition, "50", "20")
 }
 
-fn start_ibex_at(h: &Harness, definition: &std::path::Path, writes_per_sec: &str) -> Child {
+fn start_ibex_at(
+    h: &Harness,
+    definition: &std::path::Path,
+    writes_per_sec: &str,
+    batch_size: &str,
+) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ibex"))
         .args([
             "serve",
@@ -37,6 +42,7 @@ fn start_ibex_at(h: &Harness, definition: &std::path::Path, writes_per_sec: &str
         .env("IBEX_ENCRYPTION_KEY", &h.encryption_key)
         .env("IBEX_OAUTH_CLIENT_ID", "crash-test")
         .env("IBEX_PEOPLE_WRITES_PER_SEC", writes_per_sec)
+        .env("IBEX_PEOPLE_BATCH_SIZE", batch_size)
         .env("IBEX_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -49,9 +55,10 @@ async fn crash(backend: Backend) {
     let definition =
         std::env::temp_dir().join(format!("ibex-crash-{}.toml", uuid::Uuid::new_v4().simple()));
     std::fs::write(&definition, common::test_definition()).unwrap();
+    // A slow People (each batch answered 150 ms after it was applied), so the kill lands with a batch in flight.
     client()
         .post(format!("{}/_sim/people", h.portal))
-        .json(&json!({"reads_per_sec": 0, "writes_per_sec": 50}))
+        .json(&json!({"reads_per_sec": 0, "writes_per_sec": 50, "delay_ms": 150}))
         .send()
         .await
         .unwrap();
@@ -69,7 +76,8 @@ async fn crash(backend: Backend) {
         .await
         .unwrap();
 
-    // Kill the first instance once page 1 is committed and page 2 is partly written.
+    // Kill the first instance once page 1 is committed and page 2's first batch of 20 is written: its second
+    // batch is then in People's hands (applied, not yet answered).
     let mut first = start_ibex(&h, &definition);
     let started = Instant::now();
     loop {
@@ -98,6 +106,12 @@ async fn crash(backend: Backend) {
         written_before > 100,
         "page 2 was partly written: {written_before}"
     );
+    client()
+        .post(format!("{}/_sim/people", h.portal))
+        .json(&json!({"reads_per_sec": 0, "writes_per_sec": 50}))
+        .send()
+        .await
+        .unwrap();
 
     // A new instance takes the run over once the lease has run out, and finishes it from its checkpoint.
     let mut second = start_ibex(&h, &definition);
@@ -117,7 +131,19 @@ async fn crash(backend: Backend) {
     assert_eq!(run.attempts, 2, "claimed twice: {run:?}");
     let c = &run.counts;
     assert_eq!(c.read, 250, "every record counted once: {c:?}");
-    assert_eq!((c.created + c.updated, c.failed), (246, 4), "{c:?}");
+    assert_eq!(
+        (c.created + c.updated + c.unchanged, c.failed),
+        (246, 4),
+        "{c:?}"
+    );
+    // What page 2 had sent before the kill is sent again on resume, and People says it holds it already.
+    assert!(c.unchanged >= 20, "{c:?}");
+    let stats = &common::people_state(&h).await["stats"];
+    assert_eq!(
+        (stats["creates"].as_u64(), stats["updates"].as_u64()),
+        (Some(246), Some(0)),
+        "each person created once, none written twice: {stats}"
+    );
 
     // People holds exactly the source's persons, each once.
     let persons = common::people_state(&h).await["persons"]
@@ -179,8 +205,8 @@ async fn two_instances_share_one_postgres() {
             .await;
             ids.push(runs.enqueue(account, TO_PEOPLE, "pair-test").await.unwrap());
         }
-        let mut a = start_ibex_at(&h, &definition, "100");
-        let mut b = start_ibex_at(&h, &definition, "100");
+        let mut a = start_ibex_at(&h, &definition, "100", "1000");
+        let mut b = start_ibex_at(&h, &definition, "100", "1000");
         let started = Instant::now();
         let done = loop {
             let mut all = Vec::new();
@@ -207,11 +233,15 @@ async fn two_instances_share_one_postgres() {
                 "claimed once: {run:?}"
             );
         }
-        // The accounts share the shop, so their persons are the same 246: the first run creates them, the
-        // others update them. Any page run twice would show as more writes.
+        // The accounts share the shop, so their persons are the same 246: the first run to reach a person
+        // creates it, the others find it as they would write it. Any page run twice would show as more persons
+        // sent.
         let stats = &common::people_state(&h).await["stats"];
-        let writes = stats["creates"].as_u64().unwrap() + stats["updates"].as_u64().unwrap();
-        assert_eq!(writes, 4 * 246, "{stats}");
+        let sent = stats["creates"].as_u64().unwrap()
+            + stats["updates"].as_u64().unwrap()
+            + stats["unchanged"].as_u64().unwrap();
+        assert_eq!(sent, 4 * 246, "{stats}");
+        assert_eq!(stats["creates"].as_u64(), Some(246), "{stats}");
         let _ = std::fs::remove_file(&definition);
         h.finish().await;
     })

@@ -416,7 +416,8 @@ struct PageQuery {
 
 /// `GET /customers?page=1&size=100`: the seeded customers, then the generated ones, in a stable order.
 async fn list_customers(State(shop): State<Arc<Shop>>, Query(q): Query<PageQuery>) -> Json<Value> {
-    let size = q.size.unwrap_or(100).clamp(1, 500);
+    // Up to 1000, so a partner page can fill one People batch upsert (scripts/bench-sync.sh).
+    let size = q.size.unwrap_or(100).clamp(1, 1000);
     let page = q.page.unwrap_or(1).max(1);
     let total = CUSTOMERS.len() + shop.generated;
     let start = (page - 1).saturating_mul(size);

@@ -13,7 +13,8 @@ pub struct SyncSpec {
     /// How a person is written.
     #[serde(default)]
     pub write: WriteMode,
-    /// `true`: a write replaces the person (PUT: what the mapping omits is cleared); `false`: PATCH (kept).
+    /// `true`: a write replaces the person (the full upsert, `PUT`: what the mapping omits is cleared); `false`: the
+    /// partial upsert, `PATCH` (kept).
     #[serde(default)]
     pub replace: bool,
     /// Minutes between scheduled runs, the accounts' default; 0 runs only on "Sync now".
@@ -60,10 +61,12 @@ impl PersonIdentifier {
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum WriteMode {
-    /// `PATCH` (or `PUT` with `replace`) `/people/3/persons/upsert`: one call per record.
+    /// `PATCH` (or `PUT` with `replace`) `/people/3/persons/upsert`: Infobip's batch upsert, a page of records
+    /// per call (up to 1000 persons), each person's outcome read from the 207.
     #[default]
     Upsert,
-    /// Look the person up by the identifier, then `POST` a new one or `PATCH`/`PUT` the one found.
+    /// v2, one person at a time: look the person up by the identifier, then `POST` a new one or `PATCH`/`PUT` the
+    /// one found.
     LookupThenWrite,
 }
 

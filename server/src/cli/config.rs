@@ -238,13 +238,31 @@ pub struct Options {
         global = true
     )]
     pub people_reads_per_sec: u32,
+    /// The v3 batch upsert (and v2's PUT/PATCH), each at Infobip's documented 5 requests/s by default.
     #[arg(
         long,
         env = "IBEX_PEOPLE_WRITES_PER_SEC",
-        default_value_t = 10,
+        default_value_t = 5,
         global = true
     )]
     pub people_writes_per_sec: u32,
+    /// v2's `POST /people/2/persons` (lookup_then_write creating a person), documented at 10 requests/s.
+    #[arg(
+        long,
+        env = "IBEX_PEOPLE_CREATES_PER_SEC",
+        default_value_t = 10,
+        global = true
+    )]
+    pub people_creates_per_sec: u32,
+    /// Persons per People upsert call, 1 to 1000 (Infobip's documented maximum); a larger page is split.
+    #[arg(
+        long,
+        env = "IBEX_PEOPLE_BATCH_SIZE",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u16).range(1..=1000),
+        global = true
+    )]
+    pub people_batch_size: u16,
     /// Hosts an account's People base URL may name (space-separated, exact or `*.suffix`): it comes from a
     /// setting, so it is held to Infobip's own hosts. The host of IBEX_INFOBIP_API_URL is always allowed.
     #[arg(
@@ -537,6 +555,8 @@ impl Options {
         Ok(crate::sync::SyncConfig {
             reads_per_sec: self.people_reads_per_sec,
             writes_per_sec: self.people_writes_per_sec,
+            creates_per_sec: self.people_creates_per_sec,
+            batch_size: usize::from(self.people_batch_size),
             hosts,
             allow_loopback: self.allow_loopback_partners || self.dev,
             lease: Duration::from_secs(self.sync_lease_secs.max(5)),

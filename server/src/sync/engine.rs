@@ -3,7 +3,7 @@
 //! run at its last checkpoint; missing credentials end it with the reason; a record People refuses is recorded
 //! and the run goes on.
 
-use super::people::{Limits, PeopleTarget, PeopleWriter, WriteError, Written};
+use super::people::{Limits, PeopleTarget, PeopleWriter, PersonOutcome, WriteError, Written};
 use super::person::{fields_off, map_record, person_inputs, FieldsOff};
 use super::runs::{Checkpoint, Failure, PageCommit, Run, Runs, FROM_PEOPLE, TO_PEOPLE};
 use super::SyncConfig;
@@ -243,17 +243,15 @@ impl SyncEngine {
             ..
         } = *partner;
         let mut checkpoint = run.checkpoint.clone();
+        // The next page, read while this one is written to People (People's limit, not the partner, should be
+        // what a run waits on). Dropped unused when the run stops.
+        let mut fetched = None;
         loop {
-            // The partner's page: the same middleware and settings as every other partner call.
-            let mut given: HashMap<String, Value> = HashMap::new();
-            if let Some(input) = &sync.to_people.page_input {
-                given.insert(input.clone(), Value::from(checkpoint.page.unwrap_or(1)));
-            }
-            if let (Some(input), Some(cursor)) = (&sync.to_people.cursor_input, &checkpoint.cursor)
-            {
-                given.insert(input.clone(), Value::from(cursor.clone()));
-            }
-            let outputs = match partner_page(state, plan, settings, &given).await {
+            let outputs = match fetched.take() {
+                Some(outputs) => outputs,
+                None => partner_page(state, plan, settings, &page_inputs(sync, &checkpoint)).await,
+            };
+            let mut outputs = match outputs {
                 Ok(outputs) => outputs,
                 Err(e) => {
                     let (status, code) = e.status_and_code();
@@ -264,10 +262,11 @@ impl SyncEngine {
                     };
                 }
             };
-            let records: Vec<Value> = match outputs.get(&sync.to_people.output) {
-                Some(Value::Array(items)) => items.clone(),
-                _ => Vec::new(),
-            };
+            let count = outputs
+                .get(&sync.to_people.output)
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let next = next_checkpoint(sync, &checkpoint, &outputs, count);
             let mut page = PageCommit {
                 total: sync
                     .to_people
@@ -277,14 +276,24 @@ impl SyncEngine {
                     .and_then(Value::as_i64),
                 ..PageCommit::default()
             };
-            match self
-                .write_page(writer, sync, run, &records, &mut page, partner.off)
-                .await
-            {
-                Ok(()) => {}
-                Err(e) => return stopped(e),
+            let records: Vec<Value> = match outputs.remove(&sync.to_people.output) {
+                Some(Value::Array(items)) => items,
+                _ => Vec::new(),
+            };
+            let write = self.write_page(writer, sync, run, &records, &mut page, partner.off);
+            let written = match &next {
+                Some(next) => {
+                    let given = page_inputs(sync, next);
+                    let (written, read) =
+                        tokio::join!(write, partner_page(state, plan, settings, &given));
+                    fetched = Some(read);
+                    written
+                }
+                None => write.await,
+            };
+            if let Err(e) = written {
+                return stopped(e);
             }
-            let next = next_checkpoint(sync, &checkpoint, &outputs, records.len());
             let last = next.is_none();
             page.next = next.unwrap_or(Checkpoint {
                 page: checkpoint.page,
@@ -511,9 +520,11 @@ impl SyncEngine {
         }
     }
 
-    /// Maps and writes one page's records; a record's own failure is recorded in `page`, an outage or a refused
-    /// key ends the page (its progress is not committed, so the page is done again on resume: writes are
-    /// idempotent upserts by identifier).
+    /// Maps and writes one page's records: those whose digest changed go to People in batches of
+    /// `batch_size` (one upsert call each), and each person's outcome is taken from People's answer. A record's
+    /// own failure is recorded in `page`; an outage or a refused key ends the page (its progress is not committed,
+    /// so the page is done again on resume: writes are idempotent upserts by identifier, and what People already
+    /// holds comes back `NOT_MODIFIED`).
     async fn write_page(
         &self,
         writer: &PeopleWriter<'_>,
@@ -537,31 +548,47 @@ impl SyncEngine {
             .digests(&run.account_key, &run.direction, &keys)
             .await
             .map_err(|e| WriteError::Outage(format!("the sync records could not be read: {e}")))?;
+        let mut handled = i64::try_from(page.failures.len()).unwrap_or(0);
+        let (due, same): (Vec<_>, Vec<_>) = persons
+            .into_iter()
+            .partition(|(person, _)| known.get(&person.key) != Some(&person.digest));
+        page.counts.unchanged += i64::try_from(same.len()).unwrap_or(0);
+        handled += i64::try_from(same.len()).unwrap_or(0);
         // The progress bar moves within a page, and the lease is renewed on the way: a long page (rate limits,
         // Retry-After) must not outlive it.
-        let mut handled = i64::try_from(page.failures.len()).unwrap_or(0);
-        let mut reported = Instant::now();
         self.report(run, handled, page.total).await?;
-        for (person, record) in persons {
-            handled += 1;
-            if reported.elapsed() >= PROGRESS_EVERY {
-                reported = Instant::now();
-                self.report(run, handled - 1, page.total).await?;
-            }
-            if known.get(&person.key) == Some(&person.digest) {
-                page.counts.unchanged += 1;
-                continue;
-            }
-            match writer.write(&person).await {
-                Ok(Written::Created) => page.counts.created += 1,
-                Ok(Written::Updated) => page.counts.updated += 1,
-                Err(WriteError::Invalid(reason)) => {
-                    page.failures.push(failure(record, sync, reason));
-                    continue;
+        let mut reported = Instant::now();
+        // v2's lookup then write is one person per call (two calls each): reported person by person, like a batch.
+        let batch_size = match sync.write {
+            app::definition::sync::WriteMode::Upsert => self.config.batch_size.clamp(1, 1000),
+            app::definition::sync::WriteMode::LookupThenWrite => 1,
+        };
+        for batch in due.chunks(batch_size) {
+            let sent: Vec<&super::person::Person> = batch.iter().map(|(p, _)| p).collect();
+            let outcomes = writer.write_batch(&sent).await?;
+            for ((person, record), outcome) in batch.iter().zip(outcomes) {
+                match outcome {
+                    PersonOutcome::Written(Written::Created) => page.counts.created += 1,
+                    PersonOutcome::Written(Written::Updated) => page.counts.updated += 1,
+                    PersonOutcome::Unchanged => page.counts.unchanged += 1,
+                    PersonOutcome::Refused(reason) => {
+                        page.failures.push(failure(
+                            record,
+                            sync,
+                            short(&format!("People refused it: {reason}")),
+                        ));
+                        continue;
+                    }
                 }
-                Err(e) => return Err(e),
+                page.written
+                    .push((person.key.clone(), person.digest.clone()));
             }
-            page.written.push((person.key, person.digest));
+            handled += i64::try_from(batch.len()).unwrap_or(0);
+            // After every upsert (at most 5 a second); every half second for persons written one by one.
+            if batch_size > 1 || reported.elapsed() >= PROGRESS_EVERY {
+                reported = Instant::now();
+                self.report(run, handled, page.total).await?;
+            }
         }
         page.counts.failed += i64::try_from(page.failures.len()).unwrap_or(0);
         Ok(())
@@ -701,6 +728,18 @@ fn failure(record: &Value, sync: &SyncSpec, reason: String) -> Failure {
         reason,
         record: record.to_string(),
     }
+}
+
+/// The list function's inputs for the page at `checkpoint`: its page number or cursor.
+fn page_inputs(sync: &SyncSpec, checkpoint: &Checkpoint) -> HashMap<String, Value> {
+    let mut given = HashMap::new();
+    if let Some(input) = &sync.to_people.page_input {
+        given.insert(input.clone(), Value::from(checkpoint.page.unwrap_or(1)));
+    }
+    if let (Some(input), Some(cursor)) = (&sync.to_people.cursor_input, &checkpoint.cursor) {
+        given.insert(input.clone(), Value::from(cursor.clone()));
+    }
+    given
 }
 
 async fn partner_page(

@@ -14,8 +14,14 @@ use std::time::Duration;
 /// People sync's limits, from the command line or environment (cli/config.rs).
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
+    /// People's v2 `GET /people/2/persons`, per account (documented: 5/s).
     pub reads_per_sec: u32,
+    /// The v3 upsert, and v2's `PUT`/`PATCH /people/2/persons`, each per account (documented: 5/s).
     pub writes_per_sec: u32,
+    /// v2's `POST /people/2/persons`, per account (documented: 10/s).
+    pub creates_per_sec: u32,
+    /// Persons per v3 upsert call (the document allows 1 to 1000); a larger page is split.
+    pub batch_size: usize,
     /// Hosts an account's People base URL may name: exact, or `*.suffix`.
     pub hosts: Vec<String>,
     /// Loopback People (the simulator), in development only.

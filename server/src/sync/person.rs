@@ -20,12 +20,42 @@ pub enum RecordError {
     BadEmail(String),
 }
 
-/// The person, the value it is matched by, and a digest of what is written (equal digests: nothing changed).
+/// The person as the v3 upsert takes it (`UpsertPersonV3DocsSchema` of Infobip's OpenAPI, People 3.210.0:
+/// `contactInformation` a list of `{type: EMAIL | PHONE, identifier}`, tags unique), the value it is matched by,
+/// and a digest of what is written (equal digests: nothing changed).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Person {
     pub body: Value,
     pub key: String,
     pub digest: String,
+}
+
+impl Person {
+    /// The same person in v2's shape (`IamPersonV2`: `contactInformation: {email: [{address}], phone:
+    /// [{number}]}`), for `lookup_then_write`.
+    pub fn v2_body(&self) -> Value {
+        let mut body = self.body.clone();
+        if let Some(Value::Array(contacts)) = body.get("contactInformation").cloned() {
+            let (mut emails, mut phones) = (Vec::new(), Vec::new());
+            for contact in &contacts {
+                let identifier = contact["identifier"].clone();
+                match contact["type"].as_str() {
+                    Some("EMAIL") => emails.push(json!({ "address": identifier })),
+                    Some("PHONE") => phones.push(json!({ "number": identifier })),
+                    _ => {}
+                }
+            }
+            let mut v2 = Map::new();
+            if !emails.is_empty() {
+                v2.insert("email".into(), Value::Array(emails));
+            }
+            if !phones.is_empty() {
+                v2.insert("phone".into(), Value::Array(phones));
+            }
+            body["contactInformation"] = Value::Object(v2);
+        }
+        body
+    }
 }
 
 /// The person fields an account turned off on its configuration page (`[sync]`'s per-field switches): left out
@@ -64,10 +94,15 @@ pub fn map_record(sync: &SyncSpec, record: &Value, off: &FieldsOff) -> Result<Pe
                 if !text.contains('@') {
                     return Err(RecordError::BadEmail(text));
                 }
-                emails.push(json!({ "address": text }));
+                emails.push(text);
             }
-            "phone" => phones.push(json!({ "number": text })),
-            "tags" => tags.push(Value::from(text)),
+            "phone" => phones.push(text),
+            // The document says `uniqueItems: true`: a tag named twice is sent once.
+            "tags" => {
+                if !tags.iter().any(|t| t == &text) {
+                    tags.push(Value::from(text));
+                }
+            }
             other => match other.strip_prefix("customAttributes.") {
                 Some(name) => {
                     attributes.insert(name.to_owned(), Value::from(text));
@@ -79,21 +114,23 @@ pub fn map_record(sync: &SyncSpec, record: &Value, off: &FieldsOff) -> Result<Pe
         }
     }
     let key = match sync.identifier.field() {
-        "email" => emails.first().and_then(|e| e["address"].as_str()),
-        "phone" => phones.first().and_then(|p| p["number"].as_str()),
+        "email" => emails.first().map(String::as_str),
+        "phone" => phones.first().map(String::as_str),
         field => body.get(field).and_then(Value::as_str),
     }
     .map(str::to_owned)
     .ok_or(RecordError::NoIdentifier(sync.identifier.as_str()))?;
-    if !emails.is_empty() || !phones.is_empty() {
-        let mut contacts = Map::new();
-        if !emails.is_empty() {
-            contacts.insert("email".into(), Value::Array(emails));
-        }
-        if !phones.is_empty() {
-            contacts.insert("phone".into(), Value::Array(phones));
-        }
-        body.insert("contactInformation".into(), Value::Object(contacts));
+    let contacts: Vec<Value> = emails
+        .into_iter()
+        .map(|e| json!({"type": "EMAIL", "identifier": e}))
+        .chain(
+            phones
+                .into_iter()
+                .map(|p| json!({"type": "PHONE", "identifier": p})),
+        )
+        .collect();
+    if !contacts.is_empty() {
+        body.insert("contactInformation".into(), Value::Array(contacts));
     }
     if !attributes.is_empty() {
         body.insert("customAttributes".into(), Value::Object(attributes));
@@ -238,10 +275,15 @@ mod tests {
             person.body,
             json!({
                 "externalId": "c-100", "firstName": "Ana", "lastName": "Marija Horvat",
-                "contactInformation": {"email": [{"address": "ana@example.com"}], "phone": [{"number": "385911234567"}]},
+                "contactInformation": [{"type": "EMAIL", "identifier": "ana@example.com"}, {"type": "PHONE", "identifier": "385911234567"}],
                 "customAttributes": {"loyaltyTier": "bronze"},
                 "tags": ["order-desk"],
             })
+        );
+        // v2's shape of the same person, for lookup_then_write.
+        assert_eq!(
+            person.v2_body()["contactInformation"],
+            json!({"email": [{"address": "ana@example.com"}], "phone": [{"number": "385911234567"}]})
         );
     }
 
@@ -291,8 +333,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            uk.body["contactInformation"]["phone"][0]["number"],
-            "447400123456"
+            uk.body["contactInformation"],
+            json!([{"type": "PHONE", "identifier": "447400123456"}])
         );
     }
 

@@ -167,12 +167,23 @@ impl Harness {
         customers: usize,
         route: impl Fn(&str) -> String,
     ) -> Self {
+        Self::start_defined(backend, extra, customers, route, &test_definition()).await
+    }
+
+    /// A harness serving `definition` (the app definition's TOML) instead of the test definition.
+    pub async fn start_defined(
+        backend: Backend,
+        extra: &[&str],
+        customers: usize,
+        route: impl Fn(&str) -> String,
+        definition: &str,
+    ) -> Self {
         let db = TestDb::new(backend).await;
         let ibex_db_url = route(&db.url);
         let shop = spawn(ibex_sim::shop::router_with(SHOP_KEY, customers)).await;
         let definition_path =
             std::env::temp_dir().join(format!("ibex-def-{}.toml", uuid::Uuid::new_v4().simple()));
-        std::fs::write(&definition_path, test_definition()).unwrap();
+        std::fs::write(&definition_path, definition).unwrap();
         let encryption_key = KeyRing::generate_spec("test1");
         let ibex_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ibex_url = format!("http://{}", ibex_listener.local_addr().unwrap());
