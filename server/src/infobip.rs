@@ -6,6 +6,8 @@
 //! waits, backoff, pausing a run) is in `sync/people.rs`.
 
 use serde::Deserialize;
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -16,6 +18,9 @@ pub struct InfobipConfig {
     /// sends the token answer's own `token_type`, as Infobip's sample app does.
     pub auth_scheme: Option<String>,
     pub timeout: Duration,
+    /// The messages API's documented throttle per account (500 requests a minute, `IBEX_INFOBIP_MESSAGES_PER_MINUTE`):
+    /// kept by ibex itself, so a busy account's agents see "retry shortly" at once instead of a 429 after a call.
+    pub messages_per_minute: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +58,8 @@ pub struct EndUser {
 pub struct InfobipClient {
     http: reqwest::Client,
     config: InfobipConfig,
+    /// Per account, the messages calls this instance may still make (`InfobipConfig::messages_per_minute`).
+    messages: Arc<governor::DefaultKeyedRateLimiter<String>>,
 }
 
 #[derive(Deserialize)]
@@ -86,7 +93,14 @@ const MAX_RETRY_WAIT: Duration = Duration::from_secs(2);
 
 impl InfobipClient {
     pub fn new(http: reqwest::Client, config: InfobipConfig) -> Self {
-        InfobipClient { http, config }
+        let rate = NonZeroU32::new(config.messages_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+        // Spread over the minute, as Infobip counts it, with the minute's worth available at once.
+        let quota = governor::Quota::per_minute(rate).allow_burst(rate);
+        InfobipClient {
+            http,
+            config,
+            messages: Arc::new(governor::RateLimiter::keyed(quota)),
+        }
     }
 
     /// The operator's override of the `Authorization` scheme, if any.
@@ -113,10 +127,17 @@ impl InfobipClient {
     /// outbound messages (a campaign) would show nobody.
     pub async fn end_user(
         &self,
+        account_key: &str,
         token: &str,
         token_type: &str,
         conversation_id: &str,
     ) -> Result<Option<EndUser>, InfobipError> {
+        if let Err(not_until) = self.messages.check_key(&account_key.to_owned()) {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            return Err(InfobipError::RateLimited(wait.as_secs().max(1)));
+        }
         let url = api_url(
             &self.config.base_url,
             &["ccaas", "1", "conversations", conversation_id, "messages"],
@@ -368,6 +389,58 @@ mod tests {
         format!("http://{addr}/people/2/persons").parse().unwrap()
     }
 
+    /// A messages API answering every request with no messages, and how many requests it got.
+    async fn empty_messages() -> (url::Url, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let body = "{\"messages\": []}";
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        (format!("http://{addr}").parse().unwrap(), count)
+    }
+
+    /// Infobip throttles the messages API at 500 requests a minute; ibex keeps to it per account itself, so a
+    /// busy account's agents are told to retry at once, and another account is not held up by it.
+    #[tokio::test]
+    async fn the_messages_api_is_called_within_its_documented_rate_per_account() {
+        let (base_url, count) = empty_messages().await;
+        let client = InfobipClient::new(
+            reqwest::Client::new(),
+            InfobipConfig {
+                base_url,
+                auth_scheme: None,
+                timeout: Duration::from_secs(5),
+                messages_per_minute: 2,
+            },
+        );
+        for _ in 0..2 {
+            let answer = client.end_user("ACCT-A", "token", "IBSSO", "c-1").await;
+            assert_eq!(answer, Ok(None));
+        }
+        let third = client.end_user("ACCT-A", "token", "IBSSO", "c-1").await;
+        assert!(
+            matches!(third, Err(InfobipError::RateLimited(secs)) if (1..=30).contains(&secs)),
+            "{third:?}"
+        );
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 2);
+        let other = client.end_user("ACCT-B", "token", "IBSSO", "c-2").await;
+        assert_eq!(other, Ok(None));
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
     #[test]
     fn the_scheme_is_the_token_type_unless_the_operator_sets_one() {
         let client = |scheme: Option<&str>| {
@@ -377,6 +450,7 @@ mod tests {
                     base_url: "https://api.infobip.com".parse().unwrap(),
                     auth_scheme: scheme.map(str::to_owned),
                     timeout: Duration::from_secs(5),
+                    messages_per_minute: 500,
                 },
             )
         };

@@ -82,7 +82,12 @@ impl ServerCard {
         let end_user = match self
             .state
             .infobip
-            .end_user(&sign_in.token, &sign_in.token_type, conversation_id)
+            .end_user(
+                &sign_in.account_key,
+                &sign_in.token,
+                &sign_in.token_type,
+                conversation_id,
+            )
             .await
         {
             Ok(user) => user,
@@ -149,7 +154,12 @@ impl ServerCard {
         let user = match self
             .state
             .infobip
-            .end_user(&sign_in.token, &sign_in.token_type, conversation_id)
+            .end_user(
+                &sign_in.account_key,
+                &sign_in.token,
+                &sign_in.token_type,
+                conversation_id,
+            )
             .await
         {
             Ok(Some(user)) => user,

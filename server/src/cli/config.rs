@@ -159,6 +159,15 @@ pub struct Options {
         global = true
     )]
     pub max_concurrent_page_requests: usize,
+    /// Calls of Infobip's messages API (the card's end-user lookup) per account and minute on this instance:
+    /// Infobip documents 500 a minute; past it the card says to retry shortly without calling.
+    #[arg(
+        long,
+        env = "IBEX_INFOBIP_MESSAGES_PER_MINUTE",
+        default_value_t = 500,
+        global = true
+    )]
+    pub infobip_messages_per_minute: u32,
     /// Sign-ins (`/oauth/start`) this instance starts per second, with bursts of ten times as many: each records
     /// a row in the settings database and needs no sign-in, so a script could otherwise fill the table.
     #[arg(
@@ -598,6 +607,7 @@ impl Options {
             base_url,
             auth_scheme: self.infobip_auth_scheme.clone(),
             timeout: Duration::from_secs(5),
+            messages_per_minute: self.infobip_messages_per_minute,
         })
     }
 
