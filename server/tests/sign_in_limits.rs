@@ -39,3 +39,46 @@ async fn sign_in_starts_are_bounded_and_a_state_is_recorded_once() {
     let _ = std::fs::remove_file(&definition);
     h.finish().await;
 }
+
+/// A state's row gives way only once it has expired, on both backends: an unfinished sign-in does not block its
+/// `state` for ever (rows are swept every 5 minutes, not at each start), and a live one cannot be swapped.
+async fn a_flow_row_gives_way_only_when_expired(backend: Backend) {
+    use app::auth::OAuthState;
+    use ibex::signin::flows;
+    let h = Harness::start(backend).await;
+    let (store, keys) = (h.state.settings.store(), &h.state.keys);
+    let flow = |next: &str, expires_at: i64| OAuthState {
+        verifier: "v".repeat(43),
+        next: next.into(),
+        conversation: None,
+        attempt: 1,
+        expires_at,
+    };
+    let now = app::settings::store::now_ms();
+    assert!(
+        flows::put(store, keys, "s-1", &flow("/settings", now + 1_000), now)
+            .await
+            .unwrap()
+    );
+    // Still live: a second start under it records nothing.
+    assert!(
+        !flows::put(store, keys, "s-1", &flow("/card", now + 60_000), now)
+            .await
+            .unwrap()
+    );
+    // Past its expiry: the new start takes its place, and the callback gets the new one.
+    let later = now + 2_000;
+    assert!(
+        flows::put(store, keys, "s-1", &flow("/card", later + 60_000), later)
+            .await
+            .unwrap()
+    );
+    let taken = flows::take(store, keys, "s-1", later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(taken.next, "/card");
+    h.finish().await;
+}
+
+on_both_backends!(flow_rows, a_flow_row_gives_way_only_when_expired);

@@ -114,6 +114,10 @@ async fn serve(options: &Options) -> Result<ExitCode, CommandError> {
     state
         .card_sessions
         .spawn_cleanup(std::time::Duration::from_secs(300));
+    crate::signin::flows::spawn_cleanup(
+        state.settings.store().clone(),
+        std::time::Duration::from_secs(300),
+    );
     state
         .settings
         .spawn_change_follower(std::time::Duration::from_millis(

@@ -515,6 +515,11 @@ mod tests {
 
     /// The plan of a GET of `/orders/1` under `base_url`.
     fn plan_under(base_url: &str) -> RequestPlan {
+        plan_of(base_url, "/orders/1", &[])
+    }
+
+    /// The plan of a GET of `path` under `base_url`, with `slash_ok` inputs allowing `/`.
+    fn plan_of(base_url: &str, path: &str, slash_ok: &[&str]) -> RequestPlan {
         let partner = PartnerSpec {
             base_url: base_url.into(),
             auth: None,
@@ -524,12 +529,12 @@ mod tests {
         };
         let spec = RequestSpec {
             method: Method::Get,
-            path: "/orders/1".into(),
+            path: path.into(),
             query: Default::default(),
             headers: Default::default(),
             body: None,
         };
-        RequestPlan::compile(&partner, &spec, &[]).unwrap()
+        RequestPlan::compile(&partner, &spec, slash_ok).unwrap()
     }
 
     #[test]
@@ -616,22 +621,8 @@ mod tests {
 
     #[test]
     fn a_path_input_has_no_separator_unless_it_allows_a_slash() {
-        let partner = PartnerSpec {
-            base_url: "https://shop.example".into(),
-            auth: None,
-            timeout_ms: 1_000,
-            probe: None,
-            egress: Default::default(),
-        };
-        let spec = RequestSpec {
-            method: Method::Get,
-            path: "/orders/{{inputs.id}}".into(),
-            query: Default::default(),
-            headers: Default::default(),
-            body: None,
-        };
-        let strict = RequestPlan::compile(&partner, &spec, &[]).unwrap();
-        let lenient = RequestPlan::compile(&partner, &spec, &["id"]).unwrap();
+        let strict = plan_of("https://shop.example", "/orders/{{inputs.id}}", &[]);
+        let lenient = plan_of("https://shop.example", "/orders/{{inputs.id}}", &["id"]);
         for id in ["1003/refunds", "1003\\refunds", "%2e%2e", "1003%2Frefunds"] {
             assert_eq!(
                 strict.build(&OneInput("id", Value::from(id))).err(),

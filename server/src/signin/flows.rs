@@ -30,7 +30,8 @@ fn digest(state: &str) -> String {
 /// Records a sign-in that is about to go to Infobip under `state`; false when one is already under way under it.
 /// A second start under the same `state` (the frame reloaded) is not recorded: Infobip answers one of them at
 /// most, since a launch `state` is good once, and replacing the first would let whoever learnt a `state` swap in
-/// a verifier, page or conversation of their own. Expired rows (a sign-in never finished) are deleted on the way.
+/// a verifier, page or conversation of their own. Only an expired row under it gives way; the others are left to
+/// `spawn_cleanup`, so a start writes one row and reads nothing else.
 pub async fn put(
     store: &SettingsStore,
     keys: &KeyRing,
@@ -39,17 +40,15 @@ pub async fn put(
     now_ms: i64,
 ) -> Result<bool, FlowError> {
     let sealed = flow.seal(keys)?;
-    sqlx::query("DELETE FROM oauth_flows WHERE expires_at <= $1")
-        .bind(now_ms)
-        .execute(store.pool())
-        .await?;
     let inserted = sqlx::query(
         "INSERT INTO oauth_flows (state_digest, flow, expires_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (state_digest) DO NOTHING",
+         ON CONFLICT (state_digest) DO UPDATE SET flow = excluded.flow, expires_at = excluded.expires_at \
+         WHERE oauth_flows.expires_at <= $4",
     )
     .bind(digest(state))
     .bind(sealed)
     .bind(flow.expires_at)
+    .bind(now_ms)
     .execute(store.pool())
     .await?;
     Ok(inserted.rows_affected() == 1)
@@ -73,4 +72,22 @@ pub async fn take(
     let sealed: String = row.try_get(0)?;
     // Sealed with a key since rotated away, altered or expired: the same as never started.
     Ok(OAuthState::open(&sealed, keys, now_ms).ok())
+}
+
+/// Deletes sign-ins that were never finished, every `period`, for as long as the process runs (a sign-in lives
+/// 10 minutes; `take` refuses an expired one anyway). A failed sweep is logged and retried next time.
+pub fn spawn_cleanup(store: SettingsStore, period: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(period);
+        loop {
+            interval.tick().await;
+            let swept = sqlx::query("DELETE FROM oauth_flows WHERE expires_at <= $1")
+                .bind(app::settings::store::now_ms())
+                .execute(store.pool())
+                .await;
+            if let Err(e) = swept {
+                tracing::warn!("sign-ins under way: deleting expired ones failed: {e}");
+            }
+        }
+    });
 }
