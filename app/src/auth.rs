@@ -5,13 +5,19 @@
 
 use serde::{Deserialize, Serialize};
 
-/// What the OAuth flow taught us: the Infobip account and user behind the page.
+/// What the OAuth flow taught us: the Infobip account and user behind the configuration page. Only the
+/// configuration page's sign-in (from its own launch, `/settings?state=…`, or a renewal) makes one; the card's
+/// sign-in makes a card session on the server instead, which no configuration server function accepts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     pub account_key: String,
     pub user_key: String,
     pub username: String,
     pub expires_at: i64,
+    /// What the admin role (`IBEX_ADMIN_ROLE`) made of Infobip's token answer at sign-in: `None` when no role is
+    /// configured or the answer carried no `roles` or `groups` (then the account's admin list decides).
+    #[serde(default)]
+    pub admin_role: Option<bool>,
 }
 
 /// Carried through the authorization server in `state`: the PKCE verifier stays secret (sealed), and several
@@ -97,6 +103,7 @@ mod sealed {
                 user_key: "U".into(),
                 username: "ana".into(),
                 expires_at: 2_000,
+                admin_role: None,
             };
             let token = session.seal(&keys).unwrap();
             assert!(!token.contains("ACC"));

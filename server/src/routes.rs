@@ -169,6 +169,7 @@ fn pages(state: &AppState) -> Router<AppState> {
     let keys = state.keys.clone();
     let settings = state.settings.clone();
     let probe = state.probe.clone();
+    let admin_policy = state.admin_policy.clone();
     let card: Arc<dyn app::pages::card::CardSource> =
         Arc::new(crate::card::ServerCard::new(state.clone()));
     let custom_card = state.definition.card.as_ref().map(|_| {
@@ -195,6 +196,7 @@ fn pages(state: &AppState) -> Router<AppState> {
                 provide_context(definition.clone());
                 provide_context(keys.clone());
                 provide_context(settings.clone());
+                provide_context(admin_policy.clone());
                 if let Some(probe) = &probe {
                     provide_context(probe.clone());
                 }

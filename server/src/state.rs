@@ -85,6 +85,8 @@ pub struct Shared {
     /// The context card's sign-ins, Infobip token included, on the server.
     pub card_sessions: crate::signin::card_sessions::CardSessions,
     pub infobip: crate::infobip::InfobipClient,
+    /// Who may change an account's settings (`IBEX_ADMIN_ROLE`, `IBEX_UNLISTED_ACCOUNTS`).
+    pub admin_policy: Arc<app::settings::admins::AdminPolicy>,
     /// People sync's limits and where People may be (the worker and the configuration page's panel).
     pub sync: crate::sync::SyncConfig,
     /// People's rate limits per account, shared by this instance's sync worker and the Moments endpoint.
@@ -191,6 +193,7 @@ impl AppState {
             dev: options.dev,
             card_sessions,
             infobip,
+            admin_policy: Arc::new(options.admin_policy()),
             sync,
             people_limits,
             definition,

@@ -38,6 +38,9 @@ pub struct SimUser {
     pub account_key: &'static str,
     pub account_name: &'static str,
     pub locale: &'static str,
+    /// The user's roles in the account, answered only with `older_token_fields` (older Infobip documents show
+    /// `roles` and `groups` in the token answer; the current ones do not, and none gives their values).
+    pub roles: &'static [&'static str],
 }
 
 pub const USERS: &[SimUser] = &[
@@ -48,6 +51,7 @@ pub const USERS: &[SimUser] = &[
         account_key: "8F3A2C51D0B94E17A6C2F0D9E4B7A113",
         account_name: "Acme Retail",
         locale: "en-US",
+        roles: &["ACCOUNT_ADMIN"],
     },
     SimUser {
         user_key: "U-BOB-19C4",
@@ -56,6 +60,7 @@ pub const USERS: &[SimUser] = &[
         account_key: "8F3A2C51D0B94E17A6C2F0D9E4B7A113",
         account_name: "Acme Retail",
         locale: "en-GB",
+        roles: &["AGENT"],
     },
     SimUser {
         user_key: "U-EVE-5D80",
@@ -64,6 +69,7 @@ pub const USERS: &[SimUser] = &[
         account_key: "2B7E91C4A85F4D3EB0196C7D2E8F5A40",
         account_name: "Globex Travel",
         locale: "hr-HR",
+        roles: &["ACCOUNT_ADMIN"],
     },
     // An account of its own for the accessibility tests, whose saves must not disturb the others'.
     SimUser {
@@ -73,6 +79,18 @@ pub const USERS: &[SimUser] = &[
         account_key: "6D1E0F2A3B4C5D6E7F8091A2B3C4D5E6",
         account_name: "Initech Support",
         locale: "de-DE",
+        roles: &["ACCOUNT_ADMIN"],
+    },
+    // A second user of Globex, an agent: who may look at the configuration page but not change it once the
+    // account has an admin.
+    SimUser {
+        user_key: "U-FINN-8A36",
+        username: "finn.agent",
+        email: "finn@globex.example",
+        account_key: "2B7E91C4A85F4D3EB0196C7D2E8F5A40",
+        account_name: "Globex Travel",
+        locale: "en-IE",
+        roles: &["AGENT"],
     },
 ];
 
@@ -119,6 +137,10 @@ pub struct OAuthSwitches {
     /// Lifetime of launch `state`s in seconds (default `LAUNCH_LIFETIME`), checked when one is used.
     #[serde(default)]
     pub launch_ttl_secs: Option<u64>,
+    /// Answer the token request with `roles` and `groups` too, as older Infobip documents show it
+    /// (`exchange-contract.md`, token answer): a list of the user's role names, and an empty list of groups.
+    #[serde(default)]
+    pub older_token_fields: bool,
 }
 
 struct Grant {
@@ -596,7 +618,7 @@ async fn token(State(ex): State<Arc<Exchange>>, Form(form): Form<TokenForm>) -> 
         (grant.user, Instant::now(), Duration::from_secs(expires_in)),
     );
     let u = grant.user;
-    Json(json!({
+    let mut answer = json!({
         "token": token,
         "token_type": "IBSSO",
         "expires_in": expires_in,
@@ -605,8 +627,12 @@ async fn token(State(ex): State<Arc<Exchange>>, Form(form): Form<TokenForm>) -> 
         "username": u.username,
         "email": u.email,
         "locale": u.locale,
-    }))
-    .into_response()
+    });
+    if lock(&ex.switches).older_token_fields {
+        answer["roles"] = json!(u.roles);
+        answer["groups"] = json!([]);
+    }
+    Json(answer).into_response()
 }
 
 /// Lets a test or the app check a token as Infobip's APIs would (`Authorization: IBSSO <token>`).

@@ -50,7 +50,7 @@ pub async fn status(
 pub async fn issue_card_token(
     session: String,
 ) -> Result<(String, CustomCardStatus), ServerFnError> {
-    let (service, session) = super::settings::signed_in(&session)?;
+    let (service, session) = super::settings::configuring(&session).await?;
     if use_context::<CustomCardEndpoint>().is_none() {
         return Err(ServerFnError::new("this app has no context card"));
     }

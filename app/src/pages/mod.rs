@@ -1,3 +1,4 @@
+pub mod admins_panel;
 pub mod card;
 pub mod custom_card;
 pub mod home;

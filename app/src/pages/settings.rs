@@ -45,6 +45,12 @@ pub struct SettingsView {
     pub custom_card: Option<super::custom_card::CustomCardStatus>,
     /// People sync: present when the app defines `[sync]`.
     pub sync: Option<super::sync_panel::SyncStatus>,
+    /// Whether this user may change the settings; a user who may only look gets neither secrets' states, nor
+    /// the sync panel, nor the Custom cards panel.
+    pub access: crate::settings::admins::Access,
+    pub user_key: String,
+    /// The account's listed admins, for those who may change them.
+    pub admins: Vec<crate::settings::admins::AdminEntry>,
 }
 
 /// The settings service and the session every server function starts from. A token that does not open
@@ -68,10 +74,68 @@ pub(super) fn signed_in(
     Ok((service, session))
 }
 
+/// The session's access to its account, decided afresh at every call (an admin removed a moment ago may change
+/// nothing more), with the account's listed admins.
+#[cfg(feature = "ssr")]
+pub(super) async fn access_of(
+    service: &crate::settings::SettingsService,
+    session: &crate::auth::Session,
+) -> Result<
+    (
+        crate::settings::admins::Access,
+        Vec<crate::settings::admins::AdminEntry>,
+    ),
+    ServerFnError,
+> {
+    use crate::settings::admins::{Access, AdminPolicy};
+    let policy = use_context::<std::sync::Arc<AdminPolicy>>()
+        .ok_or_else(|| ServerFnError::new("server misconfigured"))?;
+    let store = service.store();
+    let admins = store
+        .admins(&session.account_key)
+        .await
+        .map_err(|_| ServerFnError::new("the settings could not be read; try again"))?;
+    let access = policy.decide(session.admin_role, &session.user_key, &admins);
+    if access == Access::Admin
+        && admins
+            .iter()
+            .any(|a| a.user_key == session.user_key && a.username != session.username)
+    {
+        // Only a name for the page to show: a failure costs nothing but a stale name.
+        let _ = store
+            .note_admin_name(&session.account_key, &session.user_key, &session.username)
+            .await;
+    }
+    Ok((access, admins))
+}
+
+/// The start of every server function that changes something (or shows what only admins see): a user who may
+/// only look is answered 403.
+#[cfg(feature = "ssr")]
+pub(super) async fn configuring(
+    token: &str,
+) -> Result<(crate::settings::SettingsService, crate::auth::Session), ServerFnError> {
+    let (service, session) = signed_in(token)?;
+    let (access, _) = access_of(&service, &session).await?;
+    if !access.can_configure() {
+        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+            response.set_status(http::StatusCode::FORBIDDEN);
+        }
+        tracing::info!(target: "ibex::audit", account_key = %session.account_key, user_key = %session.user_key,
+            "configuration refused: not an admin of the account");
+        return Err(ServerFnError::new(
+            "only this account's admins can change its settings",
+        ));
+    }
+    Ok((service, session))
+}
+
 /// Every call carries the page's session token; the account is taken from it, never from the caller.
 #[server(endpoint = "load_settings")]
 pub async fn load_settings(session: String) -> Result<SettingsView, ServerFnError> {
     let (service, session) = signed_in(&session)?;
+    let (access, admins) = access_of(&service, &session).await?;
+    let admin = access.can_configure();
     let stored = service
         .load(&session.account_key)
         .await
@@ -84,6 +148,7 @@ pub async fn load_settings(session: String) -> Result<SettingsView, ServerFnErro
     let fields = definition
         .settings
         .iter()
+        .filter(|f| admin || f.kind != SettingType::Secret)
         .map(|f| FieldView {
             key: f.key.clone(),
             label: f.label.clone(),
@@ -107,19 +172,25 @@ pub async fn load_settings(session: String) -> Result<SettingsView, ServerFnErro
             options: f.options.clone(),
         })
         .collect();
-    let custom_card = super::custom_card::status(&service, &session.account_key).await?;
+    let custom_card = match admin {
+        true => super::custom_card::status(&service, &session.account_key).await?,
+        false => None,
+    };
     let sync = match use_context::<std::sync::Arc<dyn super::sync_panel::SyncSource>>() {
-        Some(source) => Some(
+        Some(source) if admin => Some(
             source
                 .status(&session.account_key)
                 .await
                 .map_err(ServerFnError::new)?,
         ),
-        None => None,
+        _ => None,
     };
     Ok(SettingsView {
         custom_card,
         sync,
+        admins: if admin { admins } else { Vec::new() },
+        access,
+        user_key: session.user_key,
         app_name: definition.app.name.clone(),
         username: session.username,
         account_key: session.account_key,
@@ -219,8 +290,66 @@ fn SettingsOverview(view: SettingsView, session: String) -> impl IntoView {
                 <span>{format!("Signed in as {}", view.username)}</span>
             </p>
         </header>
-        <SettingsIsland fields=view.fields version=view.version can_test=view.can_test session
-            last_change sync=view.sync custom_card=view.custom_card/>
+        {match view.access {
+            crate::settings::admins::Access::ReadOnly { who } => view! {
+                <ReadOnlySettings fields=view.fields who user_key=view.user_key last_change/>
+            }.into_any(),
+            access => view! {
+                <SettingsIsland fields=view.fields version=view.version can_test=view.can_test session
+                    last_change sync=view.sync custom_card=view.custom_card access admins=view.admins
+                    user_key=view.user_key/>
+            }.into_any(),
+        }}
+    }
+}
+
+/// The settings for a user who may only look: rendered on the server, with no form and no script, and no secret
+/// (not even whether one is set).
+#[component]
+fn ReadOnlySettings(
+    fields: Vec<FieldView>,
+    who: String,
+    user_key: String,
+    last_change: String,
+) -> impl IntoView {
+    let mut groups: Vec<(String, Vec<FieldView>)> = Vec::new();
+    for field in fields {
+        match groups.iter_mut().find(|(g, _)| *g == field.group) {
+            Some((_, list)) => list.push(field),
+            None => groups.push((field.group.clone(), vec![field])),
+        }
+    }
+    let shown = |f: &FieldView| -> String {
+        let value = f.value.clone().or_else(|| f.default.clone());
+        match (f.kind, value) {
+            (SettingType::Bool, Some(v)) => if v == "true" { "Yes" } else { "No" }.to_owned(),
+            (SettingType::Select, Some(v)) => f
+                .options
+                .iter()
+                .find(|o| o.value == v)
+                .map_or(v, |o| o.label.clone()),
+            (_, Some(v)) if !v.is_empty() => v,
+            _ => "Not set".to_owned(),
+        }
+    };
+    view! {
+        <section class="notice read-only" role="status" data-testid="read-only">
+            <h2>"You can view these settings"</h2>
+            <p>{who}</p>
+            <p class="muted small">"Your user key: " <span class="mono">{user_key}</span></p>
+        </section>
+        {groups.into_iter().map(|(group, list)| view! {
+            <section class="card read-only-group">
+                <h2>{group}</h2>
+                <dl class="settings-list">
+                    {list.iter().map(|f| view! {
+                        <dt>{f.label.clone()}</dt>
+                        <dd data-field=f.key.clone()>{shown(f)}</dd>
+                    }).collect_view()}
+                </dl>
+            </section>
+        }).collect_view()}
+        <p class="muted small" data-testid="last-change">{last_change}</p>
     }
 }
 
@@ -238,10 +367,14 @@ fn SettingsIsland(
     last_change: String,
     sync: Option<super::sync_panel::SyncStatus>,
     custom_card: Option<super::custom_card::CustomCardStatus>,
+    access: crate::settings::admins::Access,
+    admins: Vec<crate::settings::admins::AdminEntry>,
+    user_key: String,
 ) -> impl IntoView {
     view! {
         <SettingsForm fields version can_test session=session.clone()/>
         <p class="muted small" data-testid="last-change">{last_change}</p>
+        <super::admins_panel::AdminsPanel access admins user_key session=session.clone()/>
         {sync.map(|status| view! { <super::sync_panel::SyncPanel status session=session.clone()/> })}
         {custom_card.map(|status| view! { <super::custom_card::CustomCardPanel status session/> })}
     }
@@ -640,7 +773,7 @@ pub async fn save_settings(
 ) -> Result<SaveOutcome, ServerFnError> {
     use crate::settings::store::StoreError;
     use crate::settings::SettingsError;
-    let (service, session) = signed_in(&session)?;
+    let (service, session) = configuring(&session).await?;
     let actor = format!("{} ({})", session.username, session.user_key);
     match service
         .update(&session.account_key, Some(version), &changes, &actor)
@@ -670,7 +803,7 @@ pub async fn test_connection(
     use crate::settings::store::ProbeRecord;
     use crate::settings::{FieldError, SettingsError};
     use std::sync::Arc;
-    let (service, session) = signed_in(&session)?;
+    let (service, session) = configuring(&session).await?;
     let probe = use_context::<Arc<dyn ConnectionProbe>>()
         .ok_or_else(|| ServerFnError::new("this app defines no connection test"))?;
     match service

@@ -111,7 +111,7 @@ fn source() -> Result<std::sync::Arc<dyn SyncSource>, ServerFnError> {
 
 #[server(endpoint = "load_sync")]
 pub async fn load_sync(session: String) -> Result<SyncStatus, ServerFnError> {
-    let (_, session) = super::settings::signed_in(&session)?;
+    let (_, session) = super::settings::configuring(&session).await?;
     source()?
         .status(&session.account_key)
         .await
@@ -120,7 +120,7 @@ pub async fn load_sync(session: String) -> Result<SyncStatus, ServerFnError> {
 
 #[server(endpoint = "sync_now")]
 pub async fn sync_now(session: String) -> Result<Result<SyncStatus, String>, ServerFnError> {
-    let (_, session) = super::settings::signed_in(&session)?;
+    let (_, session) = super::settings::configuring(&session).await?;
     let source = source()?;
     let by = format!("{} ({})", session.username, session.user_key);
     if let Err(why) = source.start(&session.account_key, &by).await {
@@ -135,7 +135,7 @@ pub async fn sync_now(session: String) -> Result<Result<SyncStatus, String>, Ser
 /// "Retry failed": the last run's failed records are sent again (as they were read), in a run of their own.
 #[server(endpoint = "sync_retry")]
 pub async fn retry_failed(session: String) -> Result<Result<SyncStatus, String>, ServerFnError> {
-    let (_, session) = super::settings::signed_in(&session)?;
+    let (_, session) = super::settings::configuring(&session).await?;
     let source = source()?;
     let by = format!("{} ({})", session.username, session.user_key);
     if let Err(why) = source.retry(&session.account_key, &by).await {
@@ -150,7 +150,7 @@ pub async fn retry_failed(session: String) -> Result<Result<SyncStatus, String>,
 /// "Test People connection": the saved People base URL and key, tried with one read.
 #[server(endpoint = "sync_test_people")]
 pub async fn test_people(session: String) -> Result<Result<String, String>, ServerFnError> {
-    let (_, session) = super::settings::signed_in(&session)?;
+    let (_, session) = super::settings::configuring(&session).await?;
     let by = format!("{} ({})", session.username, session.user_key);
     Ok(source()?.test_people(&session.account_key, &by).await)
 }

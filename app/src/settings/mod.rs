@@ -3,6 +3,7 @@
 //! Values arrive as text (a form field, a `key=value` on the command line) and are parsed against the definition's
 //! settings schema; an empty text clears a field. Storage, encryption and caching are server-only.
 
+pub mod admins;
 #[cfg(feature = "ssr")]
 pub mod card_tokens;
 #[cfg(feature = "ssr")]

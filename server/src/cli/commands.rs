@@ -2,7 +2,8 @@
 //! accept what the configuration page would refuse.
 
 use crate::cli::config::{
-    Cli, Command, ConfigError, KeysCommand, LogFormat, ManifestFormat, Options, SettingsCommand,
+    AdminsCommand, Cli, Command, ConfigError, KeysCommand, LogFormat, ManifestFormat, Options,
+    SettingsCommand,
 };
 use crate::manifest::manifest;
 use crate::routes;
@@ -76,6 +77,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CommandError> {
             url,
         } => call(&options, &function, &inputs, &account, url).await,
         Command::Keys(KeysCommand::Rewrap { dry_run }) => keys_rewrap(&options, dry_run).await,
+        Command::Admins(command) => admins(&options, command).await,
         Command::Migrate => {
             let settings = open_settings(&options, Arc::new(options.definition()?)).await?;
             settings.store().close().await;
@@ -108,6 +110,23 @@ pub fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::Worker
     guard
 }
 
+/// Said loudly at every start while nothing restricts who configures an account: any user of a customer's
+/// Infobip account who can open the card can then also change its settings, secrets included.
+async fn warn_if_anyone_configures(state: &AppState) {
+    if state.admin_policy.restricts() {
+        return;
+    }
+    let listed = state.settings.store().any_admins().await.unwrap_or(false);
+    tracing::warn!(
+        some_accounts_have_admins = listed,
+        "WHO MAY CONFIGURE IS NOT RESTRICTED: on every account without an admin listed, any user who signs in to \
+         the configuration page (an agent who can open the card, too) can change its settings, start syncs and \
+         issue its Custom cards token. Set IBEX_ADMIN_ROLE, list admins with `ibex admins add ACCOUNT USER_KEY` \
+         (or let each account's first admin claim it on the page), or set IBEX_UNLISTED_ACCOUNTS=closed \
+         (docs/exchange-assumptions.md, \"Who may configure\")"
+    );
+}
+
 async fn serve(options: &Options) -> Result<ExitCode, CommandError> {
     let _log_guard = init_logging(options.log_format);
     let state = AppState::build(options).await?;
@@ -123,6 +142,7 @@ async fn serve(options: &Options) -> Result<ExitCode, CommandError> {
         .spawn_change_follower(std::time::Duration::from_millis(
             options.settings_poll_ms.max(10),
         ));
+    warn_if_anyone_configures(&state).await;
     if state.definition.sync.is_some() && state.sync.worker {
         crate::sync::engine::SyncEngine::for_instance(&state).spawn(state.clone());
     }
@@ -386,6 +406,57 @@ async fn settings_link(
                 Ok(ExitCode::SUCCESS)
             }
         }
+    }
+    .await;
+    store.close().await;
+    result.map_err(|e: app::settings::store::StoreError| CommandError::Settings(e.into()))
+}
+
+/// `ibex admins add|remove|list`: the operator's side of who may configure an account. Every change is written
+/// to the audit log with the operator's user name.
+async fn admins(options: &Options, command: AdminsCommand) -> Result<ExitCode, CommandError> {
+    use app::settings::admins::valid_user_key;
+    let settings = open_settings(options, Arc::new(options.definition()?)).await?;
+    let store = settings.store();
+    let result = async {
+        match command {
+            AdminsCommand::Add { account, user_key } => {
+                if !valid_user_key(&user_key) {
+                    eprintln!("{user_key:?} is not a user key as Infobip writes them (letters, digits, '-', '_', '.', '@', ':'; at most 128)");
+                    return Ok(ExitCode::from(2));
+                }
+                if store.add_admin(&account, &user_key, "", &actor()).await? {
+                    tracing::info!(target: "ibex::audit", account_key = %account, actor = %actor(), user_key = %user_key, action = "added", "account admins changed");
+                    println!("{user_key} can now change the settings of account {account}");
+                } else {
+                    println!("{user_key} already is an admin of account {account}");
+                }
+            }
+            AdminsCommand::Remove { account, user_key } => {
+                if store.remove_admin(&account, &user_key, false).await? {
+                    tracing::info!(target: "ibex::audit", account_key = %account, actor = %actor(), user_key = %user_key, action = "removed", "account admins changed");
+                    println!("{user_key} is no longer an admin of account {account}");
+                    if store.admins(&account).await?.is_empty() {
+                        println!("account {account} has no admin left: IBEX_UNLISTED_ACCOUNTS decides who configures it");
+                    }
+                } else {
+                    println!("{user_key} was not an admin of account {account}");
+                }
+            }
+            AdminsCommand::List { account } => {
+                let admins = store.admins(&account).await?;
+                if admins.is_empty() {
+                    println!("account {account} has no admin listed");
+                }
+                for admin in admins {
+                    let at = time::OffsetDateTime::from_unix_timestamp(admin.added_at / 1000)
+                        .map(|t| t.date().to_string())
+                        .unwrap_or_default();
+                    println!("{}\tadded by {} on {at}", admin.display(), admin.added_by);
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
     }
     .await;
     store.close().await;

@@ -177,6 +177,20 @@ pub struct Options {
         global = true
     )]
     pub sign_in_starts_per_sec: u32,
+    /// The role (or group) in Infobip's token answer that makes a user an admin of their account's settings;
+    /// unset, only the account's admin list (`ibex admins`) decides.
+    #[arg(long, env = "IBEX_ADMIN_ROLE", global = true)]
+    pub admin_role: Option<String>,
+    /// Who configures an account with no admin listed (and no role deciding): `open`, anyone signed in (logged
+    /// as a warning at start-up), or `closed`, nobody until the operator adds an admin.
+    #[arg(
+        long,
+        env = "IBEX_UNLISTED_ACCOUNTS",
+        value_enum,
+        default_value_t = UnlistedAccounts::Open,
+        global = true
+    )]
+    pub unlisted_accounts: UnlistedAccounts,
     /// Largest body of a page or server-function request (413 above it).
     #[arg(
         long,
@@ -314,6 +328,12 @@ pub struct Options {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UnlistedAccounts {
+    Open,
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Json,
     Text,
@@ -350,6 +370,21 @@ pub enum Command {
     /// Encryption key rotation.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Who may change an account's settings on the configuration page, when Infobip's sign-in carries no role
+    /// that decides (`IBEX_ADMIN_ROLE`).
+    #[command(subcommand)]
+    Admins(AdminsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminsCommand {
+    /// Let USER_KEY change ACCOUNT's settings; once an account has an admin, only its admins can.
+    Add { account: String, user_key: String },
+    /// Take USER_KEY off ACCOUNT's admins (the last one too: the account then falls back to
+    /// IBEX_UNLISTED_ACCOUNTS).
+    Remove { account: String, user_key: String },
+    /// Show ACCOUNT's admins.
+    List { account: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -444,6 +479,23 @@ pub enum ConfigError {
 
 impl Options {
     /// `IBEX_SIGN_IN_STARTS_PER_SEC`, at least one, with bursts of ten times as many.
+    /// Who may configure an account (`settings::admins`).
+    pub fn admin_policy(&self) -> app::settings::admins::AdminPolicy {
+        use app::settings::admins::{AdminPolicy, Unlisted};
+        AdminPolicy {
+            role: self
+                .admin_role
+                .as_deref()
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned),
+            unlisted: match self.unlisted_accounts {
+                UnlistedAccounts::Open => Unlisted::Open,
+                UnlistedAccounts::Closed => Unlisted::Closed,
+            },
+        }
+    }
+
     pub fn sign_in_quota(&self) -> governor::Quota {
         let rate = std::num::NonZeroU32::new(self.sign_in_starts_per_sec.max(1))
             .unwrap_or(std::num::NonZeroU32::MIN);

@@ -68,24 +68,11 @@ fn return_page(next: Option<&str>) -> Option<&'static str> {
 /// A sign-in without Infobip's launch `state` (a renewal, "Try again"): Infobip's authorize endpoint then relies on
 /// its portal cookie.
 pub fn start_url(next: &str, attempt: u32, conversation: Option<&str>) -> String {
-    launch_url(next, attempt, conversation, None)
-}
-
-/// A sign-in for a launch: Infobip's `state` goes along, to reach the authorize endpoint unchanged.
-fn launch_url(
-    next: &str,
-    attempt: u32,
-    conversation: Option<&str>,
-    launch: Option<&str>,
-) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     query.append_pair("next", next);
     query.append_pair("attempt", &attempt.to_string());
     if let Some(conversation) = conversation {
         query.append_pair("conversation", conversation);
-    }
-    if let Some(launch) = launch {
-        query.append_pair("state", launch);
     }
     format!("/oauth/start?{}", query.finish())
 }
@@ -142,24 +129,19 @@ pub struct StartQuery {
     next: Option<String>,
     attempt: Option<u32>,
     conversation: Option<String>,
-    /// Infobip's launch `state`, when the page was opened by Infobip.
+    /// Refused: Infobip's launch `state` is taken only by the page Infobip opened with it.
     state: Option<String>,
 }
 
-pub async fn start(
-    State(state): State<AppState>,
-    headers: axum::http::HeaderMap,
-    Query(q): Query<StartQuery>,
-) -> Response {
-    // A launch `state` names the portal user it was made for, so one opened as a page of its own is someone's
-    // launch handed over in a link: it would sign the victim in as that someone (login CSRF), and the callback
-    // would refuse it anyway. Refused before Infobip spends the launch.
-    if q.state.is_some() && opened_outside_a_frame(&headers) {
+pub async fn start(State(state): State<AppState>, Query(q): Query<StartQuery>) -> Response {
+    // Infobip's launch `state` is taken only by the page Infobip opened with it (`require_session`,
+    // `require_card_session`), which fixes the page it signs in to: here, where anyone may name any `next`, a
+    // card's launch would otherwise become a configuration-page sign-in.
+    if q.state.is_some() {
         return error_page(
-            StatusCode::FORBIDDEN,
-            "Sign-in starts inside Infobip",
-            "This sign-in link was opened outside Infobip's web interface, so it is not used. Open the app \
-             from Infobip.",
+            StatusCode::BAD_REQUEST,
+            "This sign-in link is not valid",
+            "Infobip's launch request (`state`) is used only by the page Infobip opened with it. Open the app              again from Infobip.",
             None,
         );
     }
@@ -172,6 +154,19 @@ pub async fn start(
         );
     };
     let conversation = q.conversation.filter(|c| valid_conversation_id(c));
+    begin(&state, next, q.attempt.unwrap_or(0), conversation, None).await
+}
+
+/// Sends the browser to Infobip's authorize endpoint for `next`, with Infobip's `launch` state when the page was
+/// opened with one (the sample app's way), or a `state` of ibex's own (then Infobip relies on its portal cookie).
+/// The sign-in's own data is recorded under that `state` for the callback.
+async fn begin(
+    state: &AppState,
+    next: &'static str,
+    attempt: u32,
+    conversation: Option<String>,
+    launch: Option<String>,
+) -> Response {
     if next == "/card" && conversation.is_none() {
         return not_from_a_conversation(
             "This card shows the customer of one conversation: open it from the conversation in Infobip \
@@ -187,7 +182,7 @@ pub async fn start(
             None,
         );
     };
-    let attempt = q.attempt.unwrap_or(0).saturating_add(1);
+    let attempt = attempt.saturating_add(1);
     if attempt > MAX_ATTEMPTS {
         return error_page(
             StatusCode::CONFLICT,
@@ -200,7 +195,7 @@ pub async fn start(
     // Infobip's launch `state` goes to its authorize endpoint unchanged (the sample app's way); without one, ibex
     // makes its own and Infobip falls back to its portal cookie.
     let oauth_state =
-        match q.state {
+        match launch {
             Some(launch) if valid_launch_state(&launch) => launch,
             Some(_) => return error_page(
                 StatusCode::BAD_REQUEST,
@@ -313,6 +308,12 @@ struct TokenAnswer {
     email: Option<String>,
     #[serde(default)]
     locale: Option<String>,
+    /// Older Infobip documents show `roles` and `groups` in this answer, without their shape: read leniently
+    /// (`settings::admins::role_names`) for `IBEX_ADMIN_ROLE`.
+    #[serde(default)]
+    roles: Option<serde_json::Value>,
+    #[serde(default)]
+    groups: Option<serde_json::Value>,
 }
 
 impl TokenAnswer {
@@ -333,7 +334,7 @@ pub async fn callback(
     Query(q): Query<CallbackQuery>,
 ) -> Response {
     // Sign-in finishes inside Infobip's frame only, in development too (the simulator's portal frames it).
-    if opened_outside_a_frame(&headers) {
+    if opened_outside_a_frame(&headers, state.dev) {
         return error_page(
             StatusCode::FORBIDDEN,
             "Sign-in finishes inside Infobip",
@@ -428,7 +429,16 @@ pub async fn callback(
     if next == "/card" {
         return card_signed_in(&state, answer, ttl_ms, conversation, flow.attempt, retry).await;
     }
+    let names = app::settings::admins::role_names(answer.roles.as_ref(), answer.groups.as_ref());
+    if state.admin_policy.role.is_some() && names.is_none() {
+        static NO_ROLES_LOGGED: std::sync::atomic::AtomicBool =
+            std::sync::atomic::AtomicBool::new(false);
+        if !NO_ROLES_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!("IBEX_ADMIN_ROLE is set, but Infobip's token answer carries no roles or groups: each account's admin list decides who configures it");
+        }
+    }
     let session = Session {
+        admin_role: state.admin_policy.role_decision(names.as_deref()),
         account_key: answer.account_key,
         user_key: answer.user_key,
         username: answer.username.unwrap_or_default(),
@@ -620,18 +630,39 @@ pub fn protect(headers: &mut axum::http::HeaderMap, frame_ancestors: HeaderValue
 /// A browser says where a navigation goes (`Sec-Fetch-Dest`). The sign-in callback and the pages behind it
 /// belong in Infobip's frame; one opened as a page of its own carries a code, session or card that someone
 /// handed over in a link, and would put the victim in the sender's account (login CSRF): an API key typed on
-/// such a configuration page is saved to the sender's account, for the sender's bots to use. Clients that send
-/// no Sec-Fetch-Dest (older browsers, scripts) pass: they are not a victim's browser following a link.
-fn opened_outside_a_frame(headers: &axum::http::HeaderMap) -> bool {
+/// such a configuration page is saved to the sender's account, for the sender's bots to use. A request without
+/// the header is refused too, outside `--dev`: every browser Infobip's portal supports sends it, so its absence
+/// means an old browser (which this defence cannot protect) or a script (which needs no frame).
+fn opened_outside_a_frame(headers: &axum::http::HeaderMap, dev: bool) -> bool {
+    match headers.get("sec-fetch-dest") {
+        Some(dest) => dest.as_bytes() != b"iframe",
+        None => !dev,
+    }
+}
+
+/// A launch opened as a page of its own: someone's launch handed over in a link (it names the portal user it
+/// was made for, so it would sign the victim in as that someone). Refused in `--dev` too, where a partner opens
+/// the pages in a tab of their own, but without a launch.
+fn launch_outside_a_frame(headers: &axum::http::HeaderMap) -> bool {
     headers
         .get("sec-fetch-dest")
         .is_some_and(|dest| dest.as_bytes() != b"iframe")
 }
 
+fn launch_refused() -> Response {
+    error_page(
+        StatusCode::FORBIDDEN,
+        "Sign-in starts inside Infobip",
+        "This sign-in link was opened outside Infobip's web interface, so it is not used. Open the app from \
+         Infobip.",
+        None,
+    )
+}
+
 /// The configuration page or the card opened outside Infobip's frame. Development mode shows them anyway, so a
 /// partner can open the frame's address in a tab of its own while working on the app definition.
 fn page_outside_infobip(state: &AppState, request: &Request) -> Option<Response> {
-    (!state.dev && opened_outside_a_frame(request.headers())).then(|| {
+    (!state.dev && opened_outside_a_frame(request.headers(), false)).then(|| {
         error_page(
             StatusCode::FORBIDDEN,
             "Open the app from Infobip",
@@ -675,13 +706,13 @@ pub async fn require_session(
     if valid {
         return next.run(request).await;
     }
-    Redirect::to(&launch_url(
-        request.uri().path(),
-        query.attempt.unwrap_or(0),
-        None,
-        query.state.as_deref(),
-    ))
-    .into_response()
+    let attempt = query.attempt.unwrap_or(0);
+    match query.state {
+        // Signed in here and now, for this page only: a launch goes nowhere `next` could be changed.
+        Some(_) if launch_outside_a_frame(request.headers()) => launch_refused(),
+        Some(launch) => begin(&state, "/settings", attempt, None, Some(launch)).await,
+        None => Redirect::to(&start_url("/settings", attempt, None)).into_response(),
+    }
 }
 
 /// The card opened some other way than from a conversation.
@@ -751,13 +782,22 @@ pub async fn require_card_session(
              the conversation in Infobip Conversations.",
         );
     }
-    Redirect::to(&launch_url(
-        "/card",
-        query.attempt.unwrap_or(0),
-        Some(conversation),
-        query.state.as_deref(),
-    ))
-    .into_response()
+    let attempt = query.attempt.unwrap_or(0);
+    match query.state {
+        Some(_) if launch_outside_a_frame(request.headers()) => launch_refused(),
+        // The card's launch signs in to the card and nothing else, whatever the frame is sent to later.
+        Some(launch) => {
+            begin(
+                &state,
+                "/card",
+                attempt,
+                Some(conversation.to_owned()),
+                Some(launch),
+            )
+            .await
+        }
+        None => Redirect::to(&start_url("/card", attempt, Some(conversation))).into_response(),
+    }
 }
 
 #[cfg(test)]
@@ -794,8 +834,8 @@ mod tests {
         }
         assert!(!valid_launch_state(&"s".repeat(MAX_STATE_LEN + 1)));
         assert_eq!(
-            launch_url("/card", 1, Some("c-1"), Some("a&b=c")),
-            "/oauth/start?next=%2Fcard&attempt=1&conversation=c-1&state=a%26b%3Dc"
+            start_url("/card", 1, Some("c-&1")),
+            "/oauth/start?next=%2Fcard&attempt=1&conversation=c-%261"
         );
     }
 

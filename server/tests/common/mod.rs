@@ -425,7 +425,8 @@ pub async fn follow_as(
     // Browsers follow up to 20 redirects.
     for _ in 0..20 {
         trail.push(url.clone());
-        let mut request = http.get(&url);
+        // A browser navigating Infobip's frame says so; ibex refuses its embedded pages to a request that does not.
+        let mut request = http.get(&url).header("sec-fetch-dest", "iframe");
         let withheld = cookie == PortalCookie::WithheldFromAuthorize && url.starts_with(&authorize);
         if let (Some(user), true, false) = (portal_user, url.starts_with(&h.portal), withheld) {
             request = request.header("cookie", format!("sim_portal_user={user}"));
