@@ -176,6 +176,7 @@ impl AppState {
             slots: crate::ops::admission::Slots::new(
                 options.max_concurrent_requests,
                 options.max_concurrent_page_requests,
+                options.max_unverified_bodies,
             ),
             max_page_body_bytes: options.max_page_body_bytes.max(1),
             sign_in_starts: Arc::new(governor::RateLimiter::direct(options.sign_in_quota())),

@@ -21,6 +21,11 @@ enum Trickle {
 /// Sends a server function's request headers, then one byte of body every 400 ms until ibex answers or closes
 /// the connection (at most 20 s); returns how long that took and what ibex answered.
 async fn trickle(port: u16, how: Trickle) -> (Duration, String) {
+    trickle_to(port, "/api/sync_now", how).await
+}
+
+/// The same slow client, to `path`.
+async fn trickle_to(port: u16, path: &str, how: Trickle) -> (Duration, String) {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
@@ -29,7 +34,7 @@ async fn trickle(port: u16, how: Trickle) -> (Duration, String) {
         Trickle::Declared(len) => format!("Content-Length: {len}"),
     };
     let head = format!(
-        "POST /api/sync_now HTTP/1.1\r\nHost: ibex\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+        "POST {path} HTTP/1.1\r\nHost: ibex\r\nContent-Type: application/x-www-form-urlencoded\r\n\
          {framing}\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -174,6 +179,89 @@ async fn slow_page_bodies_are_cut_and_signed_calls_keep_answering() {
 
     let _ = ibex.kill();
     let _ = ibex.wait();
+    let _ = std::fs::remove_file(&definition);
+    h.finish().await;
+}
+
+/// Unsigned slow bodies sent to the signed paths (`/fn/…`, which anyone can reach) used to take a signed call's
+/// slot at the door and hold it until their body deadline: as many as the pool holds took every signed call and
+/// the health check off the air. A signed call's slot is now taken once its signature checks out; the bodies
+/// being read hold slots of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_slow_bodies_to_signed_paths_take_no_signed_slot() {
+    use ibex::signed::signature::{now_ms, signed_headers};
+    let h = Harness::start(Backend::Sqlite).await;
+    let (_ibex, base, port, definition) = spawn_ibex(
+        &h,
+        &[
+            "--max-concurrent-requests",
+            "4",
+            "--max-unverified-bodies",
+            "64",
+            "--body-timeout-secs",
+            "3",
+        ],
+        "2",
+    )
+    .await;
+    let slow: Vec<_> = (0..8)
+        .map(|i| {
+            let how = if i % 2 == 0 {
+                Trickle::Chunked
+            } else {
+                Trickle::Declared(10_000)
+            };
+            tokio::spawn(trickle_to(port, "/fn/customer-lookup", how))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let mut calls = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        let answer = signed_call(&base).send().await.unwrap();
+        let status = answer.status();
+        let body = answer.text().await.unwrap();
+        assert_eq!(
+            status, 200,
+            "signed GET {calls} while /fn bodies trickle: {body}"
+        );
+        let lookup = br#"{"email":"nobody@example.com"}"#;
+        let mut post = client()
+            .post(format!("{base}/fn/customer-lookup"))
+            .header("content-type", "application/json")
+            .body(lookup.to_vec());
+        for (name, value) in signed_headers(common::SECRET, common::ACCOUNT, now_ms(), lookup) {
+            post = post.header(name, value);
+        }
+        let answer = post.send().await.unwrap();
+        let status = answer.status();
+        let body = answer.text().await.unwrap();
+        assert_ne!(
+            status, 503,
+            "signed POST {calls} while /fn bodies trickle: {body}"
+        );
+        assert!(!body.contains("overloaded"), "{body}");
+        let health = client()
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            health.status(),
+            200,
+            "health check while /fn bodies trickle"
+        );
+        calls += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(calls >= 5, "only {calls} rounds in 2 s");
+    // The slow bodies end at their deadline, unverified.
+    for task in slow {
+        let (took, answer) = task.await.unwrap();
+        assert!(took < Duration::from_secs(7), "held {took:?}: {answer}");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
     let _ = std::fs::remove_file(&definition);
     h.finish().await;
 }

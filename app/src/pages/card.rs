@@ -381,12 +381,11 @@ fn PartnerSection(
             </p>
         }
         .into_any(),
-        // In this frame: the configuration page signs in with Exchange OAuth, which finishes only inside
-        // Infobip's frames (a tab of its own would be refused), and it fits a card's width.
+        // No link to the configuration page: the card is an agent's, and the configuration page is for the
+        // account's admins, opened from Exchange (a sign-in started from the card's frame would be the agent's).
         PartnerPart::NotConfigured => view! {
             <div class="card-state" data-testid="not-configured">
                 <p>{format!("{app_name} is not set up for this account yet: an admin opens Exchange → My apps → {app_name} → Open and saves its settings.")}</p>
-                <a href="/settings">"Open the configuration page here"</a>
             </div>
         }
         .into_any(),

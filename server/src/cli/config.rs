@@ -159,6 +159,15 @@ pub struct Options {
         global = true
     )]
     pub max_concurrent_page_requests: usize,
+    /// Signed-path request bodies read at once before their signature can be checked (each for at most
+    /// `IBEX_BODY_TIMEOUT_SECS`); they hold none of the signed calls' slots, which are taken after verification.
+    #[arg(
+        long,
+        env = "IBEX_MAX_UNVERIFIED_BODIES",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub max_unverified_bodies: usize,
     /// Calls of Infobip's messages API (the card's end-user lookup) per account and minute on this instance:
     /// Infobip documents 500 a minute; past it the card says to retry shortly without calling.
     #[arg(

@@ -20,33 +20,46 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// The two pools' slots, shared by every serving thread's router.
+/// The pools' slots, shared by every serving thread's router.
 #[derive(Clone)]
 pub struct Slots {
+    /// Verified signed calls (taken once the signature checks out: `SignedRequest`), the Custom cards webhook
+    /// and the operator's probes.
     pub signed: Arc<Semaphore>,
     pub pages: Arc<Semaphore>,
+    /// Signed-path bodies being read, before their signature can be checked: anyone can send one, so they
+    /// hold a slot of their own, and only while the body arrives (at most `IBEX_BODY_TIMEOUT_SECS`), never a
+    /// signed call's slot.
+    pub intake: Arc<Semaphore>,
+}
+
+/// Which pool a request draws on at the door.
+enum Pool<'a> {
+    Door(&'a Arc<Semaphore>),
+    /// Signed paths: admitted without a slot, which they take themselves, in two steps (`SignedRequest`).
+    AfterVerification,
 }
 
 impl Slots {
-    pub fn new(signed: usize, pages: usize) -> Self {
+    pub fn new(signed: usize, pages: usize, intake: usize) -> Self {
         Slots {
             signed: Arc::new(Semaphore::new(signed.max(1))),
             pages: Arc::new(Semaphore::new(pages.max(1))),
+            intake: Arc::new(Semaphore::new(intake.max(1))),
         }
     }
 
-    /// Infobip's servers call `/fn/…`, People sync's Moments element, the Custom cards webhook and the
-    /// operator's probes; everything else is opened by a browser.
-    fn pool_for(&self, path: &str) -> &Arc<Semaphore> {
-        let server_to_server = path == "/fn"
-            || path.starts_with("/fn/")
-            || path == crate::sync::moments::PATH
-            || path == "/custom-card"
-            || matches!(path, "/healthz" | "/readyz" | "/metrics");
-        if server_to_server {
-            &self.signed
+    /// Infobip's servers call `/fn/…` and People sync's Moments element (signed), and the Custom cards webhook
+    /// and the operator's probes (which answer from their headers alone); everything else is opened by a
+    /// browser. A signed path's slot is taken only once its signature checks out: taken at the door, a flood of
+    /// unsigned slow bodies to `/fn/x` held every signed slot until their deadline.
+    fn pool_for(&self, path: &str) -> Pool<'_> {
+        if path == "/fn" || path.starts_with("/fn/") || path == crate::sync::moments::PATH {
+            Pool::AfterVerification
+        } else if path == "/custom-card" || matches!(path, "/healthz" | "/readyz" | "/metrics") {
+            Pool::Door(&self.signed)
         } else {
-            &self.pages
+            Pool::Door(&self.pages)
         }
     }
 }
@@ -84,7 +97,15 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let pool = self.slots.pool_for(request.uri().path());
+        let pool = match self.slots.pool_for(request.uri().path()) {
+            Pool::Door(pool) => pool,
+            Pool::AfterVerification => {
+                return Admitted::Served {
+                    answer: self.inner.call(request),
+                    permit: None,
+                }
+            }
+        };
         match pool.clone().try_acquire_owned() {
             Ok(permit) => Admitted::Served {
                 answer: self.inner.call(request),

@@ -1,5 +1,6 @@
 //! The extractor every signed route uses: it reads the raw body (bounded), checks the signature against it, and
-//! hands the handler the account key and the very bytes that were verified.
+//! hands the handler the account key and the very bytes that were verified, with the signed call's slot
+//! (`ops::admission`), held for as long as the handler holds the request.
 
 use crate::errors::ApiError;
 use crate::signed::signature::now_ms;
@@ -11,6 +12,8 @@ use bytes::Bytes;
 pub struct SignedRequest {
     pub account_key: String,
     pub body: Bytes,
+    /// Taken once the signature checks out, so that nobody without the signing secret can hold one.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl FromRequest<AppState> for SignedRequest {
@@ -18,7 +21,18 @@ impl FromRequest<AppState> for SignedRequest {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (parts, body) = request.into_parts();
-        let body = read_body(&parts, body, state.max_body_bytes, state.body_timeout).await?;
+        let body = if axum::body::HttpBody::is_end_stream(&body) {
+            Bytes::new()
+        } else {
+            // Whoever sends a body holds an intake slot while it arrives, never a signed call's.
+            let _intake = state
+                .slots
+                .intake
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| ApiError::Overloaded)?;
+            read_body(&parts, body, state.max_body_bytes, state.body_timeout).await?
+        };
         let verified = state.verifier.verify(&parts.headers, &body, now_ms())?;
         if let Some(seen) = &state.replay_guard {
             // The signature is unique to timestamp + body: the same one twice is the same request sent again.
@@ -32,9 +46,16 @@ impl FromRequest<AppState> for SignedRequest {
                 return Err(ApiError::Replayed);
             }
         }
+        let slot = state
+            .slots
+            .signed
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Overloaded)?;
         Ok(SignedRequest {
             account_key: verified.account_key.to_owned(),
             body,
+            _slot: slot,
         })
     }
 }
