@@ -88,7 +88,13 @@ impl ServerSync {
                 .map_err(unavailable)?
                 .into_iter()
                 .map(|(key, reason, truncated)| match truncated {
-                    true => (key, format!("{reason} (stored record cut to 4 KiB)")),
+                    true => (
+                        key,
+                        format!(
+                            "{reason} (stored record cut to {} KiB)",
+                            super::runs::MAX_RECORD_BYTES / 1024
+                        ),
+                    ),
                     false => (key, reason),
                 })
                 .collect(),

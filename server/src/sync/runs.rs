@@ -678,3 +678,17 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<Run, StoreError> {
         page_done: row.try_get(17)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::cut;
+
+    #[test]
+    fn a_cut_ends_at_a_character_boundary() {
+        assert_eq!(cut("abc", 3), ("abc", false));
+        assert_eq!(cut("abcd", 3), ("abc", true));
+        // "Ž" is two bytes: three bytes of "ŽŽ" would split the second one.
+        assert_eq!(cut("ŽŽ", 3), ("Ž", true));
+        assert_eq!(cut("Ž", 1), ("", true));
+    }
+}
