@@ -463,3 +463,34 @@ async fn panic_fails_one_run(backend: Backend) {
 }
 
 on_both_backends!(sync_bounds_panic_fails_one_run, panic_fails_one_run);
+
+/// Stored failures are kept for the account's newest runs only: a schedule every minute whose every run fails
+/// its records must not fill the database run after run.
+async fn old_failures_pruned(backend: Backend) {
+    let h = Harness::start_with_shop(backend, &["--allow-loopback-partners"], 7).await;
+    people_on(&h, ACCOUNT).await;
+    let engine = SyncEngine::new(&h.state, config());
+    let kept = ibex::sync::runs::FAILED_RUNS_KEPT;
+    let mut ids = Vec::new();
+    for _ in 0..kept + 2 {
+        ids.push(engine.runs.enqueue(ACCOUNT, TO_PEOPLE, "t").await.unwrap());
+        let (_, outcome) = next_run(&engine, &h, Duration::from_secs(30)).await;
+        assert_eq!(outcome, Outcome::Done);
+    }
+    let total: i64 = sqlx::query("SELECT COUNT(*) FROM sync_failures WHERE account_key = $1")
+        .bind(ACCOUNT)
+        .fetch_one(h.state.settings.store().pool())
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    // Each run fails one record (c-102's reserved number).
+    assert_eq!(total, kept as i64, "the newest {kept} runs' failures");
+    assert_eq!(stored_failures(&h, ids[0]).await, 0);
+    assert_eq!(stored_failures(&h, *ids.last().unwrap()).await, 1);
+    let run = engine.runs.get(ids[0]).await.unwrap().unwrap();
+    assert_eq!(run.counts.failed, 1, "the count stays with the run");
+    h.finish().await;
+}
+
+on_both_backends!(sync_bounds_old_failures_pruned, old_failures_pruned);

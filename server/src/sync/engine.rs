@@ -205,6 +205,11 @@ impl SyncEngine {
             }
             Outcome::LostLease => false,
         };
+        if ended && matches!(outcome, Outcome::Done | Outcome::Failed(_)) {
+            if let Err(e) = self.runs.prune_failures(&run.account_key).await {
+                tracing::warn!(account = %run.account_key, "old sync failures not pruned: {e}");
+            }
+        }
         let counts = self
             .runs
             .get(run.id)

@@ -49,6 +49,9 @@ fn is_zero(n: &u64) -> bool {
 /// The longest failed record stored: past it the record is cut (at a character boundary) and marked, so one
 /// enormous record cannot fill the database; the page says so, and "Retry failed" does not send a cut record.
 pub const MAX_RECORD_BYTES: usize = 4096;
+/// An account's newest runs whose failed records are kept; older runs keep their counts only. With a schedule
+/// every minute, a cap per run alone would still let failures pile up run after run.
+pub const FAILED_RUNS_KEPT: usize = 10;
 /// A failed record's key and reason as stored (the reason can quote a value of the record).
 const MAX_KEY_BYTES: usize = 256;
 const MAX_REASON_BYTES: usize = 1024;
@@ -577,6 +580,20 @@ impl Runs {
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get::<i64, _>(2)? != 0)))
             .collect()
+    }
+
+    /// Deletes the stored failed records of the account's runs older than its newest `FAILED_RUNS_KEPT` (the
+    /// page and "Retry failed" only read the newest finished run's); those runs keep their counts.
+    pub async fn prune_failures(&self, account_key: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM sync_failures WHERE account_key = $1 AND run_id < (SELECT MIN(id) FROM \
+             (SELECT id FROM sync_runs WHERE account_key = $1 ORDER BY id DESC LIMIT $2) AS newest)",
+        )
+        .bind(account_key)
+        .bind(i64::try_from(FAILED_RUNS_KEPT).unwrap_or(i64::MAX))
+        .execute(self.store.pool())
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// How many failed records a run stored.
