@@ -27,6 +27,9 @@ fn config() -> SyncConfig {
         poll: Duration::from_millis(50),
         pause: Duration::ZERO,
         worker: false,
+        max_pages: SyncConfig::MAX_PAGES,
+        max_run: SyncConfig::MAX_RUN,
+        failures_kept: SyncConfig::FAILURES_KEPT,
     }
 }
 

@@ -339,6 +339,7 @@ pub fn SyncPanel(status: SyncStatus, session: String) -> impl IntoView {
                 let failures = status.with(|s| s.failures.clone());
                 // The list holds the first 50; the count is the run's own.
                 let failed = status.with(|s| s.runs.iter().find(|r| !is_open(r)).map_or(0, |r| r.failed));
+                let listed = failures.len();
                 (!failures.is_empty()).then(|| view! {
                     <details class="sync-failures">
                         <summary>{format!("Records not synced in the last run ({failed})")}</summary>
@@ -347,6 +348,11 @@ pub fn SyncPanel(status: SyncStatus, session: String) -> impl IntoView {
                                 <li><span class="mono">{key}</span>": "{reason}</li>
                             }).collect_view()}
                         </ul>
+                        // A run stores a bounded number of failed records (IBEX_SYNC_FAILURES_KEPT) and the page
+                        // lists the first of them; the count above is every one.
+                        {(i64::try_from(listed).unwrap_or(i64::MAX) < failed).then(|| view! {
+                            <p class="small muted">{format!("The first {listed} of {failed} are listed.")}</p>
+                        })}
                     </details>
                 })
             }}

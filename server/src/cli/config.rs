@@ -323,6 +323,32 @@ pub struct Options {
         global = true
     )]
     pub sync_pause_secs: u64,
+    /// Pages one sync run may read before it stops as failed (a partner that never ends its list).
+    #[arg(
+        long,
+        env = "IBEX_SYNC_MAX_PAGES",
+        default_value_t = 100_000,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub sync_max_pages: u64,
+    /// How long one sync run may last, pauses included, before it stops as failed.
+    #[arg(
+        long,
+        env = "IBEX_SYNC_MAX_RUN_SECS",
+        default_value_t = 21_600,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub sync_max_run_secs: u64,
+    /// Failed records kept per sync run (each cut to 4 KiB); past it the run only counts them.
+    #[arg(
+        long,
+        env = "IBEX_SYNC_FAILURES_KEPT",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub sync_failures_kept: u64,
     /// How often an idle sync worker looks for due runs.
     #[arg(long, env = "IBEX_SYNC_POLL_MS", default_value_t = 1000, global = true)]
     pub sync_poll_ms: u64,
@@ -633,6 +659,9 @@ impl Options {
             poll: Duration::from_millis(self.sync_poll_ms.max(50)),
             pause: Duration::from_secs(self.sync_pause_secs),
             worker: self.sync_worker,
+            max_pages: self.sync_max_pages,
+            max_run: Duration::from_secs(self.sync_max_run_secs),
+            failures_kept: self.sync_failures_kept,
         })
     }
 

@@ -5,7 +5,9 @@
 
 use super::people::{Limits, PeopleTarget, PeopleWriter, PersonOutcome, WriteError, Written};
 use super::person::{fields_off, map_record, person_inputs, FieldsOff};
-use super::runs::{Checkpoint, Failure, PageCommit, Run, Runs, FROM_PEOPLE, TO_PEOPLE};
+use super::runs::{
+    Checkpoint, Failure, PageCommit, Run, Runs, FROM_PEOPLE, MAX_RECORD_BYTES, TO_PEOPLE,
+};
 use super::SyncConfig;
 use crate::errors::ApiError;
 use crate::signed::inputs::Inputs;
@@ -13,7 +15,7 @@ use crate::signed::invoke::call_partner;
 use crate::state::AppState;
 use app::definition::sync::SyncSpec;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +24,9 @@ const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(500
 
 /// Persons per page read from People for People → partner (its list allows up to 1000).
 const PEOPLE_PAGE: usize = 100;
+
+/// Failed records a "Retry failed" run reads and sends at a time (each chunk committed like a page).
+const RETRY_CHUNK: usize = 100;
 
 /// How often the worker looks for accounts whose schedule is due.
 const SCHEDULE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -34,7 +39,13 @@ pub struct SyncEngine {
     /// This instance's name in leases: unique per process start, so a restarted instance never mistakes a dead
     /// predecessor's lease for its own.
     pub owner: String,
+    /// Tests only (no instance ibex starts sets it): called with the account and each partner record before it
+    /// is mapped, so a test can make partner data reach a panic the way a parser bug would.
+    pub record_hook: Option<RecordHook>,
 }
+
+/// See `SyncEngine::record_hook`.
+pub type RecordHook = Arc<dyn Fn(&str, &Value) + Send + Sync>;
 
 /// How a run ended this time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,15 +71,36 @@ impl SyncEngine {
 
     fn with_limits(state: &AppState, config: SyncConfig, limits: Arc<Limits>) -> Self {
         SyncEngine {
-            runs: Runs::new(state.settings.store().clone()),
+            runs: Runs::new(state.settings.store().clone()).keeping(config.failures_kept),
             limits,
             owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4()),
             config,
+            record_hook: None,
         }
     }
 
     fn lease_ms(&self) -> i64 {
         i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// `Some` when the run has read as many pages, or lasted as long, as one run may (checked before each page,
+    /// so what was committed stays committed and the checkpoint is never past a page not written).
+    fn over_bounds(&self, run: &Run, pages: u64) -> Option<Outcome> {
+        if pages >= self.config.max_pages {
+            return Some(Outcome::Failed(format!(
+                "the run stopped after {pages} pages, the most one run may read (IBEX_SYNC_MAX_PAGES); \
+                 the partner's list may not end"
+            )));
+        }
+        let now = app::settings::store::now_ms();
+        let lasted = now - run.started_at.unwrap_or(now);
+        let max = i64::try_from(self.config.max_run.as_millis()).unwrap_or(i64::MAX);
+        (lasted > max).then(|| {
+            Outcome::Failed(format!(
+                "the run went on longer than {} (IBEX_SYNC_MAX_RUN_SECS) and stopped after {pages} pages",
+                duration_text(self.config.max_run)
+            ))
+        })
     }
 
     /// Works until the process ends: queue what the schedule says is due (once a minute), claim, run,
@@ -138,7 +170,28 @@ impl SyncEngine {
             return Ok(None);
         };
         let started = Instant::now();
-        let outcome = self.run(state, &run).await;
+        // In a task of its own, so that a panic (partner data reaching a bug) fails this run with the reason
+        // instead of ending the worker, which goes on with the other accounts' runs.
+        let mut task = {
+            let (engine, state, claimed) = (self.clone(), state.clone(), run.clone());
+            AbortOnDrop(tokio::spawn(
+                async move { engine.run(&state, &claimed).await },
+            ))
+        };
+        let outcome = match (&mut task.0).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let why = if e.is_panic() {
+                    panic_text(e.into_panic())
+                } else {
+                    e.to_string()
+                };
+                tracing::error!(run = run.id, account = %run.account_key, "sync run panicked: {why}");
+                Outcome::Failed(short(&format!(
+                    "the run stopped on an internal error (a bug in ibex, logged): {why}"
+                )))
+            }
+        };
         let ended = match &outcome {
             Outcome::Done => self.runs.finish(run.id, &self.owner, "done", None).await?,
             Outcome::Failed(reason) => {
@@ -152,6 +205,11 @@ impl SyncEngine {
             }
             Outcome::LostLease => false,
         };
+        if ended && matches!(outcome, Outcome::Done | Outcome::Failed(_)) {
+            if let Err(e) = self.runs.prune_failures(&run.account_key).await {
+                tracing::warn!(account = %run.account_key, "old sync failures not pruned: {e}");
+            }
+        }
         let counts = self
             .runs
             .get(run.id)
@@ -246,7 +304,12 @@ impl SyncEngine {
         // The next page, read while this one is written to People (People's limit, not the partner, should be
         // what a run waits on). Dropped unused when the run stops.
         let mut fetched = None;
+        // Digests of the cursors this attempt has been given (at most `max_pages`): one given again is a loop.
+        let mut seen: HashSet<[u8; 32]> = checkpoint.cursor.iter().map(|c| digest(c)).collect();
         loop {
+            if let Some(stop) = self.over_bounds(run, checkpoint.pages) {
+                return stop;
+            }
             let outputs = match fetched.take() {
                 Some(outputs) => outputs,
                 None => partner_page(state, plan, settings, &page_inputs(sync, &checkpoint)).await,
@@ -266,7 +329,23 @@ impl SyncEngine {
                 .get(&sync.to_people.output)
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
-            let next = next_checkpoint(sync, &checkpoint, &outputs, count);
+            let mut next = next_checkpoint(sync, &checkpoint, &outputs, count);
+            // A cursor given before in this run ends it after this page: the partner would send the same pages
+            // again and again while the lease is renewed.
+            let looped = next
+                .as_ref()
+                .and_then(|n| n.cursor.as_deref())
+                .filter(|cursor| !seen.insert(digest(cursor)))
+                .map(|cursor| {
+                    format!(
+                        "the partner returned cursor {} again (page {}); the run stopped to avoid a loop",
+                        shown(cursor),
+                        checkpoint.pages + 1
+                    )
+                });
+            if looped.is_some() {
+                next = None;
+            }
             let mut page = PageCommit {
                 total: sync
                     .to_people
@@ -281,7 +360,11 @@ impl SyncEngine {
                 _ => Vec::new(),
             };
             let write = self.write_page(writer, sync, run, &records, &mut page, partner.off);
-            let written = match &next {
+            // Not the page past the page cap: it would not be written.
+            let prefetch = next
+                .as_ref()
+                .filter(|_| checkpoint.pages + 1 < self.config.max_pages);
+            let written = match prefetch {
                 Some(next) => {
                     let given = page_inputs(sync, next);
                     let (written, read) =
@@ -300,8 +383,12 @@ impl SyncEngine {
                 page_size: checkpoint.page_size,
                 ..Checkpoint::default()
             });
+            page.next.pages = checkpoint.pages + 1;
             if let Some(stop) = self.commit(state, run, &page).await {
                 return stop;
+            }
+            if let Some(reason) = looped {
+                return Outcome::Failed(reason);
             }
             if last {
                 return Outcome::Done;
@@ -330,6 +417,9 @@ impl SyncEngine {
             };
         }
         loop {
+            if let Some(stop) = self.over_bounds(run, checkpoint.pages) {
+                return stop;
+            }
             let page_no = checkpoint.page.unwrap_or(1);
             let persons = match writer
                 .changed(checkpoint.since.as_deref(), page_no, PEOPLE_PAGE)
@@ -363,6 +453,7 @@ impl SyncEngine {
                     ..Checkpoint::default()
                 },
             };
+            page.next.pages = checkpoint.pages + 1;
             if let Some(stop) = self.commit(partner.state, run, &page).await {
                 return stop;
             }
@@ -448,8 +539,9 @@ impl SyncEngine {
         Ok(())
     }
 
-    /// "Retry failed": `of_run`'s failed records, as they were read, mapped and written again as one page. Those
-    /// that fail again are this run's failures; the source is not read.
+    /// "Retry failed": `of_run`'s failed records, as they were read, mapped and written again, `RETRY_CHUNK` at a
+    /// time in the order they were stored (each chunk committed like a page, so a resumed retry goes on after the
+    /// last chunk sent). Those that fail again are this run's failures; the source is not read.
     async fn retry(
         &self,
         partner: &Partner<'_>,
@@ -458,51 +550,88 @@ impl SyncEngine {
         run: &Run,
         of_run: i64,
     ) -> Outcome {
-        if run.checkpoint.retried {
+        let mut checkpoint = run.checkpoint.clone();
+        if checkpoint.retried {
             return Outcome::Done;
         }
-        let failed = match self.runs.failures(of_run).await {
-            Ok(failed) => failed,
-            Err(e) => return Outcome::Paused(format!("the failed records could not be read: {e}")),
+        let unavailable = |e: app::settings::store::StoreError| {
+            Outcome::Paused(format!("the failed records could not be read: {e}"))
         };
-        let mut page = PageCommit {
-            total: Some(i64::try_from(failed.len()).unwrap_or(i64::MAX)),
-            next: Checkpoint {
-                retry_of: Some(of_run),
-                retried: true,
-                ..Checkpoint::default()
-            },
-            ..PageCommit::default()
+        let total = match self.runs.failure_count(of_run).await {
+            Ok(total) => Some(total),
+            Err(e) => return unavailable(e),
         };
-        let (mut records, mut unreadable) = (Vec::with_capacity(failed.len()), Vec::new());
-        for failure in failed {
-            match serde_json::from_str::<Value>(&failure.record) {
-                Ok(record) => records.push(record),
-                // Stored by this code from a `Value`, so unreadable only if the row was edited by hand.
-                Err(_) => unreadable.push(Failure {
-                    reason: "the stored record could not be read".into(),
-                    ..failure
-                }),
+        loop {
+            if let Some(stop) = self.over_bounds(run, checkpoint.pages) {
+                return stop;
             }
-        }
-        let written = if run.direction == FROM_PEOPLE {
-            self.write_partner_page(partner, sync, run, &records, &mut page)
+            let after = checkpoint.retry_after.unwrap_or(0);
+            let chunk = match self
+                .runs
+                .failures_after(of_run, after, RETRY_CHUNK as i64)
                 .await
-        } else {
-            self.write_page(writer, sync, run, &records, &mut page, partner.off)
-                .await
-                .map_err(stopped)
-        };
-        if let Err(stop) = written {
-            return stop;
+            {
+                Ok(chunk) => chunk,
+                Err(e) => return unavailable(e),
+            };
+            let last = chunk.len() < RETRY_CHUNK;
+            let mut page = PageCommit {
+                total,
+                next: Checkpoint {
+                    retry_of: Some(of_run),
+                    retry_after: chunk.last().map(|f| f.id).or(checkpoint.retry_after),
+                    retried: last,
+                    pages: checkpoint.pages + 1,
+                    ..Checkpoint::default()
+                },
+                ..PageCommit::default()
+            };
+            let (mut records, mut unsendable) = (Vec::with_capacity(chunk.len()), Vec::new());
+            for stored in chunk {
+                let failure = stored.failure;
+                if stored.truncated {
+                    unsendable.push(Failure {
+                        reason: format!(
+                            "the stored record was cut to {} KiB, so it cannot be sent again as it was; the next \
+                             full run reads it again",
+                            MAX_RECORD_BYTES / 1024
+                        ),
+                        ..failure
+                    });
+                    continue;
+                }
+                match serde_json::from_str::<Value>(&failure.record) {
+                    Ok(record) => records.push(record),
+                    // Stored by this code from a `Value`, so unreadable only if the row was edited by hand.
+                    Err(_) => unsendable.push(Failure {
+                        reason: "the stored record could not be read".into(),
+                        ..failure
+                    }),
+                }
+            }
+            let written = if run.direction == FROM_PEOPLE {
+                self.write_partner_page(partner, sync, run, &records, &mut page)
+                    .await
+            } else {
+                self.write_page(writer, sync, run, &records, &mut page, partner.off)
+                    .await
+                    .map_err(stopped)
+            };
+            if let Err(stop) = written {
+                return stop;
+            }
+            let unsendable_count = i64::try_from(unsendable.len()).unwrap_or(0);
+            page.counts.read += unsendable_count;
+            page.counts.failed += unsendable_count;
+            page.failures.extend(unsendable);
+            if let Some(stop) = self.commit(partner.state, run, &page).await {
+                return stop;
+            }
+            if last {
+                return Outcome::Done;
+            }
+            checkpoint = page.next;
         }
-        let unreadable_count = i64::try_from(unreadable.len()).unwrap_or(0);
-        page.counts.read += unreadable_count;
-        page.counts.failed += unreadable_count;
-        page.failures.extend(unreadable);
-        self.commit(partner.state, run, &page)
-            .await
-            .unwrap_or(Outcome::Done)
     }
 
     /// Saves where the page stands and renews the lease; a lost lease stops the page.
@@ -537,6 +666,9 @@ impl SyncEngine {
         let mut persons = Vec::with_capacity(records.len());
         for record in records {
             page.counts.read += 1;
+            if let Some(hook) = &self.record_hook {
+                hook(&run.account_key, record);
+            }
             match map_record(sync, record, off) {
                 Ok(person) => persons.push((person, record)),
                 Err(e) => page.failures.push(failure(record, sync, e.to_string())),
@@ -790,4 +922,52 @@ fn next_checkpoint(
         });
     }
     None
+}
+
+/// A cursor's digest: the set of cursors seen holds these, whatever size the partner makes its cursors.
+fn digest(cursor: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(cursor.as_bytes()).into()
+}
+
+/// A partner's value as a reason quotes it: its start, control characters escaped.
+fn shown(value: &str) -> String {
+    let start: String = value
+        .chars()
+        .take(64)
+        .flat_map(char::escape_debug)
+        .collect();
+    if value.chars().nth(64).is_some() {
+        format!("{start}…")
+    } else {
+        start
+    }
+}
+
+/// A cap as the reason names it: "6 h", "90 min", "45 s".
+fn duration_text(d: std::time::Duration) -> String {
+    match d.as_secs() {
+        s if s >= 3600 && s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+/// What a panic said (`panic!` with a literal or with a format).
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// A run's task, stopped when the worker that awaits it is dropped (as the run was before it had a task of its
+/// own), so no run goes on unwatched.
+struct AbortOnDrop(tokio::task::JoinHandle<Outcome>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

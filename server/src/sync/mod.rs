@@ -31,4 +31,18 @@ pub struct SyncConfig {
     /// How long a run paused by an outage waits before it is tried again.
     pub pause: Duration,
     pub worker: bool,
+    /// Pages one run may read before it stops as failed: a partner that never says "last page" cannot keep a
+    /// run (and its lease) forever.
+    pub max_pages: u64,
+    /// How long one run may last, from its first claim (pauses included), before it stops as failed.
+    pub max_run: Duration,
+    /// Failed records stored per run (each cut to `runs::MAX_RECORD_BYTES`); past it only the count goes on.
+    pub failures_kept: u64,
+}
+
+impl SyncConfig {
+    /// The documented defaults, for engines built in code (tests, benchmarks).
+    pub const MAX_PAGES: u64 = 100_000;
+    pub const MAX_RUN: Duration = Duration::from_secs(6 * 3600);
+    pub const FAILURES_KEPT: u64 = 1000;
 }

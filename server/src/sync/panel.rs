@@ -10,6 +10,9 @@ use app::settings::store::now_ms;
 use std::future::Future;
 use std::pin::Pin;
 
+/// Failed records the page lists (the run's count says how many there are).
+const FAILURES_LISTED: i64 = 50;
+
 pub struct ServerSync {
     pub state: AppState,
     pub runs: Runs,
@@ -77,14 +80,23 @@ impl ServerSync {
             .iter()
             .find(|r| !matches!(r.status.as_str(), "queued" | "running" | "paused"))
         {
+            // Polled once a second: a bounded read, without the stored records.
             Some(last) => self
                 .runs
-                .failures(last.id)
+                .failure_list(last.id, FAILURES_LISTED)
                 .await
                 .map_err(unavailable)?
                 .into_iter()
-                .take(50)
-                .map(|f| (f.record_key, f.reason))
+                .map(|(key, reason, truncated)| match truncated {
+                    true => (
+                        key,
+                        format!(
+                            "{reason} (stored record cut to {} KiB)",
+                            super::runs::MAX_RECORD_BYTES / 1024
+                        ),
+                    ),
+                    false => (key, reason),
+                })
                 .collect(),
             None => Vec::new(),
         };

@@ -589,6 +589,9 @@ mod tests {
             poll: Duration::from_millis(50),
             pause: Duration::ZERO,
             worker: false,
+            max_pages: SyncConfig::MAX_PAGES,
+            max_run: SyncConfig::MAX_RUN,
+            failures_kept: SyncConfig::FAILURES_KEPT,
         };
         let limits = Limits::new(&config, Arc::new(crate::ops::metrics::Metrics::new()));
         let sync: SyncSpec =

@@ -34,6 +34,38 @@ pub struct Checkpoint {
     /// Set when a retry run's records are committed: a retry resumed after that has nothing left to do.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retried: bool,
+    /// A retry run reads the failed records in chunks by id: the last id sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<i64>,
+    /// Pages this run has committed, held to `IBEX_SYNC_MAX_PAGES` across pauses and takeovers.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pages: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The longest failed record stored: past it the record is cut (at a character boundary) and marked, so one
+/// enormous record cannot fill the database; the page says so, and "Retry failed" does not send a cut record.
+pub const MAX_RECORD_BYTES: usize = 4096;
+/// An account's newest runs whose failed records are kept; older runs keep their counts only. With a schedule
+/// every minute, a cap per run alone would still let failures pile up run after run.
+pub const FAILED_RUNS_KEPT: usize = 10;
+/// A failed record's key and reason as stored (the reason can quote a value of the record).
+const MAX_KEY_BYTES: usize = 256;
+const MAX_REASON_BYTES: usize = 1024;
+
+/// `text` cut to at most `max` bytes at a character boundary, and whether it was cut.
+pub fn cut(text: &str, max: usize) -> (&str, bool) {
+    if text.len() <= max {
+        return (text, false);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&text[..end], true)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +119,14 @@ pub struct Failure {
     pub record: String,
 }
 
+/// A failed record as stored: its id (the order it was stored in) and whether `record` was cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFailure {
+    pub id: i64,
+    pub failure: Failure,
+    pub truncated: bool,
+}
+
 /// What one page changes, committed at once.
 #[derive(Debug, Default)]
 pub struct PageCommit {
@@ -101,6 +141,8 @@ pub struct PageCommit {
 #[derive(Clone)]
 pub struct Runs {
     store: SettingsStore,
+    /// Failed records stored per run; past it a page's failures are counted, not stored.
+    failures_kept: u64,
 }
 
 const COLUMNS: &str = "id, account_key, direction, status, requested_by, requested_at, started_at, finished_at, \
@@ -108,7 +150,18 @@ const COLUMNS: &str = "id, account_key, direction, status, requested_by, request
 
 impl Runs {
     pub fn new(store: SettingsStore) -> Self {
-        Runs { store }
+        Runs {
+            store,
+            failures_kept: super::SyncConfig::FAILURES_KEPT,
+        }
+    }
+
+    /// The same runs, storing at most `failures_kept` failed records per run (`IBEX_SYNC_FAILURES_KEPT`).
+    pub fn keeping(self, failures_kept: u64) -> Self {
+        Runs {
+            failures_kept,
+            ..self
+        }
     }
 
     /// Queues a run unless one is open for the account and direction; returns the open or new run's id.
@@ -319,17 +372,31 @@ impl Runs {
             .execute(&mut *tx)
             .await?;
         }
-        for failure in &page.failures {
+        // Up to `failures_kept` per run, each cut to its bounds: the count (above) goes on past it.
+        let room = if page.failures.is_empty() {
+            0
+        } else {
+            let kept: i64 = sqlx::query("SELECT COUNT(*) FROM sync_failures WHERE run_id = $1")
+                .bind(run.id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+            usize::try_from(i64::try_from(self.failures_kept).unwrap_or(i64::MAX) - kept)
+                .unwrap_or(0)
+        };
+        for failure in page.failures.iter().take(room) {
+            let (record, truncated) = cut(&failure.record, MAX_RECORD_BYTES);
             sqlx::query(
-                "INSERT INTO sync_failures (run_id, account_key, record_key, reason, record, failed_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO sync_failures (run_id, account_key, record_key, reason, record, failed_at, truncated) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(run.id)
             .bind(&run.account_key)
-            .bind(&failure.record_key)
-            .bind(&failure.reason)
-            .bind(&failure.record)
+            .bind(cut(&failure.record_key, MAX_KEY_BYTES).0)
+            .bind(cut(&failure.reason, MAX_REASON_BYTES).0)
+            .bind(record)
             .bind(now)
+            .bind(i64::from(truncated))
             .execute(&mut *tx)
             .await?;
         }
@@ -453,22 +520,89 @@ impl Runs {
         Ok(None)
     }
 
+    /// Every failed record a run stored (at most `failures_kept`), for tests and tools: the page and "Retry
+    /// failed" read them a bounded number at a time (`failure_list`, `failures_after`).
     pub async fn failures(&self, run_id: i64) -> Result<Vec<Failure>, StoreError> {
+        let limit = i64::try_from(self.failures_kept).unwrap_or(i64::MAX);
+        Ok(self
+            .failures_after(run_id, 0, limit)
+            .await?
+            .into_iter()
+            .map(|f| f.failure)
+            .collect())
+    }
+
+    /// Up to `limit` of a run's failed records stored after the one with id `after`, in the order stored.
+    pub async fn failures_after(
+        &self,
+        run_id: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredFailure>, StoreError> {
         let rows = sqlx::query(
-            "SELECT record_key, reason, record FROM sync_failures WHERE run_id = $1 ORDER BY id",
+            "SELECT id, record_key, reason, record, truncated FROM sync_failures \
+             WHERE run_id = $1 AND id > $2 ORDER BY id LIMIT $3",
         )
         .bind(run_id)
+        .bind(after)
+        .bind(limit)
         .fetch_all(self.store.pool())
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(Failure {
-                    record_key: r.try_get(0)?,
-                    reason: r.try_get(1)?,
-                    record: r.try_get(2)?,
+                Ok(StoredFailure {
+                    id: r.try_get(0)?,
+                    failure: Failure {
+                        record_key: r.try_get(1)?,
+                        reason: r.try_get(2)?,
+                        record: r.try_get(3)?,
+                    },
+                    truncated: r.try_get::<i64, _>(4)? != 0,
                 })
             })
             .collect()
+    }
+
+    /// The first `limit` failed records of a run for the page, without the records themselves: (key, reason,
+    /// whether the stored record was cut).
+    pub async fn failure_list(
+        &self,
+        run_id: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String, bool)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT record_key, reason, truncated FROM sync_failures WHERE run_id = $1 ORDER BY id LIMIT $2",
+        )
+        .bind(run_id)
+        .bind(limit)
+        .fetch_all(self.store.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get::<i64, _>(2)? != 0)))
+            .collect()
+    }
+
+    /// Deletes the stored failed records of the account's runs older than its newest `FAILED_RUNS_KEPT` (the
+    /// page and "Retry failed" only read the newest finished run's); those runs keep their counts.
+    pub async fn prune_failures(&self, account_key: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM sync_failures WHERE account_key = $1 AND run_id < (SELECT MIN(id) FROM \
+             (SELECT id FROM sync_runs WHERE account_key = $1 ORDER BY id DESC LIMIT $2) AS newest)",
+        )
+        .bind(account_key)
+        .bind(i64::try_from(FAILED_RUNS_KEPT).unwrap_or(i64::MAX))
+        .execute(self.store.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// How many failed records a run stored.
+    pub async fn failure_count(&self, run_id: i64) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM sync_failures WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(self.store.pool())
+            .await?;
+        Ok(row.try_get(0)?)
     }
 
     /// The accounts that turned a sync direction on: the schedule looks at these, not at every configured
@@ -560,4 +694,18 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<Run, StoreError> {
         total: row.try_get(16)?,
         page_done: row.try_get(17)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut;
+
+    #[test]
+    fn a_cut_ends_at_a_character_boundary() {
+        assert_eq!(cut("abc", 3), ("abc", false));
+        assert_eq!(cut("abcd", 3), ("abc", true));
+        // "Ž" is two bytes: three bytes of "ŽŽ" would split the second one.
+        assert_eq!(cut("ŽŽ", 3), ("Ž", true));
+        assert_eq!(cut("Ž", 1), ("", true));
+    }
 }
