@@ -408,7 +408,12 @@ async fn card(backend: Backend) {
         "{}/card?conversationId={}&card=AAAAAAAAAAAAAAAAAAAAAA",
         h.ibex, by_phone.id
     );
-    let response = client().get(&forged).send().await.unwrap();
+    let response = client()
+        .get(&forged)
+        .header("sec-fetch-dest", "iframe")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 303);
     assert!(response.headers()["location"]
         .to_str()
@@ -421,7 +426,12 @@ async fn card(backend: Backend) {
         format!("{}/card?conversationId={}", h.ibex, by_phone.id),
         format!("{}/card?state=s&conversationId=..%2Fx", h.ibex),
     ] {
-        let response = client().get(&url).send().await.unwrap();
+        let response = client()
+            .get(&url)
+            .header("sec-fetch-dest", "iframe")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 400, "{url}");
         assert!(response
             .text()
@@ -485,6 +495,7 @@ async fn card(backend: Backend) {
             "{}/card?conversationId={}&card={id}",
             h.ibex, CONVERSATIONS[1].id
         ))
+        .header("sec-fetch-dest", "iframe")
         .send()
         .await
         .unwrap();
@@ -678,6 +689,7 @@ async fn card_launch_without_the_portal_cookie(backend: Backend) {
     // A `state` ibex did not start is refused at the callback, and no card session is made.
     let response = client()
         .get(format!("{}/oauth/callback?code=x&state={state}", h.ibex))
+        .header("sec-fetch-dest", "iframe")
         .send()
         .await
         .unwrap();

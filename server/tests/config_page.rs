@@ -523,10 +523,7 @@ async fn launch_sign_in(backend: Backend) {
     // Opened as a page of its own (someone's launch handed over in a link), the sign-in does not start, and the
     // launch is not spent.
     let response = client()
-        .get(format!(
-            "{}/oauth/start?next=%2Fsettings&state={state}",
-            h.ibex
-        ))
+        .get(format!("{}/settings?state={state}", h.ibex))
         .header("sec-fetch-dest", "document")
         .send()
         .await
@@ -560,7 +557,12 @@ async fn launch_sign_in(backend: Backend) {
         .iter()
         .find(|u| u.contains("/oauth/callback"))
         .unwrap();
-    let again = client().get(callback).send().await.unwrap();
+    let again = client()
+        .get(callback)
+        .header("sec-fetch-dest", "iframe")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 400);
     assert!(again.headers().get("location").is_none());
     assert!(again

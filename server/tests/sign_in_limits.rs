@@ -15,13 +15,16 @@ async fn sign_in_starts_are_bounded_and_a_state_is_recorded_once() {
     // A state under way is not replaced by a second start under it (whoever learnt it could swap in their own
     // verifier or page).
     let start = |query: &str| client().get(format!("{base}/oauth/start?{query}")).send();
-    let first = start("next=/settings&state=launch-under-way")
-        .await
-        .unwrap();
+    // A launch starts at the page Infobip opened with it.
+    let launch = || {
+        client()
+            .get(format!("{base}/settings?state=launch-under-way"))
+            .header("sec-fetch-dest", "iframe")
+            .send()
+    };
+    let first = launch().await.unwrap();
     assert_eq!(first.status(), 303, "{:?}", first.headers());
-    let second = start("next=/settings&state=launch-under-way")
-        .await
-        .unwrap();
+    let second = launch().await.unwrap();
     assert_eq!(second.status(), 409);
     assert!(second.text().await.unwrap().contains("already under way"));
 

@@ -111,6 +111,7 @@ async fn two_instances_share_saves_caches_and_sessions() {
     let on_b = client()
         .get(format!("{base_b}/settings"))
         .query(&[("session", session.as_str())])
+        .header("sec-fetch-dest", "iframe")
         .send()
         .await
         .unwrap();

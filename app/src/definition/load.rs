@@ -582,7 +582,7 @@ impl AppDefinition {
 
     fn check_settings(&self) -> Result<(), DefinitionError> {
         // Their values, defaults and options included, become part of the partner's address.
-        let destination = crate::settings::DestinationParts::of(&self.partner);
+        let destination = crate::settings::DestinationParts::of_definition(self);
         let unfit = |key: &str, text: &str| destination.unfit(key, text);
         if self.settings.len() > MAX_SETTINGS {
             return Err(invalid(

@@ -95,7 +95,8 @@ pub struct DestinationParts {
     pub all: Vec<String>,
     /// Those standing in its host name (`PartnerSpec::host_settings`).
     pub hosts: Vec<String>,
-    /// Those standing in its path (`PartnerSpec::path_settings`).
+    /// Those standing in a URL path: the base URL's (`PartnerSpec::path_settings`), a function's request path,
+    /// or the connection probe's.
     pub paths: Vec<String>,
 }
 
@@ -109,13 +110,36 @@ impl DestinationParts {
         }
     }
 
+    /// Every place of the definition's requests a setting's value can stand in: a value a call would refuse
+    /// (`BuildError::PathSettingSeparator`) is refused when it is saved instead, where the admin can correct it.
+    pub fn of_definition(definition: &crate::definition::AppDefinition) -> Self {
+        let mut parts = Self::of(&definition.partner);
+        let request_paths = definition
+            .functions
+            .iter()
+            .map(|f| f.request.path.as_str())
+            .chain(definition.partner.probe.iter().map(|p| p.path.as_str()));
+        for path in request_paths {
+            let Ok(template) = crate::definition::template::Template::parse(path) else {
+                continue;
+            };
+            for source in template.sources() {
+                if let crate::definition::template::Source::Setting(key) = source {
+                    if !parts.paths.contains(key) {
+                        parts.paths.push(key.clone());
+                    }
+                }
+            }
+        }
+        parts
+    }
+
     /// Why a value of setting `key` cannot be part of the partner's address, if it cannot.
     pub fn unfit(&self, key: &str, text: &str) -> Option<&'static str> {
-        if !self.all.iter().any(|d| d == key) {
-            None
-        } else if !fits_a_base_url(text) {
+        let in_base = self.all.iter().any(|d| d == key);
+        if in_base && !fits_a_base_url(text) {
             Some(NOT_A_BASE)
-        } else if self.hosts.iter().any(|h| h == key) && !fits_a_host(text) {
+        } else if in_base && self.hosts.iter().any(|h| h == key) && !fits_a_host(text) {
             Some(NOT_A_HOST)
         } else if self.paths.iter().any(|p| p == key) && !fits_a_path_segment(text) {
             Some(NOT_A_PATH_VALUE)
@@ -199,7 +223,7 @@ pub fn validate_changes(
     let mut change = SettingsChange::default();
     // The settings that make up the partner's base URL.
     #[cfg(feature = "ssr")]
-    let destination = DestinationParts::of(&definition.partner);
+    let destination = DestinationParts::of_definition(definition);
     for (key, text) in changes {
         let Some(field) = definition.setting(key) else {
             errors.push(FieldError {
@@ -403,6 +427,15 @@ mod tests {
         ] {
             let errors = validate_changes(&def, &raw(&[("tenant", value)]), |_| true).unwrap_err();
             assert_eq!(errors.len(), 1, "{value}: {errors:?}");
+            assert_eq!(errors[0].message, NOT_A_PATH_VALUE, "{value}");
+        }
+        // In a function's request path, the same rule, on save (a call would refuse it anyway, every time).
+        def.partner.base_url = "https://shop.example".into();
+        def.functions[0].request.path = "/tenants/{{settings.tenant}}/orders".into();
+        let change = validate_changes(&def, &raw(&[("tenant", "a b")]), |_| true).unwrap();
+        assert!(change.values.contains_key("tenant"));
+        for value in ["acme/admin", "..", "%2e%2e"] {
+            let errors = validate_changes(&def, &raw(&[("tenant", value)]), |_| true).unwrap_err();
             assert_eq!(errors[0].message, NOT_A_PATH_VALUE, "{value}");
         }
     }
