@@ -55,7 +55,13 @@ pub fn router(state: AppState) -> impl HttpService {
         .merge(
             operations()
                 .merge(custom_card())
-                .merge(pages(&state))
+                // Only pages read a body (forms, server-function arguments): the probes and the Custom cards
+                // webhook answer from their headers and leave any body unread, so a slow one cannot hold their
+                // slot (taken from the signed calls' pool) until its deadline.
+                .merge(pages(&state).layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    ops::admission::page_body,
+                )))
                 .layer(middleware::from_fn_with_state(
                     state.clone(),
                     oauth::frame_policy,
@@ -72,11 +78,7 @@ pub fn router(state: AppState) -> impl HttpService {
                             )
                         })
                         .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
-                )
-                .layer(middleware::from_fn_with_state(
-                    state.clone(),
-                    ops::admission::page_body,
-                )),
+                ),
         )
         .with_state(state);
     // Around the whole router, once. `Router::layer` would wrap every route in each layer on its own, and a

@@ -21,11 +21,11 @@ enum Trickle {
 /// Sends a server function's request headers, then one byte of body every 400 ms until ibex answers or closes
 /// the connection (at most 20 s); returns how long that took and what ibex answered.
 async fn trickle(port: u16, how: Trickle) -> (Duration, String) {
-    trickle_to(port, "/api/sync_now", how).await
+    trickle_to(port, "POST /api/sync_now", how).await
 }
 
-/// The same slow client, to `path`.
-async fn trickle_to(port: u16, path: &str, how: Trickle) -> (Duration, String) {
+/// The same slow client, with `request` ("POST /fn/x") as its request line.
+async fn trickle_to(port: u16, request: &str, how: Trickle) -> (Duration, String) {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
@@ -34,7 +34,7 @@ async fn trickle_to(port: u16, path: &str, how: Trickle) -> (Duration, String) {
         Trickle::Declared(len) => format!("Content-Length: {len}"),
     };
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: ibex\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+        "{request} HTTP/1.1\r\nHost: ibex\r\nContent-Type: application/x-www-form-urlencoded\r\n\
          {framing}\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -211,7 +211,7 @@ async fn unsigned_slow_bodies_to_signed_paths_take_no_signed_slot() {
             } else {
                 Trickle::Declared(10_000)
             };
-            tokio::spawn(trickle_to(port, "/fn/customer-lookup", how))
+            tokio::spawn(trickle_to(port, "POST /fn/customer-lookup", how))
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -261,6 +261,46 @@ async fn unsigned_slow_bodies_to_signed_paths_take_no_signed_slot() {
         let (took, answer) = task.await.unwrap();
         assert!(took < Duration::from_secs(7), "held {took:?}: {answer}");
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    let _ = std::fs::remove_file(&definition);
+    h.finish().await;
+}
+
+/// The probes and the Custom cards webhook answer from their headers: a slow body sent with them (which anyone
+/// can do) used to be read, for up to its deadline, on a slot of the signed calls' pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_to_the_probes_hold_no_slot() {
+    let h = Harness::start(Backend::Sqlite).await;
+    let (_ibex, base, port, definition) = spawn_ibex(
+        &h,
+        &["--max-concurrent-requests", "4", "--body-timeout-secs", "5"],
+        "2",
+    )
+    .await;
+    let slow: Vec<_> = ["GET /healthz", "GET /readyz", "GET /metrics", "POST /custom-card"]
+        .iter()
+        .cycle()
+        .take(8)
+        .map(|request| tokio::spawn(trickle_to(port, request, Trickle::Declared(1000))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for round in 0..5 {
+        let answer = signed_call(&base).send().await.unwrap();
+        let status = answer.status();
+        let body = answer.text().await.unwrap();
+        assert_eq!(status, 200, "signed call {round} while probes trickle: {body}");
+        let health = client()
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200, "health check {round} while probes trickle");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Each was answered at once, its body unread.
+    for task in slow {
+        let (took, answer) = task.await.unwrap();
+        assert!(took < Duration::from_secs(2), "held {took:?}: {answer}");
     }
     let _ = std::fs::remove_file(&definition);
     h.finish().await;
