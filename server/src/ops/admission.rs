@@ -30,7 +30,124 @@ pub struct Slots {
     /// Signed-path bodies being read, before their signature can be checked: anyone can send one, so they
     /// hold a slot of their own, and only while the body arrives (at most `IBEX_BODY_TIMEOUT_SECS`), never a
     /// signed call's slot.
-    pub intake: Arc<Semaphore>,
+    pub intake: Arc<Intake>,
+}
+
+/// A read that has gone on this long may be cut for a newcomer when every slot is taken: Infobip sends a signed
+/// call's body at once (a few KiB, read in well under this), so a read this old in a full pool is, in all
+/// likelihood, a client trickling its body on purpose.
+const EVICTABLE_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
+/// How long a newcomer waits in line for a slot (cutting one old read per `EVICTION_TICK` meanwhile).
+const ADMISSION_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+const EVICTION_TICK: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The slots for signed-path bodies being read. Refusing newcomers when they are all taken would let anyone who
+/// keeps them busy with slow bodies (no signature needed) refuse Infobip's calls too; so a newcomer waits in
+/// line (first come, first served: tokio's semaphore is fair) while the reads that have gone on longest are cut
+/// (503 `overloaded`) to make room. Every slot held by a trickler is freed within `EVICTABLE_AFTER` of a
+/// newcomer's arrival, so a caller waits about (slow clients waiting / slots) × `EVICTABLE_AFTER`: an attacker
+/// must open many times as many connections as there are slots to hold Infobip's calls off for long.
+pub struct Intake {
+    slots: Arc<Semaphore>,
+    /// The reads under way by age (ids only grow), each with the signal that cuts it.
+    readers: std::sync::Mutex<
+        std::collections::BTreeMap<u64, (std::time::Instant, Arc<tokio::sync::Notify>)>,
+    >,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// A read's slot; dropping it frees the slot.
+pub struct IntakeTicket {
+    intake: Arc<Intake>,
+    id: u64,
+    cut: Arc<tokio::sync::Notify>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Intake {
+    pub fn new(slots: usize) -> Arc<Self> {
+        Arc::new(Intake {
+            slots: Arc::new(Semaphore::new(slots.max(1))),
+            readers: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            next_id: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    fn readers(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::BTreeMap<u64, (std::time::Instant, Arc<tokio::sync::Notify>)>,
+    > {
+        // A panic while holding this lock cannot leave the map inconsistent (one insert or remove).
+        self.readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A slot for one body read; `None` when none came free within `ADMISSION_WAIT`.
+    pub async fn enter(self: &Arc<Self>) -> Option<IntakeTicket> {
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let waited_until = std::time::Instant::now() + ADMISSION_WAIT;
+                let acquire = self.slots.clone().acquire_owned();
+                tokio::pin!(acquire);
+                loop {
+                    self.cut_oldest();
+                    match tokio::time::timeout(EVICTION_TICK, &mut acquire).await {
+                        Ok(Ok(permit)) => break permit,
+                        Ok(Err(_)) => return None,
+                        Err(_) if std::time::Instant::now() >= waited_until => return None,
+                        Err(_) => {}
+                    }
+                }
+            }
+        };
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cut = Arc::new(tokio::sync::Notify::new());
+        self.readers()
+            .insert(id, (std::time::Instant::now(), cut.clone()));
+        Some(IntakeTicket {
+            intake: self.clone(),
+            id,
+            cut,
+            _permit: permit,
+        })
+    }
+
+    /// Cuts the read that has gone on longest, if it is old enough to be a trickler.
+    fn cut_oldest(&self) {
+        let oldest = {
+            let mut readers = self.readers();
+            let old_enough = readers
+                .first_key_value()
+                .is_some_and(|(_, (at, _))| at.elapsed() >= EVICTABLE_AFTER);
+            if old_enough {
+                readers.pop_first()
+            } else {
+                None
+            }
+        };
+        if let Some((_, (_, cut))) = oldest {
+            cut.notify_one();
+        }
+    }
+}
+
+impl IntakeTicket {
+    /// Resolves when a newcomer took this read's slot.
+    pub async fn cut(&self) {
+        self.cut.notified().await;
+    }
+}
+
+impl Drop for IntakeTicket {
+    fn drop(&mut self) {
+        self.intake.readers().remove(&self.id);
+    }
 }
 
 /// Which pool a request draws on at the door.
@@ -45,7 +162,7 @@ impl Slots {
         Slots {
             signed: Arc::new(Semaphore::new(signed.max(1))),
             pages: Arc::new(Semaphore::new(pages.max(1))),
-            intake: Arc::new(Semaphore::new(intake.max(1))),
+            intake: Intake::new(intake),
         }
     }
 

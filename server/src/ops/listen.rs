@@ -168,7 +168,9 @@ pub async fn serve(
         .header_read_timeout(limits.header_read);
     // A stream is a request: hyper's default of 200 per connection would let a handful of HTTP/2 connections
     // take every slot of a pool (`ops::admission`). Infobip's callers and browsers need a few.
-    builder.http2().max_concurrent_streams(HTTP2_STREAMS_PER_CONNECTION);
+    builder
+        .http2()
+        .max_concurrent_streams(HTTP2_STREAMS_PER_CONNECTION);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

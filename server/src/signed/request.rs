@@ -24,14 +24,18 @@ impl FromRequest<AppState> for SignedRequest {
         let body = if axum::body::HttpBody::is_end_stream(&body) {
             Bytes::new()
         } else {
-            // Whoever sends a body holds an intake slot while it arrives, never a signed call's.
-            let _intake = state
+            // Whoever sends a body holds an intake slot while it arrives, never a signed call's; the longest
+            // read under way gives its slot up to a newcomer when all are taken (`ops::admission::Intake`).
+            let ticket = state
                 .slots
                 .intake
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| ApiError::Overloaded)?;
-            read_body(&parts, body, state.max_body_bytes, state.body_timeout).await?
+                .enter()
+                .await
+                .ok_or(ApiError::Overloaded)?;
+            tokio::select! {
+                read = read_body(&parts, body, state.max_body_bytes, state.body_timeout) => read?,
+                () = ticket.cut() => return Err(ApiError::Overloaded),
+            }
         };
         let verified = state.verifier.verify(&parts.headers, &body, now_ms())?;
         if let Some(seen) = &state.replay_guard {
