@@ -215,7 +215,8 @@ fn pages(state: &AppState) -> Router<AppState> {
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
             app::shell,
         ))
-        .route_layer(middleware::from_fn_with_state(state.clone(), gate_settings))
+        // Around the fallback too: `/settings/` is served by it, and is the same page.
+        .layer(middleware::from_fn_with_state(state.clone(), gate_settings))
 }
 
 fn function_route(
@@ -278,7 +279,8 @@ async fn gate_settings(
     request: Request,
     next: Next,
 ) -> axum::response::Response {
-    match request.uri().path() {
+    // `/settings/` reaches the same page as `/settings`: gated alike.
+    match request.uri().path().trim_end_matches('/') {
         "/settings" => oauth::require_session(state, request, next).await,
         "/card" => oauth::require_card_session(state, request, next).await,
         _ => next.run(request).await,

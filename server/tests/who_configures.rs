@@ -118,23 +118,51 @@ on_both_backends!(card_launch, a_card_launch_never_configures);
 async fn admins_decide(backend: Backend) {
     let h = Harness::start(backend).await;
     let (ana, bob) = (&USERS[0], &USERS[1]);
-    h.configure(
-        ana.account_key,
-        &[("api_base_url", &h.shop), ("api_key", common::SHOP_KEY)],
-    )
-    .await;
     let ana_session = session_for(&h, ana.user_key).await;
     let bob_session = session_for(&h, bob.user_key).await;
 
-    // No admin yet, nothing configured to decide (the default): anyone may configure, and is told so.
+    // No admin yet, nothing configured to decide (the default): anyone may configure, and is told so. Ana sets
+    // the app up.
     let (status, view) = call(&h, "load_settings", &[("session", &bob_session)]).await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["access"], json!("Open"), "{view}");
-    let (status, answer) = save(&h, &bob_session, json!({"max_orders": "4"})).await;
+    let (status, answer) = save(
+        &h,
+        &ana_session,
+        json!({"api_base_url": h.shop.clone(), "api_key": common::SHOP_KEY}),
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(answer.get("Saved").is_some(), "{answer}");
 
-    // Ana makes herself the first admin: bob can no longer make himself one.
+    // Bob may configure (the account is open) but not decide who administers it: he cannot make himself its
+    // admin over the user who set it up, nor list anyone.
+    let (status, answer) = call(&h, "claim_admin", &[("session", &bob_session)]).await;
+    assert_eq!(status, 200);
+    assert!(
+        answer["Err"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("last saved these settings (ana.admin"),
+        "{answer}"
+    );
+    let (status, _) = call(
+        &h,
+        "add_admin",
+        &[("session", &bob_session), ("user_key", "U-NOBODY")],
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(h
+        .state
+        .settings
+        .store()
+        .admins(ana.account_key)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Ana, who set it up, makes herself the first admin: bob can no longer make himself one.
     let (status, answer) = call(&h, "claim_admin", &[("session", &ana_session)]).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["Ok"][0]["user_key"], ana.user_key, "{answer}");
@@ -386,6 +414,18 @@ async fn a_missing_fetch_dest_is_refused(backend: Backend) {
         request.send()
     };
     assert_eq!(page(Some("iframe")).await.unwrap().status(), 200);
+    // The same page behind a trailing slash is gated alike: without a session it signs in, it is not shown.
+    let slash = client()
+        .get(format!("{}/settings/", h.ibex))
+        .header("sec-fetch-dest", "iframe")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(slash.status(), 303);
+    assert!(slash.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("/oauth/start?next=%2Fsettings"));
     assert_eq!(page(Some("document")).await.unwrap().status(), 403);
     assert_eq!(page(None).await.unwrap().status(), 403);
     let callback = client()
@@ -397,3 +437,23 @@ async fn a_missing_fetch_dest_is_refused(backend: Backend) {
     h.finish().await;
 }
 on_both_backends!(fetch_dest, a_missing_fetch_dest_is_refused);
+
+/// Two admins removing each other at the same moment leave one: the page never empties an account's list.
+async fn the_last_admin_stays(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let store = h.state.settings.store().clone();
+    for round in 0..20 {
+        let account = format!("ACCT-RACE-{round}");
+        store.add_admin(&account, "U-A", "", "test").await.unwrap();
+        store.add_admin(&account, "U-B", "", "test").await.unwrap();
+        let (a, b) = (store.clone(), store.clone());
+        let (acc_a, acc_b) = (account.clone(), account.clone());
+        let first = tokio::spawn(async move { a.remove_admin(&acc_a, "U-A", true).await });
+        let second = tokio::spawn(async move { b.remove_admin(&acc_b, "U-B", true).await });
+        let removed = [first.await.unwrap(), second.await.unwrap()];
+        let left = store.admins(&account).await.unwrap();
+        assert_eq!(left.len(), 1, "round {round}: {removed:?}");
+    }
+    h.finish().await;
+}
+on_both_backends!(last_admin, the_last_admin_stays);

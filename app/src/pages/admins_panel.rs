@@ -29,7 +29,7 @@ async fn listed(
 /// Lists another user of the account as an admin, by the user key their read-only page shows them.
 #[server(endpoint = "add_admin")]
 pub async fn add_admin(session: String, user_key: String) -> Result<AdminsAnswer, ServerFnError> {
-    let (service, session) = super::settings::configuring(&session).await?;
+    let (service, session) = super::settings::administering(&session).await?;
     let user_key = user_key.trim().to_owned();
     if !crate::settings::admins::valid_user_key(&user_key) {
         return Ok(Err(
@@ -57,7 +57,7 @@ pub async fn remove_admin(
     session: String,
     user_key: String,
 ) -> Result<AdminsAnswer, ServerFnError> {
-    let (service, session) = super::settings::configuring(&session).await?;
+    let (service, session) = super::settings::administering(&session).await?;
     let removed = service
         .store()
         .remove_admin(&session.account_key, &user_key, true)
@@ -73,12 +73,31 @@ pub async fn remove_admin(
     Ok(Ok(listed(&service, &session.account_key).await?))
 }
 
-/// On an account with no admin yet, where anyone signed in may configure: the user at the page becomes its first
-/// admin, and from then on only admins change its settings.
+/// On an account with no admin yet, where anyone signed in may configure: the user who set the app up (who last
+/// saved its settings), or anyone while nobody has, becomes its first admin, and from then on only admins change
+/// its settings. Not anyone else: an agent who can open the card could otherwise make themselves sole admin of
+/// an account its real admin has set up, and lock them out.
 #[server(endpoint = "claim_admin")]
 pub async fn claim_admin(session: String) -> Result<AdminsAnswer, ServerFnError> {
     let (service, session) = super::settings::configuring(&session).await?;
     let by = format!("{} ({})", session.username, session.user_key);
+    let stored = service
+        .load(&session.account_key)
+        .await
+        .map_err(|_| ServerFnError::new("the settings could not be read; try again"))?;
+    if let Some(stored) = stored {
+        // `updated_by` is "name (user key)" for a save on the page; a CLI save names no user of the account.
+        if !stored
+            .updated_by
+            .ends_with(&format!("({})", session.user_key))
+        {
+            return Ok(Err(format!(
+                "Only the user who last saved these settings ({}) can make themselves this account's first \
+                 admin; or the app's operator adds one.",
+                stored.updated_by
+            )));
+        }
+    }
     let claimed = service
         .store()
         .claim_first_admin(
@@ -202,7 +221,8 @@ pub fn AdminsPanel(
                 }>
                 <p class="small" data-testid="admins-open">
                     "Anyone in your Infobip account who opens this page can change these settings, secrets and sync \
-                     included. Make yourself this account's admin to allow only the admins you list."
+                     included. The user who set the app up (who last saved these settings) can make themselves this \
+                     account's admin, to allow only the admins they list."
                 </p>
                 <div class="actions">
                     <button type="button" class="button secondary" disabled=move || !interactive.get()

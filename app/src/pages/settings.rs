@@ -130,6 +130,26 @@ pub(super) async fn configuring(
     Ok((service, session))
 }
 
+/// The start of the server functions that change the admin list: only an admin (listed, or by role) may. On an
+/// account nobody restricts yet, anyone may configure, but not decide who else may: an agent could otherwise
+/// list a key nobody has and lock the real admin out.
+#[cfg(feature = "ssr")]
+pub(super) async fn administering(
+    token: &str,
+) -> Result<(crate::settings::SettingsService, crate::auth::Session), ServerFnError> {
+    let (service, session) = signed_in(token)?;
+    let (access, _) = access_of(&service, &session).await?;
+    if access != crate::settings::admins::Access::Admin {
+        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+            response.set_status(http::StatusCode::FORBIDDEN);
+        }
+        return Err(ServerFnError::new(
+            "only this account's admins can change who administers it",
+        ));
+    }
+    Ok((service, session))
+}
+
 /// Every call carries the page's session token; the account is taken from it, never from the caller.
 #[server(endpoint = "load_settings")]
 pub async fn load_settings(session: String) -> Result<SettingsView, ServerFnError> {

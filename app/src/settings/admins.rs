@@ -102,6 +102,8 @@ impl AdminPolicy {
         user_key: &str,
         admins: &[AdminEntry],
     ) -> Access {
+        // A session sealed while a role was configured says nothing once the operator has unset it.
+        let admin_role = admin_role.filter(|_| self.role.is_some());
         if admin_role == Some(true) || admins.iter().any(|a| a.user_key == user_key) {
             return Access::Admin;
         }
@@ -137,28 +139,35 @@ impl AdminPolicy {
 }
 
 /// The names in a token answer's `roles` or `groups`, however Infobip writes them: a list of strings, a list of
-/// objects with a `name` (or `id`, `role`, `group`), or one string of names separated by commas or spaces. Both
+/// objects with a `name` (or `id`, `role`, `group`), or one string of names separated by commas. Both
 /// fields absent (or `null`) is `None`: the answer says nothing about roles.
 pub fn role_names(
     roles: Option<&serde_json::Value>,
     groups: Option<&serde_json::Value>,
 ) -> Option<Vec<String>> {
     use serde_json::Value;
-    fn collect(value: &Value, into: &mut Vec<String>) {
+    /// `split`: only a field's own string is a list of names; a string inside a list is one name, whole
+    /// ("Billing Admin" is not "Admin").
+    fn collect(value: &Value, split: bool, into: &mut Vec<String>) {
         match value {
-            Value::String(s) => into.extend(
-                s.split([',', ' '])
+            Value::String(s) if split => into.extend(
+                s.split(',')
                     .map(str::trim)
                     .filter(|n| !n.is_empty())
                     .map(str::to_owned),
             ),
-            Value::Array(items) => items.iter().for_each(|item| collect(item, into)),
+            Value::String(s) => {
+                if !s.trim().is_empty() {
+                    into.push(s.trim().to_owned());
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| collect(item, false, into)),
             Value::Object(map) => {
                 if let Some(name) = ["name", "id", "role", "group"]
                     .iter()
                     .find_map(|k| map.get(*k))
                 {
-                    collect(name, into);
+                    collect(name, false, into);
                 }
             }
             Value::Number(n) => into.push(n.to_string()),
@@ -174,7 +183,9 @@ pub fn role_names(
         return None;
     }
     let mut names = Vec::new();
-    present.into_iter().for_each(|v| collect(v, &mut names));
+    present
+        .into_iter()
+        .for_each(|v| collect(v, true, &mut names));
     Some(names)
 }
 
@@ -261,6 +272,17 @@ mod store {
             user_key: &str,
             keep_one: bool,
         ) -> Result<bool, StoreError> {
+            let mut tx = self.pool().begin().await?;
+            if keep_one && self.backend() == crate::settings::store::Backend::Postgres {
+                // Two admins removing each other at once would both count two and empty the list: the second
+                // waits for the first's rows, then counts what it left. (SQLite runs one writer at a time.)
+                sqlx::query(
+                    "SELECT user_key FROM account_admins WHERE account_key = $1 FOR UPDATE",
+                )
+                .bind(account_key)
+                .fetch_all(&mut *tx)
+                .await?;
+            }
             let sql = if keep_one {
                 "DELETE FROM account_admins WHERE account_key = $1 AND user_key = $2 \
                  AND (SELECT COUNT(*) FROM account_admins WHERE account_key = $1) > 1"
@@ -270,8 +292,9 @@ mod store {
             let done = sqlx::query(sql)
                 .bind(account_key)
                 .bind(user_key)
-                .execute(self.pool())
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
             Ok(done.rows_affected() == 1)
         }
 
@@ -352,6 +375,16 @@ mod tests {
             Access::ReadOnly { .. }
         ));
         assert!(!open.restricts() && role.restricts() && closed.restricts());
+        // Sealed while a role was configured, then the operator unset it: the role no longer counts.
+        assert_eq!(
+            open.decide(Some(true), "U-BOB", &listed),
+            Access::ReadOnly {
+                who: match open.decide(None, "U-BOB", &listed) {
+                    Access::ReadOnly { who } => who,
+                    other => panic!("{other:?}"),
+                }
+            }
+        );
     }
 
     #[test]
@@ -375,6 +408,17 @@ mod tests {
         assert_eq!(
             role_names(Some(&json!([])), None),
             Some(Vec::<String>::new())
+        );
+        // A name is compared whole: a role called "Billing Admin" is not the role "Admin".
+        let named = |r: serde_json::Value| role_names(Some(&r), None).unwrap_or_default();
+        assert_eq!(named(json!(["Billing Admin"])), vec!["Billing Admin"]);
+        assert_eq!(
+            named(json!("Billing Admin, Not Admin")),
+            vec!["Billing Admin", "Not Admin"]
+        );
+        assert_eq!(
+            policy.role_decision(Some(&named(json!(["Billing Admin"])))),
+            Some(false)
         );
         let admin = vec!["ADMIN".to_owned()];
         assert_eq!(policy.role_decision(Some(&admin)), Some(true));
