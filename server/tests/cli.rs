@@ -147,6 +147,38 @@ fn manifests_in_json_and_yaml() {
 }
 
 #[test]
+fn admins_through_the_cli() {
+    let env = Env::new();
+    let out = env.run(&["admins", "list", "ACC"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("no admin listed"));
+    let out = env.run(&["admins", "add", "ACC", "not a key"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("is not a user key"));
+    let out = env.run(&["admins", "add", "ACC", "U-ANA-7F21"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("U-ANA-7F21 can now change the settings of account ACC"));
+    let out = env.run(&["admins", "add", "ACC", "U-ANA-7F21"]);
+    assert!(text(&out.stdout).contains("already is an admin"));
+    let out = env.run(&["admins", "list", "ACC"]);
+    let listed = text(&out.stdout);
+    assert!(
+        listed.contains("U-ANA-7F21") && listed.contains("added by cli:"),
+        "{listed}"
+    );
+    // Another account's list is its own.
+    let out = env.run(&["admins", "list", "OTHER"]);
+    assert!(text(&out.stdout).contains("no admin listed"));
+    // The operator may remove the last one: the account then falls back to IBEX_UNLISTED_ACCOUNTS.
+    let out = env.run(&["admins", "remove", "ACC", "U-ANA-7F21"]);
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("no longer an admin") && said.contains("IBEX_UNLISTED_ACCOUNTS"),
+        "{said}"
+    );
+}
+
+#[test]
 fn settings_through_the_cli() {
     let env = Env::new();
     let out = env.run(&["settings", "set", "ACC", "currency=XXX", "max_orders=0"]);
