@@ -6,7 +6,8 @@
 use super::people::{Limits, PeopleTarget, PeopleWriter, PersonOutcome, WriteError, Written};
 use super::person::{fields_off, map_record, person_inputs, FieldsOff};
 use super::runs::{
-    Checkpoint, Failure, PageCommit, Run, Runs, FROM_PEOPLE, MAX_RECORD_BYTES, TO_PEOPLE,
+    Checkpoint, Failure, PageCommit, Run, Runs, FROM_PEOPLE, MAX_CURSOR_BYTES, MAX_RECORD_BYTES,
+    TO_PEOPLE,
 };
 use super::SyncConfig;
 use crate::errors::ApiError;
@@ -209,6 +210,9 @@ impl SyncEngine {
             if let Err(e) = self.runs.prune_failures(&run.account_key).await {
                 tracing::warn!(account = %run.account_key, "old sync failures not pruned: {e}");
             }
+            if let Err(e) = self.runs.prune_runs(&run.account_key).await {
+                tracing::warn!(account = %run.account_key, "old sync runs not pruned: {e}");
+            }
         }
         let counts = self
             .runs
@@ -330,6 +334,24 @@ impl SyncEngine {
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
             let mut next = next_checkpoint(sync, &checkpoint, &outputs, count);
+            // A cursor too long to keep ends the run after this page (stored at every page, it would weigh on
+            // the database and on every read of the run).
+            let too_long = next
+                .as_ref()
+                .and_then(|n| n.cursor.as_deref())
+                .filter(|cursor| cursor.len() > MAX_CURSOR_BYTES)
+                .map(|cursor| {
+                    format!(
+                        "the partner's next cursor is {} bytes, longer than the {} KiB one run keeps (after page \
+                         {}); the run stopped",
+                        cursor.len(),
+                        MAX_CURSOR_BYTES / 1024,
+                        checkpoint.pages + 1
+                    )
+                });
+            if too_long.is_some() {
+                next = None;
+            }
             // A cursor given before in this run ends it after this page: the partner would send the same pages
             // again and again while the lease is renewed.
             let looped = next
@@ -387,7 +409,7 @@ impl SyncEngine {
             if let Some(stop) = self.commit(state, run, &page).await {
                 return stop;
             }
-            if let Some(reason) = looped {
+            if let Some(reason) = too_long.or(looped) {
                 return Outcome::Failed(reason);
             }
             if last {
