@@ -746,3 +746,32 @@ async fn old_runs_pruned(backend: Backend) {
 }
 
 on_both_backends!(sync_bounds_old_runs_pruned, old_runs_pruned);
+
+/// A page of more than 10 000 records (a hostile `[0,0,0,…]` of 4 MiB is two million) ends the run as failed
+/// with the reason before any of them is mapped, so one page cannot build millions of failed records in memory.
+async fn page_record_cap(backend: Backend) {
+    let h = with_partner(backend, |_| {
+        let customers: Vec<Value> = (0..10_001)
+            .map(|i| json!({"id": format!("b-{i}"), "name": "Bad Phone", "phone": "n/a"}))
+            .collect();
+        (200, json!({"customers": customers}))
+    })
+    .await;
+    let engine = SyncEngine::new(&h.state, config());
+    let id = engine.runs.enqueue(ACCOUNT, TO_PEOPLE, "t").await.unwrap();
+    let (_, outcome) = next_run(&engine, &h, Duration::from_secs(60)).await;
+    assert!(
+        failed_with(&outcome, &["10001 records", "10000"]),
+        "{outcome:?}"
+    );
+    let run = engine.runs.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.counts.read),
+        ("failed", 0),
+        "{run:?}"
+    );
+    assert_eq!(stored_failures(&h, id).await, 0);
+    h.finish().await;
+}
+
+on_both_backends!(sync_bounds_page_record_cap, page_record_cap);

@@ -29,6 +29,10 @@ const PEOPLE_PAGE: usize = 100;
 /// Failed records a "Retry failed" run reads and sends at a time (each chunk committed like a page).
 const RETRY_CHUNK: usize = 100;
 
+/// Records one partner page may hold: a page with more ends the run before any of it is mapped. Within the 4 MiB
+/// answer limit, `[0,0,0,…]` is two million records, each a failure to build and hold until the page commits.
+pub const MAX_PAGE_RECORDS: usize = 10_000;
+
 /// How often the worker looks for accounts whose schedule is due.
 const SCHEDULE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -333,6 +337,13 @@ impl SyncEngine {
                 .get(&sync.to_people.output)
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
+            if count > MAX_PAGE_RECORDS {
+                return Outcome::Failed(format!(
+                    "the partner's page {} has {count} records, more than the {MAX_PAGE_RECORDS} one page may \
+                     have; the run stopped before writing it",
+                    checkpoint.pages + 1
+                ));
+            }
             let mut next = next_checkpoint(sync, &checkpoint, &outputs, count);
             // A cursor too long to keep ends the run after this page (stored at every page, it would weigh on
             // the database and on every read of the run).
@@ -548,12 +559,11 @@ impl SyncEngine {
                     page.written.push((write.key, write.digest));
                 }
                 Err(PartnerFault::Record(reason)) => {
-                    page.counts.failed += 1;
-                    page.failures.push(Failure {
+                    page.fail(self.config.failures_kept, || Failure {
                         record_key: write.key,
                         reason,
                         record: person.to_string(),
-                    });
+                    })
                 }
                 Err(PartnerFault::Stop(outcome)) => return Err(outcome),
             }
@@ -685,6 +695,8 @@ impl SyncEngine {
         page: &mut PageCommit,
         off: &FieldsOff,
     ) -> Result<(), WriteError> {
+        let keep = self.config.failures_kept;
+        let failed_before = page.counts.failed;
         let mut persons = Vec::with_capacity(records.len());
         for record in records {
             page.counts.read += 1;
@@ -693,7 +705,7 @@ impl SyncEngine {
             }
             match map_record(sync, record, off) {
                 Ok(person) => persons.push((person, record)),
-                Err(e) => page.failures.push(failure(record, sync, e.to_string())),
+                Err(e) => page.fail(keep, || failure(record, sync, e.to_string())),
             }
         }
         let keys: Vec<String> = persons.iter().map(|(p, _)| p.key.clone()).collect();
@@ -702,7 +714,7 @@ impl SyncEngine {
             .digests(&run.account_key, &run.direction, &keys)
             .await
             .map_err(|e| WriteError::Outage(format!("the sync records could not be read: {e}")))?;
-        let mut handled = i64::try_from(page.failures.len()).unwrap_or(0);
+        let mut handled = page.counts.failed - failed_before;
         let (due, same): (Vec<_>, Vec<_>) = persons
             .into_iter()
             .partition(|(person, _)| known.get(&person.key) != Some(&person.digest));
@@ -726,11 +738,9 @@ impl SyncEngine {
                     PersonOutcome::Written(Written::Updated) => page.counts.updated += 1,
                     PersonOutcome::Unchanged => page.counts.unchanged += 1,
                     PersonOutcome::Refused(reason) => {
-                        page.failures.push(failure(
-                            record,
-                            sync,
-                            short(&format!("People refused it: {reason}")),
-                        ));
+                        page.fail(keep, || {
+                            failure(record, sync, short(&format!("People refused it: {reason}")))
+                        });
                         continue;
                     }
                 }
@@ -744,7 +754,6 @@ impl SyncEngine {
                 self.report(run, handled, page.total).await?;
             }
         }
-        page.counts.failed += i64::try_from(page.failures.len()).unwrap_or(0);
         Ok(())
     }
 }

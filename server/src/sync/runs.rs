@@ -144,6 +144,17 @@ pub struct PageCommit {
     pub total: Option<i64>,
 }
 
+impl PageCommit {
+    /// Counts a failed record, and keeps it for storing while fewer than `keep` are kept: past the run's cap
+    /// they are not stored anyway, so a page of millions of failing records is counted without building them.
+    pub fn fail(&mut self, keep: u64, failure: impl FnOnce() -> Failure) {
+        self.counts.failed += 1;
+        if u64::try_from(self.failures.len()).unwrap_or(u64::MAX) < keep {
+            self.failures.push(failure());
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Runs {
     store: SettingsStore,
@@ -764,7 +775,24 @@ fn decode_with(row: &sqlx::any::AnyRow, checkpoint: Checkpoint) -> Result<Run, S
 
 #[cfg(test)]
 mod tests {
-    use super::cut;
+    use super::{cut, Failure, PageCommit};
+
+    #[test]
+    fn a_page_keeps_failures_up_to_the_cap_and_counts_them_all() {
+        let mut page = PageCommit::default();
+        let mut built = 0;
+        for n in 0..5 {
+            page.fail(2, || {
+                built += 1;
+                Failure {
+                    record_key: n.to_string(),
+                    reason: "bad".into(),
+                    record: "0".into(),
+                }
+            });
+        }
+        assert_eq!((page.counts.failed, page.failures.len(), built), (5, 2, 2));
+    }
 
     #[test]
     fn a_cut_ends_at_a_character_boundary() {
