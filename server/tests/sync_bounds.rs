@@ -494,3 +494,284 @@ async fn old_failures_pruned(backend: Backend) {
 }
 
 on_both_backends!(sync_bounds_old_failures_pruned, old_failures_pruned);
+
+/// A partner at `/by-cursor` whose answer to each cursor (`""` for the first page) is `answer`'s: a status and a
+/// body.
+async fn partner_answering(answer: fn(&str) -> (u16, Value)) -> String {
+    let app = axum::Router::new().route(
+        "/by-cursor",
+        axum::routing::get(
+            move |axum::extract::Query(q): axum::extract::Query<
+                std::collections::HashMap<String, String>,
+            >| async move {
+                let (status, body) = answer(q.get("after").map(String::as_str).unwrap_or_default());
+                (
+                    axum::http::StatusCode::from_u16(status).unwrap(),
+                    axum::Json(body),
+                )
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+/// The harness with the cursor definition, its account's partner at `partner` and People on.
+async fn with_partner(backend: Backend, answer: fn(&str) -> (u16, Value)) -> Harness {
+    let h = Harness::start_defined(
+        backend,
+        &["--allow-loopback-partners"],
+        0,
+        |url| url.to_owned(),
+        &cursor_definition(),
+    )
+    .await;
+    let partner = partner_answering(answer).await;
+    h.configure(
+        ACCOUNT,
+        &[("api_base_url", partner.as_str()), ("api_key", SHOP_KEY)],
+    )
+    .await;
+    people_on(&h, ACCOUNT).await;
+    h
+}
+
+fn two_customers() -> Value {
+    json!([
+        {"id": "k-1", "name": "Kim One", "email": "kim1@example.com"},
+        {"id": "k-2", "name": "Kim Two", "email": "kim2@example.com"},
+    ])
+}
+
+async fn stored_checkpoint(h: &Harness, run: i64) -> String {
+    sqlx::query("SELECT checkpoint FROM sync_runs WHERE id = $1")
+        .bind(run)
+        .fetch_one(h.state.settings.store().pool())
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap()
+}
+
+/// A next cursor longer than 2 KiB ends the run as failed with the reason, after the page that gave it is
+/// written; the cursor is not stored (a hostile partner's 4 MiB cursor would otherwise stay in `sync_runs`).
+async fn cursor_too_long(backend: Backend) {
+    let h = with_partner(backend, |after| match after {
+        "" => (
+            200,
+            json!({"customers": two_customers(), "next": "x".repeat(3000)}),
+        ),
+        _ => (400, json!({"error": "no such cursor"})),
+    })
+    .await;
+    let engine = SyncEngine::new(&h.state, config());
+    let id = engine.runs.enqueue(ACCOUNT, TO_PEOPLE, "t").await.unwrap();
+    let (_, outcome) = next_run(&engine, &h, Duration::from_secs(20)).await;
+    assert!(
+        failed_with(&outcome, &["cursor", "3000 bytes", "2 KiB"]),
+        "{outcome:?}"
+    );
+    let run = engine.runs.get(id).await.unwrap().unwrap();
+    assert_eq!(run.status, "failed");
+    assert_eq!(
+        (run.counts.read, run.counts.created),
+        (2, 2),
+        "the page that gave the cursor is written: {run:?}"
+    );
+    let stored = stored_checkpoint(&h, id).await;
+    assert!(
+        stored.len() < 256,
+        "stored checkpoint: {} bytes",
+        stored.len()
+    );
+    h.finish().await;
+}
+
+on_both_backends!(sync_bounds_cursor_too_long, cursor_too_long);
+
+/// A run that ends keeps no cursor in its checkpoint: no run resumes from a finished run's cursor (the next run
+/// of partner → People starts at the first page), so keeping it would only pile up the partner's text.
+async fn finished_run_keeps_no_cursor(backend: Backend) {
+    let h = with_partner(backend, |after| match after {
+        "" => (
+            200,
+            json!({"customers": two_customers(), "next": "y".repeat(2000)}),
+        ),
+        _ => (500, json!({"error": "never asked"})),
+    })
+    .await;
+    // Stopped by the page cap after the first page, whose commit saved the next cursor.
+    let engine = SyncEngine::new(
+        &h.state,
+        SyncConfig {
+            max_pages: 1,
+            ..config()
+        },
+    );
+    let id = engine.runs.enqueue(ACCOUNT, TO_PEOPLE, "t").await.unwrap();
+    let (_, outcome) = next_run(&engine, &h, Duration::from_secs(20)).await;
+    assert!(
+        failed_with(&outcome, &["IBEX_SYNC_MAX_PAGES"]),
+        "{outcome:?}"
+    );
+    let run = engine.runs.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.counts.read),
+        ("failed", 2),
+        "{run:?}"
+    );
+    assert_eq!(run.checkpoint.cursor, None, "{run:?}");
+    assert_eq!(
+        run.checkpoint.pages, 1,
+        "what a finished run did stays: {run:?}"
+    );
+    h.finish().await;
+}
+
+on_both_backends!(
+    sync_bounds_finished_run_keeps_no_cursor,
+    finished_run_keeps_no_cursor
+);
+
+/// The panel's history (polled once a second while a run is open) reads the columns it shows, not the
+/// checkpoints: one enormous or unreadable checkpoint neither weighs on it nor stops it, and a retry is still
+/// shown as one.
+async fn history_reads_no_checkpoint(backend: Backend) {
+    let h = Harness::start_with_shop(backend, &["--allow-loopback-partners"], 7).await;
+    people_on(&h, ACCOUNT).await;
+    let engine = SyncEngine::new(&h.state, config());
+    let panel = ibex::sync::panel::ServerSync {
+        state: h.state.clone(),
+        runs: engine.runs.clone(),
+        config: config(),
+    };
+    let first = panel.start(ACCOUNT, "admin").await.unwrap();
+    let (_, outcome) = next_run(&engine, &h, Duration::from_secs(30)).await;
+    assert_eq!(outcome, Outcome::Done);
+    let retry = panel.retry(ACCOUNT, "admin").await.unwrap();
+    let (_, outcome) = next_run(&engine, &h, Duration::from_secs(30)).await;
+    assert_eq!(outcome, Outcome::Done);
+    // As a row written before cursors were capped, or edited by hand, would hold.
+    sqlx::query("UPDATE sync_runs SET checkpoint = $1 WHERE id = $2")
+        .bind(format!("not json {}", "z".repeat(1 << 20)))
+        .bind(first)
+        .execute(h.state.settings.store().pool())
+        .await
+        .unwrap();
+    let status = panel.status(ACCOUNT).await.expect("the history is read");
+    let ids: Vec<(i64, bool)> = status.runs.iter().map(|r| (r.id, r.retry)).collect();
+    assert_eq!(ids, vec![(retry, true), (first, false)]);
+    h.finish().await;
+}
+
+on_both_backends!(
+    sync_bounds_history_reads_no_checkpoint,
+    history_reads_no_checkpoint
+);
+
+/// An account keeps its newest 100 runs; older ones are deleted when a run ends, except a run that is open and
+/// the last completed People → partner run, whose checkpoint the next one starts from.
+async fn old_runs_pruned(backend: Backend) {
+    let h = Harness::start_with_shop(backend, &["--allow-loopback-partners"], 7).await;
+    people_on(&h, ACCOUNT).await;
+    let engine = SyncEngine::new(&h.state, config());
+    let pool = h.state.settings.store().pool();
+    let insert = |account: &'static str,
+                  direction: &'static str,
+                  status: &'static str,
+                  checkpoint: String| async move {
+        sqlx::query(
+            "INSERT INTO sync_runs (account_key, direction, status, requested_by, requested_at, next_attempt_at, checkpoint) \
+             VALUES ($1, $2, $3, 't', 0, $4, $5) RETURNING id",
+        )
+        .bind(account)
+        .bind(direction)
+        .bind(status)
+        .bind(i64::MAX / 2)
+        .bind(checkpoint)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .try_get::<i64, _>(0)
+        .unwrap()
+    };
+    let since = "2026-12-01T10:00:00.000+0000";
+    let last_from_people = insert(
+        ACCOUNT,
+        "from_people",
+        "done",
+        json!({"since": since}).to_string(),
+    )
+    .await;
+    let paused = insert(ACCOUNT, "from_people", "paused", "{}".into()).await;
+    let other = insert("ACCT-2", TO_PEOPLE, "done", "{}".into()).await;
+    for n in 0..120 {
+        let status = if n % 2 == 0 { "done" } else { "failed" };
+        insert(ACCOUNT, TO_PEOPLE, status, "{}".into()).await;
+    }
+    let id = engine.runs.enqueue(ACCOUNT, TO_PEOPLE, "t").await.unwrap();
+    let (_, outcome) = next_run(&engine, &h, Duration::from_secs(30)).await;
+    assert_eq!(outcome, Outcome::Done);
+    let count = |account: &'static str| async move {
+        sqlx::query("SELECT COUNT(*) FROM sync_runs WHERE account_key = $1")
+            .bind(account)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+            .try_get::<i64, _>(0)
+            .unwrap()
+    };
+    assert_eq!(
+        count(ACCOUNT).await,
+        102,
+        "the newest 100, the open run and the last People → partner run"
+    );
+    assert!(engine.runs.get(id).await.unwrap().is_some());
+    assert!(
+        engine.runs.get(paused).await.unwrap().is_some(),
+        "an open run stays"
+    );
+    assert!(engine.runs.get(last_from_people).await.unwrap().is_some());
+    assert_eq!(
+        engine.runs.last_since(ACCOUNT).await.unwrap().as_deref(),
+        Some(since)
+    );
+    assert!(
+        engine.runs.get(other).await.unwrap().is_some(),
+        "another account's runs stay"
+    );
+    h.finish().await;
+}
+
+on_both_backends!(sync_bounds_old_runs_pruned, old_runs_pruned);
+
+/// A page of more than 10 000 records (a hostile `[0,0,0,…]` of 4 MiB is two million) ends the run as failed
+/// with the reason before any of them is mapped, so one page cannot build millions of failed records in memory.
+async fn page_record_cap(backend: Backend) {
+    let h = with_partner(backend, |_| {
+        let customers: Vec<Value> = (0..10_001)
+            .map(|i| json!({"id": format!("b-{i}"), "name": "Bad Phone", "phone": "n/a"}))
+            .collect();
+        (200, json!({"customers": customers}))
+    })
+    .await;
+    let engine = SyncEngine::new(&h.state, config());
+    let id = engine.runs.enqueue(ACCOUNT, TO_PEOPLE, "t").await.unwrap();
+    let (_, outcome) = next_run(&engine, &h, Duration::from_secs(60)).await;
+    assert!(
+        failed_with(&outcome, &["10001 records", "10000"]),
+        "{outcome:?}"
+    );
+    let run = engine.runs.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.counts.read),
+        ("failed", 0),
+        "{run:?}"
+    );
+    assert_eq!(stored_failures(&h, id).await, 0);
+    h.finish().await;
+}
+
+on_both_backends!(sync_bounds_page_record_cap, page_record_cap);

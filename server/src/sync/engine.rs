@@ -6,7 +6,8 @@
 use super::people::{Limits, PeopleTarget, PeopleWriter, PersonOutcome, WriteError, Written};
 use super::person::{fields_off, map_record, person_inputs, FieldsOff};
 use super::runs::{
-    Checkpoint, Failure, PageCommit, Run, Runs, FROM_PEOPLE, MAX_RECORD_BYTES, TO_PEOPLE,
+    Checkpoint, Failure, PageCommit, Run, Runs, FROM_PEOPLE, MAX_CURSOR_BYTES, MAX_RECORD_BYTES,
+    TO_PEOPLE,
 };
 use super::SyncConfig;
 use crate::errors::ApiError;
@@ -27,6 +28,10 @@ const PEOPLE_PAGE: usize = 100;
 
 /// Failed records a "Retry failed" run reads and sends at a time (each chunk committed like a page).
 const RETRY_CHUNK: usize = 100;
+
+/// Records one partner page may hold: a page with more ends the run before any of it is mapped. Within the 4 MiB
+/// answer limit, `[0,0,0,…]` is two million records, each a failure to build and hold until the page commits.
+pub const MAX_PAGE_RECORDS: usize = 10_000;
 
 /// How often the worker looks for accounts whose schedule is due.
 const SCHEDULE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -209,6 +214,9 @@ impl SyncEngine {
             if let Err(e) = self.runs.prune_failures(&run.account_key).await {
                 tracing::warn!(account = %run.account_key, "old sync failures not pruned: {e}");
             }
+            if let Err(e) = self.runs.prune_runs(&run.account_key).await {
+                tracing::warn!(account = %run.account_key, "old sync runs not pruned: {e}");
+            }
         }
         let counts = self
             .runs
@@ -329,7 +337,32 @@ impl SyncEngine {
                 .get(&sync.to_people.output)
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
+            if count > MAX_PAGE_RECORDS {
+                return Outcome::Failed(format!(
+                    "the partner's page {} has {count} records, more than the {MAX_PAGE_RECORDS} one page may \
+                     have; the run stopped before writing it",
+                    checkpoint.pages + 1
+                ));
+            }
             let mut next = next_checkpoint(sync, &checkpoint, &outputs, count);
+            // A cursor too long to keep ends the run after this page (stored at every page, it would weigh on
+            // the database and on every read of the run).
+            let too_long = next
+                .as_ref()
+                .and_then(|n| n.cursor.as_deref())
+                .filter(|cursor| cursor.len() > MAX_CURSOR_BYTES)
+                .map(|cursor| {
+                    format!(
+                        "the partner's next cursor is {} bytes, longer than the {} KiB one run keeps (after page \
+                         {}); the run stopped",
+                        cursor.len(),
+                        MAX_CURSOR_BYTES / 1024,
+                        checkpoint.pages + 1
+                    )
+                });
+            if too_long.is_some() {
+                next = None;
+            }
             // A cursor given before in this run ends it after this page: the partner would send the same pages
             // again and again while the lease is renewed.
             let looped = next
@@ -387,7 +420,7 @@ impl SyncEngine {
             if let Some(stop) = self.commit(state, run, &page).await {
                 return stop;
             }
-            if let Some(reason) = looped {
+            if let Some(reason) = too_long.or(looped) {
                 return Outcome::Failed(reason);
             }
             if last {
@@ -526,12 +559,11 @@ impl SyncEngine {
                     page.written.push((write.key, write.digest));
                 }
                 Err(PartnerFault::Record(reason)) => {
-                    page.counts.failed += 1;
-                    page.failures.push(Failure {
+                    page.fail(self.config.failures_kept, || Failure {
                         record_key: write.key,
                         reason,
                         record: person.to_string(),
-                    });
+                    })
                 }
                 Err(PartnerFault::Stop(outcome)) => return Err(outcome),
             }
@@ -663,6 +695,8 @@ impl SyncEngine {
         page: &mut PageCommit,
         off: &FieldsOff,
     ) -> Result<(), WriteError> {
+        let keep = self.config.failures_kept;
+        let failed_before = page.counts.failed;
         let mut persons = Vec::with_capacity(records.len());
         for record in records {
             page.counts.read += 1;
@@ -671,7 +705,7 @@ impl SyncEngine {
             }
             match map_record(sync, record, off) {
                 Ok(person) => persons.push((person, record)),
-                Err(e) => page.failures.push(failure(record, sync, e.to_string())),
+                Err(e) => page.fail(keep, || failure(record, sync, e.to_string())),
             }
         }
         let keys: Vec<String> = persons.iter().map(|(p, _)| p.key.clone()).collect();
@@ -680,7 +714,7 @@ impl SyncEngine {
             .digests(&run.account_key, &run.direction, &keys)
             .await
             .map_err(|e| WriteError::Outage(format!("the sync records could not be read: {e}")))?;
-        let mut handled = i64::try_from(page.failures.len()).unwrap_or(0);
+        let mut handled = page.counts.failed - failed_before;
         let (due, same): (Vec<_>, Vec<_>) = persons
             .into_iter()
             .partition(|(person, _)| known.get(&person.key) != Some(&person.digest));
@@ -704,11 +738,9 @@ impl SyncEngine {
                     PersonOutcome::Written(Written::Updated) => page.counts.updated += 1,
                     PersonOutcome::Unchanged => page.counts.unchanged += 1,
                     PersonOutcome::Refused(reason) => {
-                        page.failures.push(failure(
-                            record,
-                            sync,
-                            short(&format!("People refused it: {reason}")),
-                        ));
+                        page.fail(keep, || {
+                            failure(record, sync, short(&format!("People refused it: {reason}")))
+                        });
                         continue;
                     }
                 }
@@ -722,7 +754,6 @@ impl SyncEngine {
                 self.report(run, handled, page.total).await?;
             }
         }
-        page.counts.failed += i64::try_from(page.failures.len()).unwrap_or(0);
         Ok(())
     }
 }

@@ -52,6 +52,12 @@ pub const MAX_RECORD_BYTES: usize = 4096;
 /// An account's newest runs whose failed records are kept; older runs keep their counts only. With a schedule
 /// every minute, a cap per run alone would still let failures pile up run after run.
 pub const FAILED_RUNS_KEPT: usize = 10;
+/// The longest cursor a run keeps: the partner chooses its cursors, and one is stored in the run's checkpoint at
+/// every page, so a longer one ends the run (a hostile partner's 4 MiB cursor would otherwise sit in `sync_runs`).
+pub const MAX_CURSOR_BYTES: usize = 2048;
+/// An account's newest runs kept in `sync_runs` (older ones are deleted when a run ends), besides any open run and
+/// the last completed People → partner run, whose checkpoint the next one starts from.
+pub const RUNS_KEPT: usize = 100;
 /// A failed record's key and reason as stored (the reason can quote a value of the record).
 const MAX_KEY_BYTES: usize = 256;
 const MAX_REASON_BYTES: usize = 1024;
@@ -138,6 +144,17 @@ pub struct PageCommit {
     pub total: Option<i64>,
 }
 
+impl PageCommit {
+    /// Counts a failed record, and keeps it for storing while fewer than `keep` are kept: past the run's cap
+    /// they are not stored anyway, so a page of millions of failing records is counted without building them.
+    pub fn fail(&mut self, keep: u64, failure: impl FnOnce() -> Failure) {
+        self.counts.failed += 1;
+        if u64::try_from(self.failures.len()).unwrap_or(u64::MAX) < keep {
+            self.failures.push(failure());
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Runs {
     store: SettingsStore,
@@ -147,6 +164,11 @@ pub struct Runs {
 
 const COLUMNS: &str = "id, account_key, direction, status, requested_by, requested_at, started_at, finished_at, \
      attempts, checkpoint, read_count, created_count, updated_count, unchanged_count, failed_count, last_error, total, page_done, skipped_count";
+
+/// `COLUMNS` without the checkpoint (the partner's cursor, up to `MAX_CURSOR_BYTES`): in its place `retry_of`,
+/// the one part of it the history shows.
+const SUMMARY_COLUMNS: &str = "id, account_key, direction, status, requested_by, requested_at, started_at, \
+     finished_at, attempts, retry_of, read_count, created_count, updated_count, unchanged_count, failed_count, last_error, total, page_done, skipped_count";
 
 impl Runs {
     pub fn new(store: SettingsStore) -> Self {
@@ -203,8 +225,8 @@ impl Runs {
         }
         let now = now_ms();
         let inserted = sqlx::query(
-            "INSERT INTO sync_runs (account_key, direction, status, requested_by, requested_at, next_attempt_at, checkpoint) \
-             VALUES ($1, $2, 'queued', $3, $4, $5, $6) RETURNING id",
+            "INSERT INTO sync_runs (account_key, direction, status, requested_by, requested_at, next_attempt_at, checkpoint, \
+             retry_of) VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(account_key)
         .bind(direction)
@@ -212,6 +234,7 @@ impl Runs {
         .bind(now)
         .bind(now)
         .bind(serde_json::to_string(start)?)
+        .bind(start.retry_of)
         .fetch_one(pool)
         .await;
         match inserted {
@@ -249,16 +272,25 @@ impl Runs {
         row.map(|r| decode(&r)).transpose()
     }
 
-    /// Newest first.
+    /// Newest first, without the checkpoints (the page asks once a second while a run is open): each run's
+    /// `checkpoint` holds only `retry_of`.
     pub async fn history(&self, account_key: &str, limit: i64) -> Result<Vec<Run>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM sync_runs WHERE account_key = $1 ORDER BY id DESC LIMIT $2"
+            "SELECT {SUMMARY_COLUMNS} FROM sync_runs WHERE account_key = $1 ORDER BY id DESC LIMIT $2"
         ))
         .bind(account_key)
         .bind(limit)
         .fetch_all(self.store.pool())
         .await?;
-        rows.iter().map(decode).collect()
+        rows.iter()
+            .map(|row| {
+                let checkpoint = Checkpoint {
+                    retry_of: row.try_get(9)?,
+                    ..Checkpoint::default()
+                };
+                decode_with(row, checkpoint)
+            })
+            .collect()
     }
 
     /// Claims the oldest due run for `owner` until `lease_ms` from now: a queued or paused run whose time has
@@ -457,7 +489,9 @@ impl Runs {
     }
 
     /// Ends a run: `done`, or `failed` with the reason (a run that cannot go on without a person's help, such
-    /// as missing People credentials).
+    /// as missing People credentials). Its checkpoint loses the cursor: an ended run is never resumed, and the
+    /// next partner → People run starts at the first page; what the next People → partner run starts from
+    /// (`since`) and what the history shows stay.
     pub async fn finish(
         &self,
         id: i64,
@@ -465,15 +499,31 @@ impl Runs {
         status: &str,
         error: Option<&str>,
     ) -> Result<bool, StoreError> {
+        let held = sqlx::query(
+            "SELECT checkpoint FROM sync_runs WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(self.store.pool())
+        .await?;
+        let Some(held) = held else {
+            return Ok(false);
+        };
+        // Unreadable only if edited by hand: the run ends all the same, with an empty checkpoint.
+        let checkpoint = serde_json::from_str::<Checkpoint>(&held.try_get::<String, _>(0)?)
+            .map(|c| Checkpoint { cursor: None, ..c })
+            .unwrap_or_default();
+        // Fenced again: a takeover between the read and this write leaves the run to its new holder.
         let done = sqlx::query(
             "UPDATE sync_runs SET status = $1, finished_at = $2, last_error = $3, lease_owner = NULL, \
-             lease_until = NULL WHERE id = $4 AND lease_owner = $5 AND status = 'running'",
+             lease_until = NULL, checkpoint = $6 WHERE id = $4 AND lease_owner = $5 AND status = 'running'",
         )
         .bind(status)
         .bind(now_ms())
         .bind(error)
         .bind(id)
         .bind(owner)
+        .bind(serde_json::to_string(&checkpoint)?)
         .execute(self.store.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -502,22 +552,24 @@ impl Runs {
 
     /// Where the account's last completed People → partner run got to (retries excluded): the next run reads
     /// persons modified since then.
+    /// `prune_runs` keeps this run whatever its age.
     pub async fn last_since(&self, account_key: &str) -> Result<Option<String>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM sync_runs WHERE account_key = $1 AND direction = $2 AND status = 'done' \
-             ORDER BY id DESC LIMIT 20"
-        ))
+        let row = sqlx::query(
+            "SELECT checkpoint FROM sync_runs WHERE account_key = $1 AND direction = $2 AND status = 'done' \
+             AND retry_of IS NULL ORDER BY id DESC LIMIT 1",
+        )
         .bind(account_key)
         .bind(FROM_PEOPLE)
-        .fetch_all(self.store.pool())
+        .fetch_optional(self.store.pool())
         .await?;
-        for row in &rows {
-            let run = decode(row)?;
-            if run.checkpoint.retry_of.is_none() {
-                return Ok(run.checkpoint.since);
+        match row {
+            Some(row) => {
+                let checkpoint: Checkpoint =
+                    serde_json::from_str(row.try_get::<String, _>(0)?.as_str())?;
+                Ok(checkpoint.since)
             }
+            None => Ok(None),
         }
-        Ok(None)
     }
 
     /// Every failed record a run stored (at most `failures_kept`), for tests and tools: the page and "Retry
@@ -591,6 +643,25 @@ impl Runs {
         )
         .bind(account_key)
         .bind(i64::try_from(FAILED_RUNS_KEPT).unwrap_or(i64::MAX))
+        .execute(self.store.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Deletes the account's ended runs older than its newest `RUNS_KEPT`, so a schedule every minute does not
+    /// grow `sync_runs` without end. Kept whatever their age: open runs, and the last completed People → partner
+    /// run (`last_since` reads its checkpoint). Their failed records went before (`prune_failures`).
+    pub async fn prune_runs(&self, account_key: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM sync_runs WHERE account_key = $1 AND status IN ('done', 'failed') \
+             AND id < (SELECT MIN(id) FROM \
+                 (SELECT id FROM sync_runs WHERE account_key = $1 ORDER BY id DESC LIMIT $2) AS newest) \
+             AND id <> COALESCE((SELECT MAX(id) FROM sync_runs WHERE account_key = $1 AND direction = $3 \
+                 AND status = 'done' AND retry_of IS NULL), 0)",
+        )
+        .bind(account_key)
+        .bind(i64::try_from(RUNS_KEPT).unwrap_or(i64::MAX))
+        .bind(FROM_PEOPLE)
         .execute(self.store.pool())
         .await?;
         Ok(done.rows_affected())
@@ -671,6 +742,12 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 fn decode(row: &sqlx::any::AnyRow) -> Result<Run, StoreError> {
+    let checkpoint = serde_json::from_str(row.try_get::<String, _>(9)?.as_str())?;
+    decode_with(row, checkpoint)
+}
+
+/// A run from a row of `COLUMNS` or `SUMMARY_COLUMNS`, with its checkpoint read already.
+fn decode_with(row: &sqlx::any::AnyRow, checkpoint: Checkpoint) -> Result<Run, StoreError> {
     Ok(Run {
         id: row.try_get(0)?,
         account_key: row.try_get(1)?,
@@ -681,7 +758,7 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<Run, StoreError> {
         started_at: row.try_get(6)?,
         finished_at: row.try_get(7)?,
         attempts: row.try_get(8)?,
-        checkpoint: serde_json::from_str(row.try_get::<String, _>(9)?.as_str())?,
+        checkpoint,
         counts: Counts {
             read: row.try_get(10)?,
             created: row.try_get(11)?,
@@ -698,7 +775,24 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<Run, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::cut;
+    use super::{cut, Failure, PageCommit};
+
+    #[test]
+    fn a_page_keeps_failures_up_to_the_cap_and_counts_them_all() {
+        let mut page = PageCommit::default();
+        let mut built = 0;
+        for n in 0..5 {
+            page.fail(2, || {
+                built += 1;
+                Failure {
+                    record_key: n.to_string(),
+                    reason: "bad".into(),
+                    record: "0".into(),
+                }
+            });
+        }
+        assert_eq!((page.counts.failed, page.failures.len(), built), (5, 2, 2));
+    }
 
     #[test]
     fn a_cut_ends_at_a_character_boundary() {
