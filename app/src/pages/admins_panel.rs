@@ -181,8 +181,14 @@ pub fn AdminsPanel(
                     let me = me.clone();
                     view! {
                         <p class="muted small">
-                            "Only the admins below can change these settings; everyone else in your Infobip account who \
-                             opens this page can see them (without secrets). Each user's key is shown on their page."
+                            {move || if admins.with(Vec::is_empty) {
+                                "No admin is listed: you change these settings by your role in Infobip. Everyone else in \
+                                 your Infobip account who opens this page can see them (without secrets); list admins by \
+                                 user key to let others change them too. Each user's key is shown on their page."
+                            } else {
+                                "Only the admins below can change these settings; everyone else in your Infobip account \
+                                 who opens this page can see them (without secrets). Each user's key is shown on their page."
+                            }}
                         </p>
                         <ul class="admin-list" data-testid="admin-list">
                             {move || {

@@ -356,7 +356,7 @@ fn ReadOnlySettings(
         <section class="notice read-only" role="status" data-testid="read-only">
             <h2>"You can view these settings"</h2>
             <p>{who}</p>
-            <p class="muted small">"Your user key: " <span class="mono">{user_key}</span></p>
+            <p class="muted small">"Your user key: " <span class="mono" data-testid="user-key">{user_key}</span></p>
         </section>
         {groups.into_iter().map(|(group, list)| view! {
             <section class="card read-only-group">

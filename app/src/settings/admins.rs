@@ -112,7 +112,7 @@ impl AdminPolicy {
             return Access::ReadOnly {
                 who: format!(
                     "Only this account's admins can change them: {}. Ask one of them to make the change, or to \
-                     add you as an admin (your user key is {user_key}).",
+                     add you as an admin by your user key, {user_key}.",
                     names.join(", ")
                 ),
             };
