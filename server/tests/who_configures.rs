@@ -136,14 +136,17 @@ async fn admins_decide(backend: Backend) {
     assert!(answer.get("Saved").is_some(), "{answer}");
 
     // Bob may configure (the account is open) but not decide who administers it: he cannot make himself its
-    // admin over the user who set it up, nor list anyone.
+    // admin over the user who set it up, not even after a save of his own (review: a save made him the last
+    // saver), nor list anyone.
+    let (status, answer) = save(&h, &bob_session, json!({"max_orders": "4"})).await;
+    assert!(answer.get("Saved").is_some(), "{status} {answer}");
     let (status, answer) = call(&h, "claim_admin", &[("session", &bob_session)]).await;
     assert_eq!(status, 200);
     assert!(
         answer["Err"]
             .as_str()
             .unwrap_or_default()
-            .contains("last saved these settings (ana.admin"),
+            .contains("first saved these settings (ana.admin"),
         "{answer}"
     );
     let (status, _) = call(

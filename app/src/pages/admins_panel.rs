@@ -73,28 +73,37 @@ pub async fn remove_admin(
     Ok(Ok(listed(&service, &session.account_key).await?))
 }
 
-/// On an account with no admin yet, where anyone signed in may configure: the user who set the app up (who last
-/// saved its settings), or anyone while nobody has, becomes its first admin, and from then on only admins change
-/// its settings. Not anyone else: an agent who can open the card could otherwise make themselves sole admin of
-/// an account its real admin has set up, and lock them out.
+/// On an account with no admin yet, where anyone signed in may configure: the user who set the app up (who saved
+/// its settings first), or anyone while nobody has, becomes its first admin, and from then on only admins change
+/// its settings. Not anyone else: an agent who can open the card could otherwise make themselves sole admin of an
+/// account its real admin has set up, and lock them out (a later save does not make anyone the first saver).
 #[server(endpoint = "claim_admin")]
 pub async fn claim_admin(session: String) -> Result<AdminsAnswer, ServerFnError> {
     let (service, session) = super::settings::configuring(&session).await?;
     let by = format!("{} ({})", session.username, session.user_key);
-    let stored = service
+    let unreadable = |_| ServerFnError::new("the settings could not be read; try again");
+    let saved = service
         .load(&session.account_key)
         .await
-        .map_err(|_| ServerFnError::new("the settings could not be read; try again"))?;
-    if let Some(stored) = stored {
-        // `updated_by` is "name (user key)" for a save on the page; a CLI save names no user of the account.
-        if !stored
-            .updated_by
-            .ends_with(&format!("({})", session.user_key))
-        {
+        .map_err(|_| ServerFnError::new("the settings could not be read; try again"))?
+        .is_some();
+    if saved {
+        let first = service
+            .store()
+            .first_saved_by(&session.account_key)
+            .await
+            .map_err(unreadable)?
+            .unwrap_or_default();
+        // "name (user key)" for a save on the page; a CLI save ("cli:…") names no user of the account.
+        if !first.ends_with(&format!("({})", session.user_key)) {
+            let who = if first.is_empty() {
+                "unknown".to_owned()
+            } else {
+                first
+            };
             return Ok(Err(format!(
-                "Only the user who last saved these settings ({}) can make themselves this account's first \
-                 admin; or the app's operator adds one.",
-                stored.updated_by
+                "Only the user who first saved these settings ({who}) can make themselves this account's first \
+                 admin; or the app's operator adds one."
             )));
         }
     }
@@ -227,7 +236,7 @@ pub fn AdminsPanel(
                 }>
                 <p class="small" data-testid="admins-open">
                     "Anyone in your Infobip account who opens this page can change these settings, secrets and sync \
-                     included. The user who set the app up (who last saved these settings) can make themselves this \
+                     included. The user who set the app up (who first saved these settings) can make themselves this \
                      account's admin, to allow only the admins they list."
                 </p>
                 <div class="actions">

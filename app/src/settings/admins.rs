@@ -317,6 +317,22 @@ mod store {
             Ok(())
         }
 
+        /// Who saved the account's settings first (version 1 in the change log, which is never pruned): the
+        /// one user whose claim to be an open account's first admin counts. Not the last saver: on an open
+        /// account anyone may save, so "last" is anyone's for the price of one save.
+        pub async fn first_saved_by(
+            &self,
+            account_key: &str,
+        ) -> Result<Option<String>, StoreError> {
+            let row = sqlx::query(
+                "SELECT changed_by FROM settings_changes WHERE account_key = $1 AND version = 1",
+            )
+            .bind(account_key)
+            .fetch_optional(self.pool())
+            .await?;
+            Ok(row.map(|r| r.try_get(0)).transpose()?)
+        }
+
         /// Whether any account has an admin listed (for the start-up warning).
         pub async fn any_admins(&self) -> Result<bool, StoreError> {
             let row = sqlx::query("SELECT COUNT(*) FROM account_admins")
