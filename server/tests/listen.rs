@@ -42,6 +42,31 @@ async fn slow_headers_are_cut_off_and_shutdown_drains() {
         started.elapsed()
     );
 
+    // A connection that sends nothing at all, and one that goes silent after its first answer (keep-alive): each
+    // closed soon after the deadline too, not held for ever (a few hundred thousand such connections would take
+    // every file descriptor, and with it every signed call).
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "a silent connection was still open after 5 s");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: ibex\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "an idle keep-alive connection was still open after 5 s"
+    );
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+
     // A prompt client is served as usual.
     let answer = reqwest::get(format!("http://{addr}/healthz"))
         .await

@@ -171,6 +171,7 @@ pub async fn serve(
     builder
         .http2()
         .max_concurrent_streams(HTTP2_STREAMS_PER_CONNECTION);
+    let builder = std::sync::Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -195,12 +196,25 @@ pub async fn serve(
                 .map_request(|request: http::Request<hyper::body::Incoming>| {
                     request.map(axum::body::Body::new)
                 });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let (builder, watcher, first_byte) =
+            (builder.clone(), graceful.watcher(), limits.header_read);
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            // hyper's header deadline starts with a request's first byte: a client that connects and sends
+            // nothing would hold its connection (and a file descriptor) for ever.
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(first_byte, stream.peek(&mut first)).await,
+                Ok(Ok(1..))
+            ) {
+                return;
+            }
+            let connection = builder
+                .serve_connection_with_upgrades(
+                    TokioIo::new(stream),
+                    TowerToHyperService::new(service),
+                )
+                .into_owned();
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!("connection ended: {e}");
             }
         });
