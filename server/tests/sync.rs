@@ -30,6 +30,7 @@ fn config() -> SyncConfig {
         max_pages: SyncConfig::MAX_PAGES,
         max_run: SyncConfig::MAX_RUN,
         failures_kept: SyncConfig::FAILURES_KEPT,
+        max_page_records: SyncConfig::MAX_PAGE_RECORDS,
     }
 }
 

@@ -33,6 +33,7 @@ fn config() -> SyncConfig {
         max_pages: SyncConfig::MAX_PAGES,
         max_run: SyncConfig::MAX_RUN,
         failures_kept: SyncConfig::FAILURES_KEPT,
+        max_page_records: SyncConfig::MAX_PAGE_RECORDS,
     }
 }
 
@@ -771,6 +772,20 @@ async fn page_record_cap(backend: Backend) {
         "{run:?}"
     );
     assert_eq!(stored_failures(&h, id).await, 0);
+
+    // Raised by the operator (a partner that answers in one big page), the same page is read: its records
+    // fail the mapping one by one, and are counted.
+    let engine = SyncEngine::new(
+        &h.state,
+        SyncConfig {
+            max_page_records: 20_000,
+            ..config()
+        },
+    );
+    let id = engine.runs.enqueue(ACCOUNT, TO_PEOPLE, "t").await.unwrap();
+    let (_, outcome) = next_run(&engine, &h, Duration::from_secs(60)).await;
+    let run = engine.runs.get(id).await.unwrap().unwrap();
+    assert_eq!(run.counts.read, 10_001, "{outcome:?} {run:?}");
     h.finish().await;
 }
 

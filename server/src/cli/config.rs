@@ -341,6 +341,15 @@ pub struct Options {
         global = true
     )]
     pub sync_max_run_secs: u64,
+    /// Records one partner page may hold in a sync run; a page with more ends the run before any is mapped.
+    #[arg(
+        long,
+        env = "IBEX_SYNC_MAX_PAGE_RECORDS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000),
+        global = true
+    )]
+    pub sync_max_page_records: u64,
     /// Failed records kept per sync run (each cut to 4 KiB); past it the run only counts them.
     #[arg(
         long,
@@ -662,6 +671,7 @@ impl Options {
             max_pages: self.sync_max_pages,
             max_run: Duration::from_secs(self.sync_max_run_secs),
             failures_kept: self.sync_failures_kept,
+            max_page_records: usize::try_from(self.sync_max_page_records).unwrap_or(usize::MAX),
         })
     }
 

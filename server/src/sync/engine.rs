@@ -29,10 +29,6 @@ const PEOPLE_PAGE: usize = 100;
 /// Failed records a "Retry failed" run reads and sends at a time (each chunk committed like a page).
 const RETRY_CHUNK: usize = 100;
 
-/// Records one partner page may hold: a page with more ends the run before any of it is mapped. Within the 4 MiB
-/// answer limit, `[0,0,0,…]` is two million records, each a failure to build and hold until the page commits.
-pub const MAX_PAGE_RECORDS: usize = 10_000;
-
 /// How often the worker looks for accounts whose schedule is due.
 const SCHEDULE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -337,10 +333,11 @@ impl SyncEngine {
                 .get(&sync.to_people.output)
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
-            if count > MAX_PAGE_RECORDS {
+            let most = self.config.max_page_records;
+            if count > most {
                 return Outcome::Failed(format!(
-                    "the partner's page {} has {count} records, more than the {MAX_PAGE_RECORDS} one page may \
-                     have; the run stopped before writing it",
+                    "the partner's page {} has {count} records, more than the {most} one page may have \
+                     (IBEX_SYNC_MAX_PAGE_RECORDS); the run stopped before writing it",
                     checkpoint.pages + 1
                 ));
             }

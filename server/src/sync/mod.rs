@@ -38,6 +38,10 @@ pub struct SyncConfig {
     pub max_run: Duration,
     /// Failed records stored per run (each cut to `runs::MAX_RECORD_BYTES`); past it only the count goes on.
     pub failures_kept: u64,
+    /// Records one partner page may hold: a page with more ends the run before any of it is mapped. Within the
+    /// 4 MiB answer limit, `[0,0,0,…]` is two million records, each a failure to build and hold until the page
+    /// commits; a partner that answers everything in one page raises it (`IBEX_SYNC_MAX_PAGE_RECORDS`).
+    pub max_page_records: usize,
 }
 
 impl SyncConfig {
@@ -45,4 +49,5 @@ impl SyncConfig {
     pub const MAX_PAGES: u64 = 100_000;
     pub const MAX_RUN: Duration = Duration::from_secs(6 * 3600);
     pub const FAILURES_KEPT: u64 = 1000;
+    pub const MAX_PAGE_RECORDS: usize = 10_000;
 }

@@ -592,6 +592,7 @@ mod tests {
             max_pages: SyncConfig::MAX_PAGES,
             max_run: SyncConfig::MAX_RUN,
             failures_kept: SyncConfig::FAILURES_KEPT,
+            max_page_records: SyncConfig::MAX_PAGE_RECORDS,
         };
         let limits = Limits::new(&config, Arc::new(crate::ops::metrics::Metrics::new()));
         let sync: SyncSpec =
