@@ -165,6 +165,34 @@ impl ApiError {
         }
     }
 
+    /// Whether this refusal came before the request's signature (or card token) was checked.
+    pub fn before_verification(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Signature(_)
+                | ApiError::Replayed
+                | ApiError::BodyTooLarge { .. }
+                | ApiError::BodyUnreadable
+                | ApiError::BodyTimeout { .. }
+                | ApiError::UnknownFunction(_)
+                | ApiError::InvalidPath(_)
+                | ApiError::MethodNotAllowed { .. }
+                | ApiError::CardTokenMissing
+                | ApiError::CardTokenUnknown
+                | ApiError::Overloaded
+        )
+    }
+
+    /// The partner's or People's HTTP status behind this error, when one of them answered: what the activity
+    /// view counts failures by, beside the code.
+    pub fn upstream_status(&self) -> Option<u16> {
+        match self {
+            ApiError::Partner(e) => e.partner_status(),
+            ApiError::People(crate::sync::people::WriteError::Refused(status)) => Some(*status),
+            _ => None,
+        }
+    }
+
     fn details(&self) -> Option<Value> {
         match self {
             ApiError::Partner(e) => e.partner_status().map(|s| json!({ "partner_status": s })),
@@ -204,6 +232,8 @@ impl IntoResponse for ApiError {
         }
         response.extensions_mut().insert(ErrorReport {
             code,
+            unverified: self.before_verification(),
+            status: self.upstream_status(),
             detail: self.to_string(),
         });
         response
@@ -215,5 +245,10 @@ impl IntoResponse for ApiError {
 #[derive(Debug, Clone)]
 pub struct ErrorReport {
     pub code: &'static str,
+    /// The partner's or People's HTTP status, when one of them answered with an error.
+    pub status: Option<u16>,
+    /// Refused before the caller was known to hold the signing secret (or a card token): the account key it
+    /// named proves nothing.
+    pub unverified: bool,
     pub detail: String,
 }

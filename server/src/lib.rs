@@ -3,6 +3,7 @@
 
 #![recursion_limit = "256"]
 
+pub mod activity;
 pub mod card;
 pub mod cli;
 pub mod errors;

@@ -187,6 +187,11 @@ fn pages(state: &AppState) -> Router<AppState> {
                 config: state.sync.clone(),
             }) as Arc<dyn app::pages::sync_panel::SyncSource>
         });
+    let activity: Arc<dyn app::pages::activity_panel::ActivitySource> =
+        Arc::new(crate::activity::view::ServerActivity {
+            store: crate::activity::store::ActivityStore::new(state.settings.store().clone()),
+            settings: state.settings.store().clone(),
+        });
     let leptos_options = (*state.leptos_options).clone();
     Router::new()
         .route("/oauth/start", get(oauth::start))
@@ -203,6 +208,7 @@ fn pages(state: &AppState) -> Router<AppState> {
                     provide_context(probe.clone());
                 }
                 provide_context(card.clone());
+                provide_context(activity.clone());
                 if let Some(endpoint) = &custom_card {
                     provide_context(endpoint.clone());
                 }
@@ -236,7 +242,7 @@ fn function_route(
         let plan = plan.clone();
         move |State(state): State<AppState>, request: Request| serve(state, plan, request)
     };
-    let wrong_method = move |request: Request| async move {
+    let wrong_method = move |State(state): State<AppState>, request: Request| async move {
         let (started, call) = (Instant::now(), Call::of(&request));
         let got = request.method().to_string();
         drain(request, body_timeout).await;
@@ -245,7 +251,7 @@ fn function_route(
             expected: method.as_str(),
             got,
         };
-        finish(&plan, &call, started, Err(error))
+        finish(&state, &plan, &call, started, Err(error))
     };
     axum::routing::on(filter, handler).fallback(wrong_method)
 }

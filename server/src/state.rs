@@ -91,6 +91,8 @@ pub struct Shared {
     pub sync: crate::sync::SyncConfig,
     /// People's rate limits per account, shared by this instance's sync worker and the Moments endpoint.
     pub people_limits: Arc<crate::sync::people::Limits>,
+    /// Every surface's calls, counted per account for the activity view (`activity`).
+    pub activity: crate::activity::Activity,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -197,6 +199,7 @@ impl AppState {
             admin_policy: Arc::new(options.admin_policy()),
             sync,
             people_limits,
+            activity: crate::activity::Activity::new(options.activity()),
             definition,
         })))
     }

@@ -358,6 +358,34 @@ fn served_instance_called_with_ibex_call_logs_no_secret() {
     ] {
         assert!(!logs.contains(secret), "a secret reached the logs: {logs}");
     }
+
+    // The calls were written when the server stopped (its last flush, well within the 10 s interval), and
+    // `ibex activity` shows them: the account's own calls, its failure with the partner's status, and nobody
+    // else's (NOBODY was never configured, so its call named an account that proves nothing beyond the key).
+    let out = env.run(&["activity", "ACC", "--period", "hour"]);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    assert!(said.contains("2 calls, 1 failed"), "{said}");
+    assert!(
+        said.contains("order-status") && said.contains("customer-lookup"),
+        "{said}"
+    );
+    assert!(
+        said.contains("partner_client_error (404)") || said.contains("partner_client_error ("),
+        "{said}"
+    );
+    assert!(
+        !said.contains(SHOP_KEY) && !said.contains(SIGNING),
+        "{said}"
+    );
+    let out = env.run(&["activity", "OTHER", "--period", "week"]);
+    assert!(
+        text(&out.stdout).contains("0 calls, 0 failed"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = env.run(&["activity", "ACC", "--period", "year"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 
 /// `ibex settings import`: each good line saved (secrets sealed like any save), each bad one named by its number

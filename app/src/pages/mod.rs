@@ -1,3 +1,4 @@
+pub mod activity_panel;
 pub mod admins_panel;
 pub mod card;
 pub mod custom_card;

@@ -51,6 +51,8 @@ pub struct SettingsView {
     pub user_key: String,
     /// The account's listed admins, for those who may change them.
     pub admins: Vec<crate::settings::admins::AdminEntry>,
+    /// What the account's calls did in the last day, for those who may change the settings.
+    pub activity: Option<super::activity_panel::ActivityView>,
 }
 
 /// The settings service and the session every server function starts from. A token that does not open
@@ -205,7 +207,12 @@ pub async fn load_settings(session: String) -> Result<SettingsView, ServerFnErro
         ),
         _ => None,
     };
+    let activity = match admin {
+        true => super::activity_panel::initial(&session.account_key).await?,
+        false => None,
+    };
     Ok(SettingsView {
+        activity,
         custom_card,
         sync,
         admins: if admin { admins } else { Vec::new() },
@@ -317,7 +324,7 @@ fn SettingsOverview(view: SettingsView, session: String) -> impl IntoView {
             access => view! {
                 <SettingsIsland fields=view.fields version=view.version can_test=view.can_test session
                     last_change sync=view.sync custom_card=view.custom_card access admins=view.admins
-                    user_key=view.user_key/>
+                    user_key=view.user_key activity=view.activity/>
             }.into_any(),
         }}
     }
@@ -390,13 +397,15 @@ fn SettingsIsland(
     access: crate::settings::admins::Access,
     admins: Vec<crate::settings::admins::AdminEntry>,
     user_key: String,
+    activity: Option<super::activity_panel::ActivityView>,
 ) -> impl IntoView {
     view! {
         <SettingsForm fields version can_test session=session.clone()/>
         <p class="muted small" data-testid="last-change">{last_change}</p>
         <super::admins_panel::AdminsPanel access admins user_key session=session.clone()/>
         {sync.map(|status| view! { <super::sync_panel::SyncPanel status session=session.clone()/> })}
-        {custom_card.map(|status| view! { <super::custom_card::CustomCardPanel status session/> })}
+        {custom_card.map(|status| view! { <super::custom_card::CustomCardPanel status session=session.clone()/> })}
+        {activity.map(|activity| view! { <super::activity_panel::ActivityPanel activity session/> }.into_any())}
     }
 }
 

@@ -110,6 +110,7 @@ impl ServerCard {
                     &sign_in.account_key,
                     conversation,
                     AgentLocale::from_tag(&sign_in.locale),
+                    crate::activity::Surface::Card,
                 )
                 .await
             }

@@ -4,6 +4,7 @@
 //! account's settings: there is no second way to reach the partner.
 
 use super::format::AgentLocale;
+use crate::activity::{CallRecord, Surface};
 use crate::errors::ApiError;
 use crate::partner::PartnerError;
 use crate::signed::inputs::Inputs;
@@ -17,6 +18,7 @@ use app::pages::card::{ActionView, AskView, ListView, PartnerPart, RowAction, Ro
 use app::settings::{ResolvedSettings, SettingsError};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 /// The longest value an agent may type into an action's input.
 pub const MAX_TYPED_CHARS: usize = 2000;
@@ -30,8 +32,13 @@ pub async fn partner_part(
     account_key: &str,
     conversation: Conversation,
     locale: AgentLocale,
+    surface: Surface,
 ) -> PartnerPart {
-    let (scope, settings) = match found(state, card, account_key, conversation).await {
+    let who = Who {
+        account: account_key,
+        surface,
+    };
+    let (scope, settings) = match found(state, card, who, conversation).await {
         Ok(found) => found,
         Err(part) => return part,
     };
@@ -57,7 +64,7 @@ pub async fn partner_part(
         .collect();
     let list = match &card.list {
         None => None,
-        Some(list) => match items(state, list, &scope, &settings).await {
+        Some(list) => match items(state, who, list, &scope, &settings).await {
             Ok(items) => Some(ListView {
                 title: list.title.clone(),
                 rows: items
@@ -84,7 +91,7 @@ pub async fn partner_part(
 async fn found(
     state: &AppState,
     card: &CardSpec,
-    account_key: &str,
+    who: Who<'_>,
     conversation: Conversation,
 ) -> Result<(CardScope, std::sync::Arc<ResolvedSettings>), PartnerPart> {
     let address = conversation
@@ -108,13 +115,18 @@ async fn found(
         Pick::Lookup(lookup) => Some(lookup),
         Pick::NoneFits => None,
     };
-    let settings = match state.settings.resolved(account_key).await {
+    let started = Instant::now();
+    let settings = match state.settings.resolved(who.account).await {
         Ok(settings) => settings,
-        Err(SettingsError::NotConfigured { .. }) => return Err(PartnerPart::NotConfigured),
         Err(e) => {
+            let e = ApiError::from(e);
+            who.count(state, "settings", started, &Err::<(), _>(&e));
+            if matches!(e, ApiError::Settings(SettingsError::NotConfigured { .. })) {
+                return Err(PartnerPart::NotConfigured);
+            }
             return Err(PartnerPart::Failed {
-                message: failure(state, &e.into()),
-            })
+                message: failure(state, &e),
+            });
         }
     };
     let Some(lookup) = lookup else {
@@ -128,6 +140,7 @@ async fn found(
     };
     match call(
         state,
+        who,
         &lookup.function,
         &lookup.inputs,
         &scope,
@@ -187,11 +200,21 @@ fn pick_lookup<'a>(card: &'a CardSpec, address: &str, channel: &str) -> Pick<'a>
 /// The list's rows as the partner answered them.
 async fn items(
     state: &AppState,
+    who: Who<'_>,
     list: &CardList,
     scope: &CardScope,
     settings: &ResolvedSettings,
 ) -> Result<Vec<Value>, ApiError> {
-    let outputs = call(state, &list.function, &list.inputs, scope, settings, None).await?;
+    let outputs = call(
+        state,
+        who,
+        &list.function,
+        &list.inputs,
+        scope,
+        settings,
+        None,
+    )
+    .await?;
     Ok(match outputs.get(&list.output) {
         Some(Value::Array(items)) => items.clone(),
         _ => Vec::new(),
@@ -250,12 +273,17 @@ pub async fn act(
             "`{name}` is longer than {MAX_TYPED_CHARS} characters; shorten it."
         ));
     }
-    let (mut scope, settings) = match found(state, card, account_key, conversation).await {
+    // Actions are the framed card's only: the Custom cards answer has no buttons.
+    let who = Who {
+        account: account_key,
+        surface: Surface::Card,
+    };
+    let (mut scope, settings) = match found(state, card, who, conversation).await {
         Ok(found) => found,
         Err(PartnerPart::Failed { message }) => return Err(message),
         Err(_) => return Err(gone()),
     };
-    let items = items(state, list, &scope, &settings)
+    let items = items(state, who, list, &scope, &settings)
         .await
         .map_err(|e| failure(state, &e))?;
     let item = items
@@ -272,6 +300,7 @@ pub async fn act(
         .collect();
     match call(
         state,
+        who,
         &action.function,
         &action.inputs,
         &scope,
@@ -348,9 +377,35 @@ pub fn safe_link(raw: &str) -> Option<String> {
     matches!(url.scheme(), "http" | "https").then(|| url.to_string())
 }
 
-/// One function of the definition with inputs rendered from the card's scope.
+/// Whose card asks, and which kind of card: what the account's activity counts each call under.
+#[derive(Clone, Copy)]
+pub struct Who<'a> {
+    pub account: &'a str,
+    pub surface: Surface,
+}
+
+impl Who<'_> {
+    fn count<T>(
+        &self,
+        state: &AppState,
+        function: &str,
+        started: Instant,
+        outcome: &Result<T, &ApiError>,
+    ) {
+        state.activity.record(&CallRecord::of(
+            self.account,
+            self.surface,
+            function,
+            started.elapsed(),
+            outcome.as_ref().err().copied(),
+        ));
+    }
+}
+
+/// One function of the definition with inputs rendered from the card's scope, counted in the account's activity.
 async fn call(
     state: &AppState,
+    who: Who<'_>,
     function: &str,
     inputs: &BTreeMap<String, String>,
     scope: &CardScope,
@@ -369,7 +424,10 @@ async fn call(
             .map(|(name, text)| (name.clone(), Value::from(scope.render(text)))),
     );
     let inputs = Inputs::from_values(&plan.function, &given)?;
-    call_partner(state, plan, settings, &inputs).await
+    let started = Instant::now();
+    let outcome = call_partner(state, plan, settings, &inputs).await;
+    who.count(state, function, started, &outcome.as_ref().map(|_| ()));
+    outcome
 }
 
 /// What the agent reads when the partner part fails; the cause goes to the log.

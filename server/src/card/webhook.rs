@@ -89,7 +89,15 @@ pub async fn custom_card(
     conversation.insert("customerNumber", Value::from(customer));
     // Conversations names no agent locale; the admin may add `locale=…` to the URL.
     let locale = AgentLocale::from_tag(query.get("locale").map_or("", String::as_str));
-    let part = partner_part(&state, card, &account_key, conversation, locale).await;
+    let part = partner_part(
+        &state,
+        card,
+        &account_key,
+        conversation,
+        locale,
+        crate::activity::Surface::CustomCard,
+    )
+    .await;
     Ok(answer(&state.definition.app.name, part))
 }
 

@@ -78,6 +78,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CommandError> {
         } => call(&options, &function, &inputs, &account, url).await,
         Command::Keys(KeysCommand::Rewrap { dry_run }) => keys_rewrap(&options, dry_run).await,
         Command::Admins(command) => admins(&options, command).await,
+        Command::Activity { account, period } => activity(&options, &account, &period).await,
         Command::Migrate => {
             let settings = open_settings(&options, Arc::new(options.definition()?)).await?;
             settings.store().close().await;
@@ -146,6 +147,11 @@ async fn serve(options: &Options) -> Result<ExitCode, CommandError> {
     if state.definition.sync.is_some() && state.sync.worker {
         crate::sync::engine::SyncEngine::for_instance(&state).spawn(state.clone());
     }
+    let activity = crate::activity::flush::Writer::new(
+        state.activity.clone(),
+        crate::activity::store::ActivityStore::new(state.settings.store().clone()),
+    );
+    activity.spawn();
     let bind_error = |source| CommandError::Bind {
         addr: options.addr.to_string(),
         source,
@@ -190,6 +196,33 @@ async fn serve(options: &Options) -> Result<ExitCode, CommandError> {
             .await
             .map_err(CommandError::Serve)?;
     }
+    // The calls counted since the last write: a restart within a minute adds to the same minute's rows.
+    if let Err(e) = activity.flush().await {
+        tracing::warn!(error = %e, "activity: the last counters could not be written");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn activity(
+    options: &Options,
+    account: &str,
+    period: &str,
+) -> Result<ExitCode, CommandError> {
+    use crate::activity::view::{as_text, Period, ServerActivity};
+    let settings = open_settings(options, Arc::new(options.definition()?)).await?;
+    let store = settings.store().clone();
+    let Some(period) = Period::parse(period) else {
+        eprintln!("--period must be hour, day or week");
+        return Ok(ExitCode::from(2));
+    };
+    let source = ServerActivity {
+        store: crate::activity::store::ActivityStore::new(store.clone()),
+        settings: store.clone(),
+    };
+    let view = source.view(account, period).await;
+    store.close().await;
+    let view = view.map_err(|e| CommandError::Settings(e.into()))?;
+    print!("{}", as_text(account, &view));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -358,6 +358,33 @@ pub struct Options {
         global = true
     )]
     pub sync_failures_kept: u64,
+    /// How often the activity counters (the configuration page's activity view) are written to the database.
+    #[arg(
+        long,
+        env = "IBEX_ACTIVITY_FLUSH_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3600),
+        global = true
+    )]
+    pub activity_flush_secs: u64,
+    /// Days the activity view's hourly figures and failed calls are kept.
+    #[arg(
+        long,
+        env = "IBEX_ACTIVITY_RETENTION_DAYS",
+        default_value_t = 8,
+        value_parser = clap::value_parser!(u64).range(1..=400),
+        global = true
+    )]
+    pub activity_retention_days: u64,
+    /// Accounts whose calls the activity view counts in memory at once; further accounts are not counted.
+    #[arg(
+        long,
+        env = "IBEX_ACTIVITY_MAX_ACCOUNTS",
+        default_value_t = 100_000,
+        value_parser = clap::value_parser!(u64).range(1..=10_000_000),
+        global = true
+    )]
+    pub activity_max_accounts: u64,
     /// How often an idle sync worker looks for due runs.
     #[arg(long, env = "IBEX_SYNC_POLL_MS", default_value_t = 1000, global = true)]
     pub sync_poll_ms: u64,
@@ -418,6 +445,13 @@ pub enum Command {
     /// that decides (`IBEX_ADMIN_ROLE`).
     #[command(subcommand)]
     Admins(AdminsCommand),
+    /// What an account's calls did: calls per function and surface, failures by cause, time taken, the last
+    /// failed calls and the credentials' state (the configuration page's activity view).
+    Activity {
+        account: String,
+        #[arg(long, value_parser = ["hour", "day", "week"], default_value = "day")]
+        period: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -645,6 +679,14 @@ impl Options {
             session_ttl: Duration::from_secs(self.session_ttl_secs),
             scope: self.oauth_scope.clone(),
         })
+    }
+
+    pub fn activity(&self) -> crate::activity::ActivityConfig {
+        crate::activity::ActivityConfig {
+            flush_every: Duration::from_secs(self.activity_flush_secs.max(1)),
+            retention: Duration::from_secs(self.activity_retention_days.saturating_mul(24 * 3600)),
+            max_accounts: usize::try_from(self.activity_max_accounts).unwrap_or(usize::MAX),
+        }
     }
 
     /// People sync's limits and where an account's People base URL may point.

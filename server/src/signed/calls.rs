@@ -1,6 +1,7 @@
 //! The signed routes' log: one line per call, written when the answer is known, under the target
 //! `ibex::calls` (named, not this module's path, so the documented `IBEX_LOG` filter outlives a move).
 
+use crate::activity::{Activity, CallRecord, Surface, Upstream};
 use crate::errors::ErrorReport;
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
@@ -14,6 +15,8 @@ pub struct Call {
     id: Option<HeaderValue>,
     method: http::Method,
     uri: http::Uri,
+    /// The account key the request names (proven only once its signature checks out).
+    account: Option<HeaderValue>,
 }
 
 impl Call {
@@ -22,7 +25,40 @@ impl Call {
             id: request.headers().get(REQUEST_ID).cloned(),
             method: request.method().clone(),
             uri: request.uri().clone(),
+            account: request
+                .headers()
+                .get(crate::signed::signature::ACCOUNT_KEY_NAME)
+                .cloned(),
         }
+    }
+
+    /// Counts the call in the account's activity (`activity`): its function, outcome and time, never its body.
+    pub fn count(
+        &self,
+        activity: &Activity,
+        function: &str,
+        elapsed: std::time::Duration,
+        response: &Response,
+    ) {
+        let Some(account) = self.account.as_ref().and_then(|v| v.to_str().ok()) else {
+            return;
+        };
+        let report = response.extensions().get::<ErrorReport>();
+        activity.record(&CallRecord {
+            account,
+            surface: Surface::Signed,
+            function,
+            elapsed,
+            code: report.map(|r| r.code),
+            status: report.and_then(|r| r.status),
+            request_id: self
+                .id
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default(),
+            verified: report.is_none_or(|r| !r.unverified),
+            upstream: Upstream::Partner,
+        });
     }
 
     /// One line for a refused or failed call, from the report `ApiError` left on the response; a successful

@@ -24,11 +24,13 @@ pub async fn serve(state: AppState, plan: Arc<FunctionPlan>, request: Request) -
     let started = Instant::now();
     let call = Call::of(&request);
     let outcome = invoke(&state, &plan, request).await;
-    finish(&plan, &call, started, outcome)
+    finish(&state, &plan, &call, started, outcome)
 }
 
-/// Counts the call in the function's metrics and logs it (failures at INFO or WARN, the rest at DEBUG).
+/// Counts the call in the function's metrics and the account's activity, and logs it (failures at INFO or
+/// WARN, the rest at DEBUG).
 pub fn finish(
+    state: &AppState,
     plan: &FunctionPlan,
     call: &Call,
     started: Instant,
@@ -36,8 +38,10 @@ pub fn finish(
 ) -> Response {
     let mut response = outcome.into_response();
     oauth::protect(response.headers_mut(), oauth::NOT_FRAMED);
+    let elapsed = started.elapsed();
     plan.metrics
-        .observe_call(response.status().as_u16(), started.elapsed());
+        .observe_call(response.status().as_u16(), elapsed);
+    call.count(&state.activity, &plan.function.name, elapsed, &response);
     call.log(&response);
     response
 }

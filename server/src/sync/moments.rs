@@ -26,9 +26,18 @@ pub const PATH: &str = "/sync/people-changed";
 const PEOPLE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(8);
 
 pub async fn people_changed(State(state): State<AppState>, request: Request) -> Response {
-    let call = crate::signed::calls::Call::of(&request);
+    let (started, call) = (
+        std::time::Instant::now(),
+        crate::signed::calls::Call::of(&request),
+    );
     let mut response = write_person(&state, request).await.into_response();
     oauth::protect(response.headers_mut(), oauth::NOT_FRAMED);
+    call.count(
+        &state.activity,
+        "people-changed",
+        started.elapsed(),
+        &response,
+    );
     call.log(&response);
     response
 }

@@ -1,0 +1,339 @@
+//! The activity counters in memory: one window per account, filled by every call on whichever thread serves it,
+//! and emptied by the writer (`flush.rs`) every few seconds. A call costs a clock read, a hash of the account
+//! key and a short lock of one of 64 shards; nothing on the call's path waits for the database.
+
+use super::{CallRecord, Surface, Upstream, LATENCY_BUCKETS};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Failed calls each account keeps in the view: the window keeps the newest of them too.
+pub const FAILURES_KEPT: usize = 50;
+const SHARDS: usize = 64;
+/// An account with no call for this long leaves memory at the next drain (its rows stay in the database).
+const IDLE_MS: i64 = 24 * 3600 * 1000;
+
+type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+pub struct Recorder {
+    shards: Box<[Mutex<Map<Arc<str>, AccountWindow>>]>,
+    accounts: AtomicUsize,
+    max_accounts: usize,
+    /// Calls not counted because `max_accounts` accounts were already in memory, or whose account could not be
+    /// told (an unverified signature naming an account with no verified call).
+    pub dropped: AtomicU64,
+    hasher: foldhash::fast::FixedState,
+}
+
+/// What one account's calls did since the last drain.
+#[derive(Debug, Default)]
+pub struct AccountWindow {
+    pub cells: Vec<Cell>,
+    /// Newest last; at most `FAILURES_KEPT`.
+    pub failures: Vec<FailedCall>,
+    pub partner: Signal,
+    pub people: Signal,
+    last_seen_ms: i64,
+}
+
+/// One surface's and function's calls within one minute.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    pub surface: Surface,
+    pub function: Arc<str>,
+    pub minute_ms: i64,
+    pub calls: u64,
+    pub failures: u64,
+    pub latency: [u64; LATENCY_BUCKETS],
+    /// (code, upstream status or 0, calls)
+    pub outcomes: Vec<(&'static str, u16, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedCall {
+    pub at_ms: i64,
+    pub request_id: String,
+    pub surface: Surface,
+    pub function: Arc<str>,
+    pub code: &'static str,
+    pub status: u16,
+}
+
+/// What one source (the partner, or People) said of an account's credentials within a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Signal {
+    /// The first 401/403 after the window's last accepted call (or from the window's start).
+    pub failing_from_ms: Option<i64>,
+    /// The last 401/403 and its status.
+    pub last_failure: Option<(i64, u16)>,
+    pub last_ok_ms: Option<i64>,
+}
+
+impl Signal {
+    fn failed(&mut self, at_ms: i64, status: u16) {
+        if self.failing_from_ms.is_none() {
+            self.failing_from_ms = Some(at_ms);
+        }
+        self.last_failure = Some((at_ms, status));
+    }
+
+    fn accepted(&mut self, at_ms: i64) {
+        self.failing_from_ms = None;
+        self.last_ok_ms = Some(at_ms);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.last_failure.is_none() && self.last_ok_ms.is_none()
+    }
+
+    /// Whether the window ended with the credentials refused.
+    pub fn ends_failing(&self) -> bool {
+        self.failing_from_ms.is_some()
+    }
+}
+
+/// Which kind of credentials a call's outcome speaks of, if any.
+enum Credentials {
+    Partner,
+    People,
+}
+
+impl Recorder {
+    pub fn new(max_accounts: usize) -> Self {
+        Recorder {
+            shards: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
+            accounts: AtomicUsize::new(0),
+            max_accounts,
+            dropped: AtomicU64::new(0),
+            hasher: foldhash::fast::FixedState::with_seed(0x1b3e),
+        }
+    }
+
+    fn shard(&self, account: &str) -> &Mutex<Map<Arc<str>, AccountWindow>> {
+        use std::hash::BuildHasher;
+        let index = self.hasher.hash_one(account) as usize % SHARDS;
+        &self.shards[index]
+    }
+
+    /// Counts one call. `verified` says whether the account key was proven (a valid signature, a card session,
+    /// a card token, the sync worker): an unproven key is counted only for an account that already has verified
+    /// calls in memory, so nobody can fill the view (or the account bound) with made-up accounts.
+    pub fn record(&self, call: &CallRecord<'_>, now_ms: i64) {
+        if call.account.is_empty() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Ok(mut shard) = self.shard(call.account).lock() else {
+            return;
+        };
+        let window = match shard.get_mut(call.account) {
+            Some(window) => window,
+            None => {
+                if !call.verified || self.accounts.load(Ordering::Relaxed) >= self.max_accounts {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                self.accounts.fetch_add(1, Ordering::Relaxed);
+                shard.entry(call.account.into()).or_default()
+            }
+        };
+        window.add(call, now_ms);
+    }
+
+    /// Takes every account's window, leaving the accounts in memory (an account idle for a day leaves).
+    pub fn drain(&self, now_ms: i64) -> Vec<(Arc<str>, AccountWindow)> {
+        let mut drained = Vec::new();
+        for shard in self.shards.iter() {
+            let Ok(mut shard) = shard.lock() else {
+                continue;
+            };
+            let before = shard.len();
+            shard.retain(|_, window| now_ms - window.last_seen_ms < IDLE_MS);
+            self.accounts
+                .fetch_sub(before - shard.len(), Ordering::Relaxed);
+            for (account, window) in shard.iter_mut() {
+                if window.has_news() {
+                    let last_seen_ms = window.last_seen_ms;
+                    let taken = std::mem::take(window);
+                    window.last_seen_ms = last_seen_ms;
+                    drained.push((account.clone(), taken));
+                }
+            }
+        }
+        drained
+    }
+
+    /// Accounts in memory now.
+    pub fn accounts(&self) -> usize {
+        self.accounts.load(Ordering::Relaxed)
+    }
+}
+
+impl AccountWindow {
+    fn has_news(&self) -> bool {
+        !self.cells.is_empty() || !self.partner.is_empty() || !self.people.is_empty()
+    }
+
+    fn add(&mut self, call: &CallRecord<'_>, now_ms: i64) {
+        self.last_seen_ms = now_ms;
+        let minute_ms = now_ms - now_ms.rem_euclid(60_000);
+        let cell = match self.cells.iter().position(|c| {
+            c.minute_ms == minute_ms && c.surface == call.surface && *c.function == *call.function
+        }) {
+            Some(i) => &mut self.cells[i],
+            None => {
+                self.cells.push(Cell {
+                    surface: call.surface,
+                    function: call.function.into(),
+                    minute_ms,
+                    calls: 0,
+                    failures: 0,
+                    latency: [0; LATENCY_BUCKETS],
+                    outcomes: Vec::new(),
+                });
+                let last = self.cells.len() - 1;
+                &mut self.cells[last]
+            }
+        };
+        cell.calls += 1;
+        cell.latency[super::latency_bucket(call.elapsed)] += 1;
+        let status = call.status.unwrap_or(0);
+        if let Some(code) = call.code {
+            cell.failures += 1;
+            match cell
+                .outcomes
+                .iter_mut()
+                .find(|(c, s, _)| *c == code && *s == status)
+            {
+                Some(outcome) => outcome.2 += 1,
+                None => cell.outcomes.push((code, status, 1)),
+            }
+            if self.failures.len() == FAILURES_KEPT {
+                self.failures.remove(0);
+            }
+            let function = cell.function.clone();
+            self.failures.push(FailedCall {
+                at_ms: now_ms,
+                request_id: call.request_id.chars().take(64).collect(),
+                surface: call.surface,
+                function,
+                code,
+                status,
+            });
+        }
+        match credentials(call.code, status, call.upstream) {
+            Some((Credentials::Partner, true)) => self.partner.failed(now_ms, status),
+            Some((Credentials::Partner, false)) => self.partner.accepted(now_ms),
+            Some((Credentials::People, true)) => self.people.failed(now_ms, status),
+            Some((Credentials::People, false)) => self.people.accepted(now_ms),
+            None => {}
+        }
+    }
+}
+
+/// What an outcome says of the account's credentials: `(whose, refused)`. A call that succeeded reached the
+/// partner with them; an answer other than 401/403 means the partner accepted them (a 404 is about the record);
+/// failures that never reached anyone (settings missing, a timeout) say nothing.
+fn credentials(
+    code: Option<&'static str>,
+    status: u16,
+    upstream: Upstream,
+) -> Option<(Credentials, bool)> {
+    match code {
+        None => Some((
+            match upstream {
+                Upstream::Partner => Credentials::Partner,
+                Upstream::People => Credentials::People,
+            },
+            false,
+        )),
+        Some("partner_client_error") => Some((Credentials::Partner, matches!(status, 401 | 403))),
+        Some("partner_bad_answer") => Some((Credentials::Partner, false)),
+        Some("people_key_refused") => Some((Credentials::People, true)),
+        Some("people_refused") => Some((Credentials::People, false)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn call<'a>(
+        account: &'a str,
+        code: Option<&'static str>,
+        status: Option<u16>,
+    ) -> CallRecord<'a> {
+        CallRecord {
+            account,
+            surface: Surface::Signed,
+            function: "order-status",
+            elapsed: Duration::from_millis(3),
+            code,
+            status,
+            request_id: "req-1",
+            verified: true,
+            upstream: Upstream::Partner,
+        }
+    }
+
+    #[test]
+    fn calls_of_one_minute_share_a_cell_and_failures_keep_their_code() {
+        let recorder = Recorder::new(10);
+        let t = 1_700_000_000_000 - 1_700_000_000_000 % 60_000;
+        recorder.record(&call("acc", None, None), t + 1);
+        recorder.record(&call("acc", Some("partner_client_error"), Some(401)), t + 2);
+        recorder.record(&call("acc", None, None), t + 60_000);
+        let drained = recorder.drain(t + 60_001);
+        assert_eq!(drained.len(), 1);
+        let window = &drained[0].1;
+        assert_eq!(window.cells.len(), 2);
+        assert_eq!(window.cells[0].calls, 2);
+        assert_eq!(window.cells[0].failures, 1);
+        assert_eq!(
+            window.cells[0].outcomes,
+            vec![("partner_client_error", 401, 1)]
+        );
+        assert_eq!(window.failures.len(), 1);
+        assert_eq!(window.failures[0].status, 401);
+        // Failed at t+2, accepted again at t+60000: the window ends working.
+        assert_eq!(window.partner.last_failure, Some((t + 2, 401)));
+        assert!(!window.partner.ends_failing());
+        // Drained: nothing new until the next call.
+        assert!(recorder.drain(t + 60_002).is_empty());
+    }
+
+    #[test]
+    fn unverified_calls_count_only_for_known_accounts_and_the_bound_holds() {
+        let recorder = Recorder::new(2);
+        let mut unverified = call("ghost", Some("signature_mismatch"), None);
+        unverified.verified = false;
+        recorder.record(&unverified, 1);
+        assert_eq!(recorder.accounts(), 0);
+        recorder.record(&call("a", None, None), 1);
+        recorder.record(&call("b", None, None), 1);
+        recorder.record(&call("c", None, None), 1);
+        assert_eq!(recorder.accounts(), 2);
+        assert_eq!(recorder.dropped.load(Ordering::Relaxed), 2);
+        unverified.account = "a";
+        recorder.record(&unverified, 2);
+        let drained = recorder.drain(3);
+        let a = drained.iter().find(|(k, _)| &**k == "a").unwrap();
+        assert_eq!(a.1.cells[0].calls, 2);
+    }
+
+    #[test]
+    fn the_newest_failures_are_kept_and_idle_accounts_leave() {
+        let recorder = Recorder::new(10);
+        for i in 0..(FAILURES_KEPT as i64 + 5) {
+            recorder.record(&call("a", Some("partner_timeout"), None), i);
+        }
+        let drained = recorder.drain(100);
+        assert_eq!(drained[0].1.failures.len(), FAILURES_KEPT);
+        assert_eq!(drained[0].1.failures[0].at_ms, 5);
+        assert_eq!(recorder.accounts(), 1);
+        recorder.drain(100 + IDLE_MS);
+        assert_eq!(recorder.accounts(), 0);
+    }
+}

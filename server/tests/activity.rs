@@ -1,0 +1,273 @@
+//! The activity view (issue 28), on both settings backends: real signed calls through ibex are counted per
+//! function with their outcomes and the partner's status, the last failed calls hold nothing secret, the
+//! credentials' state follows the partner's 401s, counters written by a restarted instance add to the same
+//! minute, an unproven account key counts for nobody, and only the account's admins can read the view.
+
+mod common;
+
+use common::{client, follow, portal_launch, Backend, Harness, ACCOUNT, SECRET, SHOP_KEY};
+use ibex::activity::flush::Writer;
+use ibex::activity::store::{ActivityStore, MINUTE_MS};
+use ibex::activity::view::{Period, ServerActivity};
+use ibex::activity::{Activity, ActivityConfig, CallRecord, Surface, Upstream};
+use serde_json::{json, Value};
+use sqlx::Row;
+use std::time::Duration;
+
+fn writer(h: &Harness) -> std::sync::Arc<Writer> {
+    Writer::new(
+        h.state.activity.clone(),
+        ActivityStore::new(h.state.settings.store().clone()),
+    )
+}
+
+fn source(h: &Harness) -> ServerActivity {
+    ServerActivity {
+        store: ActivityStore::new(h.state.settings.store().clone()),
+        settings: h.state.settings.store().clone(),
+    }
+}
+
+/// Every row of the activity tables, as text: what a database dump would give away.
+async fn dump(h: &Harness) -> String {
+    let mut out = String::new();
+    for (table, columns) in [
+        (
+            "activity_calls",
+            "account_key || '|' || surface || '|' || function",
+        ),
+        (
+            "activity_outcomes",
+            "account_key || '|' || function || '|' || code",
+        ),
+        (
+            "activity_failures",
+            "account_key || '|' || request_id || '|' || function || '|' || code",
+        ),
+    ] {
+        for row in sqlx::query(&format!("SELECT {columns} FROM {table}"))
+            .fetch_all(h.state.settings.store().pool())
+            .await
+            .unwrap()
+        {
+            out.push_str(&row.try_get::<String, _>(0).unwrap());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+async fn calls_counted(backend: Backend) {
+    let h = Harness::start(backend).await;
+    for _ in 0..3 {
+        assert_eq!(h.get("/fn/order-status/1001").await.0, 200);
+    }
+    // The partner refuses the account's key twice.
+    h.shop_faults(json!({"fail_next": 2, "status": 401})).await;
+    for _ in 0..2 {
+        let (status, body) = h.get("/fn/order-status/1001").await;
+        assert_eq!(status, 502, "{body}");
+        assert_eq!(body["error"]["details"]["partner_status"], 401, "{body}");
+    }
+    // A body with a secret-looking value, sent with a wrong signature under the known account.
+    let secret_body = r#"{"order_id": "1001", "password": "hunter2-in-a-body"}"#;
+    let (status, _) = h
+        .send(
+            reqwest::Method::GET,
+            "/fn/order-status/1001",
+            b"something else",
+            secret_body.as_bytes(),
+            |_| {},
+        )
+        .await;
+    assert_eq!(status, 401);
+    // A made-up account with a wrong signature counts for nobody.
+    let (status, _) = h
+        .send(
+            reqwest::Method::GET,
+            "/fn/order-status/1001",
+            b"x",
+            b"",
+            |headers| {
+                headers.insert(
+                    "x-ib-exchange-req-accountkey",
+                    reqwest::header::HeaderValue::from_static("GHOST-ACCOUNT"),
+                );
+            },
+        )
+        .await;
+    assert_eq!(status, 401);
+
+    let changes = writer(&h).flush().await.unwrap();
+    // The window ended with the key refused: the partner's credentials are failing since the first 401.
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(changes[0].failing && changes[0].source == "partner");
+    assert_eq!(changes[0].status, Some(401));
+
+    let view = source(&h)
+        .view(ACCOUNT, Period::parse("hour").unwrap())
+        .await
+        .unwrap();
+    assert_eq!((view.calls, view.failures), (6, 3), "{view:#?}");
+    let row = view
+        .functions
+        .iter()
+        .find(|f| f.function == "order-status")
+        .unwrap();
+    assert_eq!((row.calls, row.failures), (6, 3));
+    assert_eq!(row.surface, "Answers or Flow");
+    assert_ne!(row.p50, "–");
+    let codes: Vec<(&str, i64)> = view
+        .outcomes
+        .iter()
+        .map(|o| (o.code.as_str(), o.calls))
+        .collect();
+    assert!(
+        codes.contains(&("partner_client_error (401)", 2)),
+        "{codes:?}"
+    );
+    assert!(codes.contains(&("signature_mismatch", 1)), "{codes:?}");
+    assert_eq!(view.failed.len(), 3);
+    assert!(view
+        .failed
+        .iter()
+        .all(|f| f.request_id.len() == 36 && f.function == "order-status"));
+    assert_eq!(
+        view.failed.iter().filter(|f| f.status == Some(401)).count(),
+        2
+    );
+    assert_eq!(view.chart.iter().map(|(c, _)| c).sum::<i64>(), 6);
+    let partner = &view.health[0];
+    assert!(partner.failing, "{partner:?}");
+    assert!(partner.text.starts_with("Refused since"), "{partner:?}");
+
+    // Nothing secret anywhere: not in the view, not in the tables.
+    let shown = serde_json::to_string(&view).unwrap() + &dump(&h).await;
+    for secret in [SHOP_KEY, SECRET, "hunter2-in-a-body", &h.encryption_key] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    // The made-up account has nothing, and neither has another account.
+    assert!(!shown.contains("GHOST-ACCOUNT"), "{shown}");
+    let other = source(&h)
+        .view("ACCT-OTHER", Period::parse("week").unwrap())
+        .await
+        .unwrap();
+    assert_eq!((other.calls, other.failed.len()), (0, 0));
+
+    // The key works again: the next window says so, once.
+    assert_eq!(h.get("/fn/order-status/1001").await.0, 200);
+    let changes = writer(&h).flush().await.unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(!changes[0].failing);
+    let view = source(&h)
+        .view(ACCOUNT, Period::parse("day").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(view.calls, 7);
+    assert!(!view.health[0].failing);
+    assert!(
+        view.health[0].text.contains("last refusal: HTTP 401"),
+        "{:?}",
+        view.health
+    );
+    assert!(writer(&h).flush().await.unwrap().is_empty());
+    h.finish().await;
+}
+on_both_backends!(counted, calls_counted);
+
+/// Two recorders (an instance, then the same instance restarted) count calls of one minute: the minute's row holds
+/// both, because each write adds to it.
+async fn restart_within_a_minute(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let store = ActivityStore::new(h.state.settings.store().clone());
+    let now = app::settings::store::now_ms();
+    let minute = now - now.rem_euclid(MINUTE_MS);
+    let call = |function| CallRecord {
+        account: ACCOUNT,
+        surface: Surface::Card,
+        function,
+        elapsed: Duration::from_millis(4),
+        code: None,
+        status: None,
+        request_id: "",
+        verified: true,
+        upstream: Upstream::Partner,
+    };
+    for (instance, calls) in [(1, 2), (2, 3)] {
+        let activity = Activity::new(ActivityConfig::default());
+        for _ in 0..calls {
+            activity
+                .recorder
+                .record(&call("customer-lookup"), minute + instance);
+        }
+        Writer::new(activity, store.clone()).flush().await.unwrap();
+    }
+    let row = sqlx::query(
+        "SELECT calls, lat4 FROM activity_calls WHERE account_key = $1 AND span_ms = $2 AND at_ms = $3",
+    )
+    .bind(ACCOUNT)
+    .bind(MINUTE_MS)
+    .bind(minute)
+    .fetch_one(h.state.settings.store().pool())
+    .await
+    .unwrap();
+    assert_eq!(row.try_get::<i64, _>(0).unwrap(), 5);
+    // 4 ms falls in (2.83, 4] ms.
+    assert_eq!(row.try_get::<i64, _>(1).unwrap(), 5);
+    h.finish().await;
+}
+on_both_backends!(restart, restart_within_a_minute);
+
+fn param(url: &str, name: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn session_for(h: &Harness, user: &str) -> String {
+    let launch = portal_launch(h, "/exchange/my-apps/configure", user).await;
+    let (page, trail) = follow(h, &launch, Some(user)).await;
+    assert_eq!(page.status(), 200, "{trail:#?}");
+    param(trail.last().unwrap(), "session").expect("a session in the page's address")
+}
+
+async fn load(h: &Harness, session: &str, period: &str) -> (u16, Value) {
+    let response = client()
+        .post(format!("{}/api/load_activity", h.ibex))
+        .form(&[("session", session), ("period", period)])
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// The page's view is the admins': a user who may only look gets 403 and no figure.
+async fn admins_only(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let account = ibex_sim::exchange::USERS[0].account_key;
+    h.state
+        .settings
+        .store()
+        .add_admin(account, ibex_sim::exchange::USERS[0].user_key, "", "test")
+        .await
+        .unwrap();
+    let ana = session_for(&h, ibex_sim::exchange::USERS[0].user_key).await;
+    let bob = session_for(&h, ibex_sim::exchange::USERS[1].user_key).await;
+    let (status, view) = load(&h, &ana, "week").await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["period"], "week");
+    let (status, body) = load(&h, &ana, "year").await;
+    assert_ne!(status, 200, "{body}");
+    let (status, body) = load(&h, &bob, "day").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.to_string().contains("admins"), "{body}");
+    h.finish().await;
+}
+on_both_backends!(admins, admins_only);
