@@ -1,10 +1,17 @@
+import AxeBuilder from "@axe-core/playwright";
 import { expect, test, chromium, type Page } from "@playwright/test";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { chromiumArgs, dataDir, ibexRoot, ibexURL } from "../playwright.config";
-import { launchState, openConfiguration, reframe, withholdPortalCookieFromFrames } from "./portal";
+import {
+  expectThirdPartyCookiesBlocked,
+  launchState,
+  openConfiguration,
+  reframe,
+  withholdPortalCookieFromFrames,
+} from "./portal";
 
 const ACME = "8F3A2C51D0B94E17A6C2F0D9E4B7A113";
 const GLOBEX = "2B7E91C4A85F4D3EB0196C7D2E8F5A40";
@@ -75,6 +82,54 @@ test("the portal frames the configuration page, which signs in with Exchange OAu
   expect(call.status, call.output).toBe(0);
   expect(call.output).toContain("200 OK");
   expect(call.output).toContain('"currency": "USD"');
+});
+
+test("the admin sees the activity of the calls just made, with the failures they caused", async ({ page }) => {
+  // Acme was configured by the test above: two calls answered, one the shop has no order for.
+  for (const order of ["1001", "1002", "999"]) {
+    ibexCall("order-status", `order_id=${order}`, "--account", ACME);
+  }
+  // Counters reach the database in batches (IBEX_ACTIVITY_FLUSH_SECS is 1 s in these tests).
+  await page.waitForTimeout(1500);
+  const frame = await openConfiguration(page, "ana.admin");
+  await expectThirdPartyCookiesBlocked(page, "/settings");
+  const activity = frame.getByTestId("activity");
+  await expect(activity).toHaveAttribute("data-interactive", "true");
+  await activity.getByRole("button", { name: "Last hour" }).click();
+  await expect(activity.getByRole("button", { name: "Last hour" })).toHaveAttribute("aria-pressed", "true");
+  await expect(activity.getByTestId("activity-summary")).toContainText(/\b4 calls, 1 failed\b/);
+  const functions = activity.getByTestId("activity-functions");
+  await expect(functions.getByRole("row", { name: /Answers or Flow order-status 4 1/ })).toBeVisible();
+  await expect(activity.getByTestId("activity-outcomes")).toContainText("partner_client_error (404)");
+  await expect(activity.getByTestId("activity-outcomes")).toContainText("the partner has no such record");
+  await activity.getByText("Last failed calls (1)").click();
+  const failed = activity.getByTestId("activity-failed");
+  await expect(failed.getByRole("row")).toHaveCount(2);
+  await expect(failed).toContainText("partner_client_error");
+  await expect(failed).not.toContainText("e2e-shop-key");
+  await expect(activity.getByTestId("activity-health")).toContainText("Partner API: Accepted");
+  await expect(activity.getByTestId("activity-chart")).toHaveAttribute("aria-label", /4 calls, 1 failed/);
+  await activity.scrollIntoViewIfNeeded();
+  await page.screenshot({ path: "test-results/activity.png", fullPage: true });
+
+  // The frame's own page, at the widths Infobip's layout may give it: nothing overflows, nothing fails axe.
+  const src = page.frames().find((f) => f.url().includes("/settings?"))!.url();
+  for (const width of [320, 1200]) {
+    await page.setViewportSize({ width, height: 900 });
+    await page.goto(src);
+    await expect(page.getByTestId("activity")).toHaveAttribute("data-interactive", "true");
+    await page.getByTestId("activity").getByRole("button", { name: "Last hour" }).click();
+    await expect(page.getByTestId("activity-summary")).toContainText("4 calls, 1 failed");
+    await page.getByText("Last failed calls (1)").click();
+    const results = await new AxeBuilder({ page }).withTags(["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]).analyze();
+    expect(
+      results.violations.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`),
+      `activity at ${width}px`,
+    ).toEqual([]);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    expect(overflow, `horizontal overflow at ${width}px`).toBeLessThanOrEqual(0);
+    await page.getByTestId("activity").screenshot({ path: `test-results/activity-${width}.png` });
+  }
 });
 
 test("a second admin saving stale values gets a conflict and overwrites nothing", async ({ browser }) => {

@@ -161,6 +161,8 @@ impl AppState {
         let infobip = crate::infobip::InfobipClient::new(http.clone(), options.infobip()?);
         let sync = options.sync()?;
         let people_limits = crate::sync::people::Limits::new(&sync, metrics.clone());
+        let activity =
+            crate::activity::Activity::new(options.activity(), metrics.activity_dropped.clone());
         Ok(AppState(Arc::new(Shared {
             functions: Arc::new(functions),
             settings,
@@ -199,7 +201,7 @@ impl AppState {
             admin_policy: Arc::new(options.admin_policy()),
             sync,
             people_limits,
-            activity: crate::activity::Activity::new(options.activity()),
+            activity,
             definition,
         })))
     }

@@ -194,7 +194,7 @@ async fn restart_within_a_minute(backend: Backend) {
         upstream: Upstream::Partner,
     };
     for (instance, calls) in [(1, 2), (2, 3)] {
-        let activity = Activity::new(ActivityConfig::default());
+        let activity = Activity::new(ActivityConfig::default(), Default::default());
         for _ in 0..calls {
             activity
                 .recorder

@@ -7,7 +7,6 @@ use super::recorder::AccountWindow;
 use super::store::{ActivityStore, HealthChange};
 use super::Activity;
 use app::settings::store::now_ms;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Windows kept while the database is unreachable, per account the recorder may hold.
@@ -53,10 +52,7 @@ impl Writer {
                 .drain(..excess)
                 .map(|(_, w)| w.cells.iter().map(|c| c.calls).sum::<u64>())
                 .sum();
-            self.activity
-                .recorder
-                .dropped
-                .fetch_add(lost, Ordering::Relaxed);
+            self.activity.recorder.dropped.inc_by(lost);
         }
         if windows.is_empty() {
             return Ok(Vec::new());

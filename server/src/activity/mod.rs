@@ -161,6 +161,8 @@ pub struct ActivityConfig {
     pub retention: Duration,
     /// Accounts counted in memory at once; calls of further accounts are not counted (`ibex_activity_dropped`).
     pub max_accounts: usize,
+    /// Off (`IBEX_ACTIVITY_RECORDING=false`): nothing is counted, for a benchmark of the recording's own cost.
+    pub recording: bool,
 }
 
 impl ActivityConfig {
@@ -175,6 +177,7 @@ impl Default for ActivityConfig {
             flush_every: Self::FLUSH_EVERY,
             retention: Duration::from_secs(Self::RETENTION_DAYS * 24 * 3600),
             max_accounts: Self::MAX_ACCOUNTS,
+            recording: true,
         }
     }
 }
@@ -187,15 +190,21 @@ pub struct Activity {
 }
 
 impl Activity {
-    pub fn new(config: ActivityConfig) -> Self {
+    /// `dropped` counts the calls not counted (`ops::metrics`).
+    pub fn new(
+        config: ActivityConfig,
+        dropped: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
         Activity {
-            recorder: Arc::new(recorder::Recorder::new(config.max_accounts)),
+            recorder: Arc::new(recorder::Recorder::new(config.max_accounts, dropped)),
             config,
         }
     }
 
     pub fn record(&self, call: &CallRecord<'_>) {
-        self.recorder.record(call, app::settings::store::now_ms());
+        if self.config.recording {
+            self.recorder.record(call, app::settings::store::now_ms());
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::{CallRecord, Surface, Upstream, LATENCY_BUCKETS};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Failed calls each account keeps in the view: the window keeps the newest of them too.
@@ -20,8 +20,8 @@ pub struct Recorder {
     accounts: AtomicUsize,
     max_accounts: usize,
     /// Calls not counted because `max_accounts` accounts were already in memory, or whose account could not be
-    /// told (an unverified signature naming an account with no verified call).
-    pub dropped: AtomicU64,
+    /// told (an unverified signature naming an account with no verified call): `ibex_activity_dropped_total`.
+    pub dropped: prometheus_client::metrics::counter::Counter,
     hasher: foldhash::fast::FixedState,
 }
 
@@ -99,12 +99,12 @@ enum Credentials {
 }
 
 impl Recorder {
-    pub fn new(max_accounts: usize) -> Self {
+    pub fn new(max_accounts: usize, dropped: prometheus_client::metrics::counter::Counter) -> Self {
         Recorder {
             shards: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
             accounts: AtomicUsize::new(0),
             max_accounts,
-            dropped: AtomicU64::new(0),
+            dropped,
             hasher: foldhash::fast::FixedState::with_seed(0x1b3e),
         }
     }
@@ -120,7 +120,7 @@ impl Recorder {
     /// calls in memory, so nobody can fill the view (or the account bound) with made-up accounts.
     pub fn record(&self, call: &CallRecord<'_>, now_ms: i64) {
         if call.account.is_empty() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.dropped.inc();
             return;
         }
         let Ok(mut shard) = self.shard(call.account).lock() else {
@@ -130,7 +130,7 @@ impl Recorder {
             Some(window) => window,
             None => {
                 if !call.verified || self.accounts.load(Ordering::Relaxed) >= self.max_accounts {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.dropped.inc();
                     return;
                 }
                 self.accounts.fetch_add(1, Ordering::Relaxed);
@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn calls_of_one_minute_share_a_cell_and_failures_keep_their_code() {
-        let recorder = Recorder::new(10);
+        let recorder = Recorder::new(10, Default::default());
         let t = 1_700_000_000_000 - 1_700_000_000_000 % 60_000;
         recorder.record(&call("acc", None, None), t + 1);
         recorder.record(&call("acc", Some("partner_client_error"), Some(401)), t + 2);
@@ -306,7 +306,7 @@ mod tests {
 
     #[test]
     fn unverified_calls_count_only_for_known_accounts_and_the_bound_holds() {
-        let recorder = Recorder::new(2);
+        let recorder = Recorder::new(2, Default::default());
         let mut unverified = call("ghost", Some("signature_mismatch"), None);
         unverified.verified = false;
         recorder.record(&unverified, 1);
@@ -315,7 +315,7 @@ mod tests {
         recorder.record(&call("b", None, None), 1);
         recorder.record(&call("c", None, None), 1);
         assert_eq!(recorder.accounts(), 2);
-        assert_eq!(recorder.dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(recorder.dropped.get(), 2);
         unverified.account = "a";
         recorder.record(&unverified, 2);
         let drained = recorder.drain(3);
@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn the_newest_failures_are_kept_and_idle_accounts_leave() {
-        let recorder = Recorder::new(10);
+        let recorder = Recorder::new(10, Default::default());
         for i in 0..(FAILURES_KEPT as i64 + 5) {
             recorder.record(&call("a", Some("partner_timeout"), None), i);
         }

@@ -385,6 +385,15 @@ pub struct Options {
         global = true
     )]
     pub activity_max_accounts: u64,
+    /// Whether calls are counted for the activity view at all (off only to measure what counting costs).
+    #[arg(
+        long,
+        env = "IBEX_ACTIVITY_RECORDING",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub activity_recording: bool,
     /// How often an idle sync worker looks for due runs.
     #[arg(long, env = "IBEX_SYNC_POLL_MS", default_value_t = 1000, global = true)]
     pub sync_poll_ms: u64,
@@ -686,6 +695,7 @@ impl Options {
             flush_every: Duration::from_secs(self.activity_flush_secs.max(1)),
             retention: Duration::from_secs(self.activity_retention_days.saturating_mul(24 * 3600)),
             max_accounts: usize::try_from(self.activity_max_accounts).unwrap_or(usize::MAX),
+            recording: self.activity_recording,
         }
     }
 

@@ -46,6 +46,8 @@ pub struct Metrics {
     sync_records: Family<SyncLabels, Counter>,
     sync_throttled: Counter,
     sync_queue: prometheus_client::metrics::gauge::Gauge,
+    /// Shared with the activity recorder, which counts into it.
+    pub activity_dropped: Counter,
     cache_entries: prometheus_client::metrics::gauge::Gauge,
     cache_bytes: prometheus_client::metrics::gauge::Gauge,
 }
@@ -109,8 +111,15 @@ impl Metrics {
             "What the cached settings are reckoned to hold, against the cap IBEX_SETTINGS_CACHE_MB",
             cache_bytes.clone(),
         );
+        let activity_dropped = Counter::default();
+        registry.register(
+            "activity_dropped",
+            "Calls the activity view did not count: over IBEX_ACTIVITY_MAX_ACCOUNTS accounts in memory, or naming an unproven account",
+            activity_dropped.clone(),
+        );
         Metrics {
             registry,
+            activity_dropped,
             cache_entries,
             cache_bytes,
             calls,
