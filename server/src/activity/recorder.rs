@@ -147,10 +147,6 @@ impl Recorder {
             let Ok(mut shard) = shard.lock() else {
                 continue;
             };
-            let before = shard.len();
-            shard.retain(|_, window| now_ms - window.last_seen_ms < IDLE_MS);
-            self.accounts
-                .fetch_sub(before - shard.len(), Ordering::Relaxed);
             for (account, window) in shard.iter_mut() {
                 if window.has_news() {
                     let last_seen_ms = window.last_seen_ms;
@@ -159,6 +155,10 @@ impl Recorder {
                     drained.push((account.clone(), taken));
                 }
             }
+            let before = shard.len();
+            shard.retain(|_, window| now_ms - window.last_seen_ms < IDLE_MS);
+            self.accounts
+                .fetch_sub(before - shard.len(), Ordering::Relaxed);
         }
         drained
     }
@@ -334,6 +334,10 @@ mod tests {
         assert_eq!(drained[0].1.failures[0].at_ms, 5);
         assert_eq!(recorder.accounts(), 1);
         recorder.drain(100 + IDLE_MS);
+        assert_eq!(recorder.accounts(), 0);
+        // A window is written before its account leaves, however late the drain.
+        recorder.record(&call("b", None, None), 200);
+        assert_eq!(recorder.drain(200 + 2 * IDLE_MS).len(), 1);
         assert_eq!(recorder.accounts(), 0);
     }
 }

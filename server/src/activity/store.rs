@@ -79,8 +79,8 @@ impl ActivityStore {
         ActivityStore { store }
     }
 
-    /// Adds the windows' counters (per minute and per hour), their failed calls and their credentials' news.
-    /// The counters go in one transaction, so a failed write can be retried whole without counting twice.
+    /// Adds the windows' counters (per minute and per hour), their failed calls and their credentials' news (with
+    /// their events) in one transaction, so a failed write can be retried whole without counting anything twice.
     pub async fn write(
         &self,
         windows: &[(Arc<str>, AccountWindow)],
@@ -203,35 +203,41 @@ impl ActivityStore {
             .execute(&mut *tx)
             .await?;
         }
+        let changes = self.write_health(&mut tx, windows).await?;
         tx.commit().await?;
-        self.write_health(windows).await
+        Ok(changes)
     }
 
     /// The credentials' rows of the accounts whose window says something new: a refusal, or an accepted call
     /// of an account recorded as failing. Steady working accounts write nothing (one query finds the failing).
     async fn write_health(
         &self,
+        tx: &mut AnyConnection,
         windows: &[(Arc<str>, AccountWindow)],
     ) -> Result<Vec<HealthChange>, StoreError> {
         let failing: std::collections::HashSet<(String, String)> = sqlx::query(
             "SELECT account_key, source FROM credential_health WHERE failing_since_ms IS NOT NULL",
         )
-        .fetch_all(self.store.pool())
+        .fetch_all(&mut *tx)
         .await?
         .iter()
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
         .collect::<Result<_, sqlx::Error>>()?;
-        let mut changes = Vec::new();
+        // Rows are locked in key order, so two instances writing at once cannot deadlock on them.
+        let mut news: Vec<(&str, &'static str, &Signal)> = Vec::new();
         for (account, window) in windows {
             for (source, signal) in [("partner", &window.partner), ("people", &window.people)] {
                 let known_failing = failing.contains(&(account.to_string(), source.to_owned()));
-                if signal.last_failure.is_none() && !(known_failing && signal.last_ok_ms.is_some())
-                {
-                    continue;
+                if signal.last_failure.is_some() || (known_failing && signal.last_ok_ms.is_some()) {
+                    news.push((account, source, signal));
                 }
-                if let Some(change) = self.health_news(account, source, signal).await? {
-                    changes.push(change);
-                }
+            }
+        }
+        news.sort_by_key(|(account, source, _)| (*account, *source));
+        let mut changes = Vec::new();
+        for (account, source, signal) in news {
+            if let Some(change) = self.health_news(tx, account, source, signal).await? {
+                changes.push(change);
             }
         }
         Ok(changes)
@@ -239,11 +245,11 @@ impl ActivityStore {
 
     async fn health_news(
         &self,
+        tx: &mut AnyConnection,
         account: &str,
         source: &'static str,
         signal: &Signal,
     ) -> Result<Option<HealthChange>, StoreError> {
-        let mut tx = self.store.pool().begin().await?;
         sqlx::query(
             "INSERT INTO credential_health (account_key, source) VALUES ($1, $2) \
              ON CONFLICT (account_key, source) DO NOTHING",
@@ -311,9 +317,8 @@ impl ActivityStore {
             _ => None,
         };
         if let Some(change) = &change {
-            enqueue_health_event(&mut tx, change).await?;
+            enqueue_health_event(tx, change).await?;
         }
-        tx.commit().await?;
         Ok(change)
     }
 
