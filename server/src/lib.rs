@@ -15,3 +15,4 @@ pub mod signed;
 pub mod signin;
 pub mod state;
 pub mod sync;
+pub mod webhooks;

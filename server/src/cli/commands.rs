@@ -3,7 +3,7 @@
 
 use crate::cli::config::{
     AdminsCommand, Cli, Command, ConfigError, KeysCommand, LogFormat, ManifestFormat, Options,
-    SettingsCommand,
+    SettingsCommand, WebhooksCommand,
 };
 use crate::manifest::manifest;
 use crate::routes;
@@ -78,6 +78,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CommandError> {
         } => call(&options, &function, &inputs, &account, url).await,
         Command::Keys(KeysCommand::Rewrap { dry_run }) => keys_rewrap(&options, dry_run).await,
         Command::Admins(command) => admins(&options, command).await,
+        Command::Webhooks(command) => webhooks(&options, command).await,
         Command::Migrate => {
             let settings = open_settings(&options, Arc::new(options.definition()?)).await?;
             settings.store().close().await;
@@ -146,6 +147,10 @@ async fn serve(options: &Options) -> Result<ExitCode, CommandError> {
     if state.definition.sync.is_some() && state.sync.worker {
         crate::sync::engine::SyncEngine::for_instance(&state).spawn(state.clone());
     }
+    // Held for as long as ibex serves; the worker's tasks stop with it.
+    let _webhooks = crate::webhooks::delivery::Deliverer::for_instance(&state)
+        .filter(|_| state.webhooks.as_ref().is_some_and(|w| w.worker))
+        .map(crate::webhooks::delivery::Deliverer::spawn);
     let bind_error = |source| CommandError::Bind {
         addr: options.addr.to_string(),
         source,
@@ -460,6 +465,65 @@ async fn admins(options: &Options, command: AdminsCommand) -> Result<ExitCode, C
     }
     .await;
     store.close().await;
+    result.map_err(|e: app::settings::store::StoreError| CommandError::Settings(e.into()))
+}
+
+/// `ibex webhooks list|replay`: the operator's view of the outbox. Never a payload nor the secret: the list
+/// names each event and says how its delivery stands.
+async fn webhooks(options: &Options, command: WebhooksCommand) -> Result<ExitCode, CommandError> {
+    use app::settings::outbox::{rfc3339, Outbox, Replay};
+    let settings = open_settings(options, Arc::new(options.definition()?)).await?;
+    let outbox = Outbox::new(settings.store().clone());
+    let result = async {
+        match command {
+            WebhooksCommand::List {
+                account,
+                state,
+                limit,
+            } => {
+                let events = outbox
+                    .list(account.as_deref(), state.as_deref(), limit.clamp(1, 10_000))
+                    .await?;
+                if events.is_empty() {
+                    println!("no webhook events");
+                }
+                for e in events {
+                    let when = match e.state.as_str() {
+                        "pending" => format!("next attempt {}", rfc3339(e.next_attempt_at)),
+                        "delivered" => format!("delivered {}", rfc3339(e.delivered_at.unwrap_or(0))),
+                        _ => "given up".to_owned(),
+                    };
+                    println!(
+                        "{}\t{}\t{}\t{}\t{} attempt(s)\tcreated {}\t{when}\t{}",
+                        e.event_id,
+                        e.event_type,
+                        e.account_key,
+                        e.state,
+                        e.attempts,
+                        rfc3339(e.created_at),
+                        e.last_error.as_deref().unwrap_or("")
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            WebhooksCommand::Replay { event_id } => match outbox.replay(&event_id).await? {
+                Replay::Queued => {
+                    println!("{event_id} queued again under the same id: an instance with IBEX_WEBHOOK_URL sends it");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Replay::InFlight => {
+                    eprintln!("{event_id} is being sent right now; list it again to see how that went");
+                    Ok(ExitCode::from(1))
+                }
+                Replay::NotFound => {
+                    eprintln!("no webhook event {event_id} (delivered events are kept IBEX_WEBHOOK_KEEP_DAYS days)");
+                    Ok(ExitCode::from(2))
+                }
+            },
+        }
+    }
+    .await;
+    settings.store().close().await;
     result.map_err(|e: app::settings::store::StoreError| CommandError::Settings(e.into()))
 }
 
