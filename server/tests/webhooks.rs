@@ -111,7 +111,11 @@ async fn delivered_once_after_two_failures(backend: Backend) {
     assert_eq!(queued.len(), 1, "{queued:#?}");
     let event = &queued[0];
     assert_eq!(
-        (event.event_type.as_str(), event.state.as_str(), event.attempts),
+        (
+            event.event_type.as_str(),
+            event.state.as_str(),
+            event.attempts
+        ),
         ("account.configured", "pending", 0)
     );
     assert!(deliveries(&receiver).await.is_empty());
@@ -251,7 +255,9 @@ async fn kill_between_change_and_delivery(backend: Backend) {
     assert!(saved.status.success(), "{saved:?}");
     let queued = events(&h).await;
     assert_eq!(queued.len(), 2, "{queued:#?}");
-    assert!(queued.iter().all(|e| e.state == "pending" && e.attempts == 0));
+    assert!(queued
+        .iter()
+        .all(|e| e.state == "pending" && e.attempts == 0));
 
     // A real `ibex serve` takes the events and is killed (SIGKILL) while its attempts are in the receiver's
     // hands: no answer, no outcome written, its leases left to run out.
@@ -389,7 +395,10 @@ async fn egress(backend: Backend) {
     worker.outbox.replay(&event.event_id).await.unwrap();
     let (_, attempt) = worker.deliver_once().await.unwrap().unwrap();
     assert_eq!(attempt, Attempt::Delivered);
-    assert_eq!(accepted(&deliveries(&receiver).await, &event.event_id).len(), 1);
+    assert_eq!(
+        accepted(&deliveries(&receiver).await, &event.event_id).len(),
+        1
+    );
     allowed.settings.store().close().await;
     h.finish().await;
 }
@@ -516,7 +525,10 @@ async fn sync_runs_report(backend: Backend) {
     let id2 = runs.enqueue(ACCOUNT, TO_PEOPLE, "test").await.unwrap();
     runs.claim("owner-1", 60_000).await.unwrap().unwrap();
     // A finish by someone who no longer holds the run writes nothing, event included.
-    assert!(!runs.finish(id2, "owner-2", "failed", Some("x")).await.unwrap());
+    assert!(!runs
+        .finish(id2, "owner-2", "failed", Some("x"))
+        .await
+        .unwrap());
     assert!(runs
         .finish(id2, "owner-1", "failed", Some("People refused the API key"))
         .await
@@ -525,7 +537,11 @@ async fn sync_runs_report(backend: Backend) {
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(
         types,
-        ["sync.run.failed", "sync.run.succeeded", "account.configured"]
+        [
+            "sync.run.failed",
+            "sync.run.succeeded",
+            "account.configured"
+        ]
     );
     let failed: Value = serde_json::from_str(&events[0].payload).unwrap();
     let data = &failed["data"];

@@ -311,10 +311,19 @@ mod tests {
     #[test]
     fn every_way_of_getting_it_wrong_is_refused() {
         let good = headers(ID, "1614265330", GOOD);
-        assert_eq!(check(&good, BODY, TS + TOLERANCE_SECS + 1), Err(Refusal::TooOld));
-        assert_eq!(check(&good, BODY, TS - TOLERANCE_SECS - 1), Err(Refusal::TooNew));
+        assert_eq!(
+            check(&good, BODY, TS + TOLERANCE_SECS + 1),
+            Err(Refusal::TooOld)
+        );
+        assert_eq!(
+            check(&good, BODY, TS - TOLERANCE_SECS - 1),
+            Err(Refusal::TooNew)
+        );
         // A re-serialised body, another id, another time (the signature covers all three).
-        assert_eq!(check(&good, br#"{"test":2432232314}"#, TS), Err(Refusal::NoMatch));
+        assert_eq!(
+            check(&good, br#"{"test":2432232314}"#, TS),
+            Err(Refusal::NoMatch)
+        );
         assert_eq!(
             check(&headers("msg_other", "1614265330", GOOD), BODY, TS),
             Err(Refusal::NoMatch)

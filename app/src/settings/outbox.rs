@@ -132,7 +132,8 @@ pub struct OutboxEvent {
     pub delivered_at: Option<i64>,
 }
 
-const COLUMNS: &str = "seq, event_id, account_key, event_type, payload, state, attempts, created_at, queued_at, \
+const COLUMNS: &str =
+    "seq, event_id, account_key, event_type, payload, state, attempts, created_at, queued_at, \
      next_attempt_at, last_error, delivered_at";
 
 fn decode(row: &sqlx::any::AnyRow) -> Result<OutboxEvent, StoreError> {

@@ -411,8 +411,13 @@ impl SettingsStore {
                 "changed_by": actor,
                 "changed_fields": change.changed_fields(),
             });
-            super::outbox::enqueue(&mut tx, account_key, super::outbox::EventKind::AccountConfigured, data)
-                .await?;
+            super::outbox::enqueue(
+                &mut tx,
+                account_key,
+                super::outbox::EventKind::AccountConfigured,
+                data,
+            )
+            .await?;
         }
         tx.commit().await?;
         self.load(account_key)
@@ -536,8 +541,13 @@ impl SettingsStore {
         if self.webhooks {
             // Who issued it, never the token nor its hint: the partner learns that the old one stopped working.
             let data = serde_json::json!({ "issued_by": actor });
-            super::outbox::enqueue(&mut tx, account_key, super::outbox::EventKind::CardTokenIssued, data)
-                .await?;
+            super::outbox::enqueue(
+                &mut tx,
+                account_key,
+                super::outbox::EventKind::CardTokenIssued,
+                data,
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -664,7 +664,12 @@ impl Options {
         &self,
         egress: &crate::partner::EgressPolicy,
     ) -> Result<Option<crate::webhooks::WebhookConfig>, ConfigError> {
-        let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+        let given = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
         let (url, secret) = match (given(&self.webhook_url), given(&self.webhook_secret)) {
             (None, None) => return Ok(None),
             (Some(url), Some(secret)) => (url, secret),

@@ -255,7 +255,10 @@ mod tests {
             let full = 5000 * 2i64.pow(u32::try_from(attempts - 1).unwrap());
             for _ in 0..50 {
                 let wait = waits(&c, attempts, 1000).unwrap();
-                assert!((full / 2..=full).contains(&wait), "attempt {attempts}: {wait}");
+                assert!(
+                    (full / 2..=full).contains(&wait),
+                    "attempt {attempts}: {wait}"
+                );
             }
         }
         // Never more than an hour between attempts, however many there were.

@@ -8,7 +8,10 @@ use sqlx::Row;
 
 /// `sync.run.succeeded` or `sync.run.failed` for a run that `Runs::finish` has just ended in `conn`'s
 /// transaction, with the counts as the run's history shows them.
-pub async fn run_finished(conn: &mut sqlx::AnyConnection, run_id: i64) -> Result<String, StoreError> {
+pub async fn run_finished(
+    conn: &mut sqlx::AnyConnection,
+    run_id: i64,
+) -> Result<String, StoreError> {
     let row = sqlx::query(
         "SELECT account_key, direction, status, requested_by, requested_at, started_at, finished_at, attempts, \
          read_count, created_count, updated_count, unchanged_count, failed_count, skipped_count, total, \

@@ -37,7 +37,10 @@ impl Secret {
     /// `whsec_` and base64 of 24 to 64 bytes, the range the specification asks for: an empty or short key
     /// would still make an HMAC, one anybody could forge.
     pub fn parse(text: &str) -> Result<Self, SecretError> {
-        let encoded = text.trim().strip_prefix("whsec_").ok_or(SecretError::Prefix)?;
+        let encoded = text
+            .trim()
+            .strip_prefix("whsec_")
+            .ok_or(SecretError::Prefix)?;
         let key = B64.decode(encoded).map_err(|_| SecretError::Base64)?;
         if !(24..=64).contains(&key.len()) {
             return Err(SecretError::Length(key.len()));
@@ -79,9 +82,21 @@ mod tests {
         );
         // Any change of id, time or body changes it.
         for (id, ts, body) in [
-            ("msg_p5jXN8AQM9LWM0D4loKWxJeK", 1614265330, &br#"{"test": 2432232314}"#[..]),
-            ("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265331, br#"{"test": 2432232314}"#),
-            ("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, br#"{"test":2432232314}"#),
+            (
+                "msg_p5jXN8AQM9LWM0D4loKWxJeK",
+                1614265330,
+                &br#"{"test": 2432232314}"#[..],
+            ),
+            (
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265331,
+                br#"{"test": 2432232314}"#,
+            ),
+            (
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265330,
+                br#"{"test":2432232314}"#,
+            ),
         ] {
             assert_ne!(
                 sign(&secret, id, ts, body),
@@ -92,7 +107,10 @@ mod tests {
 
     #[test]
     fn secrets_must_be_standard_webhooks_keys() {
-        assert_eq!(Secret::parse("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), Err(SecretError::Prefix));
+        assert_eq!(
+            Secret::parse("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            Err(SecretError::Prefix)
+        );
         assert_eq!(Secret::parse("whsec_not base64!"), Err(SecretError::Base64));
         assert_eq!(Secret::parse("whsec_"), Err(SecretError::Length(0)));
         assert_eq!(Secret::parse("whsec_c2hvcnQ="), Err(SecretError::Length(5)));
