@@ -85,17 +85,23 @@ impl Deliverer {
             .map(|lane| {
                 let worker = self.clone();
                 tokio::spawn(async move {
-                    let mut pruned: Option<Instant> = None;
+                    let (mut pruned, mut kept): (Option<Instant>, Option<Instant>) = (None, None);
                     loop {
-                        match worker.deliver_once().await {
-                            Ok(Some(_)) => continue,
-                            Ok(None) => {}
-                            Err(e) => tracing::warn!("webhook delivery: {e}"),
-                        }
-                        if lane == 0 {
+                        let worked = match worker.deliver_once().await {
+                            Ok(found) => found.is_some(),
+                            Err(e) => {
+                                tracing::warn!("webhook delivery: {e}");
+                                false
+                            }
+                        };
+                        // Once a poll interval, busy or idle: a busy outbox is when the gauge matters.
+                        if lane == 0 && kept.is_none_or(|at| at.elapsed() >= worker.config.poll) {
+                            kept = Some(Instant::now());
                             worker.housekeeping(&mut pruned).await;
                         }
-                        tokio::time::sleep(worker.config.poll).await;
+                        if !worked {
+                            tokio::time::sleep(worker.config.poll).await;
+                        }
                     }
                 })
             })
