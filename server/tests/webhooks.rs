@@ -6,14 +6,14 @@
 
 mod common;
 
-use app::settings::outbox::{Outbox, OutboxEvent};
+use app::settings::outbox::{EventKind, Outbox, OutboxEvent};
 use clap::Parser;
 use common::{client, Backend, Harness, ACCOUNT, SECRET, SHOP_KEY};
 use ibex::cli::config::Cli;
 use ibex::state::AppState;
 use ibex::webhooks::delivery::{Attempt, Deliverer};
 use ibex_sim::webhooks::{Delivery, Faults};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -561,8 +561,78 @@ on_both_backends!(a_sync_run_that_ends_writes_its_event, sync_runs_report);
 async fn off_without_endpoint(backend: Backend) {
     let h = Harness::start(backend).await;
     h.configure(ACCOUNT, &[("currency", "USD")]).await;
+    let store = h.state.settings.store();
+    let credentials = store
+        .enqueue_event(
+            ACCOUNT,
+            EventKind::CredentialsFailed,
+            json!({"source": "partner", "status": 401}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(credentials, None);
     assert!(events(&h).await.is_empty(), "no endpoint, no events");
     assert!(Deliverer::for_instance(&h.state).is_none());
     h.finish().await;
 }
 on_both_backends!(nothing_is_written_without_an_endpoint, off_without_endpoint);
+
+async fn credentials_events(backend: Backend) {
+    let receiver = receiver().await;
+    let h = start(backend, &receiver).await;
+    let store = h.state.settings.store();
+    // On its own, or inside a caller's transaction together with what it reports.
+    let failed = store
+        .enqueue_event(
+            ACCOUNT,
+            EventKind::CredentialsFailed,
+            json!({"source": "people", "status": 403}),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    // Rolled back with its transaction: no event for a change that did not happen. (One write transaction at a
+    // time: SQLite has one writer.)
+    let mut rolled_back = store.pool().begin().await.unwrap();
+    app::settings::outbox::enqueue(
+        &mut rolled_back,
+        ACCOUNT,
+        EventKind::CredentialsRecovered,
+        json!({}),
+    )
+    .await
+    .unwrap();
+    drop(rolled_back);
+    let mut tx = store.pool().begin().await.unwrap();
+    let recovered = app::settings::outbox::enqueue(
+        &mut tx,
+        ACCOUNT,
+        EventKind::CredentialsRecovered,
+        json!({"source": "people", "status": 200}),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let worker = Deliverer::for_instance(&h.state).unwrap().spawn();
+    let done = all_delivered(&h, Duration::from_secs(30)).await;
+    drop(worker);
+    assert_eq!(done.len(), 3, "{done:#?}");
+    let seen = deliveries(&receiver).await;
+    for (id, kind, status) in [
+        (&failed, "account.credentials_failed", 403),
+        (&recovered, "account.credentials_recovered", 200),
+    ] {
+        let got = accepted(&seen, id);
+        assert_eq!(got.len(), 1, "{seen:#?}");
+        assert_eq!(got[0].event["type"], kind);
+        assert_eq!(got[0].event["data"]["source"], "people");
+        assert_eq!(got[0].event["data"]["status"], status);
+        assert_eq!(got[0].event["data"]["account_key"], ACCOUNT);
+    }
+    h.finish().await;
+}
+on_both_backends!(
+    credentials_events_are_written_alone_or_in_a_transaction,
+    credentials_events
+);

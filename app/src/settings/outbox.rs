@@ -92,6 +92,24 @@ pub async fn enqueue(
     Ok(id)
 }
 
+impl SettingsStore {
+    /// One event on its own, for a fact that has no transaction of its own to share (a credentials check
+    /// observed on the signed path, say); nothing when the deployment has no webhook endpoint. A change that
+    /// does write something calls `enqueue` inside its transaction instead.
+    pub async fn enqueue_event(
+        &self,
+        account_key: &str,
+        kind: EventKind,
+        data: Value,
+    ) -> Result<Option<String>, StoreError> {
+        if !self.webhooks_enabled() {
+            return Ok(None);
+        }
+        let mut conn = self.pool().acquire().await?;
+        enqueue(&mut conn, account_key, kind, data).await.map(Some)
+    }
+}
+
 /// `msg_` and 128 random bits: unique across instances without asking the database, and the prefix the
 /// Standard Webhooks examples use, so an id is recognisable in the partner's logs.
 fn new_event_id() -> String {
