@@ -148,7 +148,7 @@ async fn serve(options: &Options) -> Result<ExitCode, CommandError> {
         crate::sync::engine::SyncEngine::for_instance(&state).spawn(state.clone());
     }
     // Held for as long as ibex serves; the worker's tasks stop with it.
-    let _webhooks = crate::webhooks::delivery::Deliverer::for_instance(&state)
+    let webhook_worker = crate::webhooks::delivery::Deliverer::for_instance(&state)
         .filter(|_| state.webhooks.as_ref().is_some_and(|w| w.worker))
         .map(crate::webhooks::delivery::Deliverer::spawn);
     let bind_error = |source| CommandError::Bind {
@@ -172,6 +172,9 @@ async fn serve(options: &Options) -> Result<ExitCode, CommandError> {
         public_url = %public_url,
         database = %redact_url(&options.database_url),
         functions = state.functions.len(),
+        // The host only: a URL's path or query may hold the partner's own token.
+        webhooks = state.webhooks.as_ref().and_then(|w| w.url.host()).unwrap_or("off"),
+        webhook_worker = webhook_worker.is_some(),
         "ibex listening"
     );
     let limits = crate::ops::listen::ListenLimits {
