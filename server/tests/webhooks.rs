@@ -636,3 +636,66 @@ on_both_backends!(
     credentials_events_are_written_alone_or_in_a_transaction,
     credentials_events
 );
+
+async fn given_up(backend: Backend) {
+    let receiver = receiver().await;
+    let h = start(backend, &receiver).await;
+    faults(
+        &receiver,
+        Faults {
+            fail_next: 1000,
+            status: 500,
+            delay_ms: 0,
+        },
+    )
+    .await;
+    // An instance whose retry window is one second.
+    let mut args = h.args.clone();
+    args.extend(["--webhook-retry-secs".to_owned(), "1".to_owned()]);
+    let state = AppState::build(&Cli::try_parse_from(args).unwrap().options)
+        .await
+        .unwrap();
+    let worker = Deliverer::for_instance(&state).unwrap();
+    let started = Instant::now();
+    let mut outcomes = Vec::new();
+    loop {
+        match worker.deliver_once().await.unwrap() {
+            Some((_, Attempt::Dead)) => break,
+            Some((_, attempt)) => outcomes.push(attempt),
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{outcomes:?}");
+    }
+    assert!(
+        outcomes.iter().all(|a| matches!(a, Attempt::Retry(_))),
+        "{outcomes:?}"
+    );
+    let event = &events(&h).await[0];
+    assert_eq!(event.state, "dead");
+    assert_eq!(usize::try_from(event.attempts).unwrap(), outcomes.len() + 1);
+    assert!(event.last_error.as_deref().unwrap().contains("HTTP 500"));
+    // The receiver saw each attempt, and none after the window had passed.
+    let seen = deliveries(&receiver).await;
+    assert_eq!(seen.len(), outcomes.len() + 1);
+    let metrics = state.metrics.render();
+    assert!(
+        metrics.contains("ibex_webhook_attempts_total{outcome=\"dead\"} 1"),
+        "{metrics}"
+    );
+    // Nothing more is tried; replayed, it goes out again under its id.
+    assert!(worker.deliver_once().await.unwrap().is_none());
+    faults(&receiver, Faults::default()).await;
+    let replayed = ibex_command(&h, &receiver)
+        .args(["webhooks", "replay", &event.event_id])
+        .output()
+        .unwrap();
+    assert!(replayed.status.success(), "{replayed:?}");
+    let (again, attempt) = worker.deliver_once().await.unwrap().unwrap();
+    assert_eq!(
+        (again.event_id.as_str(), again.attempts, attempt),
+        (event.event_id.as_str(), 1, Attempt::Delivered)
+    );
+    state.settings.store().close().await;
+    h.finish().await;
+}
+on_both_backends!(an_event_is_given_up_after_its_retry_window, given_up);
