@@ -699,3 +699,64 @@ async fn given_up(backend: Backend) {
     h.finish().await;
 }
 on_both_backends!(an_event_is_given_up_after_its_retry_window, given_up);
+
+async fn real_sync_run(backend: Backend) {
+    use ibex::sync::engine::{Outcome, SyncEngine};
+    use ibex::sync::runs::TO_PEOPLE;
+    let receiver = receiver().await;
+    let args = webhook_args(&receiver);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // The seeded three customers and 20 made up, one page.
+    let h = Harness::start_with_shop(backend, &args, 20).await;
+    client()
+        .post(format!("{}/_sim/people", h.portal))
+        .json(&json!({"reads_per_sec": 0, "writes_per_sec": 0}))
+        .send()
+        .await
+        .unwrap();
+    h.configure(
+        ACCOUNT,
+        &[
+            ("people_base_url", h.portal.as_str()),
+            ("people_api_key", ibex_sim::people::API_KEY),
+        ],
+    )
+    .await;
+    let mut config = h.state.sync.clone();
+    config.allow_loopback = true;
+    let engine = SyncEngine::new(&h.state, config);
+    let id = engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    let (run, outcome) = engine.work_once(&h.state).await.unwrap().unwrap();
+    assert_eq!((run.id, outcome), (id, Outcome::Done));
+    let finished = engine.runs.get(id).await.unwrap().unwrap();
+
+    let worker = Deliverer::for_instance(&h.state).unwrap().spawn();
+    let done = all_delivered(&h, Duration::from_secs(30)).await;
+    drop(worker);
+    let event = done
+        .iter()
+        .find(|e| e.event_type == "sync.run.succeeded")
+        .expect("the run's event");
+    let seen = deliveries(&receiver).await;
+    let got = accepted(&seen, &event.event_id);
+    assert_eq!(got.len(), 1);
+    let data = &got[0].event["data"];
+    assert_eq!(data["run_id"], id);
+    assert_eq!(data["direction"], TO_PEOPLE);
+    assert_eq!(data["requested_by"], "test");
+    let counts = &data["counts"];
+    assert_eq!(counts["read"], finished.counts.read);
+    assert_eq!(counts["created"], finished.counts.created);
+    assert_eq!(counts["failed"], finished.counts.failed);
+    assert_eq!(counts["skipped"], finished.counts.skipped);
+    assert!(
+        finished.counts.read >= 23 && finished.counts.created > 0,
+        "{finished:?}"
+    );
+    h.finish().await;
+}
+on_both_backends!(a_sync_run_reports_its_counts_to_the_partner, real_sync_run);
