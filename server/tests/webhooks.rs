@@ -480,6 +480,24 @@ async fn no_secrets_and_replay(backend: Backend) {
     ] {
         assert!(!text.contains(secret), "{text}");
     }
+    // Narrowed to an account and a state; another account's events are not listed.
+    for (account, state, expected) in [
+        (ACCOUNT, "pending", vec![failed.event_id.as_str()]),
+        (ACCOUNT, "delivered", vec![sent.event_id.as_str()]),
+        ("ACCT-other", "pending", vec![]),
+    ] {
+        let narrowed = ibex_command(&h, &receiver)
+            .args(["webhooks", "list", "--account", account, "--state", state])
+            .output()
+            .unwrap();
+        let text = String::from_utf8(narrowed.stdout).unwrap();
+        let ids: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("msg_"))
+            .map(|l| l.split('\t').next().unwrap())
+            .collect();
+        assert_eq!(ids, expected, "{account} {state}: {text}");
+    }
 
     // Delivered, then replayed: sent again under the same id, which the receiver recognises.
     let worker_task = worker.clone().spawn();
