@@ -19,4 +19,4 @@ CREATE TABLE webhook_outbox (
     delivered_at    BIGINT
 );
 CREATE INDEX webhook_outbox_due ON webhook_outbox (state, next_attempt_at);
-CREATE INDEX webhook_outbox_created ON webhook_outbox (created_at);
+CREATE INDEX webhook_outbox_queued ON webhook_outbox (queued_at);

@@ -778,3 +778,81 @@ async fn real_sync_run(backend: Backend) {
     h.finish().await;
 }
 on_both_backends!(a_sync_run_reports_its_counts_to_the_partner, real_sync_run);
+
+/// What a deployment's webhook options are checked for before anything starts (no database needed).
+#[test]
+fn the_configuration_is_refused_with_the_variable_it_names() {
+    let egress = ibex::partner::EgressPolicy::new(&Default::default(), true);
+    let check = |args: &[&str]| {
+        let mut all = vec!["ibex"];
+        all.extend(args);
+        Cli::try_parse_from(all)
+            .unwrap()
+            .options
+            .webhooks(&egress)
+            .map(|c| c.map(|c| c.url.to_string()))
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(check(&[]), Ok(None));
+    let ok = check(&[
+        "--webhook-url",
+        "https://hooks.partner.example/ibex",
+        "--webhook-secret",
+        WEBHOOK_SECRET,
+    ]);
+    assert_eq!(ok, Ok(Some("https://hooks.partner.example/ibex".into())));
+    for (args, says) in [
+        (
+            &["--webhook-url", "https://hooks.partner.example/ibex"][..],
+            "IBEX_WEBHOOK_SECRET is not",
+        ),
+        (
+            &["--webhook-secret", WEBHOOK_SECRET][..],
+            "IBEX_WEBHOOK_URL is not",
+        ),
+        (
+            &[
+                "--webhook-url",
+                "ftp://hooks.partner.example/",
+                "--webhook-secret",
+                WEBHOOK_SECRET,
+            ][..],
+            "not an absolute http(s) URL",
+        ),
+        (
+            &[
+                "--webhook-url",
+                "https://ibex:pw@hooks.partner.example/",
+                "--webhook-secret",
+                WEBHOOK_SECRET,
+            ][..],
+            "must not hold a user name or password",
+        ),
+        (
+            &[
+                "--webhook-url",
+                "https://hooks.partner.example/",
+                "--webhook-secret",
+                "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            ][..],
+            "must start with `whsec_`",
+        ),
+        (
+            &[
+                "--webhook-url",
+                "https://hooks.partner.example/",
+                "--webhook-secret",
+                "whsec_c2hvcnQ=",
+            ][..],
+            "holds 5 bytes",
+        ),
+    ] {
+        let refused = check(args).expect_err("refused");
+        assert!(refused.contains(says), "{args:?}: {refused}");
+        assert!(
+            !refused.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            "{refused}"
+        );
+        assert!(!refused.contains("pw@"), "{refused}");
+    }
+}

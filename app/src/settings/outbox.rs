@@ -319,10 +319,11 @@ impl Outbox {
         Ok(row.try_get(0)?)
     }
 
-    /// Deletes delivered and dead events created before `before_ms`; pending ones stay whatever their age.
+    /// Deletes delivered and dead events last queued before `before_ms` (a replayed event counts from its
+    /// replay); pending ones stay whatever their age.
     pub async fn prune(&self, before_ms: i64) -> Result<u64, StoreError> {
         let done = sqlx::query(
-            "DELETE FROM webhook_outbox WHERE state IN ('delivered', 'dead') AND created_at < $1",
+            "DELETE FROM webhook_outbox WHERE state IN ('delivered', 'dead') AND queued_at < $1",
         )
         .bind(before_ms)
         .execute(self.store.pool())

@@ -597,12 +597,14 @@ pub enum ConfigError {
     AuthScheme(String),
     #[error("IBEX_WEBHOOK_URL is not an absolute http(s) URL")]
     WebhookUrl,
+    #[error("IBEX_WEBHOOK_URL must not hold a user name or password: the endpoint knows ibex by the webhook-signature it verifies with IBEX_WEBHOOK_SECRET")]
+    WebhookUrlCredentials,
     #[error("IBEX_WEBHOOK_URL is refused by the partner egress policy: {0} (IBEX_ALLOW_LOOPBACK_PARTNERS allows loopback, [partner.egress] of the app definition the rest)")]
     WebhookEgress(crate::partner::EgressError),
     #[error("{0}")]
     WebhookSecret(#[from] crate::webhooks::signature::SecretError),
-    #[error("IBEX_WEBHOOK_URL and IBEX_WEBHOOK_SECRET go together: {0} is set, the other is not")]
-    WebhookHalf(&'static str),
+    #[error("{0} is set but {1} is not: the webhook endpoint and its signing secret go together")]
+    WebhookHalf(&'static str, &'static str),
     #[error("cannot keep development secrets in {path}: {source}")]
     DevSecrets {
         path: String,
@@ -673,10 +675,25 @@ impl Options {
         let (url, secret) = match (given(&self.webhook_url), given(&self.webhook_secret)) {
             (None, None) => return Ok(None),
             (Some(url), Some(secret)) => (url, secret),
-            (Some(_), None) => return Err(ConfigError::WebhookHalf("IBEX_WEBHOOK_URL")),
-            (None, Some(_)) => return Err(ConfigError::WebhookHalf("IBEX_WEBHOOK_SECRET")),
+            (Some(_), None) => {
+                return Err(ConfigError::WebhookHalf(
+                    "IBEX_WEBHOOK_URL",
+                    "IBEX_WEBHOOK_SECRET",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::WebhookHalf(
+                    "IBEX_WEBHOOK_SECRET",
+                    "IBEX_WEBHOOK_URL",
+                ))
+            }
         };
         match url::Url::parse(&url) {
+            // A user name or password in the URL would be dropped silently (no Basic auth is sent): refused, so
+            // the partner authenticates ibex by the signature, as Standard Webhooks means it to.
+            Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+                return Err(ConfigError::WebhookUrlCredentials)
+            }
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {}
             _ => return Err(ConfigError::WebhookUrl),
         }
