@@ -16,3 +16,4 @@ pub mod signed;
 pub mod signin;
 pub mod state;
 pub mod sync;
+pub mod webhooks;

@@ -93,6 +93,9 @@ pub struct Shared {
     pub people_limits: Arc<crate::sync::people::Limits>,
     /// Every surface's calls, counted per account for the activity view (`activity`).
     pub activity: crate::activity::Activity,
+    /// The partner's webhook endpoint (`IBEX_WEBHOOK_URL`), when configured: changes then write lifecycle
+    /// events to the outbox, and this instance's worker may deliver them.
+    pub webhooks: Option<Arc<crate::webhooks::WebhookConfig>>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -114,7 +117,10 @@ async fn open_settings_with(
     definition: Arc<AppDefinition>,
     keys: Arc<KeyRing>,
 ) -> Result<SettingsService, StartError> {
-    let store = SettingsStore::connect(&options.database_url, keys).await?;
+    let webhooks = options.webhooks(&options.egress(&definition))?.is_some();
+    let store = SettingsStore::connect(&options.database_url, keys)
+        .await?
+        .with_webhooks(webhooks);
     store.migrate().await?;
     Ok(SettingsService::new(
         definition,
@@ -146,6 +152,9 @@ impl AppState {
         let oauth = Arc::new(options.oauth()?);
         let keys = Arc::new(options.key_ring()?);
         let settings = open_settings_with(options, definition.clone(), keys.clone()).await?;
+        let webhooks = options
+            .webhooks(&options.egress(&definition))?
+            .map(Arc::new);
         let partner = PartnerClient::new(RetryPolicy::default(), options.egress(&definition))?;
         let probe = PartnerProbe::compile(&definition, partner.clone())
             .map_err(StartError::Compile)?
@@ -202,6 +211,7 @@ impl AppState {
             sync,
             people_limits,
             activity,
+            webhooks,
             definition,
         })))
     }

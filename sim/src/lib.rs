@@ -5,3 +5,4 @@ pub mod exchange;
 pub mod people;
 pub mod proxy;
 pub mod shop;
+pub mod webhooks;

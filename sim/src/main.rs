@@ -30,6 +30,10 @@ enum Command {
         /// Made-up customers listed after the seeded three (`GET /customers`), for People sync.
         #[arg(long, env = "IBEX_SIM_SHOP_CUSTOMERS", default_value_t = ibex_sim::shop::GENERATED_CUSTOMERS)]
         customers: usize,
+        /// The partner's webhook receiver at /webhooks, verifying ibex's Standard Webhooks signatures with this
+        /// `whsec_…` secret (the one ibex has in IBEX_WEBHOOK_SECRET); without it, no receiver.
+        #[arg(long, env = "IBEX_SIM_WEBHOOK_SECRET", hide_env_values = true)]
+        webhook_secret: Option<String>,
     },
     /// The benchmark's floor: a bare axum + hyper-util proxy adding the API key (see `scripts/bench.sh`).
     Proxy {
@@ -81,7 +85,8 @@ async fn main() -> std::process::ExitCode {
             addr,
             api_key,
             customers,
-        } => ibex_sim::shop::serve(addr, api_key, customers).await,
+            webhook_secret,
+        } => ibex_sim::shop::serve(addr, api_key, customers, webhook_secret.as_deref()).await,
         Command::Proxy {
             addr,
             upstream,

@@ -244,10 +244,26 @@ pub fn router_with(api_key: impl Into<String>, generated: usize) -> Router {
         .with_state(shop)
 }
 
-pub async fn serve(addr: SocketAddr, api_key: String, customers: usize) -> std::io::Result<()> {
+/// The shop, and with `webhook_secret` the partner's webhook receiver beside it (`webhooks`).
+pub async fn serve(
+    addr: SocketAddr,
+    api_key: String,
+    customers: usize,
+    webhook_secret: Option<&str>,
+) -> std::io::Result<()> {
+    let mut router = router_with(api_key, customers);
+    if let Some(secret) = webhook_secret {
+        router = router.merge(crate::webhooks::router(secret).map_err(std::io::Error::other)?);
+    }
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("demo shop API on http://{}", listener.local_addr()?);
-    axum::serve(listener, router_with(api_key, customers)).await
+    if webhook_secret.is_some() {
+        tracing::info!(
+            "webhook receiver on http://{}/webhooks (GET /_sim/webhooks lists what arrived)",
+            listener.local_addr()?
+        );
+    }
+    axum::serve(listener, router).await
 }
 
 /// Records the request, applies the fault switches, then checks the API key, as a real API's edge would.

@@ -8,6 +8,8 @@ pub mod admins;
 pub mod card_tokens;
 #[cfg(feature = "ssr")]
 pub mod crypto;
+#[cfg(feature = "ssr")]
+pub mod outbox;
 pub mod probe;
 #[cfg(feature = "ssr")]
 mod service;

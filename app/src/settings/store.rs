@@ -157,6 +157,8 @@ pub struct SettingsStore {
     pool: AnyPool,
     backend: Backend,
     keys: Arc<KeyRing>,
+    /// Whether changes write their lifecycle events to the webhook outbox (a webhook endpoint is configured).
+    webhooks: bool,
 }
 
 /// The URL with any password replaced, for error messages and logs.
@@ -213,7 +215,22 @@ impl SettingsStore {
             pool,
             backend,
             keys,
+            webhooks: false,
         })
+    }
+
+    /// The same store, writing lifecycle events to the webhook outbox with each change when `on` (set at
+    /// start-up when `IBEX_WEBHOOK_URL` is configured; see `outbox`).
+    pub fn with_webhooks(self, on: bool) -> Self {
+        SettingsStore {
+            webhooks: on,
+            ..self
+        }
+    }
+
+    /// Whether a change should write its event (`outbox::enqueue`) in its transaction.
+    pub fn webhooks_enabled(&self) -> bool {
+        self.webhooks
     }
 
     pub fn backend(&self) -> Backend {
@@ -387,6 +404,21 @@ impl SettingsStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if self.webhooks {
+            // Field names only: values (secrets above all) stay in the database.
+            let data = serde_json::json!({
+                "version": next,
+                "changed_by": actor,
+                "changed_fields": change.changed_fields(),
+            });
+            super::outbox::enqueue(
+                &mut tx,
+                account_key,
+                super::outbox::EventKind::AccountConfigured,
+                data,
+            )
+            .await?;
+        }
         tx.commit().await?;
         self.load(account_key)
             .await?
@@ -506,6 +538,17 @@ impl SettingsStore {
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
+        if self.webhooks {
+            // Who issued it, never the token nor its hint: the partner learns that the old one stopped working.
+            let data = serde_json::json!({ "issued_by": actor });
+            super::outbox::enqueue(
+                &mut tx,
+                account_key,
+                super::outbox::EventKind::CardTokenIssued,
+                data,
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -3,7 +3,7 @@
 
 use crate::cli::config::{
     AdminsCommand, Cli, Command, ConfigError, KeysCommand, LogFormat, ManifestFormat, Options,
-    SettingsCommand,
+    SettingsCommand, WebhooksCommand,
 };
 use crate::manifest::manifest;
 use crate::routes;
@@ -79,6 +79,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CommandError> {
         Command::Keys(KeysCommand::Rewrap { dry_run }) => keys_rewrap(&options, dry_run).await,
         Command::Admins(command) => admins(&options, command).await,
         Command::Activity { account, period } => activity(&options, &account, &period).await,
+        Command::Webhooks(command) => webhooks(&options, command).await,
         Command::Migrate => {
             let settings = open_settings(&options, Arc::new(options.definition()?)).await?;
             settings.store().close().await;
@@ -152,6 +153,10 @@ async fn serve(options: &Options) -> Result<ExitCode, CommandError> {
         crate::activity::store::ActivityStore::new(state.settings.store().clone()),
     );
     activity.spawn();
+    // Held for as long as ibex serves; the worker's tasks stop with it.
+    let webhook_worker = crate::webhooks::delivery::Deliverer::for_instance(&state)
+        .filter(|_| state.webhooks.as_ref().is_some_and(|w| w.worker))
+        .map(crate::webhooks::delivery::Deliverer::spawn);
     let bind_error = |source| CommandError::Bind {
         addr: options.addr.to_string(),
         source,
@@ -173,6 +178,9 @@ async fn serve(options: &Options) -> Result<ExitCode, CommandError> {
         public_url = %public_url,
         database = %redact_url(&options.database_url),
         functions = state.functions.len(),
+        // The host only: a URL's path or query may hold the partner's own token.
+        webhooks = state.webhooks.as_ref().and_then(|w| w.url.host()).unwrap_or("off"),
+        webhook_worker = webhook_worker.is_some(),
         "ibex listening"
     );
     let limits = crate::ops::listen::ListenLimits {
@@ -493,6 +501,65 @@ async fn admins(options: &Options, command: AdminsCommand) -> Result<ExitCode, C
     }
     .await;
     store.close().await;
+    result.map_err(|e: app::settings::store::StoreError| CommandError::Settings(e.into()))
+}
+
+/// `ibex webhooks list|replay`: the operator's view of the outbox. Never a payload nor the secret: the list
+/// names each event and says how its delivery stands.
+async fn webhooks(options: &Options, command: WebhooksCommand) -> Result<ExitCode, CommandError> {
+    use app::settings::outbox::{rfc3339, Outbox, Replay};
+    let settings = open_settings(options, Arc::new(options.definition()?)).await?;
+    let outbox = Outbox::new(settings.store().clone());
+    let result = async {
+        match command {
+            WebhooksCommand::List {
+                account,
+                state,
+                limit,
+            } => {
+                let events = outbox
+                    .list(account.as_deref(), state.as_deref(), limit.clamp(1, 10_000))
+                    .await?;
+                if events.is_empty() {
+                    println!("no webhook events");
+                }
+                for e in events {
+                    let when = match e.state.as_str() {
+                        "pending" => format!("next attempt {}", rfc3339(e.next_attempt_at)),
+                        "delivered" => format!("delivered {}", rfc3339(e.delivered_at.unwrap_or(0))),
+                        _ => "given up".to_owned(),
+                    };
+                    println!(
+                        "{}\t{}\t{}\t{}\t{} attempt(s)\tcreated {}\t{when}\t{}",
+                        e.event_id,
+                        e.event_type,
+                        e.account_key,
+                        e.state,
+                        e.attempts,
+                        rfc3339(e.created_at),
+                        e.last_error.as_deref().unwrap_or("")
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            WebhooksCommand::Replay { event_id } => match outbox.replay(&event_id).await? {
+                Replay::Queued => {
+                    println!("{event_id} queued again under the same id: an instance with IBEX_WEBHOOK_URL sends it");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Replay::InFlight => {
+                    eprintln!("{event_id} is being sent right now; list it again to see how that went");
+                    Ok(ExitCode::from(1))
+                }
+                Replay::NotFound => {
+                    eprintln!("no webhook event {event_id} (delivered events are kept IBEX_WEBHOOK_KEEP_DAYS days)");
+                    Ok(ExitCode::from(2))
+                }
+            },
+        }
+    }
+    .await;
+    settings.store().close().await;
     result.map_err(|e: app::settings::store::StoreError| CommandError::Settings(e.into()))
 }
 

@@ -397,6 +397,66 @@ pub struct Options {
     /// How often an idle sync worker looks for due runs.
     #[arg(long, env = "IBEX_SYNC_POLL_MS", default_value_t = 1000, global = true)]
     pub sync_poll_ms: u64,
+    /// The partner's endpoint for lifecycle webhooks (docs/webhooks.md); unset, no events are written or sent.
+    /// It passes the same egress policy as partner calls.
+    #[arg(long, env = "IBEX_WEBHOOK_URL", global = true)]
+    pub webhook_url: Option<String>,
+    /// The endpoint's signing secret as Standard Webhooks writes it: `whsec_` and the base64 of 24 to 64 random
+    /// bytes.
+    #[arg(
+        long,
+        env = "IBEX_WEBHOOK_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub webhook_secret: Option<String>,
+    /// How long an event is retried, from when it was queued, before it is given up (dead).
+    #[arg(
+        long,
+        env = "IBEX_WEBHOOK_RETRY_SECS",
+        default_value_t = 86_400,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub webhook_retry_secs: u64,
+    /// The wait before an event's first retry; each next one waits twice as long (at most an hour), less a
+    /// random part of up to half.
+    #[arg(
+        long,
+        env = "IBEX_WEBHOOK_BACKOFF_MS",
+        default_value_t = 5000,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub webhook_backoff_ms: u64,
+    /// How long the endpoint has to answer one delivery attempt.
+    #[arg(
+        long,
+        env = "IBEX_WEBHOOK_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=300),
+        global = true
+    )]
+    pub webhook_timeout_secs: u64,
+    /// Days delivered and given-up events are kept for `ibex webhooks list|replay`.
+    #[arg(
+        long,
+        env = "IBEX_WEBHOOK_KEEP_DAYS",
+        default_value_t = 7,
+        global = true
+    )]
+    pub webhook_keep_days: u64,
+    /// How often an idle webhook worker looks for due events.
+    #[arg(
+        long,
+        env = "IBEX_WEBHOOK_POLL_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub webhook_poll_ms: u64,
+    /// Deliver webhook events from this instance (instances on one PostgreSQL share them).
+    #[arg(long, env = "IBEX_WEBHOOK_WORKER", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub webhook_worker: bool,
     /// How long a configuration-page sign-in lasts.
     #[arg(
         long,
@@ -461,6 +521,27 @@ pub enum Command {
         #[arg(long, value_parser = ["hour", "day", "week"], default_value = "day")]
         period: String,
     },
+    /// The lifecycle events sent to the partner's webhook endpoint: list them, or send one again.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Recent events, newest first, with their state (pending, delivered, dead), attempts and last error.
+    List {
+        /// Only this account's events.
+        #[arg(long)]
+        account: Option<String>,
+        /// Only events in this state.
+        #[arg(long, value_parser = ["pending", "delivered", "dead"])]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Queue an event again under its own id (its receiver can tell it from a new one); due at once, with a
+    /// fresh retry window.
+    Replay { event_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -557,6 +638,16 @@ pub enum ConfigError {
     FrameAncestors(String),
     #[error("IBEX_INFOBIP_AUTH_SCHEME {0:?} must be one word of letters, digits or `-` (e.g. IBSSO, Bearer)")]
     AuthScheme(String),
+    #[error("IBEX_WEBHOOK_URL is not an absolute http(s) URL")]
+    WebhookUrl,
+    #[error("IBEX_WEBHOOK_URL must not hold a user name or password: the endpoint knows ibex by the webhook-signature it verifies with IBEX_WEBHOOK_SECRET")]
+    WebhookUrlCredentials,
+    #[error("IBEX_WEBHOOK_URL is refused by the partner egress policy: {0} (IBEX_ALLOW_LOOPBACK_PARTNERS allows loopback, [partner.egress] of the app definition the rest)")]
+    WebhookEgress(crate::partner::EgressError),
+    #[error("{0}")]
+    WebhookSecret(#[from] crate::webhooks::signature::SecretError),
+    #[error("{0} is set but {1} is not: the webhook endpoint and its signing secret go together")]
+    WebhookHalf(&'static str, &'static str),
     #[error("cannot keep development secrets in {path}: {source}")]
     DevSecrets {
         path: String,
@@ -609,6 +700,58 @@ impl Options {
         let mut spec = definition.partner.egress.clone();
         spec.https_only |= self.partner_https_only;
         crate::partner::EgressPolicy::new(&spec, self.allow_loopback_partners || self.dev)
+    }
+
+    /// The partner's webhook endpoint, when one is configured: its URL must pass `egress` as far as it can be
+    /// checked before connecting (scheme, allowed hosts, an IP literal's address); a name's addresses are
+    /// checked on every connection, as for partner calls.
+    pub fn webhooks(
+        &self,
+        egress: &crate::partner::EgressPolicy,
+    ) -> Result<Option<crate::webhooks::WebhookConfig>, ConfigError> {
+        let given = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let (url, secret) = match (given(&self.webhook_url), given(&self.webhook_secret)) {
+            (None, None) => return Ok(None),
+            (Some(url), Some(secret)) => (url, secret),
+            (Some(_), None) => {
+                return Err(ConfigError::WebhookHalf(
+                    "IBEX_WEBHOOK_URL",
+                    "IBEX_WEBHOOK_SECRET",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::WebhookHalf(
+                    "IBEX_WEBHOOK_SECRET",
+                    "IBEX_WEBHOOK_URL",
+                ))
+            }
+        };
+        match url::Url::parse(&url) {
+            // A user name or password in the URL would be dropped silently (no Basic auth is sent): refused, so
+            // the partner authenticates ibex by the signature, as Standard Webhooks means it to.
+            Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+                return Err(ConfigError::WebhookUrlCredentials)
+            }
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {}
+            _ => return Err(ConfigError::WebhookUrl),
+        }
+        let uri: http::Uri = url.parse().map_err(|_| ConfigError::WebhookUrl)?;
+        egress.check_uri(&uri).map_err(ConfigError::WebhookEgress)?;
+        Ok(Some(crate::webhooks::WebhookConfig {
+            url: uri,
+            secret: crate::webhooks::signature::Secret::parse(&secret)?,
+            retry_for: Duration::from_secs(self.webhook_retry_secs),
+            backoff: Duration::from_millis(self.webhook_backoff_ms),
+            timeout: Duration::from_secs(self.webhook_timeout_secs),
+            keep: Duration::from_secs(self.webhook_keep_days.saturating_mul(86_400)),
+            poll: Duration::from_millis(self.webhook_poll_ms.max(10)),
+            worker: self.webhook_worker,
+        }))
     }
 
     pub fn public_url(&self) -> Result<String, ConfigError> {

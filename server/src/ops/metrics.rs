@@ -26,6 +26,11 @@ struct PartnerLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SyncLabels {
     direction: String,
     outcome: &'static str,
@@ -50,6 +55,8 @@ pub struct Metrics {
     pub activity_dropped: Counter,
     cache_entries: prometheus_client::metrics::gauge::Gauge,
     cache_bytes: prometheus_client::metrics::gauge::Gauge,
+    webhook_attempts: Family<WebhookLabels, Counter>,
+    webhooks_pending: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Default for Metrics {
@@ -117,9 +124,23 @@ impl Metrics {
             "Calls the activity view did not count: over IBEX_ACTIVITY_MAX_ACCOUNTS accounts in memory, or naming an unproven account",
             activity_dropped.clone(),
         );
+        let webhook_attempts = Family::<WebhookLabels, Counter>::default();
+        let webhooks_pending = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts by outcome: delivered, failed (retried or not), dead (a failure that ended the event's retry window)",
+            webhook_attempts.clone(),
+        );
+        registry.register(
+            "webhook_outbox_pending",
+            "Webhook events not yet delivered nor given up, on the whole database (every instance's)",
+            webhooks_pending.clone(),
+        );
         Metrics {
             registry,
             activity_dropped,
+            webhook_attempts,
+            webhooks_pending,
             cache_entries,
             cache_bytes,
             calls,
@@ -190,6 +211,17 @@ impl Metrics {
 
     pub fn set_sync_queue(&self, depth: i64) {
         self.sync_queue.set(depth);
+    }
+
+    /// One webhook delivery attempt's outcome (`webhooks::delivery`).
+    pub fn observe_webhook(&self, outcome: &'static str) {
+        self.webhook_attempts
+            .get_or_create(&WebhookLabels { outcome })
+            .inc();
+    }
+
+    pub fn set_webhooks_pending(&self, pending: i64) {
+        self.webhooks_pending.set(pending);
     }
 
     pub fn set_settings_cache(&self, (accounts, bytes): (u64, u64)) {

@@ -513,7 +513,9 @@ impl Runs {
         let checkpoint = serde_json::from_str::<Checkpoint>(&held.try_get::<String, _>(0)?)
             .map(|c| Checkpoint { cursor: None, ..c })
             .unwrap_or_default();
-        // Fenced again: a takeover between the read and this write leaves the run to its new holder.
+        // Fenced again: a takeover between the read and this write leaves the run to its new holder. One
+        // transaction with the run's webhook event, when the deployment has an endpoint (webhooks::events).
+        let mut tx = self.store.pool().begin().await?;
         let done = sqlx::query(
             "UPDATE sync_runs SET status = $1, finished_at = $2, last_error = $3, lease_owner = NULL, \
              lease_until = NULL, checkpoint = $6 WHERE id = $4 AND lease_owner = $5 AND status = 'running'",
@@ -524,9 +526,16 @@ impl Runs {
         .bind(id)
         .bind(owner)
         .bind(serde_json::to_string(&checkpoint)?)
-        .execute(self.store.pool())
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if self.store.webhooks_enabled() {
+            crate::webhooks::events::run_finished(&mut tx, id).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Pauses a run after an outage: it keeps its checkpoint and is claimed again after `retry_in_ms`.
