@@ -144,6 +144,28 @@ pub fn map_record(sync: &SyncSpec, record: &Value, off: &FieldsOff) -> Result<Pe
     Ok(Person { body, key, digest })
 }
 
+/// The key a record is matched by (its identifier as mapped), without mapping the rest: a record that fails its
+/// mapping (a bad phone number, say) is still in the source, and must not be taken for one that is gone.
+pub fn record_key(sync: &SyncSpec, record: &Value) -> Option<String> {
+    let field = sync
+        .to_people
+        .fields
+        .iter()
+        .find(|f| f.person == sync.identifier.field())?;
+    let text = value_of(field, record)?;
+    transform(field.transform, &text, sync.default_region.as_deref())
+        .ok()
+        .filter(|key| !key.is_empty())
+}
+
+/// What People → partner would send for `person` as ibex just wrote it to People (its digest, keyed like the
+/// record): recorded for that direction, so a person ibex wrote is not sent back to the partner unchanged.
+/// `None` without `[sync.from_people]`.
+pub fn mirrored(sync: &SyncSpec, person: &Person, off: &FieldsOff) -> Option<(String, String)> {
+    sync.from_people.as_ref()?;
+    person_inputs(sync, &person.v2_body(), off).map(|write| (write.key, write.digest))
+}
+
 /// A People person → the inputs of `[sync.from_people] function`, the record's key, and a digest of the inputs
 /// (equal digests: the partner already has this). `None` when the person lacks the identifier: it did not come
 /// from the partner and is skipped.
