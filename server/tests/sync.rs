@@ -592,7 +592,11 @@ async fn from_people(backend: Backend) {
         "{run:?}"
     );
     assert!(run.checkpoint.since.is_some(), "{run:?}");
-    assert!(!h.shop_requests().await.iter().any(|r| r["method"] == "PATCH"));
+    assert!(!h
+        .shop_requests()
+        .await
+        .iter()
+        .any(|r| r["method"] == "PATCH"));
 
     // Hostile persons anyone with People access can make, read before Ana below: an externalId that would
     // climb out of /customers/{id}, and an email carrying a mail header. Each is that record's failure; the
@@ -626,7 +630,10 @@ async fn from_people(backend: Backend) {
     // run, unchanged, plus the four changes.
     assert_eq!((c.read, c.unchanged + c.skipped), (5, 1), "{run:?}");
     let ana = shop_customer(&h, "c-100").await;
-    assert_eq!((ana["tier"].as_str(), ana["phone"].as_str()), (Some("platinum"), Some("+385911234567")));
+    assert_eq!(
+        (ana["tier"].as_str(), ana["phone"].as_str()),
+        (Some("platinum"), Some("+385911234567"))
+    );
     let failures = engine.runs.failures(second).await.unwrap();
     let reasons: std::collections::BTreeMap<&str, &str> = failures
         .iter()

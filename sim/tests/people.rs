@@ -471,14 +471,20 @@ async fn a_person_is_tagged_and_deleted() {
         async move {
             let response = request.send().await.unwrap();
             let status = response.status().as_u16();
-            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
         }
     };
     assert_eq!(delete(one.clone(), None).await.0, 401);
     let (status, body) = delete(format!("{persons}?type=EXTERNAL_ID"), Some(API_KEY)).await;
     assert_eq!(status, 400, "no identifier: {body}");
     let (status, body) = delete(format!("{one}&limit=1"), Some(API_KEY)).await;
-    assert_eq!(status, 400, "a parameter the operation does not take: {body}");
+    assert_eq!(
+        status, 400,
+        "a parameter the operation does not take: {body}"
+    );
     assert!(
         body["requestError"]["serviceException"]["text"]
             .as_str()
@@ -486,15 +492,25 @@ async fn a_person_is_tagged_and_deleted() {
             .contains("limit"),
         "{body}"
     );
-    let (status, body) = delete(format!("{persons}?identifier=c-1&type=NICKNAME"), Some(API_KEY)).await;
+    let (status, body) = delete(
+        format!("{persons}?identifier=c-1&type=NICKNAME"),
+        Some(API_KEY),
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(delete(one.clone(), Some(API_KEY)).await.0, 204);
     let (status, body) = delete(one.clone(), Some(API_KEY)).await;
     assert_eq!(status, 404);
-    assert_eq!(body["requestError"]["serviceException"]["messageId"], "NOT_FOUND");
+    assert_eq!(
+        body["requestError"]["serviceException"]["messageId"],
+        "NOT_FOUND"
+    );
     let held = state(&base, &http).await;
     assert_eq!(held["persons"], json!([]));
     assert_eq!(held["stats"]["deletes"], json!(1));
     // Admitted (the key was right), whatever their answer.
-    assert_eq!(held["stats"]["requests"]["DELETE /people/2/persons"], json!(5));
+    assert_eq!(
+        held["stats"]["requests"]["DELETE /people/2/persons"],
+        json!(5)
+    );
 }

@@ -109,7 +109,10 @@ pub fn delete_tag(sync: &SyncSpec, app_name: &str) -> String {
         }
     }
     let slug = slug.trim_end_matches('-');
-    let tag = format!("deleted-in-{}", if slug.is_empty() { "partner" } else { slug });
+    let tag = format!(
+        "deleted-in-{}",
+        if slug.is_empty() { "partner" } else { slug }
+    );
     tag.chars().take(MAX_TAG_CHARS).collect()
 }
 

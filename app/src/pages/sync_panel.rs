@@ -302,7 +302,8 @@ pub fn SyncPanel(status: SyncStatus, session: String) -> impl IntoView {
             .unwrap_or_default(),
     );
     let paused_any = move || status.with(|s| !s.paused.is_empty());
-    let paused_all = move || status.with(|s| !s.paused.is_empty() && s.paused.len() >= s.directions.len());
+    let paused_all =
+        move || status.with(|s| !s.paused.is_empty() && s.paused.len() >= s.directions.len());
     let test = Action::new({
         let session = session.clone();
         move |_: &()| {

@@ -491,7 +491,10 @@ async fn sync_control(options: &Options, command: SyncCommand) -> Result<ExitCod
         None => all,
         Some(d) if all.contains(&d) => vec![d],
         Some(d) => {
-            eprintln!("this app has no {} sync ([sync.from_people] is not defined)", direction_label(d));
+            eprintln!(
+                "this app has no {} sync ([sync.from_people] is not defined)",
+                direction_label(d)
+            );
             return Ok(ExitCode::from(2));
         }
     };

@@ -124,7 +124,15 @@ impl Controls {
             }
         }
         if !paused.is_empty() {
-            log(&mut tx, account_key, Action::Pause, scope(directions), by, now).await?;
+            log(
+                &mut tx,
+                account_key,
+                Action::Pause,
+                scope(directions),
+                by,
+                now,
+            )
+            .await?;
         }
         tx.commit().await?;
         if !paused.is_empty() {
@@ -164,7 +172,15 @@ impl Controls {
             }
         }
         if !resumed.is_empty() {
-            log(&mut tx, account_key, Action::Resume, scope(directions), by, now).await?;
+            log(
+                &mut tx,
+                account_key,
+                Action::Resume,
+                scope(directions),
+                by,
+                now,
+            )
+            .await?;
         }
         tx.commit().await?;
         if !resumed.is_empty() {

@@ -851,8 +851,10 @@ impl SyncEngine {
         let keep = self.config.failures_kept;
         let failed_before = page.counts.failed;
         let mut persons = Vec::with_capacity(records.len());
-        // What a complete run read: the records it did not are gone from the source.
-        let marks = run.checkpoint.retry_of.is_none();
+        // What a complete run read: the records it did not are gone from the source. Only where something is done
+        // with them: the run that reaches the last page marks everything it reads before it looks.
+        let marks = run.checkpoint.retry_of.is_none()
+            && sync.on_delete != app::definition::sync::OnDelete::Ignore;
         for record in records {
             page.counts.read += 1;
             if let Some(hook) = &self.record_hook {

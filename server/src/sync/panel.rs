@@ -387,7 +387,8 @@ impl SyncSource for ServerSync {
                 },
             };
             let controls = self.controls();
-            let unavailable = |_| "The change could not be saved; try again in a moment.".to_owned();
+            let unavailable =
+                |_| "The change could not be saved; try again in a moment.".to_owned();
             match action {
                 Action::Pause => {
                     let paused = controls
@@ -419,7 +420,8 @@ impl SyncSource for ServerSync {
                             .map_err(|e| match e {
                                 ControlError::Running(_) => sentence(&e.to_string()),
                                 ControlError::Store(_) => {
-                                    "The change could not be saved; try again in a moment.".to_owned()
+                                    "The change could not be saved; try again in a moment."
+                                        .to_owned()
                                 }
                             })?;
                     }

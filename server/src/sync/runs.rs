@@ -468,7 +468,9 @@ impl Runs {
                 "DELETE FROM sync_records WHERE account_key = $1 AND direction = $2 AND record_key IN ({})",
                 placeholders(3, chunk.len())
             );
-            let mut query = sqlx::query(&sql).bind(&run.account_key).bind(&run.direction);
+            let mut query = sqlx::query(&sql)
+                .bind(&run.account_key)
+                .bind(&run.direction);
             for key in chunk {
                 query = query.bind(key);
             }
