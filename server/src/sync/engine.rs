@@ -461,9 +461,10 @@ impl SyncEngine {
                 return Outcome::Failed(reason);
             }
             if last {
-                // Only a run that read the whole source in one pass decides what is gone: one that was paused or
-                // taken over read it in several, and pages can shift in between.
-                if run.attempts == 1 {
+                // Only a run that read the whole source in one pass (this attempt began at the first page) decides
+                // what is gone: one that was paused or taken over after a page read it in several, and pages can
+                // shift in between.
+                if run.checkpoint.pages == 0 {
                     if let Some(stop) = self.sweep(partner, writer, sync, run, &page.next).await {
                         return stop;
                     }
