@@ -397,7 +397,20 @@ async fn delete_when_opted_in(backend: Backend) {
 
     h.configure(ACCOUNT, &[("people_sync_delete_on", "true")])
         .await;
-    let deleted = sync_once(&engine, &h, TO_PEOPLE).await;
+    // The shop fails the run's first page: the run pauses before reading anything, so the attempt that resumes
+    // it still reads the whole list in one pass, and decides.
+    h.shop_faults(json!({"fail_next": 1000, "status": 503})).await;
+    let id = engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    let outcome = run_to_end(&engine, &h).await;
+    assert!(matches!(outcome, Outcome::Paused(_)), "{outcome:?}");
+    h.shop_faults(json!({})).await;
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let deleted = engine.runs.get(id).await.unwrap().unwrap();
+    assert_eq!(deleted.attempts, 2);
     assert_eq!((deleted.counts.deleted, deleted.counts.tagged), (1, 0));
     let state = common::people_state(&h).await;
     assert!(person(&state, "g-000001").is_none());
