@@ -399,7 +399,8 @@ async fn delete_when_opted_in(backend: Backend) {
         .await;
     // The shop fails the run's first page: the run pauses before reading anything, so the attempt that resumes
     // it still reads the whole list in one pass, and decides.
-    h.shop_faults(json!({"fail_next": 1000, "status": 503})).await;
+    h.shop_faults(json!({"fail_next": 1000, "status": 503}))
+        .await;
     let id = engine
         .runs
         .enqueue(ACCOUNT, TO_PEOPLE, "test")

@@ -365,3 +365,22 @@ pub fn people_settings(sync: &SyncSpec) -> Vec<super::SettingField> {
     }
     fields
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delete_tag_defaults_to_the_apps_name() {
+        let mut sync =
+            crate::definition::AppDefinition::from_toml(crate::definition::BUNDLED_EXAMPLE)
+                .unwrap()
+                .sync
+                .unwrap();
+        assert_eq!(delete_tag(&sync, "Order desk"), "deleted-in-order-desk");
+        assert_eq!(delete_tag(&sync, "  Café & Co. "), "deleted-in-café-co");
+        assert_eq!(delete_tag(&sync, "!!"), "deleted-in-partner");
+        sync.delete_tag = Some(" gone ".into());
+        assert_eq!(delete_tag(&sync, "Order desk"), "gone");
+    }
+}

@@ -412,6 +412,35 @@ mod tests {
     }
 
     #[test]
+    fn what_ibex_writes_is_what_people_to_partner_would_send() {
+        // A person as written to People, then as People → partner reads it back (v2's shape, as People stores it):
+        // the same digest, so it is not sent back unchanged.
+        let person = map_record(
+            &spec(),
+            &json!({"id": "c-100", "name": "Ana Horvat", "email": "Ana@Example.com",
+            "phone": "091 123 4567", "tier": "gold"}),
+            &FieldsOff::default(),
+        )
+        .unwrap();
+        let (key, digest) = mirrored(&spec(), &person, &FieldsOff::default()).unwrap();
+        let stored = json!({"id": 7, "externalId": "c-100", "firstName": "Ana", "lastName": "Horvat",
+            "modifiedAt": "2026-12-08T10:00:00.000Z", "tags": ["order-desk"],
+            "contactInformation": {"email": [{"address": "ana@example.com"}], "phone": [{"number": "385911234567"}]},
+            "customAttributes": {"loyaltyTier": "gold"}});
+        let read = person_inputs(&spec(), &stored, &FieldsOff::default()).unwrap();
+        assert_eq!(
+            (key.as_str(), digest.as_str()),
+            (read.key.as_str(), read.digest.as_str())
+        );
+        // The key a failing record is still known by: its identifier as mapped.
+        assert_eq!(
+            record_key(&spec(), &json!({"id": " c-2 ", "phone": "12"})).as_deref(),
+            Some("c-2")
+        );
+        assert_eq!(record_key(&spec(), &json!({"name": "No Id"})), None);
+    }
+
+    #[test]
     fn fields_an_account_turned_off_are_left_out_both_ways() {
         let off: FieldsOff = [
             "customAttributes.loyaltyTier".to_owned(),
