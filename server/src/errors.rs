@@ -65,6 +65,8 @@ pub enum ApiError {
     NoFromPeople,
     #[error("the person in People cannot be written to the partner: {0}")]
     PersonUnusable(String),
+    #[error("People sync is paused for this account; nothing is written to the partner until an admin resumes it")]
+    SyncPaused,
     #[error("ibex is serving as many requests as it is configured for; retry shortly")]
     Overloaded,
 }
@@ -139,6 +141,7 @@ impl ApiError {
             ApiError::PersonNotFound { .. } => (S::NOT_FOUND, "person_not_found"),
             ApiError::NoFromPeople => (S::NOT_FOUND, "unknown_function"),
             ApiError::PersonUnusable(_) => (S::UNPROCESSABLE_ENTITY, "person_unusable"),
+            ApiError::SyncPaused => (S::CONFLICT, "sync_paused"),
             ApiError::Overloaded => (S::SERVICE_UNAVAILABLE, "overloaded"),
         }
     }

@@ -10,7 +10,13 @@
 //!   `{code, message, details}` shape.
 //! - `GET` / `POST` / `PUT` / `PATCH /people/2/persons`: one person by `identifier`/`type` (only the documented
 //!   query parameters), bodies checked against `IamPersonV2` (`sim/schemas/people-person-v2.json`); v2's
-//!   `requestError.serviceException` error shape.
+//!   `requestError.serviceException` error shape. `PATCH` appends the tags it is sent, as the document says of
+//!   operation `partial-person-update` (People → ibex's `on_delete = "tag"`).
+//! - `DELETE /people/2/persons?identifier=&type=`: Infobip's "Delete a person" (`delete-a-person` in Infobip's API
+//!   reference), which is **not** in the reference excerpt of the OpenAPI document: its query parameters are
+//!   taken to be those of v2's other one-person operations (`identifier`, `sender`, `type`; anything else is
+//!   refused), its limit that of v2's writes (5/s), and its answers `204` when deleted, `404` in v2's error shape
+//!   when there is no such person. ibex takes any 2xx as deleted.
 //! - `Authorization: App <key>`; the documented limits per key and operation (5 requests/s, v2 POST 10/s),
 //!   answered 429 with `Retry-After` in the documented `ApiException429` shape.
 //!
@@ -99,6 +105,8 @@ pub struct PeopleStats {
     pub creates: u64,
     pub updates: u64,
     pub unchanged: u64,
+    /// Persons deleted (`DELETE /people/2/persons`).
+    pub deletes: u64,
     /// Persons refused one by one (a v3 207 error, a v2 400).
     pub refused: u64,
     pub throttled: u64,
@@ -141,6 +149,11 @@ impl Persons {
         let Some(i) = self.position("EXTERNAL_ID", external) else {
             return false;
         };
+        self.remove_at(i);
+        true
+    }
+
+    fn remove_at(&mut self, i: usize) {
         self.list.remove(i);
         self.by_external = self
             .list
@@ -148,7 +161,6 @@ impl Persons {
             .enumerate()
             .filter_map(|(i, p)| Some((p["externalId"].as_str()?.to_owned(), i)))
             .collect();
-        true
     }
 
     fn position(&self, kind: &str, identifier: &str) -> Option<usize> {
@@ -198,7 +210,11 @@ pub fn router(api_key: impl Into<String>) -> Router {
     Router::new()
         .route(
             "/people/2/persons",
-            get(read_persons).post(create).put(replace).patch(update),
+            get(read_persons)
+                .post(create)
+                .put(replace)
+                .patch(update)
+                .delete(remove),
         )
         .route("/people/2/persons/batch", post(create_batch))
         .route(
@@ -260,6 +276,7 @@ enum Op {
     PartialUpdate,
     UpsertFull,
     UpsertPartial,
+    Delete,
 }
 
 impl Op {
@@ -271,6 +288,7 @@ impl Op {
             Op::PartialUpdate => "PATCH /people/2/persons",
             Op::UpsertFull => "PUT /people/3/persons/upsert",
             Op::UpsertPartial => "PATCH /people/3/persons/upsert",
+            Op::Delete => "DELETE /people/2/persons",
         }
     }
 
@@ -295,7 +313,7 @@ impl Op {
                 "orderBy",
                 "filter",
             ],
-            Op::Update | Op::PartialUpdate => &["identifier", "sender", "type"],
+            Op::Update | Op::PartialUpdate | Op::Delete => &["identifier", "sender", "type"],
             Op::Create | Op::UpsertFull | Op::UpsertPartial => &[],
         }
     }
@@ -1019,6 +1037,32 @@ async fn update(
     body: Bytes,
 ) -> Response {
     write_v2(people, headers, query, body, Op::PartialUpdate).await
+}
+
+/// `DELETE /people/2/persons?identifier=&type=`: the person found is deleted (`204`); `404` when there is none; a
+/// query without `identifier`, with an unknown `type` or with a parameter the operation does not take is `400`.
+async fn remove(
+    State(people): State<Arc<People>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Some(refused) = admit(&people, &headers, Op::Delete) {
+        return refused;
+    }
+    let query = match parameters(Op::Delete, query.as_deref()) {
+        Ok(q) => q,
+        Err(e) => return e,
+    };
+    let mut persons = lock(&people.persons);
+    match find(&persons, &query) {
+        Err(e) => e,
+        Ok(Some(i)) => {
+            persons.remove_at(i);
+            lock(&people.stats).deletes += 1;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(None) => not_found(),
+    }
 }
 
 async fn upsert_patch(

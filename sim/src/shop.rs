@@ -53,6 +53,9 @@ struct Shop {
     /// Changes made by `PATCH /customers/{id}`, laid over the customers (seeded or generated) wherever they
     /// are listed.
     changes: Mutex<std::collections::HashMap<String, serde_json::Map<String, Value>>>,
+    /// Customers deleted by a test (`POST /_sim/customers/delete`): gone from the list, which pages over the
+    /// rest as a partner's list would.
+    deleted: Mutex<std::collections::HashSet<String>>,
     /// Customers beyond the seeded ones, made up on demand from their number (none are kept in memory).
     generated: usize,
 }
@@ -226,6 +229,7 @@ pub fn router_with(api_key: impl Into<String>, generated: usize) -> Router {
         seen: Mutex::new(VecDeque::new()),
         notes: Mutex::new(Vec::new()),
         changes: Mutex::new(std::collections::HashMap::new()),
+        deleted: Mutex::new(std::collections::HashSet::new()),
         generated,
     });
     let api = Router::new()
@@ -240,6 +244,7 @@ pub fn router_with(api_key: impl Into<String>, generated: usize) -> Router {
     Router::new()
         .route("/_sim/faults", post(set_faults).get(get_faults))
         .route("/_sim/requests", get(seen_requests))
+        .route("/_sim/customers/delete", post(delete_customers))
         .merge(api)
         .with_state(shop)
 }
@@ -349,6 +354,13 @@ async fn get_faults(State(shop): State<Arc<Shop>>) -> Json<Faults> {
     Json(lock(&shop.faults).clone())
 }
 
+/// `{"ids": ["g-000007", …]}`: these customers are deleted from the list (People sync's deletes).
+async fn delete_customers(State(shop): State<Arc<Shop>>, Json(body): Json<Value>) -> StatusCode {
+    let ids = body["ids"].as_array().cloned().unwrap_or_default();
+    lock(&shop.deleted).extend(ids.iter().filter_map(|id| id.as_str().map(str::to_owned)));
+    StatusCode::NO_CONTENT
+}
+
 async fn seen_requests(State(shop): State<Arc<Shop>>) -> Json<Vec<SeenRequest>> {
     Json(lock(&shop.seen).iter().cloned().collect())
 }
@@ -435,11 +447,23 @@ async fn list_customers(State(shop): State<Arc<Shop>>, Query(q): Query<PageQuery
     // Up to 1000, so a partner page can fill one People batch upsert (scripts/bench-sync.sh).
     let size = q.size.unwrap_or(100).clamp(1, 1000);
     let page = q.page.unwrap_or(1).max(1);
-    let total = CUSTOMERS.len() + shop.generated;
+    let deleted = lock(&shop.deleted).clone();
+    let all = CUSTOMERS.len() + shop.generated;
+    let total = all - deleted.len().min(all);
     let start = (page - 1).saturating_mul(size);
-    let customers: Vec<Value> = (start..total.min(start.saturating_add(size)))
-        .map(|i| shop.changed(customer_at(i)))
-        .collect();
+    let customers: Vec<Value> = if deleted.is_empty() {
+        (start..total.min(start.saturating_add(size)))
+            .map(|i| shop.changed(customer_at(i)))
+            .collect()
+    } else {
+        (0..all)
+            .map(customer_at)
+            .filter(|c| !deleted.contains(c["id"].as_str().unwrap_or_default()))
+            .skip(start)
+            .take(size)
+            .map(|c| shop.changed(c))
+            .collect()
+    };
     Json(json!({ "customers": customers, "page": page, "size": size, "total": total }))
 }
 

@@ -435,3 +435,82 @@ async fn v2_keeps_infobips_semantics() {
         .collect();
     assert_eq!(errors, [(1, "CONFLICT"), (2, "BAD_REQUEST")]);
 }
+
+/// What `on_delete` uses: v2's partial update appends a tag (`partial-person-update`: "Tags in the request are
+/// appended to the profile tag list"), and `DELETE /people/2/persons?identifier=&type=` deletes one person (not
+/// in the reference excerpt: v2's one-person query, `204`, `404` when there is none, anything else refused).
+#[tokio::test]
+async fn a_person_is_tagged_and_deleted() {
+    let (base, http) = start().await;
+    unlimited(&base, &http).await;
+    let persons = format!("{base}/people/2/persons");
+    let (status, _) = call(
+        &http,
+        reqwest::Method::POST,
+        persons.clone(),
+        json!({"externalId": "c-1", "tags": ["order-desk"]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let one = format!("{persons}?identifier=c-1&type=EXTERNAL_ID");
+    let (status, body) = call(
+        &http,
+        reqwest::Method::PATCH,
+        one.clone(),
+        json!({"tags": ["deleted-in-shop"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["tags"], json!(["order-desk", "deleted-in-shop"]));
+
+    let delete = |url: String, key: Option<&str>| {
+        let mut request = http.delete(url);
+        if let Some(key) = key {
+            request = request.header("authorization", format!("App {key}"));
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    assert_eq!(delete(one.clone(), None).await.0, 401);
+    let (status, body) = delete(format!("{persons}?type=EXTERNAL_ID"), Some(API_KEY)).await;
+    assert_eq!(status, 400, "no identifier: {body}");
+    let (status, body) = delete(format!("{one}&limit=1"), Some(API_KEY)).await;
+    assert_eq!(
+        status, 400,
+        "a parameter the operation does not take: {body}"
+    );
+    assert!(
+        body["requestError"]["serviceException"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("limit"),
+        "{body}"
+    );
+    let (status, body) = delete(
+        format!("{persons}?identifier=c-1&type=NICKNAME"),
+        Some(API_KEY),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(delete(one.clone(), Some(API_KEY)).await.0, 204);
+    let (status, body) = delete(one.clone(), Some(API_KEY)).await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        body["requestError"]["serviceException"]["messageId"],
+        "NOT_FOUND"
+    );
+    let held = state(&base, &http).await;
+    assert_eq!(held["persons"], json!([]));
+    assert_eq!(held["stats"]["deletes"], json!(1));
+    // Admitted (the key was right), whatever their answer.
+    assert_eq!(
+        held["stats"]["requests"]["DELETE /people/2/persons"],
+        json!(5)
+    );
+}

@@ -221,6 +221,27 @@ impl AppDefinition {
                 ));
             }
         }
+        if let Some(tag) = &sync.delete_tag {
+            if sync.on_delete != sync::OnDelete::Tag {
+                return Err(invalid(
+                    "[sync] delete_tag",
+                    "a tag is added only with on_delete = \"tag\"",
+                ));
+            }
+            let tag = tag.trim();
+            if tag.is_empty()
+                || tag.chars().count() > sync::MAX_TAG_CHARS
+                || tag.chars().any(char::is_control)
+            {
+                return Err(invalid(
+                    "[sync] delete_tag",
+                    format!(
+                        "give a tag of 1 to {} characters without control characters",
+                        sync::MAX_TAG_CHARS
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -1399,6 +1420,18 @@ path = "/x"
             (
                 format!("[sync]\ndefault_region = \"hr\"\n[sync.to_people]\nfunction = \"list-customers\"\noutput = \"customers\"\n{id}"),
                 "not a two-letter region code",
+            ),
+            (
+                format!("[sync]\non_delete = \"purge\"\n[sync.to_people]\nfunction = \"list-customers\"\noutput = \"customers\"\n{id}"),
+                "unknown variant `purge`, expected one of `ignore`, `tag`, `delete`",
+            ),
+            (
+                format!("[sync]\ndelete_tag = \"gone\"\n[sync.to_people]\nfunction = \"list-customers\"\noutput = \"customers\"\n{id}"),
+                "[sync] delete_tag: a tag is added only with on_delete = \"tag\"",
+            ),
+            (
+                format!("[sync]\non_delete = \"tag\"\ndelete_tag = \" \"\n[sync.to_people]\nfunction = \"list-customers\"\noutput = \"customers\"\n{id}"),
+                "[sync] delete_tag: give a tag of 1 to 128 characters",
             ),
         ] {
             let e = sync(&section);

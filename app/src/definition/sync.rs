@@ -23,6 +23,12 @@ pub struct SyncSpec {
     /// Region for phone numbers written without a country code (`"HR"`), for E.164.
     #[serde(default)]
     pub default_region: Option<String>,
+    /// What becomes of a person whose partner record no longer appears in a complete partner → People run.
+    #[serde(default)]
+    pub on_delete: OnDelete,
+    /// The tag `on_delete = "tag"` adds (default `deleted-in-<app name>`, e.g. `deleted-in-order-desk`).
+    #[serde(default)]
+    pub delete_tag: Option<String>,
     pub to_people: ToPeople,
     /// People → partner: changed persons written to the partner (optional).
     #[serde(default)]
@@ -68,6 +74,46 @@ pub enum WriteMode {
     /// v2, one person at a time: look the person up by the identifier, then `POST` a new one or `PATCH`/`PUT` the
     /// one found.
     LookupThenWrite,
+}
+
+/// A partner record gone from the source: only a run that read the whole source (one pass, to its last page)
+/// decides that a record is gone.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDelete {
+    /// The person stays in People as it is.
+    #[default]
+    Ignore,
+    /// The person gets `delete_tag` in People (v2's partial update, which appends tags).
+    Tag,
+    /// The person is deleted from People, on accounts that turned it on (`people_sync_delete_on`); elsewhere it
+    /// stays as it is.
+    Delete,
+}
+
+/// The longest `delete_tag`.
+pub const MAX_TAG_CHARS: usize = 128;
+
+/// The tag a gone record's person gets: `delete_tag`, or `deleted-in-` and the app's name in lower case with
+/// dashes (`deleted-in-order-desk`).
+pub fn delete_tag(sync: &SyncSpec, app_name: &str) -> String {
+    if let Some(tag) = &sync.delete_tag {
+        return tag.trim().to_owned();
+    }
+    let mut slug = String::new();
+    for c in app_name.chars() {
+        if c.is_alphanumeric() {
+            slug.extend(c.to_lowercase());
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    let tag = format!(
+        "deleted-in-{}",
+        if slug.is_empty() { "partner" } else { slug }
+    );
+    tag.chars().take(MAX_TAG_CHARS).collect()
 }
 
 /// Partner → People.
@@ -171,6 +217,8 @@ pub const PEOPLE_API_KEY: &str = "people_api_key";
 pub const PEOPLE_SYNC_ON: &str = "people_sync_on";
 pub const PEOPLE_SYNC_EVERY: &str = "people_sync_every_minutes";
 pub const PEOPLE_SYNC_FROM_ON: &str = "people_sync_from_on";
+/// With `on_delete = "delete"`: this account lets ibex delete persons whose record is gone (off by default).
+pub const PEOPLE_SYNC_DELETE_ON: &str = "people_sync_delete_on";
 
 /// The mapped person fields an account may leave out of its sync (both directions): every one but the
 /// identifier, in the order the mapping names them.
@@ -277,6 +325,17 @@ pub fn people_settings(sync: &SyncSpec) -> Vec<super::SettingField> {
             )
         },
     ];
+    if sync.on_delete == OnDelete::Delete {
+        fields.push(SettingField {
+            default: Some(serde_json::Value::Bool(false)),
+            ..field(
+                PEOPLE_SYNC_DELETE_ON,
+                "Delete persons of deleted customers",
+                SettingType::Bool,
+                "When a customer no longer appears in a complete sync, delete their People person. Off: the person stays in People as it is.",
+            )
+        });
+    }
     // Which fields travel: one switch per mapped field, all on until the admin turns one off.
     for person in optional_fields(sync) {
         fields.push(SettingField {
@@ -305,4 +364,23 @@ pub fn people_settings(sync: &SyncSpec) -> Vec<super::SettingField> {
         );
     }
     fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delete_tag_defaults_to_the_apps_name() {
+        let mut sync =
+            crate::definition::AppDefinition::from_toml(crate::definition::BUNDLED_EXAMPLE)
+                .unwrap()
+                .sync
+                .unwrap();
+        assert_eq!(delete_tag(&sync, "Order desk"), "deleted-in-order-desk");
+        assert_eq!(delete_tag(&sync, "  Café & Co. "), "deleted-in-café-co");
+        assert_eq!(delete_tag(&sync, "!!"), "deleted-in-partner");
+        sync.delete_tag = Some(" gone ".into());
+        assert_eq!(delete_tag(&sync, "Order desk"), "gone");
+    }
 }

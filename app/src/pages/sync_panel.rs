@@ -1,5 +1,6 @@
 //! The configuration page's People sync panel: "Sync now", a live progress bar while a run is open (polled once a
-//! second, no reload), and the last runs with their counts and the latest run's failed records.
+//! second, no reload), and the last runs with their counts and the latest run's failed records. Admins pause and
+//! resume the account's sync and "Resync everything" here too; the history says who did.
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,11 @@ pub struct RunView {
     pub from_people: bool,
     /// Persons that are not the partner's (no identifier), People → partner only.
     pub skipped: i64,
+    /// Persons tagged, or deleted, in People because their record is gone from the source.
+    #[serde(default)]
+    pub tagged: i64,
+    #[serde(default)]
+    pub deleted: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +46,18 @@ pub struct SyncStatus {
     pub runs: Vec<RunView>,
     /// The newest finished run's failed records: (record, reason).
     pub failures: Vec<(String, String)>,
+    /// The directions an admin paused: (direction, "partner → People, paused by … on …").
+    #[serde(default)]
+    pub paused: Vec<(String, String)>,
+    /// Who paused, resumed or resynced the account's sync, newest first, one sentence each.
+    #[serde(default)]
+    pub controls: Vec<String>,
+    /// The app's sync directions, for "Resync everything": (direction, label).
+    #[serde(default)]
+    pub directions: Vec<(String, String)>,
+    /// What becomes of a person whose customer is gone from the source, when it is more than "nothing".
+    #[serde(default)]
+    pub deletes: Option<String>,
 }
 
 #[cfg(feature = "ssr")]
@@ -100,6 +118,16 @@ mod server_side {
             account_key: &'a str,
             by: &'a str,
         ) -> Pin<Box<dyn Future<Output = Result<i64, String>> + Send + 'a>>;
+
+        /// `pause`, `resume` or `resync` the account's sync, in `direction` (`to_people`, `from_people`) or every
+        /// direction (empty); `Ok` says what was done, `Err` why nothing was.
+        fn control<'a>(
+            &'a self,
+            account_key: &'a str,
+            action: &'a str,
+            direction: &'a str,
+            by: &'a str,
+        ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
     }
 }
 
@@ -147,6 +175,29 @@ pub async fn retry_failed(session: String) -> Result<Result<SyncStatus, String>,
         .map_err(ServerFnError::new)?))
 }
 
+/// Pause, resume or "Resync everything" (`action`), in one `direction` or all (empty): admins only, like every
+/// change (403 otherwise). The answer is the panel as it now is, or why nothing was done.
+#[server(endpoint = "sync_control")]
+pub async fn sync_control(
+    session: String,
+    action: String,
+    direction: String,
+) -> Result<Result<SyncStatus, String>, ServerFnError> {
+    let (_, session) = super::settings::configuring(&session).await?;
+    let source = source()?;
+    let by = format!("{} ({})", session.username, session.user_key);
+    if let Err(why) = source
+        .control(&session.account_key, &action, &direction, &by)
+        .await
+    {
+        return Ok(Err(why));
+    }
+    Ok(Ok(source
+        .status(&session.account_key)
+        .await
+        .map_err(ServerFnError::new)?))
+}
+
 /// "Test People connection": the saved People base URL and key, tried with one read.
 #[server(endpoint = "sync_test_people")]
 pub async fn test_people(session: String) -> Result<Result<String, String>, ServerFnError> {
@@ -166,6 +217,12 @@ fn counts(run: &RunView) -> String {
     );
     if run.skipped > 0 {
         text.push_str(&format!(", {} skipped", run.skipped));
+    }
+    if run.tagged > 0 {
+        text.push_str(&format!(", {} tagged as deleted", run.tagged));
+    }
+    if run.deleted > 0 {
+        text.push_str(&format!(", {} deleted", run.deleted));
     }
     text
 }
@@ -222,6 +279,31 @@ pub fn SyncPanel(status: SyncStatus, session: String) -> impl IntoView {
         Some(Err(e)) => message.set(Some(e.to_string())),
         None => {}
     });
+    // Pause, resume and resync: (action, direction; empty for every direction).
+    let control = Action::new({
+        let session = session.clone();
+        move |(action, direction): &(String, String)| {
+            let (session, action, direction) = (session.clone(), action.clone(), direction.clone());
+            async move { sync_control(session, action, direction).await }
+        }
+    });
+    Effect::new(move || match control.value().get() {
+        Some(Ok(Ok(now))) => {
+            message.set(None);
+            status.set(now);
+        }
+        Some(Ok(Err(why))) => message.set(Some(why)),
+        Some(Err(e)) => message.set(Some(e.to_string())),
+        None => {}
+    });
+    let resync_direction = RwSignal::new(
+        status
+            .with_untracked(|s| s.directions.first().map(|(d, _)| d.clone()))
+            .unwrap_or_default(),
+    );
+    let paused_any = move || status.with(|s| !s.paused.is_empty());
+    let paused_all =
+        move || status.with(|s| !s.paused.is_empty() && s.paused.len() >= s.directions.len());
     let test = Action::new({
         let session = session.clone();
         move |_: &()| {
@@ -275,12 +357,28 @@ pub fn SyncPanel(status: SyncStatus, session: String) -> impl IntoView {
                 }.into_any(),
                 Err(why) => view! { <p class="small" data-testid="sync-not-ready">{why}</p> }.into_any(),
             }}
+            {move || status.with(|s| s.deletes.clone()).map(|deletes| view! {
+                <p class="small muted" data-testid="sync-deletes">{deletes}</p>
+            })}
+            {move || {
+                let paused = status.with(|s| s.paused.clone());
+                (!paused.is_empty()).then(|| view! {
+                    <div class="sync-paused" data-testid="sync-paused">
+                        <p><strong>"Sync is paused."</strong>" No run starts, on the schedule or on Sync now, until it is resumed."</p>
+                        <ul class="small">
+                            {paused.into_iter().map(|(_, text)| view! { <li>{text}</li> }).collect_view()}
+                        </ul>
+                    </div>
+                })
+            }}
             {move || open().map(|run| {
                 let value = run.read;
                 let max = run.total.unwrap_or(0).max(run.read);
                 view! {
                     <div class="sync-progress" data-testid="sync-progress">
-                        <label for="sync-progress-bar">{status_word(&run.status)}</label>
+                        <label for="sync-progress-bar">{
+                            if run.status == "paused" && paused_any() { "Paused by an admin" } else { status_word(&run.status) }
+                        }</label>
                         <progress id="sync-progress-bar" max=max.max(1) value=value></progress>
                         <p class="small" aria-live="polite">{run.progress.clone()}</p>
                         {run.last_error.clone().filter(|_| run.status == "paused").map(|e| view! {
@@ -291,10 +389,18 @@ pub fn SyncPanel(status: SyncStatus, session: String) -> impl IntoView {
             })}
             <div class="actions">
                 <button type="button" class="button secondary"
-                    disabled=move || !interactive.get() || ready().is_err() || open().is_some()
+                    disabled=move || !interactive.get() || ready().is_err() || open().is_some() || paused_all()
                     aria-disabled=move || start.pending().get().to_string()
                     on:click=move |_| { if !start.pending().get_untracked() { start.dispatch(false); } }>
                     {move || if start.pending().get() { "Starting…" } else { "Sync now" }}
+                </button>
+                <button type="button" class="button secondary" data-testid="sync-pause-toggle"
+                    disabled=move || !interactive.get() || control.pending().get()
+                    on:click=move |_| {
+                        let action = if paused_any() { "resume" } else { "pause" };
+                        control.dispatch((action.to_owned(), String::new()));
+                    }>
+                    {move || if paused_any() { "Resume sync" } else { "Pause sync" }}
                 </button>
                 <button type="button" class="button secondary"
                     disabled=move || !interactive.get() || test.pending().get()
@@ -315,6 +421,23 @@ pub fn SyncPanel(status: SyncStatus, session: String) -> impl IntoView {
                 {move || tested().map(|(_, said)| said)}
             </p>
             <p role="status" class="status error">{move || message.get()}</p>
+            <details class="sync-resync">
+                <summary>"Resync everything"</summary>
+                <p class="small muted">"Forgets what was last synced in one direction, so that its next run sends every record again (partner → People also forgets which customers it wrote, so one deleted before that run is not found)."</p>
+                <label for="sync-resync-direction">"Direction"</label>
+                <select id="sync-resync-direction"
+                    on:change=move |ev| resync_direction.set(event_target_value(&ev))>
+                    {move || status.with(|s| s.directions.clone()).into_iter().map(|(direction, label)| {
+                        let selected = direction == resync_direction.get_untracked();
+                        view! { <option value=direction selected=selected>{label}</option> }
+                    }).collect_view()}
+                </select>
+                <button type="button" class="button secondary"
+                    disabled=move || !interactive.get() || control.pending().get()
+                    on:click=move |_| { control.dispatch(("resync".to_owned(), resync_direction.get_untracked())); }>
+                    "Resync"
+                </button>
+            </details>
             {move || {
                 let finished: Vec<RunView> = status.with(|s| s.runs.iter().filter(|r| !is_open(r)).take(5).cloned().collect());
                 (!finished.is_empty()).then(|| view! {
@@ -332,6 +455,15 @@ pub fn SyncPanel(status: SyncStatus, session: String) -> impl IntoView {
                                 })}
                             </li>
                         }).collect_view()}
+                    </ul>
+                })
+            }}
+            {move || {
+                let lines = status.with(|s| s.controls.clone());
+                (!lines.is_empty()).then(|| view! {
+                    <h3>"Pauses and resyncs"</h3>
+                    <ul class="sync-history" data-testid="sync-controls">
+                        {lines.into_iter().map(|line| view! { <li class="small">{line}</li> }).collect_view()}
                     </ul>
                 })
             }}

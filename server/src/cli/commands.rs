@@ -3,7 +3,7 @@
 
 use crate::cli::config::{
     AdminsCommand, Cli, Command, ConfigError, KeysCommand, LogFormat, ManifestFormat, Options,
-    SettingsCommand, WebhooksCommand,
+    SettingsCommand, SyncCommand, WebhooksCommand,
 };
 use crate::manifest::manifest;
 use crate::routes;
@@ -80,6 +80,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CommandError> {
         Command::Admins(command) => admins(&options, command).await,
         Command::Activity { account, period } => activity(&options, &account, &period).await,
         Command::Webhooks(command) => webhooks(&options, command).await,
+        Command::Sync(command) => sync_control(&options, command).await,
         Command::Migrate => {
             let settings = open_settings(&options, Arc::new(options.definition()?)).await?;
             settings.store().close().await;
@@ -557,6 +558,98 @@ async fn webhooks(options: &Options, command: WebhooksCommand) -> Result<ExitCod
                 }
             },
         }
+    }
+    .await;
+    settings.store().close().await;
+    result.map_err(|e: app::settings::store::StoreError| CommandError::Settings(e.into()))
+}
+
+/// `ibex sync pause|resume|resync`: the operator's hand on an account's sync, the same controls as the page's,
+/// recorded in the account's sync history as "operator (cli:USER)" and in the audit log.
+async fn sync_control(options: &Options, command: SyncCommand) -> Result<ExitCode, CommandError> {
+    use crate::sync::controls::{direction_label, ControlError, Controls};
+    let definition = Arc::new(options.definition()?);
+    let Some(sync) = definition.sync.clone() else {
+        eprintln!("this app defines no [sync]");
+        return Ok(ExitCode::from(2));
+    };
+    let (action, account, direction) = match command {
+        SyncCommand::Pause { account, direction } => ("pause", account, direction),
+        SyncCommand::Resume { account, direction } => ("resume", account, direction),
+        SyncCommand::Resync { account, direction } => ("resync", account, direction),
+    };
+    let account = account.trim().to_owned();
+    if account.is_empty() || account.len() > 256 || account.chars().any(char::is_control) {
+        eprintln!("{account:?} is not an account key");
+        return Ok(ExitCode::from(2));
+    }
+    let mut all = vec![crate::sync::runs::TO_PEOPLE];
+    if sync.from_people.is_some() {
+        all.push(crate::sync::runs::FROM_PEOPLE);
+    }
+    let directions = match direction.map(|d| d.as_str()) {
+        None => all,
+        Some(d) if all.contains(&d) => vec![d],
+        Some(d) => {
+            eprintln!(
+                "this app has no {} sync ([sync.from_people] is not defined)",
+                direction_label(d)
+            );
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let settings = open_settings(options, definition).await?;
+    let controls = Controls::new(settings.store().clone());
+    let by = format!("operator ({})", actor());
+    let labels = |ds: &[String]| {
+        ds.iter()
+            .map(|d| direction_label(d))
+            .collect::<Vec<_>>()
+            .join(" and ")
+    };
+    let result = async {
+        match action {
+            "pause" => {
+                let paused = controls.pause(&account, &directions, &by).await?;
+                if paused.is_empty() {
+                    println!("sync of account {account} was paused already");
+                } else {
+                    println!(
+                        "sync of account {account} is paused ({}); a run in progress stops at its next page",
+                        labels(&paused)
+                    );
+                }
+            }
+            "resume" => {
+                let resumed = controls.resume(&account, &directions, &by).await?;
+                if resumed.is_empty() {
+                    println!("sync of account {account} was not paused");
+                } else {
+                    println!("sync of account {account} is resumed ({})", labels(&resumed));
+                }
+            }
+            _ => {
+                for direction in &directions {
+                    match controls.resync(&account, direction, &by).await {
+                        Ok(done) => println!(
+                            "account {account}, {}: {} record digest(s) forgotten, {} open run(s) ended; the next run sends everything",
+                            direction_label(direction),
+                            done.records_forgotten,
+                            done.runs_ended
+                        ),
+                        Err(ControlError::Running(_)) => {
+                            eprintln!(
+                                "account {account}: a {} run is in progress; pause sync first (it stops at its next page), then resync",
+                                direction_label(direction)
+                            );
+                            return Ok(ExitCode::from(1));
+                        }
+                        Err(ControlError::Store(e)) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
     }
     .await;
     settings.store().close().await;

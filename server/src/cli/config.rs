@@ -524,6 +524,9 @@ pub enum Command {
     /// The lifecycle events sent to the partner's webhook endpoint: list them, or send one again.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// Pause, resume or resync an account's People sync (recorded in its history as the operator's).
+    #[command(subcommand)]
+    Sync(SyncCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -542,6 +545,47 @@ pub enum WebhooksCommand {
     /// Queue an event again under its own id (its receiver can tell it from a new one); due at once, with a
     /// fresh retry window.
     Replay { event_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Stop ACCOUNT's sync: no scheduled or requested runs, and a run in progress stops at its next page.
+    Pause {
+        account: String,
+        /// One direction only; every direction of the app when absent.
+        #[arg(long, value_enum)]
+        direction: Option<SyncDirection>,
+    },
+    /// Let ACCOUNT's sync run again; a run that was stopped goes on from its checkpoint.
+    Resume {
+        account: String,
+        #[arg(long, value_enum)]
+        direction: Option<SyncDirection>,
+    },
+    /// Forget what was last synced (digests and checkpoints), so the next run sends every record again.
+    Resync {
+        account: String,
+        #[arg(long, value_enum)]
+        direction: Option<SyncDirection>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum SyncDirection {
+    /// Partner → People.
+    ToPeople,
+    /// People → partner.
+    FromPeople,
+}
+
+impl SyncDirection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncDirection::ToPeople => crate::sync::runs::TO_PEOPLE,
+            SyncDirection::FromPeople => crate::sync::runs::FROM_PEOPLE,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -195,6 +195,8 @@ impl Metrics {
             ("unchanged", counts.unchanged),
             ("failed", counts.failed),
             ("skipped", counts.skipped),
+            ("tagged", counts.tagged),
+            ("deleted", counts.deleted),
         ] {
             self.sync_records
                 .get_or_create(&SyncLabels {

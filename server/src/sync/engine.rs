@@ -1,13 +1,16 @@
 //! The sync worker: claims due runs (`runs::Runs::claim`), runs each page by page (partner list function →
 //! persons → People), and commits every page's progress under its lease. A People or partner outage pauses the
 //! run at its last checkpoint; missing credentials end it with the reason; a record People refuses is recorded
-//! and the run goes on.
+//! and the run goes on. A run whose direction an admin paused stops at its next page and waits, checkpoint and
+//! all, until it is resumed. A complete partner → People run ends by handling the records it did not read, gone
+//! from the source, as `[sync] on_delete` says.
 
+use super::controls::Controls;
 use super::people::{Limits, PeopleTarget, PeopleWriter, PersonOutcome, WriteError, Written};
-use super::person::{fields_off, map_record, person_inputs, FieldsOff};
+use super::person::{fields_off, map_record, mirrored, person_inputs, record_key, FieldsOff};
 use super::runs::{
-    Checkpoint, Failure, PageCommit, Run, Runs, FROM_PEOPLE, MAX_CURSOR_BYTES, MAX_RECORD_BYTES,
-    TO_PEOPLE,
+    Checkpoint, Failure, PageCommit, Run, Runs, FROM_PEOPLE, GONE_RECORD, MAX_CURSOR_BYTES,
+    MAX_RECORD_BYTES, TO_PEOPLE,
 };
 use super::SyncConfig;
 use crate::errors::ApiError;
@@ -29,12 +32,17 @@ const PEOPLE_PAGE: usize = 100;
 /// Failed records a "Retry failed" run reads and sends at a time (each chunk committed like a page).
 const RETRY_CHUNK: usize = 100;
 
+/// Records gone from the source handled (tagged or deleted) and committed at a time.
+const GONE_CHUNK: i64 = 100;
+
 /// How often the worker looks for accounts whose schedule is due.
 const SCHEDULE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Clone)]
 pub struct SyncEngine {
     pub runs: Runs,
+    /// Which accounts' directions an admin paused.
+    pub controls: Controls,
     pub limits: Arc<Limits>,
     pub config: SyncConfig,
     /// This instance's name in leases: unique per process start, so a restarted instance never mistakes a dead
@@ -53,6 +61,9 @@ pub type RecordHook = Arc<dyn Fn(&str, &Value) + Send + Sync>;
 pub enum Outcome {
     Done,
     Paused(String),
+    /// Stopped at a page boundary because an admin (or the operator) paused the direction: the run waits at its
+    /// checkpoint until it is resumed, and decides nothing about records gone from the source.
+    Held(String),
     Failed(String),
     /// Another instance holds the run now (this one stalled past its lease).
     LostLease,
@@ -73,6 +84,7 @@ impl SyncEngine {
     fn with_limits(state: &AppState, config: SyncConfig, limits: Arc<Limits>) -> Self {
         SyncEngine {
             runs: Runs::new(state.settings.store().clone()).keeping(config.failures_kept),
+            controls: Controls::new(state.settings.store().clone()),
             limits,
             owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4()),
             config,
@@ -82,6 +94,23 @@ impl SyncEngine {
 
     fn lease_ms(&self) -> i64 {
         i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// `Some` when an admin paused the run's direction: checked at every page boundary, so a pause stops a run in
+    /// progress before its next page. A pause that cannot be read does not stop the run (the claim reads it again).
+    async fn held(&self, run: &Run) -> Option<Outcome> {
+        match self
+            .controls
+            .paused_by(&run.account_key, &run.direction)
+            .await
+        {
+            Ok(Some(by)) => Some(Outcome::Held(format!("paused by {by}"))),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(run = run.id, account = %run.account_key, "sync pause not read: {e}");
+                None
+            }
+        }
     }
 
     /// `Some` when the run has read as many pages, or lasted as long, as one run may (checked before each page,
@@ -138,6 +167,7 @@ impl SyncEngine {
     ) -> Result<usize, app::settings::store::StoreError> {
         use app::definition::sync::PEOPLE_SYNC_EVERY;
         let mut queued = 0;
+        let paused = self.controls.all_paused().await?;
         for account in self.runs.syncing_accounts().await? {
             let Ok(settings) = state.settings.resolved(&account).await else {
                 continue;
@@ -151,6 +181,9 @@ impl SyncEngine {
                 continue;
             }
             for direction in directions_on(state, &settings) {
+                if paused.contains(&(account.clone(), direction.to_owned())) {
+                    continue;
+                }
                 let last = self.runs.last_requested(&account, direction).await?;
                 let now = app::settings::store::now_ms();
                 if last.is_none_or(|at| (now - at) as f64 >= every_ms) {
@@ -204,6 +237,8 @@ impl SyncEngine {
                 let pause = i64::try_from(self.config.pause.as_millis()).unwrap_or(30_000);
                 self.runs.pause(run.id, &self.owner, pause, reason).await?
             }
+            // Due again at once: the claim skips it while its direction stays paused.
+            Outcome::Held(reason) => self.runs.pause(run.id, &self.owner, 0, reason).await?,
             Outcome::LostLease => false,
         };
         if ended && matches!(outcome, Outcome::Done | Outcome::Failed(_)) {
@@ -232,6 +267,8 @@ impl SyncEngine {
             updated = counts.updated,
             unchanged = counts.unchanged,
             failed = counts.failed,
+            tagged = counts.tagged,
+            deleted = counts.deleted,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "sync run"
         );
@@ -311,6 +348,9 @@ impl SyncEngine {
         // Digests of the cursors this attempt has been given (at most `max_pages`): one given again is a loop.
         let mut seen: HashSet<[u8; 32]> = checkpoint.cursor.iter().map(|c| digest(c)).collect();
         loop {
+            if let Some(stop) = self.held(run).await {
+                return stop;
+            }
             if let Some(stop) = self.over_bounds(run, checkpoint.pages) {
                 return stop;
             }
@@ -421,9 +461,111 @@ impl SyncEngine {
                 return Outcome::Failed(reason);
             }
             if last {
+                // Only a run that read the whole source in one pass (this attempt began at the first page) decides
+                // what is gone: one that was paused or taken over after a page read it in several, and pages can
+                // shift in between.
+                if run.checkpoint.pages == 0 {
+                    if let Some(stop) = self.sweep(partner, writer, sync, run, &page.next).await {
+                        return stop;
+                    }
+                }
                 return Outcome::Done;
             }
             checkpoint = page.next;
+        }
+    }
+
+    /// After a complete partner → People run: the records it did not read are gone from the source, and are
+    /// handled as `[sync] on_delete` says (tagged, or deleted where the account turned that on), `GONE_CHUNK` at
+    /// a time, each chunk committed like a page with its counts; a handled record's digest is forgotten, so it is
+    /// not handled again. A person People refuses to change is recorded as failed and its record is tried again by
+    /// the next complete run. `Some` when the run cannot go on (paused, People down or refusing the key).
+    async fn sweep(
+        &self,
+        partner: &Partner<'_>,
+        writer: &PeopleWriter<'_>,
+        sync: &SyncSpec,
+        run: &Run,
+        at: &Checkpoint,
+    ) -> Option<Outcome> {
+        use app::definition::sync::{OnDelete, PEOPLE_SYNC_DELETE_ON};
+        let tag = match sync.on_delete {
+            OnDelete::Ignore => return None,
+            OnDelete::Tag => Some(app::definition::sync::delete_tag(
+                sync,
+                &partner.state.definition.app.name,
+            )),
+            OnDelete::Delete
+                if partner.settings.get(PEOPLE_SYNC_DELETE_ON) == Some(&Value::Bool(true)) =>
+            {
+                None
+            }
+            OnDelete::Delete => return None,
+        };
+        let mut after = String::new();
+        loop {
+            if let Some(stop) = self.held(run).await {
+                return Some(stop);
+            }
+            let keys = match self
+                .runs
+                .gone(&run.account_key, run.id, &after, GONE_CHUNK)
+                .await
+            {
+                Ok(keys) => keys,
+                Err(e) => {
+                    return Some(Outcome::Paused(format!(
+                        "the records gone from the source could not be read: {e}"
+                    )))
+                }
+            };
+            let mut page = PageCommit {
+                next: at.clone(),
+                ..PageCommit::default()
+            };
+            let mut reported = Instant::now();
+            for key in &keys {
+                // Renews the lease: a chunk at People's 5 calls a second takes 20 s.
+                if reported.elapsed() >= PROGRESS_EVERY {
+                    reported = Instant::now();
+                    if let Err(e) = self.report(run, 0, None).await {
+                        return Some(stopped(e));
+                    }
+                }
+                let handled = match &tag {
+                    Some(tag) => writer.tag(key, tag).await,
+                    None => writer.delete(key).await,
+                };
+                match handled {
+                    Ok(found) => {
+                        match (&tag, found) {
+                            (Some(_), true) => page.counts.tagged += 1,
+                            (None, true) => page.counts.deleted += 1,
+                            // Not in People (any more): nothing to tag or delete.
+                            (_, false) => {}
+                        }
+                        page.forgotten.push(key.clone());
+                    }
+                    Err(WriteError::Invalid(reason)) => {
+                        let verb = if tag.is_some() { "tag" } else { "delete" };
+                        page.fail(self.config.failures_kept, || Failure {
+                            record_key: key.clone(),
+                            reason: short(&format!(
+                                "gone from the source, but People refused to {verb} its person: {reason}"
+                            )),
+                            record: GONE_RECORD.to_owned(),
+                        });
+                    }
+                    Err(e) => return Some(stopped(e)),
+                }
+            }
+            if let Some(stop) = self.commit(partner.state, run, &page).await {
+                return Some(stop);
+            }
+            match keys.last() {
+                Some(last) if keys.len() == GONE_CHUNK as usize => after = last.clone(),
+                _ => return None,
+            }
         }
     }
 
@@ -447,6 +589,9 @@ impl SyncEngine {
             };
         }
         loop {
+            if let Some(stop) = self.held(run).await {
+                return stop;
+            }
             if let Some(stop) = self.over_bounds(run, checkpoint.pages) {
                 return stop;
             }
@@ -591,6 +736,9 @@ impl SyncEngine {
             Err(e) => return unavailable(e),
         };
         loop {
+            if let Some(stop) = self.held(run).await {
+                return stop;
+            }
             if let Some(stop) = self.over_bounds(run, checkpoint.pages) {
                 return stop;
             }
@@ -618,6 +766,15 @@ impl SyncEngine {
             let (mut records, mut unsendable) = (Vec::with_capacity(chunk.len()), Vec::new());
             for stored in chunk {
                 let failure = stored.failure;
+                if failure.record == GONE_RECORD {
+                    unsendable.push(Failure {
+                        reason: "the record is gone from the source; the next complete run handles its person \
+                                 again"
+                            .into(),
+                        ..failure
+                    });
+                    continue;
+                }
                 if stored.truncated {
                     unsendable.push(Failure {
                         reason: format!(
@@ -695,10 +852,17 @@ impl SyncEngine {
         let keep = self.config.failures_kept;
         let failed_before = page.counts.failed;
         let mut persons = Vec::with_capacity(records.len());
+        // What a complete run read: the records it did not are gone from the source. Only where something is done
+        // with them: the run that reaches the last page marks everything it reads before it looks.
+        let marks = run.checkpoint.retry_of.is_none()
+            && sync.on_delete != app::definition::sync::OnDelete::Ignore;
         for record in records {
             page.counts.read += 1;
             if let Some(hook) = &self.record_hook {
                 hook(&run.account_key, record);
+            }
+            if let Some(key) = record_key(sync, record).filter(|_| marks) {
+                page.seen.push(key);
             }
             match map_record(sync, record, off) {
                 Ok(person) => persons.push((person, record)),
@@ -743,6 +907,8 @@ impl SyncEngine {
                 }
                 page.written
                     .push((person.key.clone(), person.digest.clone()));
+                // People now holds what People → partner would send back: not an echo to send.
+                page.mirrored.extend(mirrored(sync, person, off));
             }
             handled += i64::try_from(batch.len()).unwrap_or(0);
             // After every upsert (at most 5 a second); every half second for persons written one by one.

@@ -1,7 +1,8 @@
 //! People data sync (`[sync]` of the app definition): durable runs in the settings database (`runs`), a record
 //! mapped to a person (`person`), written to the account's People API (`people`), driven by a worker in each
-//! instance that wants one (`engine`).
+//! instance that wants one (`engine`); an admin's pause, resume and resync (`controls`).
 
+pub mod controls;
 pub mod engine;
 pub mod moments;
 pub mod panel;

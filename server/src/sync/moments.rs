@@ -52,6 +52,14 @@ async fn write_person(state: &AppState, request: Request) -> Result<Json<Value>,
         .ok_or(ApiError::NoFromPeople)?;
     let from = sync.from_people.as_ref().ok_or(ApiError::NoFromPeople)?;
     let identifier = identifier_of(&signed.body)?;
+    // An admin who paused People → partner means nothing of it, a flow's call included.
+    let paused = super::controls::Controls::new(state.settings.store().clone())
+        .paused_by(&signed.account_key, FROM_PEOPLE)
+        .await
+        .map_err(|e| ApiError::Settings(app::settings::SettingsError::Store(e)))?;
+    if paused.is_some() {
+        return Err(ApiError::SyncPaused);
+    }
 
     let target = super::people::PeopleTarget::from_settings(&settings, &state.sync)?;
     let people = PeopleWriter {

@@ -1,6 +1,8 @@
 //! What the configuration page's People sync panel reads and does (`app::pages::sync_panel::SyncSource`): the
-//! account's runs and failures, and "Sync now", which queues a run for the worker.
+//! account's runs and failures, "Sync now", which queues a run for the worker, and an admin's pause, resume and
+//! resync (`controls`).
 
+use super::controls::{direction_label, Action, ControlError, Controls, LogEntry};
 use super::people::PeopleTarget;
 use super::runs::{Run, Runs, FROM_PEOPLE, TO_PEOPLE};
 use super::SyncConfig;
@@ -19,7 +21,68 @@ pub struct ServerSync {
     pub config: SyncConfig,
 }
 
+/// Control log entries the panel shows.
+const CONTROLS_LISTED: i64 = 5;
+
 impl ServerSync {
+    fn controls(&self) -> Controls {
+        Controls::new(self.state.settings.store().clone())
+    }
+
+    /// The app's sync directions: partner → People, and People → partner where declared.
+    fn directions(&self) -> Vec<&'static str> {
+        let mut directions = vec![TO_PEOPLE];
+        if self
+            .state
+            .definition
+            .sync
+            .as_ref()
+            .is_some_and(|s| s.from_people.is_some())
+        {
+            directions.push(FROM_PEOPLE);
+        }
+        directions
+    }
+
+    /// The directions of the account an admin paused.
+    async fn paused_directions(&self, account_key: &str) -> Result<Vec<String>, String> {
+        Ok(self
+            .controls()
+            .paused(account_key)
+            .await
+            .map_err(|_| "The sync pauses could not be read; try again in a moment.".to_owned())?
+            .into_iter()
+            .map(|p| p.direction)
+            .collect())
+    }
+
+    /// What becomes of a person whose customer is gone from the source, for the page.
+    async fn deletes(&self, account_key: &str) -> Option<String> {
+        use app::definition::sync::{delete_tag, OnDelete, PEOPLE_SYNC_DELETE_ON};
+        let sync = self.state.definition.sync.as_ref()?;
+        match sync.on_delete {
+            OnDelete::Ignore => None,
+            OnDelete::Tag => Some(format!(
+                "A customer deleted at the source gets the tag \u{201c}{}\u{201d} in People after the next complete sync.",
+                delete_tag(sync, &self.state.definition.app.name)
+            )),
+            OnDelete::Delete => {
+                let on = self
+                    .state
+                    .settings
+                    .current(account_key)
+                    .await
+                    .ok()
+                    .is_some_and(|s| s.get(PEOPLE_SYNC_DELETE_ON) == Some(&serde_json::Value::Bool(true)));
+                Some(if on {
+                    "A customer deleted at the source is deleted from People after the next complete sync.".to_owned()
+                } else {
+                    "A customer deleted at the source stays in People; turn on \u{201c}Delete persons of deleted customers\u{201d} above to delete their person.".to_owned()
+                })
+            }
+        }
+    }
+
     /// One read of People with the saved settings: (host, what People said) either way.
     async fn try_people(&self, account_key: &str) -> Result<(String, String), (String, String)> {
         let settings = self
@@ -100,11 +163,64 @@ impl ServerSync {
                 .collect(),
             None => Vec::new(),
         };
+        let controls = self.controls();
+        let paused = controls
+            .paused(account_key)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .map(|p| {
+                let text = format!(
+                    "{}: paused by {} on {}",
+                    sentence_start(direction_label(&p.direction)),
+                    p.by,
+                    utc_minutes(p.at)
+                );
+                (p.direction, text)
+            })
+            .collect();
+        let log = controls
+            .log(account_key, CONTROLS_LISTED)
+            .await
+            .map_err(unavailable)?;
         Ok(SyncStatus {
             ready: self.ready(account_key).await,
             runs: runs.iter().map(view).collect(),
             failures,
+            paused,
+            controls: log.iter().map(control_line).collect(),
+            directions: self
+                .directions()
+                .into_iter()
+                .map(|d| (d.to_owned(), sentence_start(direction_label(d))))
+                .collect(),
+            deletes: self.deletes(account_key).await,
         })
+    }
+}
+
+/// "2026-12-08 10:00 UTC: ana.admin (U-ANA-7F21) paused sync (partner → People)".
+fn control_line(entry: &LogEntry) -> String {
+    let did = match Action::parse(&entry.action) {
+        Some(Action::Pause) => "paused sync",
+        Some(Action::Resume) => "resumed sync",
+        Some(Action::Resync) => "resynced everything",
+        None => "changed sync",
+    };
+    let scope = entry
+        .direction
+        .as_deref()
+        .map(|d| format!(" ({})", direction_label(d)))
+        .unwrap_or_default();
+    format!("{}: {} {did}{scope}", utc_minutes(entry.at), entry.actor)
+}
+
+/// "Partner → People" for a label that starts a line.
+fn sentence_start(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => format!("{}{}", first.to_uppercase(), chars.as_str()),
+        None => String::new(),
     }
 }
 
@@ -144,6 +260,8 @@ fn view(run: &Run) -> RunView {
         retry: run.checkpoint.retry_of.is_some(),
         from_people: run.direction == FROM_PEOPLE,
         skipped: run.counts.skipped,
+        tagged: run.counts.tagged,
+        deleted: run.counts.deleted,
     }
 }
 
@@ -183,6 +301,12 @@ impl SyncSource for ServerSync {
                         .into_iter()
                         .filter(|d| *d != TO_PEOPLE),
                 );
+            }
+            // A paused direction gets no requested runs either.
+            let paused = self.paused_directions(account_key).await?;
+            directions.retain(|d| !paused.iter().any(|p| p == d));
+            if directions.is_empty() {
+                return Err("People sync is paused; resume it to sync.".to_owned());
             }
             let mut first = None;
             for direction in directions {
@@ -243,6 +367,70 @@ impl SyncSource for ServerSync {
         })
     }
 
+    fn control<'a>(
+        &'a self,
+        account_key: &'a str,
+        action: &'a str,
+        direction: &'a str,
+        by: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(action) = Action::parse(action) else {
+                return Err("Choose pause, resume or resync.".to_owned());
+            };
+            let all = self.directions();
+            let chosen: Vec<&str> = match direction {
+                "" => all,
+                named => match all.into_iter().find(|d| *d == named) {
+                    Some(d) => vec![d],
+                    None => return Err("This app has no such sync direction.".to_owned()),
+                },
+            };
+            let controls = self.controls();
+            let unavailable =
+                |_| "The change could not be saved; try again in a moment.".to_owned();
+            match action {
+                Action::Pause => {
+                    let paused = controls
+                        .pause(account_key, &chosen, by)
+                        .await
+                        .map_err(unavailable)?;
+                    Ok(if paused.is_empty() {
+                        "Sync was paused already.".to_owned()
+                    } else {
+                        "Sync is paused; a run in progress stops at its next page.".to_owned()
+                    })
+                }
+                Action::Resume => {
+                    let resumed = controls
+                        .resume(account_key, &chosen, by)
+                        .await
+                        .map_err(unavailable)?;
+                    Ok(if resumed.is_empty() {
+                        "Sync was not paused.".to_owned()
+                    } else {
+                        "Sync is resumed.".to_owned()
+                    })
+                }
+                Action::Resync => {
+                    for direction in chosen {
+                        controls
+                            .resync(account_key, direction, by)
+                            .await
+                            .map_err(|e| match e {
+                                ControlError::Running(_) => sentence(&e.to_string()),
+                                ControlError::Store(_) => {
+                                    "The change could not be saved; try again in a moment."
+                                        .to_owned()
+                                }
+                            })?;
+                    }
+                    Ok("Everything is sent again by the next run.".to_owned())
+                }
+            }
+        })
+    }
+
     fn retry<'a>(
         &'a self,
         account_key: &'a str,
@@ -272,6 +460,13 @@ impl SyncSource for ServerSync {
                 .next()
                 .filter(|run| run.counts.failed > 0)
                 .ok_or_else(|| "The last run has no failed records to retry.".to_owned())?;
+            if self
+                .paused_directions(account_key)
+                .await?
+                .contains(&last.direction)
+            {
+                return Err("People sync is paused; resume it to retry.".to_owned());
+            }
             let id = self
                 .runs
                 .enqueue_retry(account_key, &last.direction, by, last.id)

@@ -434,6 +434,42 @@ impl PeopleWriter<'_> {
         }
     }
 
+    /// Adds `tag` to the person People holds under `key`, with v2's partial update (`PATCH /people/2/persons?
+    /// identifier=&type=` with `{"tags": [tag]}`: "Tags in the request are appended to the profile tag list", as
+    /// People 3.210.0 documents operation `partial-person-update`). `false`: People has no such person.
+    pub async fn tag(&self, key: &str, tag: &str) -> Result<bool, WriteError> {
+        let identity = [("identifier", key), ("type", self.sync.identifier.as_str())];
+        let body = serde_json::json!({ "tags": [tag] });
+        match self
+            .send(
+                reqwest::Method::PATCH,
+                PERSONS_V2_PATH,
+                &identity,
+                Some(&body),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(WriteError::Invalid(e)) if e.starts_with("404") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the person People holds under `key`: `DELETE /people/2/persons?identifier=&type=` (Infobip's "Delete
+    /// a person"; not in the reference excerpt of the OpenAPI document, so its query is taken to be that of v2's
+    /// other one-person operations, and any 2xx is success). `false`: People has no such person.
+    pub async fn delete(&self, key: &str) -> Result<bool, WriteError> {
+        let identity = [("identifier", key), ("type", self.sync.identifier.as_str())];
+        match self
+            .send(reqwest::Method::DELETE, PERSONS_V2_PATH, &identity, None)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(WriteError::Invalid(e)) if e.starts_with("404") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn send(
         &self,
         method: reqwest::Method,
@@ -447,6 +483,7 @@ impl PeopleWriter<'_> {
         let (limiter, operation) = match (&method, path.get(1).copied()) {
             (&reqwest::Method::GET, _) => (&self.limits.reads, "get"),
             (&reqwest::Method::POST, _) => (&self.limits.creates, "create"),
+            (&reqwest::Method::DELETE, _) => (&self.limits.writes, "delete"),
             (m, Some("3")) if m == reqwest::Method::PUT => (&self.limits.writes, "upsert-full"),
             (_, Some("3")) => (&self.limits.writes, "upsert-partial"),
             (m, _) if m == reqwest::Method::PUT => (&self.limits.writes, "update"),

@@ -144,6 +144,28 @@ pub fn map_record(sync: &SyncSpec, record: &Value, off: &FieldsOff) -> Result<Pe
     Ok(Person { body, key, digest })
 }
 
+/// The key a record is matched by (its identifier as mapped), without mapping the rest: a record that fails its
+/// mapping (a bad phone number, say) is still in the source, and must not be taken for one that is gone.
+pub fn record_key(sync: &SyncSpec, record: &Value) -> Option<String> {
+    let field = sync
+        .to_people
+        .fields
+        .iter()
+        .find(|f| f.person == sync.identifier.field())?;
+    let text = value_of(field, record)?;
+    transform(field.transform, &text, sync.default_region.as_deref())
+        .ok()
+        .filter(|key| !key.is_empty())
+}
+
+/// What People → partner would send for `person` as ibex just wrote it to People (its digest, keyed like the
+/// record): recorded for that direction, so a person ibex wrote is not sent back to the partner unchanged.
+/// `None` without `[sync.from_people]`.
+pub fn mirrored(sync: &SyncSpec, person: &Person, off: &FieldsOff) -> Option<(String, String)> {
+    sync.from_people.as_ref()?;
+    person_inputs(sync, &person.v2_body(), off).map(|write| (write.key, write.digest))
+}
+
 /// A People person → the inputs of `[sync.from_people] function`, the record's key, and a digest of the inputs
 /// (equal digests: the partner already has this). `None` when the person lacks the identifier: it did not come
 /// from the partner and is skipped.
@@ -387,6 +409,35 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn what_ibex_writes_is_what_people_to_partner_would_send() {
+        // A person as written to People, then as People → partner reads it back (v2's shape, as People stores it):
+        // the same digest, so it is not sent back unchanged.
+        let person = map_record(
+            &spec(),
+            &json!({"id": "c-100", "name": "Ana Horvat", "email": "Ana@Example.com",
+            "phone": "091 123 4567", "tier": "gold"}),
+            &FieldsOff::default(),
+        )
+        .unwrap();
+        let (key, digest) = mirrored(&spec(), &person, &FieldsOff::default()).unwrap();
+        let stored = json!({"id": 7, "externalId": "c-100", "firstName": "Ana", "lastName": "Horvat",
+            "modifiedAt": "2026-12-08T10:00:00.000Z", "tags": ["order-desk"],
+            "contactInformation": {"email": [{"address": "ana@example.com"}], "phone": [{"number": "385911234567"}]},
+            "customAttributes": {"loyaltyTier": "gold"}});
+        let read = person_inputs(&spec(), &stored, &FieldsOff::default()).unwrap();
+        assert_eq!(
+            (key.as_str(), digest.as_str()),
+            (read.key.as_str(), read.digest.as_str())
+        );
+        // The key a failing record is still known by: its identifier as mapped.
+        assert_eq!(
+            record_key(&spec(), &json!({"id": " c-2 ", "phone": "12"})).as_deref(),
+            Some("c-2")
+        );
+        assert_eq!(record_key(&spec(), &json!({"name": "No Id"})), None);
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub const MAX_CURSOR_BYTES: usize = 2048;
 /// An account's newest runs kept in `sync_runs` (older ones are deleted when a run ends), besides any open run and
 /// the last completed People → partner run, whose checkpoint the next one starts from.
 pub const RUNS_KEPT: usize = 100;
+/// What a failed record holds when the record is gone from the source (tagging or deleting its person failed):
+/// "Retry failed" has nothing to send for it, and the next complete run handles it again.
+pub const GONE_RECORD: &str = "null";
 /// A failed record's key and reason as stored (the reason can quote a value of the record).
 const MAX_KEY_BYTES: usize = 256;
 const MAX_REASON_BYTES: usize = 1024;
@@ -84,6 +87,12 @@ pub struct Counts {
     /// Records that are not this sync's to write (a person without the identifier).
     #[serde(default)]
     pub skipped: i64,
+    /// Persons tagged in People because their record is gone from the source (`[sync] on_delete = "tag"`).
+    #[serde(default)]
+    pub tagged: i64,
+    /// Persons deleted from People because their record is gone from the source (`on_delete = "delete"`).
+    #[serde(default)]
+    pub deleted: i64,
 }
 
 impl Counts {
@@ -94,6 +103,8 @@ impl Counts {
         self.unchanged += other.unchanged;
         self.failed += other.failed;
         self.skipped += other.skipped;
+        self.tagged += other.tagged;
+        self.deleted += other.deleted;
     }
 }
 
@@ -142,6 +153,15 @@ pub struct PageCommit {
     pub written: Vec<(String, String)>,
     pub failures: Vec<Failure>,
     pub total: Option<i64>,
+    /// Partner → People: the keys of every record the page read (written, unchanged or failed), marked as seen by
+    /// this run; records a complete run did not see are gone from the source.
+    pub seen: Vec<String>,
+    /// (record key, digest) of what People → partner would send for each person this page wrote to People: a
+    /// person ibex itself wrote is then not sent back to the partner unchanged (no echo).
+    pub mirrored: Vec<(String, String)>,
+    /// Partner → People: records gone from the source that were handled (tagged, deleted, or found already gone
+    /// in People), whose digests are forgotten.
+    pub forgotten: Vec<String>,
 }
 
 impl PageCommit {
@@ -163,12 +183,14 @@ pub struct Runs {
 }
 
 const COLUMNS: &str = "id, account_key, direction, status, requested_by, requested_at, started_at, finished_at, \
-     attempts, checkpoint, read_count, created_count, updated_count, unchanged_count, failed_count, last_error, total, page_done, skipped_count";
+     attempts, checkpoint, read_count, created_count, updated_count, unchanged_count, failed_count, last_error, total, page_done, skipped_count, \
+     tagged_count, deleted_count";
 
 /// `COLUMNS` without the checkpoint (the partner's cursor, up to `MAX_CURSOR_BYTES`): in its place `retry_of`,
 /// the one part of it the history shows.
 const SUMMARY_COLUMNS: &str = "id, account_key, direction, status, requested_by, requested_at, started_at, \
-     finished_at, attempts, retry_of, read_count, created_count, updated_count, unchanged_count, failed_count, last_error, total, page_done, skipped_count";
+     finished_at, attempts, retry_of, read_count, created_count, updated_count, unchanged_count, failed_count, last_error, total, page_done, skipped_count, \
+     tagged_count, deleted_count";
 
 impl Runs {
     pub fn new(store: SettingsStore) -> Self {
@@ -294,7 +316,8 @@ impl Runs {
     }
 
     /// Claims the oldest due run for `owner` until `lease_ms` from now: a queued or paused run whose time has
-    /// come, or a running one whose holder's lease ran out.
+    /// come, or a running one whose holder's lease ran out; never a run of a direction an admin paused
+    /// (`sync_pauses`), which waits, checkpoint and all, until it is resumed.
     pub async fn claim(&self, owner: &str, lease_ms: i64) -> Result<Option<Run>, StoreError> {
         let now = now_ms();
         let lock = match self.store.backend() {
@@ -305,8 +328,10 @@ impl Runs {
             "UPDATE sync_runs SET status = 'running', lease_owner = $1, lease_until = $2, \
              attempts = attempts + 1, started_at = COALESCE(started_at, $3), page_done = 0 \
              WHERE id = (SELECT id FROM sync_runs WHERE \
-                 (status IN ('queued', 'paused') AND next_attempt_at <= $3) \
-                 OR (status = 'running' AND lease_until < $3) \
+                 ((status IN ('queued', 'paused') AND next_attempt_at <= $3) \
+                 OR (status = 'running' AND lease_until < $3)) \
+                 AND NOT EXISTS (SELECT 1 FROM sync_pauses p WHERE p.account_key = sync_runs.account_key \
+                     AND p.direction = sync_runs.direction) \
                ORDER BY id LIMIT 1 {lock}) \
              RETURNING {COLUMNS}"
         ))
@@ -370,7 +395,7 @@ impl Runs {
             "UPDATE sync_runs SET checkpoint = $1, read_count = read_count + $2, created_count = created_count + $3, \
              updated_count = updated_count + $4, unchanged_count = unchanged_count + $5, \
              failed_count = failed_count + $6, lease_until = $7, total = COALESCE($10, total), page_done = 0, \
-             skipped_count = skipped_count + $11 \
+             skipped_count = skipped_count + $11, tagged_count = tagged_count + $12, deleted_count = deleted_count + $13 \
              WHERE id = $8 AND lease_owner = $9 AND status = 'running'",
         )
         .bind(serde_json::to_string(&page.next)?)
@@ -384,6 +409,8 @@ impl Runs {
         .bind(owner)
         .bind(page.total)
         .bind(page.counts.skipped)
+        .bind(page.counts.tagged)
+        .bind(page.counts.deleted)
         .execute(&mut *tx)
         .await?;
         if fenced.rows_affected() != 1 {
@@ -403,6 +430,51 @@ impl Runs {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        }
+        // What People → partner would send for the persons just written: the same as People now holds, so not
+        // sent back unchanged.
+        for (key, digest) in &page.mirrored {
+            sqlx::query(
+                "INSERT INTO sync_records (account_key, direction, record_key, digest, synced_at) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (account_key, direction, record_key) DO UPDATE SET digest = $4, synced_at = $5",
+            )
+            .bind(&run.account_key)
+            .bind(FROM_PEOPLE)
+            .bind(key)
+            .bind(digest)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // One statement per chunk keeps within both databases' parameter limits.
+        for chunk in page.seen.chunks(200) {
+            let sql = format!(
+                "UPDATE sync_records SET seen_run = $1 WHERE account_key = $2 AND direction = $3 \
+                 AND record_key IN ({})",
+                placeholders(4, chunk.len())
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(run.id)
+                .bind(&run.account_key)
+                .bind(&run.direction);
+            for key in chunk {
+                query = query.bind(key);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        for chunk in page.forgotten.chunks(200) {
+            let sql = format!(
+                "DELETE FROM sync_records WHERE account_key = $1 AND direction = $2 AND record_key IN ({})",
+                placeholders(3, chunk.len())
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(&run.account_key)
+                .bind(&run.direction);
+            for key in chunk {
+                query = query.bind(key);
+            }
+            query.execute(&mut *tx).await?;
         }
         // Up to `failures_kept` per run, each cut to its bounds: the count (above) goes on past it.
         let room = if page.failures.is_empty() {
@@ -458,6 +530,29 @@ impl Runs {
         .execute(self.store.pool())
         .await?;
         Ok(())
+    }
+
+    /// Up to `limit` keys (after `after`, in key order) of the account's partner → People records that run `run_id`
+    /// did not read: gone from the source, when that run read all of it.
+    pub async fn gone(
+        &self,
+        account_key: &str,
+        run_id: i64,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT record_key FROM sync_records WHERE account_key = $1 AND direction = $2 \
+             AND (seen_run IS NULL OR seen_run <> $3) AND record_key > $4 ORDER BY record_key LIMIT $5",
+        )
+        .bind(account_key)
+        .bind(TO_PEOPLE)
+        .bind(run_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.store.pool())
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
     /// The digests last written for these records of the account.
@@ -746,6 +841,14 @@ impl Runs {
     }
 }
 
+/// `$first, $first+1, …` for `count` values.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -775,6 +878,8 @@ fn decode_with(row: &sqlx::any::AnyRow, checkpoint: Checkpoint) -> Result<Run, S
             unchanged: row.try_get(13)?,
             failed: row.try_get(14)?,
             skipped: row.try_get(18)?,
+            tagged: row.try_get(19)?,
+            deleted: row.try_get(20)?,
         },
         last_error: row.try_get(15)?,
         total: row.try_get(16)?,

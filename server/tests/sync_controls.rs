@@ -1,0 +1,769 @@
+//! Sync controls and deletes (issue 28), on both settings backends against the simulators: a paused account gets
+//! no scheduled or requested runs and a run in progress stops at its next page, until it is resumed; "Resync
+//! everything" sends every record again; a person ibex wrote to People is not written back to the partner
+//! unchanged; a record gone from the source is tagged (or deleted, where the account opted in) after a complete
+//! run only, never after a paused or capped one; only admins pause, resume and resync on the page; the operator
+//! does on the command line.
+
+mod common;
+
+use app::pages::sync_panel::SyncSource;
+use common::{client, follow, portal_launch, Backend, Harness, ACCOUNT};
+use ibex::sync::controls::ControlError;
+use ibex::sync::engine::{Outcome, SyncEngine};
+use ibex::sync::panel::ServerSync;
+use ibex::sync::runs::{Runs, FROM_PEOPLE, TO_PEOPLE};
+use ibex::sync::SyncConfig;
+use ibex_sim::exchange::USERS;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const TAG: &str = "deleted-in-shop";
+
+fn config() -> SyncConfig {
+    SyncConfig {
+        reads_per_sec: 1000,
+        writes_per_sec: 1000,
+        creates_per_sec: 1000,
+        batch_size: 1000,
+        hosts: vec![],
+        allow_loopback: true,
+        lease: Duration::from_secs(30),
+        poll: Duration::from_millis(50),
+        pause: Duration::ZERO,
+        worker: false,
+        max_pages: SyncConfig::MAX_PAGES,
+        max_run: SyncConfig::MAX_RUN,
+        failures_kept: SyncConfig::FAILURES_KEPT,
+        max_page_records: SyncConfig::MAX_PAGE_RECORDS,
+    }
+}
+
+/// The test definition with `[sync]` keys added (`on_delete`, `delete_tag`).
+fn defined(keys: &str) -> String {
+    let definition = common::test_definition();
+    assert!(definition.contains("[sync]\nidentifier"));
+    definition.replace("[sync]\nidentifier", &format!("[sync]\n{keys}\nidentifier"))
+}
+
+/// A harness whose shop lists `customers - 3` generated customers after the seeded three, serving `definition`,
+/// with People set up for the test account and its documented limits lifted.
+async fn start(backend: Backend, customers: usize, definition: &str) -> Harness {
+    let h = Harness::start_defined(
+        backend,
+        &["--allow-loopback-partners"],
+        customers - 3,
+        |url| url.to_owned(),
+        definition,
+    )
+    .await;
+    people_switches(&h, json!({"reads_per_sec": 0, "writes_per_sec": 0})).await;
+    h.configure(
+        ACCOUNT,
+        &[
+            ("people_base_url", h.portal.as_str()),
+            ("people_api_key", ibex_sim::people::API_KEY),
+            ("people_sync_on", "true"),
+            ("people_sync_every_minutes", "1"),
+        ],
+    )
+    .await;
+    h
+}
+
+async fn people_switches(h: &Harness, switches: Value) {
+    let r = client()
+        .post(format!("{}/_sim/people", h.portal))
+        .json(&switches)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+}
+
+async fn delete_customers(h: &Harness, ids: &[&str]) {
+    let r = client()
+        .post(format!("{}/_sim/customers/delete", h.shop))
+        .json(&json!({ "ids": ids }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+}
+
+/// Runs due runs until one has ended this attempt; its outcome.
+async fn run_to_end(engine: &SyncEngine, h: &Harness) -> Outcome {
+    for _ in 0..50 {
+        match engine.work_once(&h.state).await.unwrap() {
+            Some((_, outcome)) => return outcome,
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    panic!("no run came due");
+}
+
+/// Queues a run of `direction` and works it to its end; the run as it ended.
+async fn sync_once(engine: &SyncEngine, h: &Harness, direction: &str) -> ibex::sync::runs::Run {
+    let id = engine
+        .runs
+        .enqueue(ACCOUNT, direction, "test")
+        .await
+        .unwrap();
+    let outcome = run_to_end(engine, h).await;
+    assert_eq!(outcome, Outcome::Done, "run {id}");
+    engine.runs.get(id).await.unwrap().unwrap()
+}
+
+fn person<'a>(state: &'a Value, external: &str) -> Option<&'a Value> {
+    state["persons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["externalId"] == external)
+}
+
+fn tagged(state: &Value, external: &str) -> bool {
+    person(state, external)
+        .and_then(|p| p["tags"].as_array())
+        .is_some_and(|tags| tags.iter().any(|t| t == TAG))
+}
+
+/// The customer updates the shop received (`PATCH /customers/{id}`): People → partner's writes.
+async fn partner_writes(h: &Harness) -> usize {
+    h.shop_requests()
+        .await
+        .iter()
+        .filter(|r| {
+            r["method"] == "PATCH" && r["path"].as_str().unwrap_or("").starts_with("/customers/")
+        })
+        .count()
+}
+
+fn upserts(state: &Value) -> u64 {
+    state["stats"]["requests"]["PATCH /people/3/persons/upsert"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Pause stops scheduled and requested runs and a run in progress (at its next page, which then decides nothing
+/// about deletes); resume lets it go on from its checkpoint. A record gone from the source is tagged after a
+/// complete run, and left alone after a paused or a capped one.
+async fn pause_resume_and_deletes(backend: Backend) {
+    let h = start(
+        backend,
+        250,
+        &defined(&format!("on_delete = \"tag\"\ndelete_tag = \"{TAG}\"")),
+    )
+    .await;
+    let engine = SyncEngine::new(&h.state, config());
+    let first = sync_once(&engine, &h, TO_PEOPLE).await;
+    assert_eq!(
+        (
+            first.counts.created,
+            first.counts.tagged,
+            first.counts.failed
+        ),
+        (246, 0, 4)
+    );
+    delete_customers(&h, &["g-000001", "g-000002"]).await;
+
+    // Paused: the schedule queues nothing, "Sync now" is refused, and a run queued before the pause waits.
+    let admin = "ana.admin (U-ANA-7F21)";
+    let paused = engine
+        .controls
+        .pause(ACCOUNT, &[TO_PEOPLE], admin)
+        .await
+        .unwrap();
+    assert_eq!(paused, [TO_PEOPLE]);
+    sqlx::query("UPDATE sync_runs SET requested_at = 0")
+        .execute(h.state.settings.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(engine.schedule(&h.state).await.unwrap(), 0);
+    assert!(engine
+        .runs
+        .open(ACCOUNT, TO_PEOPLE)
+        .await
+        .unwrap()
+        .is_none());
+    let panel = ServerSync {
+        state: h.state.clone(),
+        runs: Runs::new(h.state.settings.store().clone()),
+        config: config(),
+    };
+    let refused = panel.start(ACCOUNT, "bob").await.unwrap_err();
+    assert!(refused.contains("paused"), "{refused}");
+    assert!(engine
+        .runs
+        .open(ACCOUNT, TO_PEOPLE)
+        .await
+        .unwrap()
+        .is_none());
+    let waiting = engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "queued before the pause")
+        .await
+        .unwrap();
+    assert!(engine.work_once(&h.state).await.unwrap().is_none());
+
+    // Resumed: the waiting run is claimed. People answers each upsert 300 ms late, so the run is paused again while
+    // its second page is in People's hands: it stops before its third page, keeping what it committed.
+    engine
+        .controls
+        .resume(ACCOUNT, &[TO_PEOPLE], admin)
+        .await
+        .unwrap();
+    people_switches(
+        &h,
+        json!({"reads_per_sec": 0, "writes_per_sec": 0, "delay_ms": 300}),
+    )
+    .await;
+    sqlx::query(
+        "DELETE FROM sync_records WHERE direction = 'to_people' AND record_key LIKE 'g-0001%'",
+    )
+    .execute(h.state.settings.store().pool())
+    .await
+    .unwrap();
+    let worker = {
+        let (engine, state) = (engine.clone(), h.state.clone());
+        tokio::spawn(async move { engine.work_once(&state).await.unwrap() })
+    };
+    for _ in 0..200 {
+        let run = engine.runs.get(waiting).await.unwrap().unwrap();
+        if run.counts.read >= 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    engine
+        .controls
+        .pause(ACCOUNT, &[TO_PEOPLE], admin)
+        .await
+        .unwrap();
+    let (run, outcome) = worker.await.unwrap().unwrap();
+    assert_eq!(run.id, waiting);
+    assert_eq!(outcome, Outcome::Held(format!("paused by {admin}")));
+    let held = engine.runs.get(waiting).await.unwrap().unwrap();
+    assert_eq!(held.status, "paused");
+    // Stopped at a page boundary: usually after page 2 (in People's hands when the pause came), after page 1 if
+    // the pause came between page 1's commit and the look before page 2. What it committed stays; the rest waits.
+    assert!(
+        matches!(held.counts.read, 100 | 200),
+        "whole pages committed, the last not read: {held:?}"
+    );
+    assert_eq!(
+        held.checkpoint.page,
+        Some(held.counts.read as u64 / 100 + 1)
+    );
+    assert!(
+        engine.work_once(&h.state).await.unwrap().is_none(),
+        "a paused direction's run is not claimed"
+    );
+    assert_eq!(engine.schedule(&h.state).await.unwrap(), 0);
+
+    // Resumed again: the run goes on from page 3 and ends; read in two passes, it decides nothing about the two
+    // customers gone from the shop.
+    people_switches(&h, json!({"reads_per_sec": 0, "writes_per_sec": 0})).await;
+    engine
+        .controls
+        .resume(ACCOUNT, &[TO_PEOPLE], admin)
+        .await
+        .unwrap();
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let resumed = engine.runs.get(waiting).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            resumed.status.as_str(),
+            resumed.attempts,
+            resumed.counts.read
+        ),
+        ("done", 2, 248)
+    );
+    assert_eq!((resumed.counts.tagged, resumed.counts.deleted), (0, 0));
+    let state = common::people_state(&h).await;
+    assert!(!tagged(&state, "g-000001") && !tagged(&state, "g-000002"));
+
+    // A run stopped by the page cap decides nothing either.
+    delete_customers(&h, &["g-000003"]).await;
+    let capped = SyncEngine::new(
+        &h.state,
+        SyncConfig {
+            max_pages: 2,
+            ..config()
+        },
+    );
+    let id = capped
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    let outcome = run_to_end(&capped, &h).await;
+    assert!(
+        matches!(&outcome, Outcome::Failed(reason) if reason.contains("IBEX_SYNC_MAX_PAGES")),
+        "{outcome:?}"
+    );
+    assert_eq!(capped.runs.get(id).await.unwrap().unwrap().counts.tagged, 0);
+    assert!(!tagged(&common::people_state(&h).await, "g-000003"));
+
+    // A complete run in one pass tags the three persons whose customers are gone, and only them; the next
+    // complete run does not tag them again.
+    let complete = sync_once(&engine, &h, TO_PEOPLE).await;
+    assert_eq!(
+        (
+            complete.counts.read,
+            complete.counts.tagged,
+            complete.counts.deleted
+        ),
+        (247, 3, 0),
+        "{complete:?}"
+    );
+    let state = common::people_state(&h).await;
+    for gone in ["g-000001", "g-000002", "g-000003"] {
+        assert!(tagged(&state, gone), "{gone}: {:?}", person(&state, gone));
+        assert_eq!(
+            person(&state, gone).unwrap()["tags"],
+            json!(["order-desk", TAG]),
+            "the tag is added to the person's own"
+        );
+    }
+    let tagged_count = state["persons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == TAG))
+        })
+        .count();
+    assert_eq!(tagged_count, 3);
+    assert_eq!(
+        state["stats"]["requests"]["PATCH /people/2/persons"],
+        json!(3),
+        "one v2 partial update per gone person"
+    );
+    let again = sync_once(&engine, &h, TO_PEOPLE).await;
+    assert_eq!(again.counts.tagged, 0);
+
+    // The history says who did what.
+    let log = engine.controls.log(ACCOUNT, 10).await.unwrap();
+    let actions: Vec<(&str, &str)> = log
+        .iter()
+        .map(|e| (e.action.as_str(), e.actor.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("resume", admin),
+            ("pause", admin),
+            ("resume", admin),
+            ("pause", admin)
+        ]
+    );
+    assert!(log
+        .iter()
+        .all(|e| e.direction.as_deref() == Some(TO_PEOPLE)));
+    let status = panel.status(ACCOUNT).await.unwrap();
+    assert!(status.paused.is_empty());
+    assert_eq!(status.controls.len(), 4);
+    assert!(
+        status.controls[0].contains("ana.admin (U-ANA-7F21) resumed sync (partner → People)"),
+        "{:?}",
+        status.controls
+    );
+    assert_eq!(status.runs[0].tagged, 0);
+    assert_eq!(status.runs[1].tagged, 3);
+    assert!(
+        status.deletes.as_deref().unwrap_or("").contains(TAG),
+        "{:?}",
+        status.deletes
+    );
+    h.finish().await;
+}
+on_both_backends!(pause_resume, pause_resume_and_deletes);
+
+/// `on_delete = "delete"` deletes a gone customer's person only once the account turned it on.
+async fn delete_when_opted_in(backend: Backend) {
+    let h = start(backend, 50, &defined("on_delete = \"delete\"")).await;
+    let engine = SyncEngine::new(&h.state, config());
+    assert_eq!(sync_once(&engine, &h, TO_PEOPLE).await.counts.created, 48);
+    delete_customers(&h, &["g-000001"]).await;
+
+    let kept = sync_once(&engine, &h, TO_PEOPLE).await;
+    assert_eq!((kept.counts.read, kept.counts.deleted), (49, 0));
+    let state = common::people_state(&h).await;
+    assert!(person(&state, "g-000001").is_some(), "not turned on: kept");
+    assert_eq!(state["stats"]["deletes"], json!(0));
+
+    h.configure(ACCOUNT, &[("people_sync_delete_on", "true")])
+        .await;
+    // The shop fails the run's first page: the run pauses before reading anything, so the attempt that resumes
+    // it still reads the whole list in one pass, and decides.
+    h.shop_faults(json!({"fail_next": 1000, "status": 503}))
+        .await;
+    let id = engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    let outcome = run_to_end(&engine, &h).await;
+    assert!(matches!(outcome, Outcome::Paused(_)), "{outcome:?}");
+    h.shop_faults(json!({})).await;
+    assert_eq!(run_to_end(&engine, &h).await, Outcome::Done);
+    let deleted = engine.runs.get(id).await.unwrap().unwrap();
+    assert_eq!(deleted.attempts, 2);
+    assert_eq!((deleted.counts.deleted, deleted.counts.tagged), (1, 0));
+    let state = common::people_state(&h).await;
+    assert!(person(&state, "g-000001").is_none());
+    assert_eq!(state["persons"].as_array().unwrap().len(), 47);
+    assert_eq!(state["stats"]["deletes"], json!(1));
+    assert_eq!(
+        sync_once(&engine, &h, TO_PEOPLE).await.counts.deleted,
+        0,
+        "deleted once"
+    );
+    h.finish().await;
+}
+on_both_backends!(delete_opt_in, delete_when_opted_in);
+
+/// A person ibex itself wrote to People is not written back to the partner unchanged; a real change in People is.
+async fn no_echo(backend: Backend) {
+    let h = start(backend, 250, &common::test_definition()).await;
+    let engine = SyncEngine::new(&h.state, config());
+    let to = sync_once(&engine, &h, TO_PEOPLE).await;
+    assert_eq!(to.counts.created, 246);
+
+    let back = sync_once(&engine, &h, FROM_PEOPLE).await;
+    // Every person read (the last of each page once more: `#gte` its modifiedAt), none sent.
+    assert!(back.counts.read >= 246, "{back:?}");
+    assert_eq!(
+        (
+            back.counts.updated,
+            back.counts.unchanged,
+            back.counts.failed
+        ),
+        (0, back.counts.read, 0),
+        "{back:?}"
+    );
+    assert_eq!(partner_writes(&h).await, 0, "nothing echoed to the partner");
+
+    // Someone changes one person in People: exactly that one travels back.
+    let r = client()
+        .post(format!("{}/_sim/people/change", h.portal))
+        .json(&json!({"externalId": "c-100", "customAttributes": {"loyaltyTier": "platinum"}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let changed = sync_once(&engine, &h, FROM_PEOPLE).await;
+    assert_eq!(changed.counts.updated, 1, "{changed:?}");
+    assert_eq!(partner_writes(&h).await, 1);
+    let writes: Vec<Value> = h
+        .shop_requests()
+        .await
+        .into_iter()
+        .filter(|r| r["method"] == "PATCH")
+        .collect();
+    assert_eq!(writes[0]["path"], "/customers/c-100");
+    assert!(
+        writes[0]["body"].as_str().unwrap().contains("platinum"),
+        "{writes:?}"
+    );
+    h.finish().await;
+}
+on_both_backends!(echo, no_echo);
+
+/// "Resync everything" forgets one direction's digests and checkpoints: its next run sends every record again.
+async fn resync_sends_everything(backend: Backend) {
+    let h = start(backend, 50, &common::test_definition()).await;
+    let engine = SyncEngine::new(&h.state, config());
+    assert_eq!(sync_once(&engine, &h, TO_PEOPLE).await.counts.created, 48);
+    let before = upserts(&common::people_state(&h).await);
+    assert_eq!(sync_once(&engine, &h, TO_PEOPLE).await.counts.unchanged, 48);
+    assert_eq!(
+        upserts(&common::people_state(&h).await),
+        before,
+        "an unchanged source sends nothing"
+    );
+
+    let by = "operator (cli:test)";
+    let done = engine
+        .controls
+        .resync(ACCOUNT, TO_PEOPLE, by)
+        .await
+        .unwrap();
+    assert_eq!((done.records_forgotten, done.runs_ended), (48, 0));
+    let again = sync_once(&engine, &h, TO_PEOPLE).await;
+    let state = common::people_state(&h).await;
+    assert_eq!(upserts(&state), before + 1, "every record sent again");
+    // People holds them all as sent: each comes back NOT_MODIFIED.
+    assert_eq!(
+        (
+            again.counts.read,
+            again.counts.unchanged,
+            again.counts.failed
+        ),
+        (50, 48, 2)
+    );
+
+    // People → partner: nothing to send (ibex wrote what People holds), until its checkpoint and digests are
+    // forgotten: then every person is read and sent.
+    let back = sync_once(&engine, &h, FROM_PEOPLE).await;
+    assert_eq!((back.counts.read, back.counts.updated), (48, 0));
+    engine
+        .controls
+        .resync(ACCOUNT, FROM_PEOPLE, by)
+        .await
+        .unwrap();
+    let resent = sync_once(&engine, &h, FROM_PEOPLE).await;
+    assert_eq!((resent.counts.read, resent.counts.updated), (48, 48));
+    assert_eq!(partner_writes(&h).await, 48);
+
+    // An open run no worker holds is ended by a resync; one a worker holds refuses it.
+    let queued = engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    let done = engine
+        .controls
+        .resync(ACCOUNT, TO_PEOPLE, by)
+        .await
+        .unwrap();
+    assert_eq!(done.runs_ended, 1);
+    let ended = engine.runs.get(queued).await.unwrap().unwrap();
+    assert_eq!(ended.status, "failed");
+    assert!(
+        ended
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("ended by \"Resync everything\" (operator (cli:test))"),
+        "{ended:?}"
+    );
+    engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    let held = engine
+        .runs
+        .claim("another-instance", 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let refused = engine.controls.resync(ACCOUNT, TO_PEOPLE, by).await;
+    assert!(
+        matches!(refused, Err(ControlError::Running(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        engine.runs.get(held.id).await.unwrap().unwrap().status,
+        "running"
+    );
+    let log = engine.controls.log(ACCOUNT, 10).await.unwrap();
+    assert_eq!(log.len(), 3, "the refused resync is not logged: {log:?}");
+    assert!(log.iter().all(|e| e.action == "resync" && e.actor == by));
+    h.finish().await;
+}
+on_both_backends!(resync, resync_sends_everything);
+
+fn param(url: &str, name: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn session_for(h: &Harness, user: &str) -> String {
+    let launch = portal_launch(h, "/exchange/my-apps/configure", user).await;
+    let (page, trail) = follow(h, &launch, Some(user)).await;
+    assert_eq!(page.status(), 200, "{trail:#?}");
+    param(trail.last().unwrap(), "session").expect("a session in the page's address")
+}
+
+async fn control(h: &Harness, session: &str, action: &str, direction: &str) -> (u16, Value) {
+    let response = client()
+        .post(format!("{}/api/sync_control", h.ibex))
+        .form(&[
+            ("session", session),
+            ("action", action),
+            ("direction", direction),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// On the page, only an account's admins pause, resume and resync (403 for a user who may only look, with
+/// nothing written); the history names the admin.
+async fn only_admins_control(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let (ana, bob) = (&USERS[0], &USERS[1]);
+    assert_eq!(ana.account_key, bob.account_key);
+    let account = ana.account_key;
+    h.state
+        .settings
+        .store()
+        .add_admin(account, ana.user_key, ana.username, "test")
+        .await
+        .unwrap();
+    let controls = ibex::sync::controls::Controls::new(h.state.settings.store().clone());
+    let bob_session = session_for(&h, bob.user_key).await;
+    for (action, direction) in [
+        ("pause", ""),
+        ("resume", ""),
+        ("resync", "to_people"),
+        ("pause", "from_people"),
+    ] {
+        let (status, answer) = control(&h, &bob_session, action, direction).await;
+        assert_eq!(status, 403, "{action}: {answer}");
+    }
+    assert!(controls.paused(account).await.unwrap().is_empty());
+    assert!(controls.log(account, 10).await.unwrap().is_empty());
+
+    let ana_session = session_for(&h, ana.user_key).await;
+    let (status, answer) = control(&h, &ana_session, "pause", "").await;
+    assert_eq!(status, 200, "{answer}");
+    let paused = answer["Ok"]["paused"].as_array().unwrap();
+    assert_eq!(paused.len(), 2, "both directions: {answer}");
+    assert!(
+        paused[0][1]
+            .as_str()
+            .unwrap()
+            .contains("paused by ana.admin (U-ANA-7F21)"),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["Ok"]["controls"][0]
+            .as_str()
+            .unwrap()
+            .split_once(": ")
+            .unwrap()
+            .1,
+        "ana.admin (U-ANA-7F21) paused sync"
+    );
+    // What the page cannot name is refused with the reason, nothing written.
+    let (status, answer) = control(&h, &ana_session, "purge", "").await;
+    assert_eq!(status, 200);
+    assert!(answer["Err"]
+        .as_str()
+        .unwrap()
+        .contains("pause, resume or resync"));
+    let (_, answer) = control(&h, &ana_session, "resync", "sideways").await;
+    assert!(answer["Err"]
+        .as_str()
+        .unwrap()
+        .contains("no such sync direction"));
+    let (status, answer) = control(&h, &ana_session, "resync", "from_people").await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["Ok"]["controls"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("ana.admin (U-ANA-7F21) resynced everything (People → partner)"),
+        "{answer}"
+    );
+    let (status, answer) = control(&h, &ana_session, "resume", "").await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["Ok"]["paused"].as_array().unwrap().is_empty());
+    assert_eq!(controls.log(account, 10).await.unwrap().len(), 3);
+    // Bob may still not look at it.
+    let response = client()
+        .post(format!("{}/api/load_sync", h.ibex))
+        .form(&[("session", bob_session.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    h.finish().await;
+}
+on_both_backends!(admins_only, only_admins_control);
+
+/// `ibex sync pause|resume|resync ACCOUNT [--direction …]` against the same database, recorded as the operator's.
+async fn cli_controls(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let ibex = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ibex"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("USER", "ops")
+            .env("DATABASE_URL", &h.db.url)
+            .env("IBEX_SIGNING_SECRETS", common::SECRET)
+            .env("IBEX_ENCRYPTION_KEY", &h.encryption_key)
+            .env("IBEX_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let controls = ibex::sync::controls::Controls::new(h.state.settings.store().clone());
+
+    let out = ibex(&["sync", "pause", ACCOUNT]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("is paused (partner → People and People → partner)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let paused = controls.paused(ACCOUNT).await.unwrap();
+    assert_eq!(paused.len(), 2);
+    assert!(paused.iter().all(|p| p.by == "operator (cli:ops)"));
+
+    let out = ibex(&["sync", "resume", ACCOUNT, "--direction", "to_people"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let paused = controls.paused(ACCOUNT).await.unwrap();
+    assert_eq!(paused.len(), 1);
+    assert_eq!(paused[0].direction, FROM_PEOPLE);
+    // People → partner paused: a Moments flow's call writes nothing either, and says why.
+    let (status, body) = h
+        .post("/sync/people-changed", r#"{"identifier": "c-100"}"#)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("sync_paused")),
+        "{body}"
+    );
+
+    let out = ibex(&["sync", "resync", ACCOUNT, "--direction", "from_people"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("the next run sends everything"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = ibex(&["sync", "pause", ACCOUNT, "--direction", "sideways"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("sideways"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let log = controls.log(ACCOUNT, 10).await.unwrap();
+    let lines: Vec<(&str, Option<&str>)> = log
+        .iter()
+        .map(|e| (e.action.as_str(), e.direction.as_deref()))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("resync", Some(FROM_PEOPLE)),
+            ("resume", Some(TO_PEOPLE)),
+            ("pause", None)
+        ]
+    );
+    assert!(log.iter().all(|e| e.actor == "operator (cli:ops)"));
+    // Another account's controls are its own.
+    assert!(controls.paused("OTHER").await.unwrap().is_empty());
+    h.finish().await;
+}
+on_both_backends!(cli, cli_controls);
