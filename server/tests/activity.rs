@@ -58,7 +58,18 @@ async fn dump(h: &Harness) -> String {
 }
 
 async fn calls_counted(backend: Backend) {
-    let h = Harness::start(backend).await;
+    // With a webhook endpoint, so the credentials' changes write their events (nobody delivers them here).
+    let h = Harness::start_with(
+        backend,
+        &[
+            "--allow-loopback-partners",
+            "--webhook-url",
+            "http://127.0.0.1:9/webhooks",
+            "--webhook-secret",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ],
+    )
+    .await;
     for _ in 0..3 {
         assert_eq!(h.get("/fn/order-status/1001").await.0, 200);
     }
@@ -171,6 +182,34 @@ async fn calls_counted(backend: Backend) {
         view.health
     );
     assert!(writer(&h).flush().await.unwrap().is_empty());
+
+    // Each change wrote its event, once, with what the partner needs to act on it.
+    let events: Vec<(String, Value)> = sqlx::query(
+        "SELECT event_type, payload FROM webhook_outbox WHERE event_type LIKE 'account.credentials%' ORDER BY created_at",
+    )
+    .fetch_all(h.state.settings.store().pool())
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| {
+        (
+            row.try_get(0).unwrap(),
+            serde_json::from_str(&row.try_get::<String, _>(1).unwrap()).unwrap(),
+        )
+    })
+    .collect();
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["account.credentials_failed", "account.credentials_recovered"],
+        "{events:?}"
+    );
+    for (_, payload) in &events {
+        assert_eq!(payload["data"]["account_key"], ACCOUNT, "{payload}");
+        assert_eq!(payload["data"]["source"], "partner", "{payload}");
+        assert_eq!(payload["data"]["status"], 401, "{payload}");
+        assert!(payload["data"]["failing_since"].is_string(), "{payload}");
+    }
     h.finish().await;
 }
 on_both_backends!(counted, calls_counted);

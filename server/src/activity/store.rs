@@ -307,17 +307,18 @@ impl ActivityStore {
                 status: last_status.and_then(|s| u16::try_from(s).ok()),
                 since_ms: since,
             }),
+            // Recovered: `status` is the last refusal's.
             (Some(_), None) => Some(HealthChange {
                 account_key: account.to_owned(),
                 source,
                 failing: false,
-                status: None,
+                status: last_status.and_then(|s| u16::try_from(s).ok()),
                 since_ms: last_ok.unwrap_or_default(),
             }),
             _ => None,
         };
         if let Some(change) = &change {
-            enqueue_health_event(tx, change).await?;
+            enqueue_health_event(&self.store, tx, change, was_failing).await?;
         }
         Ok(change)
     }
@@ -490,11 +491,39 @@ impl ActivityStore {
     }
 }
 
-/// The webhook for a change of the credentials' state, in the transaction that records it.
+/// The webhook for a change of the credentials' state, in the transaction that records it (when the deployment
+/// has a webhook endpoint).
 async fn enqueue_health_event(
-    _tx: &mut AnyConnection,
-    _change: &HealthChange,
+    store: &SettingsStore,
+    tx: &mut AnyConnection,
+    change: &HealthChange,
+    failing_since_ms: Option<i64>,
 ) -> Result<(), StoreError> {
+    use app::settings::outbox::{enqueue, rfc3339, EventKind};
+    if !store.webhooks_enabled() {
+        return Ok(());
+    }
+    let (kind, data) = if change.failing {
+        (
+            EventKind::CredentialsFailed,
+            serde_json::json!({
+                "source": change.source,
+                "status": change.status,
+                "failing_since": rfc3339(change.since_ms),
+            }),
+        )
+    } else {
+        (
+            EventKind::CredentialsRecovered,
+            serde_json::json!({
+                "source": change.source,
+                "status": change.status,
+                "failing_since": failing_since_ms.map(rfc3339),
+                "recovered_at": rfc3339(change.since_ms),
+            }),
+        )
+    };
+    enqueue(tx, &change.account_key, kind, data).await?;
     Ok(())
 }
 
