@@ -201,7 +201,10 @@ async fn calls_counted(backend: Backend) {
     let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         kinds,
-        ["account.credentials_failed", "account.credentials_recovered"],
+        [
+            "account.credentials_failed",
+            "account.credentials_recovered"
+        ],
         "{events:?}"
     );
     for (_, payload) in &events {

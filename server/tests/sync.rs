@@ -114,6 +114,37 @@ async fn sync(backend: Backend) {
     );
     let keys: Vec<&str> = failures.iter().map(|f| f.record_key.as_str()).collect();
     assert_eq!(keys, ["c-102", "g-000013", "g-000110", "g-000207"]);
+    // The run's calls are in the account's activity: three pages from the partner, the upserts to People.
+    ibex::activity::flush::Writer::new(
+        h.state.activity.clone(),
+        ibex::activity::store::ActivityStore::new(h.state.settings.store().clone()),
+    )
+    .flush()
+    .await
+    .unwrap();
+    let activity = ibex::activity::view::ServerActivity {
+        store: ibex::activity::store::ActivityStore::new(h.state.settings.store().clone()),
+        settings: h.state.settings.store().clone(),
+    }
+    .view(
+        ACCOUNT,
+        ibex::activity::view::Period::parse("hour").unwrap(),
+    )
+    .await
+    .unwrap();
+    let calls = |function: &str| {
+        activity
+            .functions
+            .iter()
+            .filter(|f| f.surface == "People sync" && f.function == function)
+            .map(|f| (f.calls, f.failures))
+            .next()
+    };
+    assert_eq!(calls("list-customers"), Some((3, 0)), "{activity:#?}");
+    assert!(
+        calls("upsert-partial").is_some_and(|(n, failed)| n >= 1 && failed == 0),
+        "{activity:#?}"
+    );
     assert!(
         failures[1].reason.contains("`n/a` is not a phone number"),
         "{failures:?}"

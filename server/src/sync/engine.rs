@@ -299,6 +299,7 @@ impl SyncEngine {
             target: &target,
             account_key: &run.account_key,
             sync,
+            activity: Some(&state.activity),
         };
         let function = match run.direction.as_str() {
             TO_PEOPLE => Some(&sync.to_people.function),
@@ -319,6 +320,7 @@ impl SyncEngine {
             plan,
             settings: &settings,
             off: &off,
+            account: &run.account_key,
         };
         match (run.direction.as_str(), run.checkpoint.retry_of) {
             (_, Some(of_run)) => self.retry(&partner, &writer, sync, run, of_run).await,
@@ -339,6 +341,7 @@ impl SyncEngine {
             state,
             plan,
             settings,
+            account,
             ..
         } = *partner;
         let mut checkpoint = run.checkpoint.clone();
@@ -356,7 +359,16 @@ impl SyncEngine {
             }
             let outputs = match fetched.take() {
                 Some(outputs) => outputs,
-                None => partner_page(state, plan, settings, &page_inputs(sync, &checkpoint)).await,
+                None => {
+                    partner_page(
+                        state,
+                        plan,
+                        settings,
+                        account,
+                        &page_inputs(sync, &checkpoint),
+                    )
+                    .await
+                }
             };
             let mut outputs = match outputs {
                 Ok(outputs) => outputs,
@@ -438,7 +450,7 @@ impl SyncEngine {
                 Some(next) => {
                     let given = page_inputs(sync, next);
                     let (written, read) =
-                        tokio::join!(write, partner_page(state, plan, settings, &given));
+                        tokio::join!(write, partner_page(state, plan, settings, account, &given));
                     fetched = Some(read);
                     written
                 }
@@ -937,6 +949,8 @@ struct Partner<'a> {
     settings: &'a app::settings::ResolvedSettings,
     /// The person fields this account does not sync.
     off: &'a FieldsOff,
+    /// Whose run: its calls count in that account's activity.
+    account: &'a str,
 }
 
 enum PartnerFault {
@@ -953,7 +967,16 @@ impl Partner<'_> {
         check_person_values(given).map_err(PartnerFault::Record)?;
         let inputs = Inputs::from_values(&self.plan.function, given)
             .map_err(|e| PartnerFault::Record(short(&e.to_string())))?;
-        match call_partner(self.state, self.plan, self.settings, &inputs).await {
+        let started = Instant::now();
+        let outcome = call_partner(self.state, self.plan, self.settings, &inputs).await;
+        count(
+            self.state,
+            self.account,
+            self.plan,
+            started,
+            outcome.as_ref().err(),
+        );
+        match outcome {
             Ok(_) => Ok(()),
             // This record's values cannot make a request (`..` in a path, a URL too long): its own failure. A
             // person anyone can edit in People must not stop the account's sync.
@@ -1072,10 +1095,31 @@ async fn partner_page(
     state: &AppState,
     plan: &crate::signed::functions::FunctionPlan,
     settings: &app::settings::ResolvedSettings,
+    account: &str,
     given: &HashMap<String, Value>,
 ) -> Result<serde_json::Map<String, Value>, ApiError> {
     let inputs = Inputs::from_values(&plan.function, given)?;
-    call_partner(state, plan, settings, &inputs).await
+    let started = Instant::now();
+    let outcome = call_partner(state, plan, settings, &inputs).await;
+    count(state, account, plan, started, outcome.as_ref().err());
+    outcome
+}
+
+/// One of a run's partner calls, in the account's activity (People's are counted by `PeopleWriter`).
+fn count(
+    state: &AppState,
+    account: &str,
+    plan: &crate::signed::functions::FunctionPlan,
+    started: Instant,
+    error: Option<&ApiError>,
+) {
+    state.activity.record(&crate::activity::CallRecord::of(
+        account,
+        crate::activity::Surface::Sync,
+        &plan.function.name,
+        started.elapsed(),
+        error,
+    ));
 }
 
 /// The checkpoint after a page, or `None` when it was the last: page pagination ends on an empty page or one

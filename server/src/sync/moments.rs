@@ -68,6 +68,7 @@ async fn write_person(state: &AppState, request: Request) -> Result<Json<Value>,
         target: &target,
         account_key: &signed.account_key,
         sync,
+        activity: None,
     };
     let person = tokio::time::timeout(PEOPLE_DEADLINE, people.person(&identifier))
         .await

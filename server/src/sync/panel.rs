@@ -103,6 +103,7 @@ impl ServerSync {
             target: &target,
             account_key,
             sync,
+            activity: None,
         };
         match people.changed(None, 1, 1).await {
             Ok(_) => Ok((host.clone(), format!("Connected: People at {host} accepted the API key."))),

@@ -271,6 +271,8 @@ pub struct PeopleWriter<'a> {
     pub target: &'a PeopleTarget,
     pub account_key: &'a str,
     pub sync: &'a SyncSpec,
+    /// Where a sync run's People calls are counted (the account's activity); `None` elsewhere.
+    pub activity: Option<&'a crate::activity::Activity>,
 }
 
 impl PeopleWriter<'_> {
@@ -496,76 +498,97 @@ impl PeopleWriter<'_> {
             CALL_TIMEOUT
         };
         let (mut failed, mut throttled) = (0u32, 0u32);
-        loop {
-            limiter.until_key_ready(&bucket).await;
-            let outcome = crate::infobip::call(
-                self.http,
-                Call {
-                    method: method.clone(),
-                    url: url.clone(),
-                    scheme: "App",
-                    credential: &self.target.key,
-                    body,
-                    timeout,
-                    max_bytes: MAX_ANSWER_BYTES,
-                },
-            )
-            .await;
-            let cause = match outcome {
-                Ok(Answer {
-                    status: status @ 200..=299,
-                    body,
-                    ..
-                }) => return Ok((status, body)),
-                Ok(Answer {
-                    status: 429,
-                    retry_after,
-                    ..
-                }) => {
-                    self.limits.metrics.sync_throttled();
-                    throttled += 1;
-                    let wait = Duration::from_secs(retry_after.unwrap_or(1));
-                    if throttled > MAX_THROTTLED_TRIES || wait > MAX_RETRY_AFTER {
-                        return Err(WriteError::Outage(format!(
-                            "People keeps answering 429 (Retry-After {} s)",
-                            wait.as_secs()
-                        )));
+        let started = std::time::Instant::now();
+        let result = async {
+            loop {
+                limiter.until_key_ready(&bucket).await;
+                let outcome = crate::infobip::call(
+                    self.http,
+                    Call {
+                        method: method.clone(),
+                        url: url.clone(),
+                        scheme: "App",
+                        credential: &self.target.key,
+                        body,
+                        timeout,
+                        max_bytes: MAX_ANSWER_BYTES,
+                    },
+                )
+                .await;
+                let cause = match outcome {
+                    Ok(Answer {
+                        status: status @ 200..=299,
+                        body,
+                        ..
+                    }) => return Ok((status, body)),
+                    Ok(Answer {
+                        status: 429,
+                        retry_after,
+                        ..
+                    }) => {
+                        self.limits.metrics.sync_throttled();
+                        throttled += 1;
+                        let wait = Duration::from_secs(retry_after.unwrap_or(1));
+                        if throttled > MAX_THROTTLED_TRIES || wait > MAX_RETRY_AFTER {
+                            return Err(WriteError::Outage(format!(
+                                "People keeps answering 429 (Retry-After {} s)",
+                                wait.as_secs()
+                            )));
+                        }
+                        tokio::time::sleep(wait).await;
+                        continue;
                     }
-                    tokio::time::sleep(wait).await;
-                    continue;
+                    Ok(Answer {
+                        status: status @ (401 | 403),
+                        ..
+                    }) => return Err(WriteError::Refused(status)),
+                    Ok(Answer {
+                        status: status @ 400..=499,
+                        body,
+                        ..
+                    }) => {
+                        return Err(WriteError::Invalid(format!(
+                            "{status} {}",
+                            refusal_text(&body)
+                        )))
+                    }
+                    Ok(Answer { status, .. }) => format!("HTTP {status}, {} times", failed + 1),
+                    Err(Transport::BadCredential) => return Err(WriteError::Refused(401)),
+                    Err(Transport::TooLarge(max)) => {
+                        return Err(WriteError::Outage(format!(
+                            "People's answer is larger than {max} bytes"
+                        )))
+                    }
+                    Err(Transport::Timeout) => {
+                        format!("People did not answer within {} s", timeout.as_secs())
+                    }
+                    Err(Transport::Failed(cause)) => cause,
+                };
+                failed += 1;
+                if failed >= MAX_FAILED_TRIES {
+                    return Err(WriteError::Outage(cause));
                 }
-                Ok(Answer {
-                    status: status @ (401 | 403),
-                    ..
-                }) => return Err(WriteError::Refused(status)),
-                Ok(Answer {
-                    status: status @ 400..=499,
-                    body,
-                    ..
-                }) => {
-                    return Err(WriteError::Invalid(format!(
-                        "{status} {}",
-                        refusal_text(&body)
-                    )))
-                }
-                Ok(Answer { status, .. }) => format!("HTTP {status}, {} times", failed + 1),
-                Err(Transport::BadCredential) => return Err(WriteError::Refused(401)),
-                Err(Transport::TooLarge(max)) => {
-                    return Err(WriteError::Outage(format!(
-                        "People's answer is larger than {max} bytes"
-                    )))
-                }
-                Err(Transport::Timeout) => {
-                    format!("People did not answer within {} s", timeout.as_secs())
-                }
-                Err(Transport::Failed(cause)) => cause,
-            };
-            failed += 1;
-            if failed >= MAX_FAILED_TRIES {
-                return Err(WriteError::Outage(cause));
+                backoff(failed).await;
             }
-            backoff(failed).await;
         }
+        .await;
+        if let Some(activity) = self.activity {
+            let error = result
+                .as_ref()
+                .err()
+                .cloned()
+                .map(crate::errors::ApiError::People);
+            let mut call = crate::activity::CallRecord::of(
+                self.account_key,
+                crate::activity::Surface::Sync,
+                operation,
+                started.elapsed(),
+                error.as_ref(),
+            );
+            call.upstream = crate::activity::Upstream::People;
+            activity.record(&call);
+        }
+        result
     }
 }
 
@@ -647,6 +670,7 @@ mod tests {
             target: &target,
             account_key: "a",
             sync: &sync,
+            activity: None,
         };
         let persons: Vec<Person> = keys.iter().map(|k| person(k)).collect();
         let refs: Vec<&Person> = persons.iter().collect();
