@@ -30,7 +30,7 @@ const CODES: [(&str, u16); 4] = [
 
 fn call<'a>(account: &'a str, n: u64) -> CallRecord<'a> {
     let (surface, function) = FUNCTIONS[(n % FUNCTIONS.len() as u64) as usize];
-    let failed = n % 17 == 0;
+    let failed = n.is_multiple_of(17);
     let (code, status) = CODES[(n / 17 % CODES.len() as u64) as usize];
     CallRecord {
         account,

@@ -14,9 +14,10 @@ const SHARDS: usize = 64;
 const IDLE_MS: i64 = 24 * 3600 * 1000;
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+type Shard = Mutex<Map<Arc<str>, AccountWindow>>;
 
 pub struct Recorder {
-    shards: Box<[Mutex<Map<Arc<str>, AccountWindow>>]>,
+    shards: Box<[Shard]>,
     accounts: AtomicUsize,
     max_accounts: usize,
     /// Calls not counted because `max_accounts` accounts were already in memory, or whose account could not be
@@ -109,7 +110,7 @@ impl Recorder {
         }
     }
 
-    fn shard(&self, account: &str) -> &Mutex<Map<Arc<str>, AccountWindow>> {
+    fn shard(&self, account: &str) -> &Shard {
         use std::hash::BuildHasher;
         let index = self.hasher.hash_one(account) as usize % SHARDS;
         &self.shards[index]

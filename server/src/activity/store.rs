@@ -283,10 +283,9 @@ impl ActivityStore {
         if let Some(at) = signal.last_ok_ms {
             last_ok = Some(last_ok.map_or(at, |known| known.max(at)));
         }
-        let failing_since = match signal.failing_from_ms {
-            Some(from) => Some(was_failing.unwrap_or(from)),
-            None => None,
-        };
+        let failing_since = signal
+            .failing_from_ms
+            .map(|from| was_failing.unwrap_or(from));
         sqlx::query(
             "UPDATE credential_health SET failing_since_ms = $3, last_failure_ms = $4, last_status = $5, \
              last_ok_ms = $6 WHERE account_key = $1 AND source = $2",
