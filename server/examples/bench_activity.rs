@@ -91,10 +91,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let one = started.elapsed();
     // The writer's rate: one flush of 2000 accounts' windows, 24 times (a day, hourly).
     let others: Vec<String> = (0..2000).map(|i| format!("OTHER-{i:05}")).collect();
+    let activity = Activity::new(ActivityConfig::default(), Default::default());
+    let writer = Writer::new(activity.clone(), activity_store.clone());
     let started = Instant::now();
     let mut written = 0u64;
     for h in 0..24 {
-        let activity = Activity::new(ActivityConfig::default(), Default::default());
         for other in &others {
             for k in 0..6 {
                 activity
@@ -103,9 +104,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         n += 6;
-        Writer::new(activity, activity_store.clone())
-            .flush()
-            .await?;
+        writer.flush().await?;
         written += others.len() as u64;
     }
     let many = started.elapsed();

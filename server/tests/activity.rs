@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{client, follow, portal_launch, Backend, Harness, ACCOUNT, SECRET, SHOP_KEY};
+use common::{configuration_session, server_fn, Backend, Harness, ACCOUNT, SECRET, SHOP_KEY};
 use ibex::activity::flush::Writer;
 use ibex::activity::store::{ActivityStore, MINUTE_MS};
 use ibex::activity::view::{Period, ServerActivity};
@@ -260,36 +260,6 @@ async fn restart_within_a_minute(backend: Backend) {
 }
 on_both_backends!(restart, restart_within_a_minute);
 
-fn param(url: &str, name: &str) -> Option<String> {
-    url::Url::parse(url)
-        .ok()?
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-async fn session_for(h: &Harness, user: &str) -> String {
-    let launch = portal_launch(h, "/exchange/my-apps/configure", user).await;
-    let (page, trail) = follow(h, &launch, Some(user)).await;
-    assert_eq!(page.status(), 200, "{trail:#?}");
-    param(trail.last().unwrap(), "session").expect("a session in the page's address")
-}
-
-async fn load(h: &Harness, session: &str, period: &str) -> (u16, Value) {
-    let response = client()
-        .post(format!("{}/api/load_activity", h.ibex))
-        .form(&[("session", session), ("period", period)])
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 /// The page's view is the admins': a user who may only look gets 403 and no figure.
 async fn admins_only(backend: Backend) {
     let h = Harness::start(backend).await;
@@ -300,14 +270,25 @@ async fn admins_only(backend: Backend) {
         .add_admin(account, ibex_sim::exchange::USERS[0].user_key, "", "test")
         .await
         .unwrap();
-    let ana = session_for(&h, ibex_sim::exchange::USERS[0].user_key).await;
-    let bob = session_for(&h, ibex_sim::exchange::USERS[1].user_key).await;
-    let (status, view) = load(&h, &ana, "week").await;
+    let ana = configuration_session(&h, ibex_sim::exchange::USERS[0].user_key).await;
+    let bob = configuration_session(&h, ibex_sim::exchange::USERS[1].user_key).await;
+    let (status, view) = server_fn(
+        &h,
+        "load_activity",
+        &[("session", &ana), ("period", "week")],
+    )
+    .await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["period"], "week");
-    let (status, body) = load(&h, &ana, "year").await;
+    let (status, body) = server_fn(
+        &h,
+        "load_activity",
+        &[("session", &ana), ("period", "year")],
+    )
+    .await;
     assert_ne!(status, 200, "{body}");
-    let (status, body) = load(&h, &bob, "day").await;
+    let (status, body) =
+        server_fn(&h, "load_activity", &[("session", &bob), ("period", "day")]).await;
     assert_eq!(status, 403, "{body}");
     assert!(body.to_string().contains("admins"), "{body}");
     h.finish().await;

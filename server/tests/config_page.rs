@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{client, follow, follow_withholding_cookie, portal_launch, Backend, Harness};
+use common::{client, follow, follow_withholding_cookie, param, portal_launch, Backend, Harness};
 use ibex_sim::exchange::USERS;
 
 /// Signs in through the portal as `user` and returns the page's session token.
@@ -485,14 +485,6 @@ async fn sign_in(backend: Backend) {
     assert!(refused_csp.contains("script-src 'none'"), "{refused_csp}");
     assert_eq!(refused.headers()["cache-control"], "no-store");
     h.finish().await;
-}
-
-fn param(url: &str, name: &str) -> Option<String> {
-    url::Url::parse(url)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
 }
 
 /// Infobip's launch `state` reaches its authorize endpoint unchanged, so the configuration page signs in where

@@ -8,7 +8,7 @@
 mod common;
 
 use app::pages::sync_panel::SyncSource;
-use common::{client, follow, portal_launch, Backend, Harness, ACCOUNT};
+use common::{client, configuration_session, server_fn, Backend, Harness, ACCOUNT};
 use ibex::sync::controls::ControlError;
 use ibex::sync::engine::{Outcome, SyncEngine};
 use ibex::sync::panel::ServerSync;
@@ -568,38 +568,17 @@ async fn resync_sends_everything(backend: Backend) {
 }
 on_both_backends!(resync, resync_sends_everything);
 
-fn param(url: &str, name: &str) -> Option<String> {
-    url::Url::parse(url)
-        .ok()?
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-async fn session_for(h: &Harness, user: &str) -> String {
-    let launch = portal_launch(h, "/exchange/my-apps/configure", user).await;
-    let (page, trail) = follow(h, &launch, Some(user)).await;
-    assert_eq!(page.status(), 200, "{trail:#?}");
-    param(trail.last().unwrap(), "session").expect("a session in the page's address")
-}
-
 async fn control(h: &Harness, session: &str, action: &str, direction: &str) -> (u16, Value) {
-    let response = client()
-        .post(format!("{}/api/sync_control", h.ibex))
-        .form(&[
+    server_fn(
+        h,
+        "sync_control",
+        &[
             ("session", session),
             ("action", action),
             ("direction", direction),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ],
     )
+    .await
 }
 
 /// On the page, only an account's admins pause, resume and resync (403 for a user who may only look, with
@@ -616,7 +595,7 @@ async fn only_admins_control(backend: Backend) {
         .await
         .unwrap();
     let controls = ibex::sync::controls::Controls::new(h.state.settings.store().clone());
-    let bob_session = session_for(&h, bob.user_key).await;
+    let bob_session = configuration_session(&h, bob.user_key).await;
     for (action, direction) in [
         ("pause", ""),
         ("resume", ""),
@@ -629,7 +608,7 @@ async fn only_admins_control(backend: Backend) {
     assert!(controls.paused(account).await.unwrap().is_empty());
     assert!(controls.log(account, 10).await.unwrap().is_empty());
 
-    let ana_session = session_for(&h, ana.user_key).await;
+    let ana_session = configuration_session(&h, ana.user_key).await;
     let (status, answer) = control(&h, &ana_session, "pause", "").await;
     assert_eq!(status, 200, "{answer}");
     let paused = answer["Ok"]["paused"].as_array().unwrap();

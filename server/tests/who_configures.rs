@@ -4,58 +4,23 @@
 
 mod common;
 
-use common::{client, follow, portal_launch, Backend, Harness};
+use common::server_fn as call;
+use common::{
+    client, configuration_session, param, portal_launch, server_fn_json, Backend, Harness,
+};
 use ibex_sim::exchange::USERS;
 use serde_json::{json, Value};
-
-fn param(url: &str, name: &str) -> Option<String> {
-    url::Url::parse(url)
-        .ok()?
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-/// Signs in to the configuration page through the portal's launch, as `user`; the page's session token.
-async fn session_for(h: &Harness, user: &str) -> String {
-    let launch = portal_launch(h, "/exchange/my-apps/configure", user).await;
-    let (page, trail) = follow(h, &launch, Some(user)).await;
-    assert_eq!(page.status(), 200, "{trail:#?}");
-    param(trail.last().unwrap(), "session").expect("a session in the page's address")
-}
-
-/// Calls a server function with a form body; its status and JSON answer.
-async fn call(h: &Harness, function: &str, form: &[(&str, &str)]) -> (u16, Value) {
-    let response = client()
-        .post(format!("{}/api/{function}", h.ibex))
-        .form(form)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
 
 async fn save(h: &Harness, session: &str, changes: Value) -> (u16, Value) {
     let version = call(h, "load_settings", &[("session", session)]).await.1["version"]
         .as_i64()
         .unwrap_or(0);
-    let response = client()
-        .post(format!("{}/api/save_settings", h.ibex))
-        .json(&json!({"session": session, "version": version, "changes": changes}))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    server_fn_json(
+        h,
+        "save_settings",
+        &json!({"session": session, "version": version, "changes": changes}),
     )
+    .await
 }
 
 /// Infobip's launch for the card is taken by the card's page only: sent to `/oauth/start` with another `next`,
@@ -118,8 +83,8 @@ on_both_backends!(card_launch, a_card_launch_never_configures);
 async fn admins_decide(backend: Backend) {
     let h = Harness::start(backend).await;
     let (ana, bob) = (&USERS[0], &USERS[1]);
-    let ana_session = session_for(&h, ana.user_key).await;
-    let bob_session = session_for(&h, bob.user_key).await;
+    let ana_session = configuration_session(&h, ana.user_key).await;
+    let bob_session = configuration_session(&h, bob.user_key).await;
 
     // No admin yet, nothing configured to decide (the default): anyone may configure, and is told so. Ana sets
     // the app up.
@@ -316,7 +281,7 @@ async fn admins_decide(backend: Backend) {
 
     // Another account's admin list is its own: eve still configures Globex.
     let eve = &USERS[2];
-    let eve_session = session_for(&h, eve.user_key).await;
+    let eve_session = configuration_session(&h, eve.user_key).await;
     let (status, _) = save(
         &h,
         &eve_session,
@@ -344,7 +309,7 @@ async fn role_and_closed_accounts(backend: Backend) {
     )
     .await;
     // The current token answer has no roles: the list decides, and the account has none: closed.
-    let session = session_for(&h, ana.user_key).await;
+    let session = configuration_session(&h, ana.user_key).await;
     let (status, _) = save(&h, &session, json!({"max_orders": "4"})).await;
     assert_eq!(status, 403);
     let (_, view) = call(&h, "load_settings", &[("session", &session)]).await;
@@ -374,12 +339,12 @@ async fn role_and_closed_accounts(backend: Backend) {
         .await
         .unwrap();
     assert!(response.status().is_success());
-    let bob_session = session_for(&h, bob.user_key).await;
+    let bob_session = configuration_session(&h, bob.user_key).await;
     let (status, _) = save(&h, &bob_session, json!({"max_orders": "5"})).await;
     assert_eq!(status, 403);
     // eve holds ACCOUNT_ADMIN (compared without case) on Globex, which lists no admin: the role is enough.
     let eve = &USERS[2];
-    let eve_session = session_for(&h, eve.user_key).await;
+    let eve_session = configuration_session(&h, eve.user_key).await;
     let (status, answer) = save(
         &h,
         &eve_session,
@@ -389,7 +354,7 @@ async fn role_and_closed_accounts(backend: Backend) {
     assert_eq!(status, 200, "{answer}");
     // finn, an agent on Globex, is told the role that would let him.
     let finn = &USERS[4];
-    let finn_session = session_for(&h, finn.user_key).await;
+    let finn_session = configuration_session(&h, finn.user_key).await;
     let (_, view) = call(&h, "load_settings", &[("session", &finn_session)]).await;
     assert!(
         view["access"]["ReadOnly"]["who"]
@@ -406,7 +371,7 @@ on_both_backends!(role_and_closed, role_and_closed_accounts);
 /// request without it is refused like one opened as a page of its own.
 async fn a_missing_fetch_dest_is_refused(backend: Backend) {
     let h = Harness::start(backend).await;
-    let session = session_for(&h, USERS[0].user_key).await;
+    let session = configuration_session(&h, USERS[0].user_key).await;
     let page = |dest: Option<&'static str>| {
         let mut request = client()
             .get(format!("{}/settings", h.ibex))

@@ -504,3 +504,57 @@ pub async fn people_state(h: &Harness) -> Value {
 }
 
 pub mod binary;
+
+/// The value of query parameter `name` in `url`.
+pub fn param(url: &str, name: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Signs in to the configuration page through the portal's launch, as `user` (a user key, as the portal names
+/// its users): the page's session token.
+pub async fn configuration_session(h: &Harness, user: &str) -> String {
+    let launch = portal_launch(h, "/exchange/my-apps/configure", user).await;
+    let (page, trail) = follow(h, &launch, Some(user)).await;
+    assert_eq!(page.status(), 200, "{trail:#?}");
+    param(trail.last().unwrap(), "session").expect("a session in the page's address")
+}
+
+/// Calls a server function with a form body: its status and JSON answer.
+pub async fn server_fn(h: &Harness, function: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    answer_of(
+        client()
+            .post(format!("{}/api/{function}", h.ibex))
+            .form(form)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// Calls a server function with a JSON body: its status and JSON answer.
+pub async fn server_fn_json(h: &Harness, function: &str, body: &Value) -> (u16, Value) {
+    answer_of(
+        client()
+            .post(format!("{}/api/{function}", h.ibex))
+            .json(body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// A response's status and its body as JSON (or as a JSON string when it is not JSON).
+pub async fn answer_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
