@@ -325,16 +325,18 @@ impl ActivityStore {
     /// Deletes minute rows older than a few hours, and everything else older than `retention_ms`.
     pub async fn prune(&self, now_ms: i64, retention_ms: i64) -> Result<u64, StoreError> {
         let mut deleted = 0;
+        // One span at a time, so each delete walks the (span_ms, at_ms) index instead of the whole table.
         for table in ["activity_calls", "activity_outcomes"] {
-            deleted += sqlx::query(&format!(
-                "DELETE FROM {table} WHERE (span_ms = $1 AND at_ms < $2) OR at_ms < $3"
-            ))
-            .bind(MINUTE_MS)
-            .bind(now_ms - MINUTES_KEPT_MS)
-            .bind(now_ms - retention_ms)
-            .execute(self.store.pool())
-            .await?
-            .rows_affected();
+            for (span, kept) in [(MINUTE_MS, MINUTES_KEPT_MS), (HOUR_MS, retention_ms)] {
+                deleted += sqlx::query(&format!(
+                    "DELETE FROM {table} WHERE span_ms = $1 AND at_ms < $2"
+                ))
+                .bind(span)
+                .bind(now_ms - kept.min(retention_ms))
+                .execute(self.store.pool())
+                .await?
+                .rows_affected();
+            }
         }
         deleted += sqlx::query("DELETE FROM activity_failures WHERE at_ms < $1")
             .bind(now_ms - retention_ms)
