@@ -168,7 +168,8 @@ impl ApiError {
         }
     }
 
-    /// Whether this refusal came before the request's signature (or card token) was checked.
+    /// Whether this refusal came before the request's signature (or card token) was checked, or names an account
+    /// that does not exist: the account key it carries proves nothing.
     pub fn before_verification(&self) -> bool {
         matches!(
             self,
@@ -183,6 +184,9 @@ impl ApiError {
                 | ApiError::CardTokenMissing
                 | ApiError::CardTokenUnknown
                 | ApiError::Overloaded
+                // A key nobody ever saved settings under: the signature covers the body, not the key, so a
+                // request captured within the replay window could name any account.
+                | ApiError::Settings(SettingsError::NotConfigured { stored: false, .. })
         )
     }
 

@@ -7,10 +7,12 @@ use super::recorder::AccountWindow;
 use super::store::{ActivityStore, HealthChange};
 use super::Activity;
 use app::settings::store::now_ms;
+use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Windows kept while the database is unreachable, per account the recorder may hold.
-const PENDING_PER_ACCOUNT: usize = 4;
+/// Cells (one surface's and function's minute of one account, ~300 bytes) kept while the database is
+/// unreachable; calls that would go past it are not counted (`ibex_activity_dropped_total`).
+const PENDING_CELLS: usize = 500_000;
 /// Pruning runs at most this often.
 const PRUNE_EVERY_MS: i64 = 10 * 60 * 1000;
 
@@ -22,7 +24,8 @@ pub struct Writer {
 
 #[derive(Default)]
 struct WriterState {
-    pending: Vec<(Arc<str>, AccountWindow)>,
+    /// What a failed write left, one window per account.
+    pending: HashMap<Arc<str>, AccountWindow>,
     pruned_at_ms: i64,
 }
 
@@ -39,21 +42,23 @@ impl Writer {
     pub async fn flush(&self) -> Result<Vec<HealthChange>, app::settings::store::StoreError> {
         let now = now_ms();
         let mut state = self.state.lock().await;
-        let mut windows = std::mem::take(&mut state.pending);
-        windows.extend(self.activity.recorder.drain(now));
-        let bound = self
-            .activity
-            .config
-            .max_accounts
-            .saturating_mul(PENDING_PER_ACCOUNT);
-        if windows.len() > bound {
-            let excess = windows.len() - bound;
-            let lost: u64 = windows
-                .drain(..excess)
-                .map(|(_, w)| w.cells.iter().map(|c| c.calls).sum::<u64>())
-                .sum();
-            self.activity.recorder.dropped.inc_by(lost);
+        let mut pending = std::mem::take(&mut state.pending);
+        let mut held: usize = pending.values().map(AccountWindow::cells).sum();
+        for (account, window) in self.activity.recorder.drain(now) {
+            if held + window.cells() > PENDING_CELLS {
+                let lost: u64 = window.cells.iter().map(|c| c.calls).sum();
+                self.activity.recorder.dropped.inc_by(lost);
+                continue;
+            }
+            held += window.cells();
+            match pending.get_mut(&account) {
+                Some(known) => known.absorb(window),
+                None => {
+                    pending.insert(account, window);
+                }
+            }
         }
+        let windows: Vec<(Arc<str>, AccountWindow)> = pending.into_iter().collect();
         if windows.is_empty() {
             return Ok(Vec::new());
         }
@@ -70,7 +75,7 @@ impl Writer {
                 Ok(changes)
             }
             Err(e) => {
-                state.pending = windows;
+                state.pending = windows.into_iter().collect();
                 Err(e)
             }
         }

@@ -197,18 +197,20 @@ impl AccountWindow {
             }
         };
         cell.calls += 1;
-        cell.latency[super::latency_bucket(call.elapsed)] += 1;
         let status = call.status.unwrap_or(0);
+        if !call.verified {
+            // Anyone who knows the account's key can send these: counted by code, but never with a request id or
+            // a time of their choosing, and never in the failed-call list, which stays the account's own.
+            if let Some(code) = call.code {
+                cell.failures += 1;
+                cell.outcome(code, status);
+            }
+            return;
+        }
+        cell.latency[super::latency_bucket(call.elapsed)] += 1;
         if let Some(code) = call.code {
             cell.failures += 1;
-            match cell
-                .outcomes
-                .iter_mut()
-                .find(|(c, s, _)| *c == code && *s == status)
-            {
-                Some(outcome) => outcome.2 += 1,
-                None => cell.outcomes.push((code, status, 1)),
-            }
+            cell.outcome(code, status);
             if self.failures.len() == FAILURES_KEPT {
                 self.failures.remove(0);
             }
@@ -229,6 +231,79 @@ impl AccountWindow {
             Some((Credentials::People, false)) => self.people.accepted(now_ms),
             None => {}
         }
+    }
+}
+
+impl Cell {
+    fn outcome(&mut self, code: &'static str, status: u16) {
+        match self
+            .outcomes
+            .iter_mut()
+            .find(|(c, s, _)| *c == code && *s == status)
+        {
+            Some(outcome) => outcome.2 += 1,
+            None => self.outcomes.push((code, status, 1)),
+        }
+    }
+
+    fn same_place(&self, other: &Cell) -> bool {
+        self.minute_ms == other.minute_ms
+            && self.surface == other.surface
+            && self.function == other.function
+    }
+
+    fn absorb(&mut self, other: Cell) {
+        self.calls += other.calls;
+        self.failures += other.failures;
+        for (sum, n) in self.latency.iter_mut().zip(other.latency) {
+            *sum += n;
+        }
+        for (code, status, n) in other.outcomes {
+            match self
+                .outcomes
+                .iter_mut()
+                .find(|(c, s, _)| *c == code && *s == status)
+            {
+                Some(outcome) => outcome.2 += n,
+                None => self.outcomes.push((code, status, n)),
+            }
+        }
+    }
+}
+
+impl Signal {
+    /// This window followed by a `later` one.
+    fn then(&mut self, later: Signal) {
+        self.failing_from_ms = match (later.last_ok_ms, later.failing_from_ms) {
+            (Some(_), from) => from,
+            (None, from) => self.failing_from_ms.or(from),
+        };
+        self.last_failure = later.last_failure.or(self.last_failure);
+        self.last_ok_ms = later.last_ok_ms.or(self.last_ok_ms);
+    }
+}
+
+impl AccountWindow {
+    /// Adds a later window of the same account (a write that failed is retried with the next one): one window
+    /// per account however long the database is away.
+    pub fn absorb(&mut self, later: AccountWindow) {
+        for cell in later.cells {
+            match self.cells.iter_mut().find(|c| c.same_place(&cell)) {
+                Some(known) => known.absorb(cell),
+                None => self.cells.push(cell),
+            }
+        }
+        self.failures.extend(later.failures);
+        let excess = self.failures.len().saturating_sub(FAILURES_KEPT);
+        self.failures.drain(..excess);
+        self.partner.then(later.partner);
+        self.people.then(later.people);
+        self.last_seen_ms = self.last_seen_ms.max(later.last_seen_ms);
+    }
+
+    /// Cells held, for the bound on what a failing database may keep in memory.
+    pub fn cells(&self) -> usize {
+        self.cells.len()
     }
 }
 
@@ -340,5 +415,27 @@ mod tests {
         recorder.record(&call("b", None, None), 200);
         assert_eq!(recorder.drain(200 + 2 * IDLE_MS).len(), 1);
         assert_eq!(recorder.accounts(), 0);
+    }
+
+    #[test]
+    fn a_retried_window_absorbs_the_next_one_in_time_order() {
+        let recorder = Recorder::new(10, Default::default());
+        recorder.record(&call("a", Some("partner_client_error"), Some(401)), 10);
+        let mut first = recorder.drain(20).pop().unwrap().1;
+        recorder.record(&call("a", None, None), 30);
+        recorder.record(&call("a", None, None), 60_030);
+        let later = recorder.drain(60_040).pop().unwrap().1;
+        first.absorb(later);
+        assert_eq!(first.cells.len(), 2);
+        assert_eq!(first.cells[0].calls, 2);
+        assert_eq!(
+            first.cells[0].outcomes,
+            vec![("partner_client_error", 401, 1)]
+        );
+        assert_eq!(first.failures.len(), 1);
+        // Refused at 10, accepted at 30: the credentials work again.
+        assert!(!first.partner.ends_failing());
+        assert_eq!(first.partner.last_failure, Some((10, 401)));
+        assert_eq!(first.partner.last_ok_ms, Some(60_030));
     }
 }

@@ -85,9 +85,36 @@ impl ActivityStore {
         &self,
         windows: &[(Arc<str>, AccountWindow)],
     ) -> Result<Vec<HealthChange>, StoreError> {
+        // A signed key the operator linked to another account's settings (`ibex settings link`) counts for that
+        // account, as its calls use that account's settings: its view and its events name one account, and a
+        // later re-link does not carry this history along. Links are the operator's few exceptions: read whole.
+        let links: HashMap<String, Arc<str>> =
+            sqlx::query("SELECT signed_key, settings_key FROM account_links")
+                .fetch_all(self.store.pool())
+                .await?
+                .iter()
+                .map(|row| {
+                    Ok((
+                        row.try_get::<String, _>(0)?,
+                        Arc::from(row.try_get::<String, _>(1)?),
+                    ))
+                })
+                .collect::<Result<_, sqlx::Error>>()?;
+        let windows: Vec<(Arc<str>, &AccountWindow)> = windows
+            .iter()
+            .map(|(account, window)| {
+                (
+                    links
+                        .get(&**account)
+                        .cloned()
+                        .unwrap_or_else(|| account.clone()),
+                    window,
+                )
+            })
+            .collect();
         let mut calls: HashMap<CallsKey, (i64, i64, [i64; LATENCY_BUCKETS])> = HashMap::new();
         let mut outcomes: HashMap<(CallsKey, &'static str, u16), i64> = HashMap::new();
-        for (account, window) in windows {
+        for (account, window) in &windows {
             for cell in &window.cells {
                 for (span, at) in [
                     (MINUTE_MS, cell.minute_ms),
@@ -115,7 +142,9 @@ impl ActivityStore {
             }
         }
         let mut tx = self.store.pool().begin().await?;
-        let calls: Vec<_> = calls.into_iter().collect();
+        // In key order: instances writing the same rows at once then lock them in one order, never crosswise.
+        let mut calls: Vec<_> = calls.into_iter().collect();
+        calls.sort_by(|a, b| a.0.cmp(&b.0));
         for chunk in calls.chunks(ROWS_PER_STATEMENT) {
             let lat: Vec<String> = (0..LATENCY_BUCKETS).map(|k| format!("lat{k}")).collect();
             let mut sql = format!(
@@ -147,7 +176,8 @@ impl ActivityStore {
             }
             query.execute(&mut *tx).await?;
         }
-        let outcomes: Vec<_> = outcomes.into_iter().collect();
+        let mut outcomes: Vec<_> = outcomes.into_iter().collect();
+        outcomes.sort_by(|a, b| a.0.cmp(&b.0));
         for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
             let mut sql = String::from(
                 "INSERT INTO activity_outcomes (account_key, span_ms, at_ms, surface, function, code, status, calls) VALUES ",
@@ -203,7 +233,7 @@ impl ActivityStore {
             .execute(&mut *tx)
             .await?;
         }
-        let changes = self.write_health(&mut tx, windows).await?;
+        let changes = self.write_health(&mut tx, &windows).await?;
         tx.commit().await?;
         Ok(changes)
     }
@@ -213,7 +243,7 @@ impl ActivityStore {
     async fn write_health(
         &self,
         tx: &mut AnyConnection,
-        windows: &[(Arc<str>, AccountWindow)],
+        windows: &[(Arc<str>, &AccountWindow)],
     ) -> Result<Vec<HealthChange>, StoreError> {
         let failing: std::collections::HashSet<(String, String)> = sqlx::query(
             "SELECT account_key, source FROM credential_health WHERE failing_since_ms IS NOT NULL",
@@ -274,6 +304,9 @@ impl ActivityStore {
         let mut last_failure: Option<i64> = row.try_get(1)?;
         let mut last_status: Option<i64> = row.try_get(2)?;
         let mut last_ok: Option<i64> = row.try_get(3)?;
+        // What is known already decides when it is newer: an instance whose window ends with an accepted call
+        // older than a refusal another instance recorded does not declare a recovery, and the reverse.
+        let (known_failure, known_ok) = (last_failure, last_ok);
         if let Some((at, status)) = signal.last_failure {
             if last_failure.is_none_or(|known| at >= known) {
                 last_failure = Some(at);
@@ -283,9 +316,14 @@ impl ActivityStore {
         if let Some(at) = signal.last_ok_ms {
             last_ok = Some(last_ok.map_or(at, |known| known.max(at)));
         }
-        let failing_since = signal
-            .failing_from_ms
-            .map(|from| was_failing.unwrap_or(from));
+        let failing_since = match signal.failing_from_ms {
+            Some(from) if known_ok.is_none_or(|ok| from > ok) => Some(was_failing.unwrap_or(from)),
+            Some(_) => was_failing,
+            None => match signal.last_ok_ms {
+                Some(ok) if known_failure.is_none_or(|failed| ok > failed) => None,
+                _ => was_failing,
+            },
+        };
         sqlx::query(
             "UPDATE credential_health SET failing_since_ms = $3, last_failure_ms = $4, last_status = $5, \
              last_ok_ms = $6 WHERE account_key = $1 AND source = $2",
@@ -344,19 +382,6 @@ impl ActivityStore {
             .await?
             .rows_affected();
         Ok(deleted)
-    }
-
-    /// The account's own key and the signed keys linked to it: the view shows the calls of all of them.
-    pub async fn keys_of(&self, account_key: &str) -> Result<Vec<String>, StoreError> {
-        let mut keys = vec![account_key.to_owned()];
-        for row in sqlx::query("SELECT signed_key FROM account_links WHERE settings_key = $1")
-            .bind(account_key)
-            .fetch_all(self.store.pool())
-            .await?
-        {
-            keys.push(row.try_get(0)?);
-        }
-        Ok(keys)
     }
 
     /// Rows of `span_ms` from `from_ms` on, summed per time, surface and function.

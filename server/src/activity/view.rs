@@ -68,7 +68,8 @@ impl ServerActivity {
         // The chart ends with the bin now under way; the period starts at the first bin's start.
         let end = now - now.rem_euclid(period.bin_ms) + period.bin_ms;
         let from = end - period.bins * period.bin_ms;
-        let keys = self.store.keys_of(account_key).await?;
+        // A linked signed key's calls are written under this account (`ActivityStore::write`).
+        let keys = [account_key.to_owned()];
         let rows = self.store.calls(&keys, period.span_ms, from).await?;
         let outcomes = self.store.outcomes(&keys, period.span_ms, from).await?;
         let failed = self.store.failures(&keys, FAILED_LISTED).await?;
