@@ -20,3 +20,5 @@ CREATE TABLE webhook_outbox (
 );
 CREATE INDEX webhook_outbox_due ON webhook_outbox (state, next_attempt_at);
 CREATE INDEX webhook_outbox_queued ON webhook_outbox (queued_at);
+-- The claim takes the oldest due event: walked in `seq` order within the pending ones, not by sorting every due row.
+CREATE INDEX webhook_outbox_order ON webhook_outbox (state, seq);

@@ -76,10 +76,11 @@ pub fn verify(key: &[u8], headers: &HeaderMap, body: &[u8], now: i64) -> Result<
     let timestamp_text = header("webhook-timestamp")?;
     let signatures = header("webhook-signature")?;
     let timestamp: i64 = timestamp_text.parse().map_err(|_| Refusal::BadTimestamp)?;
-    if now - timestamp > TOLERANCE_SECS {
+    // Saturating: a timestamp of i64::MIN must be refused, not overflow.
+    if now.saturating_sub(timestamp) > TOLERANCE_SECS {
         return Err(Refusal::TooOld);
     }
-    if timestamp - now > TOLERANCE_SECS {
+    if timestamp.saturating_sub(now) > TOLERANCE_SECS {
         return Err(Refusal::TooNew);
     }
     let mut mac = Hmac::<Sha256>::new_from_slice(key).map_err(|_| Refusal::NoMatch)?;
@@ -306,6 +307,14 @@ mod tests {
         // Within the window either way.
         assert!(check(&h, BODY, TS + TOLERANCE_SECS).is_ok());
         assert!(check(&h, BODY, TS - TOLERANCE_SECS).is_ok());
+    }
+
+    #[test]
+    fn timestamps_at_the_ends_of_the_range_are_refused_not_overflowed() {
+        let h = headers(ID, &i64::MIN.to_string(), GOOD);
+        assert_eq!(check(&h, BODY, TS), Err(Refusal::TooOld));
+        let h = headers(ID, &i64::MAX.to_string(), GOOD);
+        assert_eq!(check(&h, BODY, -TS), Err(Refusal::TooNew));
     }
 
     #[test]

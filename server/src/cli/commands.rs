@@ -538,7 +538,7 @@ async fn webhooks(options: &Options, command: WebhooksCommand) -> Result<ExitCod
                         e.state,
                         e.attempts,
                         rfc3339(e.created_at),
-                        e.last_error.as_deref().unwrap_or("")
+                        printable(e.last_error.as_deref().unwrap_or(""))
                     );
                 }
                 Ok(ExitCode::SUCCESS)
@@ -562,6 +562,21 @@ async fn webhooks(options: &Options, command: WebhooksCommand) -> Result<ExitCod
     .await;
     settings.store().close().await;
     result.map_err(|e: app::settings::store::StoreError| CommandError::Settings(e.into()))
+}
+
+/// Text that came from elsewhere (the partner's answer in a webhook's last error), safe to print to a terminal:
+/// its control characters (escape sequences, carriage returns) written out as `\u{1b}` and the like.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_unicode().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// `ibex sync pause|resume|resync`: the operator's hand on an account's sync, the same controls as the page's,
@@ -821,4 +836,16 @@ async fn call(
     } else {
         ExitCode::from(1)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn text_from_elsewhere_prints_without_its_control_characters() {
+        assert_eq!(
+            super::printable("503 \u{1b}[2J\rok\n"),
+            "503 \\u{1b}[2J\\u{d}ok\\u{a}"
+        );
+        assert_eq!(super::printable("plain — text"), "plain — text");
+    }
 }
