@@ -22,3 +22,12 @@ CREATE INDEX webhook_outbox_due ON webhook_outbox (state, next_attempt_at);
 CREATE INDEX webhook_outbox_queued ON webhook_outbox (queued_at);
 -- The claim takes the oldest due event: walked in `seq` order within the pending ones, not by sorting every due row.
 CREATE INDEX webhook_outbox_order ON webhook_outbox (state, seq);
+
+-- Whether the deployment's serving instances have a webhook endpoint (written by each as it starts): a change made
+-- by another process on this database (the command line) writes its event when they do, whatever its own
+-- environment says.
+CREATE TABLE webhook_deployment (
+    id      BIGINT PRIMARY KEY,
+    enabled BIGINT NOT NULL,
+    set_at  BIGINT NOT NULL
+);

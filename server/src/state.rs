@@ -109,19 +109,27 @@ pub async fn open_settings(
     options: &Options,
     definition: Arc<AppDefinition>,
 ) -> Result<SettingsService, StartError> {
-    open_settings_with(options, definition, Arc::new(options.key_ring()?)).await
+    open_settings_with(options, definition, Arc::new(options.key_ring()?), false).await
 }
 
+/// `serving`: a serving instance decides by its own webhook configuration and records it for the deployment;
+/// any other process (the command line) also writes events when the serving instances have an endpoint.
 async fn open_settings_with(
     options: &Options,
     definition: Arc<AppDefinition>,
     keys: Arc<KeyRing>,
+    serving: bool,
 ) -> Result<SettingsService, StartError> {
     let webhooks = options.webhooks(&options.egress(&definition))?.is_some();
-    let store = SettingsStore::connect(&options.database_url, keys)
-        .await?
-        .with_webhooks(webhooks);
+    let store = SettingsStore::connect(&options.database_url, keys).await?;
     store.migrate().await?;
+    let webhooks = if serving {
+        store.record_webhooks_deployed(webhooks).await?;
+        webhooks
+    } else {
+        webhooks || store.webhooks_deployed().await?
+    };
+    let store = store.with_webhooks(webhooks);
     Ok(SettingsService::new(
         definition,
         store,
@@ -151,7 +159,7 @@ impl AppState {
         let functions = functions::compile(&definition, &metrics).map_err(StartError::Compile)?;
         let oauth = Arc::new(options.oauth()?);
         let keys = Arc::new(options.key_ring()?);
-        let settings = open_settings_with(options, definition.clone(), keys.clone()).await?;
+        let settings = open_settings_with(options, definition.clone(), keys.clone(), true).await?;
         let webhooks = options
             .webhooks(&options.egress(&definition))?
             .map(Arc::new);

@@ -856,3 +856,59 @@ fn the_configuration_is_refused_with_the_variable_it_names() {
         assert!(!refused.contains("pw@"), "{refused}");
     }
 }
+
+/// A change made from a shell without the webhook configuration (`ibex settings set`) still writes its event when
+/// the deployment's serving instances have an endpoint: the deployment decides, not the environment of whoever
+/// made the change; and once the instances start without one, nothing is written.
+async fn the_deployment_decides(backend: Backend) {
+    let receiver = receiver().await;
+    let h = start(backend, &receiver).await;
+    let mut command = ibex_command(&h, &receiver);
+    command
+        .env_remove("IBEX_WEBHOOK_URL")
+        .env_remove("IBEX_WEBHOOK_SECRET");
+    let saved = command
+        .args(["settings", "set", ACCOUNT, "currency=USD"])
+        .output()
+        .unwrap();
+    assert!(saved.status.success(), "{saved:?}");
+    let configured = |events: &[OutboxEvent]| {
+        events
+            .iter()
+            .filter(|e| e.event_type == "account.configured")
+            .count()
+    };
+    let before = configured(&events(&h).await);
+    assert_eq!(before, 2, "the harness's own save and the shell's");
+
+    // An instance starts without an endpoint: the deployment has none now.
+    let mut args = Vec::new();
+    let mut given = h.args.iter();
+    while let Some(arg) = given.next() {
+        if arg.starts_with("--webhook") {
+            given.next();
+        } else {
+            args.push(arg.clone());
+        }
+    }
+    let plain = ibex::state::AppState::build(
+        &<ibex::cli::config::Cli as clap::Parser>::try_parse_from(args)
+            .unwrap()
+            .options,
+    )
+    .await
+    .unwrap();
+    plain.settings.store().close().await;
+    let mut command = ibex_command(&h, &receiver);
+    command
+        .env_remove("IBEX_WEBHOOK_URL")
+        .env_remove("IBEX_WEBHOOK_SECRET");
+    let saved = command
+        .args(["settings", "set", ACCOUNT, "currency=EUR"])
+        .output()
+        .unwrap();
+    assert!(saved.status.success(), "{saved:?}");
+    assert_eq!(configured(&events(&h).await), before);
+    h.finish().await;
+}
+on_both_backends!(deployment_decides, the_deployment_decides);

@@ -233,6 +233,32 @@ impl SettingsStore {
         self.webhooks
     }
 
+    /// Records whether the deployment's serving instances have a webhook endpoint, so that a change made by
+    /// another process on this database (`ibex settings set` from a shell without `IBEX_WEBHOOK_URL`) writes its
+    /// event all the same: what decides is the deployment, not the environment of whoever made the change.
+    pub async fn record_webhooks_deployed(&self, on: bool) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO webhook_deployment (id, enabled, set_at) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO UPDATE SET enabled = $1, set_at = $2",
+        )
+        .bind(i64::from(on))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether the last serving instance to start on this database had a webhook endpoint.
+    pub async fn webhooks_deployed(&self) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT enabled FROM webhook_deployment WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get::<i64, _>(0)? != 0,
+            None => false,
+        })
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
