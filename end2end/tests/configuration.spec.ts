@@ -97,18 +97,18 @@ test("the admin sees the activity of the calls just made, with the failures they
   await expect(activity).toHaveAttribute("data-interactive", "true");
   await activity.getByRole("button", { name: "Last hour" }).click();
   await expect(activity.getByRole("button", { name: "Last hour" })).toHaveAttribute("aria-pressed", "true");
-  await expect(activity.getByTestId("activity-summary")).toContainText(/\b4 calls, 1 failed\b/);
+  // Other specs' calls for Acme (the card's, say) may be in the same hour: the figures checked are this test's.
+  await expect(activity.getByTestId("activity-summary")).toContainText(/\d+ calls, \d+ failed · p50/);
   const functions = activity.getByTestId("activity-functions");
-  await expect(functions.getByRole("row", { name: /Answers or Flow order-status 4 1/ })).toBeVisible();
+  await expect(functions.getByRole("row", { name: /^Answers or Flow order-status 4 1 / })).toBeVisible();
   await expect(activity.getByTestId("activity-outcomes")).toContainText("partner_client_error (404)");
   await expect(activity.getByTestId("activity-outcomes")).toContainText("the partner has no such record");
-  await activity.getByText("Last failed calls (1)").click();
+  await activity.getByText(/^Last failed calls \(\d+\)$/).click();
   const failed = activity.getByTestId("activity-failed");
-  await expect(failed.getByRole("row")).toHaveCount(2);
-  await expect(failed).toContainText("partner_client_error");
+  await expect(failed.getByRole("row", { name: /Answers or Flow order-status partner_client_error 404/ })).toHaveCount(1);
   await expect(failed).not.toContainText("e2e-shop-key");
   await expect(activity.getByTestId("activity-health")).toContainText("Partner API: Accepted");
-  await expect(activity.getByTestId("activity-chart")).toHaveAttribute("aria-label", /4 calls, 1 failed/);
+  await expect(activity.getByTestId("activity-chart")).toHaveAttribute("aria-label", /\d+ calls, \d+ failed/);
   await activity.scrollIntoViewIfNeeded();
   await page.screenshot({ path: "test-results/activity.png", fullPage: true });
 
@@ -119,8 +119,8 @@ test("the admin sees the activity of the calls just made, with the failures they
     await page.goto(src);
     await expect(page.getByTestId("activity")).toHaveAttribute("data-interactive", "true");
     await page.getByTestId("activity").getByRole("button", { name: "Last hour" }).click();
-    await expect(page.getByTestId("activity-summary")).toContainText("4 calls, 1 failed");
-    await page.getByText("Last failed calls (1)").click();
+    await expect(page.getByTestId("activity-functions").getByRole("row", { name: /^Answers or Flow order-status 4 1 / })).toBeVisible();
+    await page.getByText(/^Last failed calls \(\d+\)$/).click();
     const results = await new AxeBuilder({ page }).withTags(["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]).analyze();
     expect(
       results.violations.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`),

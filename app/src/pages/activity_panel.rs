@@ -247,8 +247,9 @@ fn Functions(rows: Vec<FunctionRow>) -> impl IntoView {
         return ().into_any();
     }
     view! {
-        <h3>"Calls"</h3>
-        <div class="table-scroll">
+        <h3 id="activity-calls">"Calls"</h3>
+        // Scrolls sideways in a narrow frame: focusable, so a keyboard can scroll it too.
+        <div class="table-scroll" tabindex="0" role="region" aria-labelledby="activity-calls">
         <table class="activity-table" data-testid="activity-functions">
             <thead><tr>
                 <th scope="col">"Where"</th><th scope="col">"Function"</th>
@@ -298,8 +299,8 @@ fn Failed(failed: Vec<FailedLine>) -> impl IntoView {
     let count = failed.len();
     view! {
         <details class="activity-failed">
-            <summary>{format!("Last failed calls ({count})")}</summary>
-            <div class="table-scroll">
+            <summary id="activity-failed-title">{format!("Last failed calls ({count})")}</summary>
+            <div class="table-scroll" tabindex="0" role="region" aria-labelledby="activity-failed-title">
             <table class="activity-table" data-testid="activity-failed">
                 <thead><tr>
                     <th scope="col">"When"</th><th scope="col">"Where"</th>
