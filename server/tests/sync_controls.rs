@@ -36,6 +36,7 @@ fn config() -> SyncConfig {
         max_run: SyncConfig::MAX_RUN,
         failures_kept: SyncConfig::FAILURES_KEPT,
         max_page_records: SyncConfig::MAX_PAGE_RECORDS,
+        delete_max_percent: SyncConfig::DELETE_MAX_PERCENT,
     }
 }
 
@@ -767,3 +768,251 @@ async fn cli_controls(backend: Backend) {
     h.finish().await;
 }
 on_both_backends!(cli, cli_controls);
+
+/// A partner whose `/customers` answers its first page with `body`, and every later one with no customers (and
+/// `body`'s total): the shop at another address, as an admin who switched the partner's URL would reach it.
+async fn partner_answering(body: Value) -> String {
+    let app = axum::Router::new().route(
+        "/customers",
+        axum::routing::get(
+            move |axum::extract::Query(q): axum::extract::Query<
+                std::collections::HashMap<String, String>,
+            >| {
+                let body = match q.get("page").map(String::as_str) {
+                    Some("1") | None => body.clone(),
+                    _ => json!({"customers": [], "total": body["total"]}),
+                };
+                async move { axum::Json(body) }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+/// The account's partner now at `base` (a new address takes its secrets again).
+async fn switch_partner(h: &Harness, base: &str) {
+    h.configure(
+        ACCOUNT,
+        &[
+            ("api_base_url", base),
+            ("api_key", common::SHOP_KEY),
+            ("people_api_key", ibex_sim::people::API_KEY),
+        ],
+    )
+    .await;
+}
+
+fn tagged_count(state: &Value) -> usize {
+    state["persons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["tags"]
+                .as_array()
+                .is_some_and(|tags| tags.iter().any(|t| t == TAG))
+        })
+        .count()
+}
+
+/// A partner whose answer holds no records (no list, or an empty one, after the admin switched its address)
+/// takes nothing for gone: a run that read no record tags and deletes nothing, and says why; nor does one that
+/// read fewer records than the partner says it has. (`{}` lacks the required `total`: the call fails and the run
+/// pauses.)
+async fn empty_answers_take_nothing_for_gone(backend: Backend) {
+    let h = start(
+        backend,
+        20,
+        &defined(&format!("on_delete = \"tag\"\ndelete_tag = \"{TAG}\"")),
+    )
+    .await;
+    // Past the share of records gone a run may take (its own test below): each answer here is caught alone.
+    let engine = SyncEngine::new(
+        &h.state,
+        SyncConfig {
+            delete_max_percent: 100,
+            ..config()
+        },
+    );
+    let first = sync_once(&engine, &h, TO_PEOPLE).await;
+    assert!(first.counts.created > 10, "{first:?}");
+    for (answer, read) in [
+        (json!({"total": 0}), 0),
+        (json!({"customers": [], "total": 0}), 0),
+        (
+            json!({"customers": [{"id": "c-100", "name": "Ana Horvat"}], "total": 20}),
+            1,
+        ),
+    ] {
+        switch_partner(&h, &partner_answering(answer.clone()).await).await;
+        let id = engine
+            .runs
+            .enqueue(ACCOUNT, TO_PEOPLE, "test")
+            .await
+            .unwrap();
+        let outcome = run_to_end(&engine, &h).await;
+        let run = engine.runs.get(id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                run.status.as_str(),
+                run.counts.read,
+                run.counts.tagged,
+                run.counts.deleted
+            ),
+            ("done", read, 0, 0),
+            "{answer}: {outcome:?} {run:?}"
+        );
+        assert!(
+            run.last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("deletes skipped:")),
+            "{answer}: {run:?}"
+        );
+        assert_eq!(tagged_count(&common::people_state(&h).await), 0, "{answer}");
+    }
+    h.finish().await;
+}
+on_both_backends!(empty_answers, empty_answers_take_nothing_for_gone);
+
+/// More records gone than `IBEX_SYNC_DELETE_MAX_PERCENT` of those synced (10 %) is taken for a partner's mistake:
+/// the run tags nothing and says why; a small deletion is tagged (`pause_resume` above).
+async fn too_many_gone_is_refused(backend: Backend) {
+    let h = start(
+        backend,
+        50,
+        &defined(&format!("on_delete = \"tag\"\ndelete_tag = \"{TAG}\"")),
+    )
+    .await;
+    let engine = SyncEngine::new(&h.state, config());
+    assert_eq!(sync_once(&engine, &h, TO_PEOPLE).await.counts.created, 48);
+    let gone: Vec<String> = (11..=20).map(|n| format!("g-{n:06}")).collect();
+    let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
+    delete_customers(&h, &gone).await;
+    let id = engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    let outcome = run_to_end(&engine, &h).await;
+    assert!(
+        matches!(&outcome, Outcome::DoneWithNote(note) if note.starts_with("deletes skipped:")),
+        "{outcome:?}"
+    );
+    let run = engine.runs.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.counts.read, run.counts.tagged),
+        ("done", 40, 0),
+        "{run:?}"
+    );
+    let note = run.last_error.clone().unwrap_or_default();
+    assert!(
+        note.starts_with("deletes skipped:")
+            && note.contains("10 %")
+            && note.contains("IBEX_SYNC_DELETE_MAX_PERCENT"),
+        "{note}"
+    );
+    assert_eq!(tagged_count(&common::people_state(&h).await), 0);
+    // The operator who raised the share lets the next run decide.
+    let raised = SyncEngine::new(
+        &h.state,
+        SyncConfig {
+            delete_max_percent: 50,
+            ..config()
+        },
+    );
+    let run = sync_once(&raised, &h, TO_PEOPLE).await;
+    assert!(run.counts.tagged > 0, "{run:?}");
+    assert_eq!(run.last_error, None);
+    h.finish().await;
+}
+on_both_backends!(too_many_gone, too_many_gone_is_refused);
+
+/// A record is marked seen under the key it is written under: with two email mappings, a record whose email is
+/// the second one's is written under it, and not taken for gone by the next run.
+async fn seen_under_the_written_key(backend: Backend) {
+    let definition = defined(&format!("on_delete = \"tag\"\ndelete_tag = \"{TAG}\""));
+    assert!(definition.contains("identifier = \"EXTERNAL_ID\""));
+    let definition = format!(
+        "{}\n[[sync.to_people.fields]]\nperson = \"email\"\nitem = \"name\"\n",
+        definition.replace("identifier = \"EXTERNAL_ID\"", "identifier = \"EMAIL\"")
+    );
+    let h = start(backend, 3, &definition).await;
+    let partner = partner_answering(json!({"total": 2, "customers": [
+        {"id": "c-1", "name": "kim@example.com"},
+        {"id": "c-2", "name": "", "email": "lee@example.com"},
+    ]}))
+    .await;
+    switch_partner(&h, &partner).await;
+    let engine = SyncEngine::new(
+        &h.state,
+        SyncConfig {
+            delete_max_percent: 100,
+            ..config()
+        },
+    );
+    let first = sync_once(&engine, &h, TO_PEOPLE).await;
+    assert_eq!(
+        (first.counts.read, first.counts.created, first.counts.failed),
+        (2, 2, 0),
+        "{first:?}"
+    );
+    let again = sync_once(&engine, &h, TO_PEOPLE).await;
+    assert_eq!(
+        (again.counts.read, again.counts.tagged, again.counts.failed),
+        (2, 0, 0),
+        "{again:?}"
+    );
+    assert_eq!(tagged_count(&common::people_state(&h).await), 0);
+    h.finish().await;
+}
+on_both_backends!(seen_key, seen_under_the_written_key);
+
+/// A Moments call signed with a key linked to another account (`ibex settings link`) is held by that account's
+/// pause, as its runs are.
+async fn linked_key_is_paused_with_its_account(backend: Backend) {
+    let h = start(backend, 3, &defined("")).await;
+    let signed_key = "SIGNED-KEY-OF-ACCT-1";
+    h.state
+        .settings
+        .store()
+        .link(signed_key, ACCOUNT, "op")
+        .await
+        .unwrap();
+    let controls = ibex::sync::controls::Controls::new(h.state.settings.store().clone());
+    controls
+        .pause(ACCOUNT, &[FROM_PEOPLE], "ana.admin (U-ANA-7F21)")
+        .await
+        .unwrap();
+    let body = br#"{"identifier": "c-100"}"#;
+    let (status, answer) = h
+        .send(
+            reqwest::Method::POST,
+            "/sync/people-changed",
+            body,
+            body,
+            |m| {
+                let ts = m["x-ib-exchange-req-timestamp"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                m.insert("x-ib-exchange-req-accountkey", signed_key.parse().unwrap());
+                m.insert(
+                    "x-ib-exchange-req-signature",
+                    ibex::signed::signature::sign(common::SECRET, &ts, body)
+                        .parse()
+                        .unwrap(),
+                );
+            },
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("sync_paused")),
+        "{answer}"
+    );
+    h.finish().await;
+}
+on_both_backends!(linked_pause, linked_key_is_paused_with_its_account);

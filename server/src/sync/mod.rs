@@ -43,6 +43,10 @@ pub struct SyncConfig {
     /// 4 MiB answer limit, `[0,0,0,…]` is two million records, each a failure to build and hold until the page
     /// commits; a partner that answers everything in one page raises it (`IBEX_SYNC_MAX_PAGE_RECORDS`).
     pub max_page_records: usize,
+    /// The largest share (in %) of the account's synced records one complete run may take for gone: a partner
+    /// whose list came back short without saying so (a switched address, a bug on its side) would otherwise have
+    /// every person tagged or deleted. Past it the run decides nothing and says why (`IBEX_SYNC_DELETE_MAX_PERCENT`).
+    pub delete_max_percent: u8,
 }
 
 impl SyncConfig {
@@ -51,4 +55,5 @@ impl SyncConfig {
     pub const MAX_RUN: Duration = Duration::from_secs(6 * 3600);
     pub const FAILURES_KEPT: u64 = 1000;
     pub const MAX_PAGE_RECORDS: usize = 10_000;
+    pub const DELETE_MAX_PERCENT: u8 = 10;
 }
