@@ -363,6 +363,8 @@ impl SyncEngine {
         let mut fetched = None;
         // Digests of the cursors this attempt has been given (at most `max_pages`): one given again is a loop.
         let mut seen: HashSet<[u8; 32]> = checkpoint.cursor.iter().map(|c| digest(c)).collect();
+        // Records this attempt read without a key (only an attempt that began at the first page decides anything).
+        let mut unkeyed = 0;
         loop {
             if let Some(stop) = self.held(run).await {
                 return stop;
@@ -496,6 +498,7 @@ impl SyncEngine {
             if let Some(stop) = self.commit(state, run, &page).await {
                 return stop;
             }
+            unkeyed += page.unkeyed;
             if let Some(reason) = too_long.or(looped) {
                 return Outcome::Failed(reason);
             }
@@ -504,7 +507,10 @@ impl SyncEngine {
                 // what is gone: one that was paused or taken over after a page read it in several, and pages can
                 // shift in between.
                 if run.checkpoint.pages == 0 {
-                    if let Some(stop) = self.sweep(partner, writer, sync, run, &page.next).await {
+                    if let Some(stop) = self
+                        .sweep(partner, writer, sync, run, &page.next, unkeyed)
+                        .await
+                    {
                         return stop;
                     }
                 }
@@ -526,6 +532,7 @@ impl SyncEngine {
         sync: &SyncSpec,
         run: &Run,
         at: &Checkpoint,
+        unkeyed: i64,
     ) -> Option<Outcome> {
         use app::definition::sync::{OnDelete, PEOPLE_SYNC_DELETE_ON};
         let tag = match sync.on_delete {
@@ -541,7 +548,7 @@ impl SyncEngine {
             }
             OnDelete::Delete => return None,
         };
-        match self.sweep_refused(run).await {
+        match self.sweep_refused(run, unkeyed, sync).await {
             Ok(None) => {}
             Ok(Some(why)) => {
                 tracing::warn!(run = run.id, account = %run.account_key, "sync deletes skipped: {why}");
@@ -627,6 +634,8 @@ impl SyncEngine {
     async fn sweep_refused(
         &self,
         run: &Run,
+        unkeyed: i64,
+        sync: &SyncSpec,
     ) -> Result<Option<String>, app::settings::store::StoreError> {
         let Some(read) = self.runs.get(run.id).await? else {
             return Ok(Some("the run could not be read back".into()));
@@ -642,6 +651,12 @@ impl SyncEngine {
         if let Some(total) = read.total.filter(|total| count < *total) {
             return Ok(Some(format!(
                 "the partner said it has {total} records, and the run read {count}"
+            )));
+        }
+        if unkeyed > 0 {
+            return Ok(Some(format!(
+                "{unkeyed} records read have no {} as mapped, so the run cannot tell which persons they are",
+                sync.identifier.as_str()
             )));
         }
         let (gone, known) = self.runs.gone_count(&run.account_key, run.id).await?;
@@ -947,8 +962,11 @@ impl SyncEngine {
             if let Some(hook) = &self.record_hook {
                 hook(&run.account_key, record);
             }
-            if let Some(key) = record_key(sync, record).filter(|_| marks) {
-                page.seen.push(key);
+            if marks {
+                match record_key(sync, record, off) {
+                    Some(key) => page.seen.push(key),
+                    None => page.unkeyed += 1,
+                }
             }
             match map_record(sync, record, off) {
                 Ok(person) => persons.push((person, record)),

@@ -159,6 +159,10 @@ pub struct PageCommit {
     /// (record key, digest) of what People → partner would send for each person this page wrote to People: a
     /// person ibex itself wrote is then not sent back to the partner unchanged (no echo).
     pub mirrored: Vec<(String, String)>,
+    /// Partner → People: records read whose key cannot be derived (no identifier, or one that does not map). Each
+    /// may be a record still in the source whose old key would be taken for gone: the run then decides nothing.
+    /// Not stored.
+    pub unkeyed: i64,
     /// Partner → People: records gone from the source that were handled (tagged, deleted, or found already gone
     /// in People), whose digests are forgotten.
     pub forgotten: Vec<String>,
