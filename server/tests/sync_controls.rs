@@ -1016,3 +1016,38 @@ async fn linked_key_is_paused_with_its_account(backend: Backend) {
     h.finish().await;
 }
 on_both_backends!(linked_pause, linked_key_is_paused_with_its_account);
+
+/// On PostgreSQL, a resync that meets a worker's claim in flight (the claim's transaction not yet committed) waits
+/// for it and then refuses, the run being held, instead of forgetting the digests under a run that goes on. The
+/// race is PostgreSQL's only: SQLite has one writer at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_waits_for_a_claim_in_flight() {
+    let h = start(Backend::Postgres, 3, &defined("")).await;
+    let store = h.state.settings.store().clone();
+    let runs = Runs::new(store.clone());
+    let id = runs.enqueue(ACCOUNT, TO_PEOPLE, "test").await.unwrap();
+    let mut claim = store.pool().begin().await.unwrap();
+    sqlx::query(
+        "UPDATE sync_runs SET status = 'running', lease_owner = 'worker', lease_until = $1 WHERE id = $2",
+    )
+    .bind(app::settings::store::now_ms() + 60_000)
+    .bind(id)
+    .execute(&mut *claim)
+    .await
+    .unwrap();
+    let controls = ibex::sync::controls::Controls::new(store.clone());
+    let resync = tokio::spawn(async move { controls.resync(ACCOUNT, TO_PEOPLE, "ana").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    claim.commit().await.unwrap();
+    let resynced = tokio::time::timeout(Duration::from_secs(20), resync)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(resynced, Err(ControlError::Running(_))),
+        "{resynced:?}"
+    );
+    let run = runs.get(id).await.unwrap().unwrap();
+    assert_eq!(run.status, "running", "{run:?}");
+    h.finish().await;
+}

@@ -202,6 +202,22 @@ impl Controls {
     ) -> Result<Resynced, ControlError> {
         let now = now_ms();
         let mut tx = self.store.pool().begin().await?;
+        // On PostgreSQL the open runs are locked first: a worker's claim that took one meanwhile is waited for and
+        // then seen held (the count below reads after it), and a claim that comes after skips the locked rows
+        // until the resync has ended them. SQLite's writers are serialised already.
+        if matches!(
+            self.store.backend(),
+            app::settings::store::Backend::Postgres
+        ) {
+            sqlx::query(
+                "SELECT id FROM sync_runs WHERE account_key = $1 AND direction = $2 \
+                 AND status IN ('queued', 'running', 'paused') FOR UPDATE",
+            )
+            .bind(account_key)
+            .bind(direction)
+            .fetch_all(&mut *tx)
+            .await?;
+        }
         let held = sqlx::query(
             "SELECT COUNT(*) FROM sync_runs WHERE account_key = $1 AND direction = $2 AND status = 'running' \
              AND lease_until >= $3",
@@ -216,10 +232,10 @@ impl Controls {
             tx.rollback().await?;
             return Err(ControlError::Running(direction.to_owned()));
         }
-        let ended = sqlx::query(
+        let ended_ids = sqlx::query(
             "UPDATE sync_runs SET status = 'failed', finished_at = $1, last_error = $2, lease_owner = NULL, \
              lease_until = NULL, page_done = 0 WHERE account_key = $3 AND direction = $4 \
-             AND (status IN ('queued', 'paused') OR (status = 'running' AND lease_until < $1))",
+             AND (status IN ('queued', 'paused') OR (status = 'running' AND lease_until < $1)) RETURNING id",
         )
         .bind(now)
         .bind(format!(
@@ -227,9 +243,15 @@ impl Controls {
         ))
         .bind(account_key)
         .bind(direction)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_all(&mut *tx)
+        .await?;
+        let ended = u64::try_from(ended_ids.len()).unwrap_or(u64::MAX);
+        // Ended like any failed run: its `sync.run.failed` event, in this transaction (as `Runs::finish` writes it).
+        if self.store.webhooks_enabled() {
+            for row in &ended_ids {
+                crate::webhooks::events::run_finished(&mut tx, row.try_get(0)?).await?;
+            }
+        }
         let forgotten =
             sqlx::query("DELETE FROM sync_records WHERE account_key = $1 AND direction = $2")
                 .bind(account_key)
