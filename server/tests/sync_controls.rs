@@ -1051,3 +1051,90 @@ async fn resync_waits_for_a_claim_in_flight() {
     assert_eq!(run.status, "running", "{run:?}");
     h.finish().await;
 }
+
+/// The delete opt-in is read again before the deletes: an admin who turns it off while the run reads the source
+/// has nothing deleted by that run, which says so.
+async fn delete_opt_in_read_again(backend: Backend) {
+    let h = start(backend, 50, &defined("on_delete = \"delete\"")).await;
+    h.configure(ACCOUNT, &[("people_sync_delete_on", "true")])
+        .await;
+    let engine = SyncEngine::new(&h.state, config());
+    assert_eq!(sync_once(&engine, &h, TO_PEOPLE).await.counts.created, 48);
+    delete_customers(&h, &["g-000001"]).await;
+    // Turned off while the run reads its first record (after the run read its settings).
+    let mut engine = SyncEngine::new(&h.state, config());
+    let (state, once) = (
+        h.state.clone(),
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    engine.record_hook = Some(std::sync::Arc::new(move |_, _| {
+        if !once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let changes = std::collections::BTreeMap::from([(
+                "people_sync_delete_on".to_owned(),
+                "false".to_owned(),
+            )]);
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current()
+                    .block_on(state.settings.update(ACCOUNT, None, &changes, "test"))
+            })
+            .unwrap();
+        }
+    }));
+    let id = engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    let outcome = run_to_end(&engine, &h).await;
+    let run = engine.runs.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.counts.read, run.counts.deleted),
+        ("done", 49, 0),
+        "{outcome:?} {run:?}"
+    );
+    let state = common::people_state(&h).await;
+    assert!(person(&state, "g-000001").is_some());
+    assert_eq!(state["stats"]["deletes"], json!(0));
+    h.finish().await;
+}
+on_both_backends!(delete_opt_in_again, delete_opt_in_read_again);
+
+/// An admin's pause does not count against a run's time bound: a run held longer than `IBEX_SYNC_MAX_RUN_SECS`
+/// goes on when resumed.
+async fn pause_not_counted(backend: Backend) {
+    let h = start(backend, 20, &defined("")).await;
+    let engine = SyncEngine::new(
+        &h.state,
+        SyncConfig {
+            max_run: Duration::from_secs(1),
+            ..config()
+        },
+    );
+    let id = engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    engine
+        .controls
+        .pause(ACCOUNT, &[TO_PEOPLE], "ana")
+        .await
+        .unwrap();
+    // As a run the pause stopped at a page boundary leaves it: started, waiting paused.
+    sqlx::query("UPDATE sync_runs SET status = 'paused', started_at = $1 WHERE id = $2")
+        .bind(app::settings::store::now_ms())
+        .bind(id)
+        .execute(h.state.settings.store().pool())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    engine
+        .controls
+        .resume(ACCOUNT, &[TO_PEOPLE], "ana")
+        .await
+        .unwrap();
+    let outcome = run_to_end(&engine, &h).await;
+    assert_eq!(outcome, Outcome::Done);
+    h.finish().await;
+}
+on_both_backends!(pause_not_counted_in_run_time, pause_not_counted);

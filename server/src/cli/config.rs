@@ -332,7 +332,7 @@ pub struct Options {
         global = true
     )]
     pub sync_max_pages: u64,
-    /// How long one sync run may last, pauses included, before it stops as failed.
+    /// How long one sync run may last, outage pauses included (an admin's not), before it stops as failed.
     #[arg(
         long,
         env = "IBEX_SYNC_MAX_RUN_SECS",

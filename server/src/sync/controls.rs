@@ -152,21 +152,26 @@ impl Controls {
         let mut tx = self.store.pool().begin().await?;
         let mut resumed = Vec::new();
         for direction in directions {
-            let done =
-                sqlx::query("DELETE FROM sync_pauses WHERE account_key = $1 AND direction = $2")
-                    .bind(account_key)
-                    .bind(*direction)
-                    .execute(&mut *tx)
-                    .await?;
-            if done.rows_affected() == 1 {
+            let done = sqlx::query(
+                "DELETE FROM sync_pauses WHERE account_key = $1 AND direction = $2 RETURNING paused_at",
+            )
+            .bind(account_key)
+            .bind(*direction)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = done {
                 resumed.push((*direction).to_owned());
+                // The admin's pause does not count against the run's time bound (IBEX_SYNC_MAX_RUN_SECS): a run
+                // it held has its start moved on by as long as the pause lasted.
+                let held = (now - row.try_get::<i64, _>(0)?).max(0);
                 sqlx::query(
-                    "UPDATE sync_runs SET next_attempt_at = $1 WHERE account_key = $2 AND direction = $3 \
-                     AND status = 'paused'",
+                    "UPDATE sync_runs SET next_attempt_at = $1, started_at = started_at + $4 \
+                     WHERE account_key = $2 AND direction = $3 AND status = 'paused'",
                 )
                 .bind(now)
                 .bind(account_key)
                 .bind(*direction)
+                .bind(held)
                 .execute(&mut *tx)
                 .await?;
             }

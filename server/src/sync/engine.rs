@@ -565,6 +565,23 @@ impl SyncEngine {
             if let Some(stop) = self.held(run).await {
                 return Some(stop);
             }
+            // The opt-in as it is now, before each chunk: an admin who turns deleting off during a long sweep
+            // stops it at the next chunk.
+            if tag.is_none() {
+                match partner.state.settings.resolved(&run.account_key).await {
+                    Ok(settings)
+                        if settings.get(PEOPLE_SYNC_DELETE_ON) == Some(&Value::Bool(true)) => {}
+                    Ok(_) => return Some(Outcome::DoneWithNote(
+                        "deletes stopped: the account turned deleting persons off during the run"
+                            .into(),
+                    )),
+                    Err(e) => {
+                        return Some(Outcome::Paused(format!(
+                            "the settings could not be read: {e}"
+                        )))
+                    }
+                }
+            }
             let keys = match self
                 .runs
                 .gone(&run.account_key, run.id, &after, GONE_CHUNK)
@@ -577,6 +594,10 @@ impl SyncEngine {
                     )))
                 }
             };
+            // The lease renewed (and still this instance's) before anything is acted on.
+            if let Err(e) = self.report(run, 0, None).await {
+                return Some(stopped(e));
+            }
             let mut page = PageCommit {
                 next: at.clone(),
                 ..PageCommit::default()

@@ -35,7 +35,8 @@ pub struct SyncConfig {
     /// Pages one run may read before it stops as failed: a partner that never says "last page" cannot keep a
     /// run (and its lease) forever.
     pub max_pages: u64,
-    /// How long one run may last, from its first claim (pauses included), before it stops as failed.
+    /// How long one run may last, from its first claim (outage pauses included; an admin's pause moves the start
+    /// on when it is resumed), before it stops as failed.
     pub max_run: Duration,
     /// Failed records stored per run (each cut to `runs::MAX_RECORD_BYTES`); past it only the count goes on.
     pub failures_kept: u64,
