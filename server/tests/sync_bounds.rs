@@ -821,11 +821,14 @@ fn kims(from: usize, to: usize) -> Value {
         .collect()
 }
 
+/// A partner's answer to a cursor: its status and body.
+type Answer = fn(&str) -> (u16, Value);
+
 /// A list that does not end the way a list ends decides nothing about deletes: a next cursor equal to the one
 /// just sent, or an empty page that still gives a next cursor, fails the run instead of being taken for the last
 /// page (after which every record not read would be tagged).
 async fn broken_list_end_sweeps_nothing(backend: Backend) {
-    let answers: [fn(&str) -> (u16, Value); 2] = [
+    let answers: [Answer; 2] = [
         |after| match after {
             "" => (200, json!({"customers": kims(1, 2), "next": "A"})),
             _ => (200, json!({"customers": kims(3, 3), "next": "A"})),
