@@ -966,6 +966,33 @@ async fn seen_under_the_written_key(backend: Backend) {
         "{again:?}"
     );
     assert_eq!(tagged_count(&common::people_state(&h).await), 0);
+    // A record still in the source whose email cannot be derived now: its person, known by the old email, is not
+    // taken for gone; the run decides nothing and says why.
+    let partner = partner_answering(json!({"total": 2, "customers": [
+        {"id": "c-1", "name": "kim@example.com"},
+        {"id": "c-2", "name": "", "email": ""},
+    ]}))
+    .await;
+    switch_partner(&h, &partner).await;
+    let id = engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    let outcome = run_to_end(&engine, &h).await;
+    let run = engine.runs.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (run.counts.read, run.counts.tagged),
+        (2, 0),
+        "{outcome:?} {run:?}"
+    );
+    assert!(
+        run.last_error.as_deref().is_some_and(
+            |e| e.starts_with("deletes skipped: the run read 1 record(s) without a EMAIL")
+        ),
+        "{run:?}"
+    );
+    assert_eq!(tagged_count(&common::people_state(&h).await), 0);
     h.finish().await;
 }
 on_both_backends!(seen_key, seen_under_the_written_key);

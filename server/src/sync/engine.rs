@@ -676,7 +676,7 @@ impl SyncEngine {
         }
         if unkeyed > 0 {
             return Ok(Some(format!(
-                "{unkeyed} records read have no {} as mapped, so the run cannot tell which persons they are",
+                "the run read {unkeyed} record(s) without a {} as mapped, so it cannot tell which persons they are",
                 sync.identifier.as_str()
             )));
         }
