@@ -676,7 +676,8 @@ impl SyncEngine {
         }
         if unkeyed > 0 {
             return Ok(Some(format!(
-                "the run read {unkeyed} record(s) without a {} as mapped, so it cannot tell which persons they are",
+                "the run read {unkeyed} record(s) whose {} cannot be derived from the mapping, so it cannot tell \
+                 which persons they are",
                 sync.identifier.as_str()
             )));
         }
