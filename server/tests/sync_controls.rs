@@ -873,6 +873,18 @@ async fn empty_answers_take_nothing_for_gone(backend: Backend) {
         );
         assert_eq!(tagged_count(&common::people_state(&h).await), 0, "{answer}");
     }
+    // `{}` itself is not an answer of this function (its `total` is required): the run pauses, deciding nothing.
+    switch_partner(&h, &partner_answering(json!({})).await).await;
+    let id = engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    let outcome = run_to_end(&engine, &h).await;
+    assert!(matches!(outcome, Outcome::Paused(_)), "{outcome:?}");
+    let run = engine.runs.get(id).await.unwrap().unwrap();
+    assert_eq!((run.counts.tagged, run.counts.deleted), (0, 0), "{run:?}");
+    assert_eq!(tagged_count(&common::people_state(&h).await), 0);
     h.finish().await;
 }
 on_both_backends!(empty_answers, empty_answers_take_nothing_for_gone);
