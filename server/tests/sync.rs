@@ -31,6 +31,7 @@ fn config() -> SyncConfig {
         max_run: SyncConfig::MAX_RUN,
         failures_kept: SyncConfig::FAILURES_KEPT,
         max_page_records: SyncConfig::MAX_PAGE_RECORDS,
+        delete_max_percent: SyncConfig::DELETE_MAX_PERCENT,
     }
 }
 

@@ -34,6 +34,7 @@ fn config() -> SyncConfig {
         max_run: SyncConfig::MAX_RUN,
         failures_kept: SyncConfig::FAILURES_KEPT,
         max_page_records: SyncConfig::MAX_PAGE_RECORDS,
+        delete_max_percent: SyncConfig::DELETE_MAX_PERCENT,
     }
 }
 
@@ -790,3 +791,86 @@ async fn page_record_cap(backend: Backend) {
 }
 
 on_both_backends!(sync_bounds_page_record_cap, page_record_cap);
+
+/// The harness with `with_partner`'s partner and records gone from the source tagged (`on_delete = "tag"`).
+async fn tagging_with_partner(backend: Backend, answer: fn(&str) -> (u16, Value)) -> Harness {
+    let h = Harness::start_defined(
+        backend,
+        &["--allow-loopback-partners"],
+        0,
+        |url| url.to_owned(),
+        &cursor_definition().replace(
+            "[sync]\nidentifier",
+            "[sync]\non_delete = \"tag\"\ndelete_tag = \"gone\"\nidentifier",
+        ),
+    )
+    .await;
+    let partner = partner_answering(answer).await;
+    h.configure(
+        ACCOUNT,
+        &[("api_base_url", partner.as_str()), ("api_key", SHOP_KEY)],
+    )
+    .await;
+    people_on(&h, ACCOUNT).await;
+    h
+}
+
+fn kims(from: usize, to: usize) -> Value {
+    (from..=to)
+        .map(|i| json!({"id": format!("k-{i}"), "name": "Kim", "email": format!("kim{i}@example.com")}))
+        .collect()
+}
+
+/// A partner's answer to a cursor: its status and body.
+type Answer = fn(&str) -> (u16, Value);
+
+/// A list that does not end the way a list ends decides nothing about deletes: a next cursor equal to the one
+/// just sent, or an empty page that still gives a next cursor, fails the run instead of being taken for the last
+/// page (after which every record not read would be tagged).
+async fn broken_list_end_sweeps_nothing(backend: Backend) {
+    let answers: [Answer; 2] = [
+        |after| match after {
+            "" => (200, json!({"customers": kims(1, 2), "next": "A"})),
+            _ => (200, json!({"customers": kims(3, 3), "next": "A"})),
+        },
+        |after| match after {
+            "" => (200, json!({"customers": kims(1, 2), "next": "A"})),
+            _ => (200, json!({"customers": [], "next": "B"})),
+        },
+    ];
+    for answer in answers {
+        let h = tagging_with_partner(backend, |after| match after {
+            "" => (200, json!({"customers": kims(1, 2), "next": "A"})),
+            _ => (200, json!({"customers": kims(3, 4)})),
+        })
+        .await;
+        let engine = SyncEngine::new(
+            &h.state,
+            SyncConfig {
+                delete_max_percent: 100,
+                ..config()
+            },
+        );
+        engine.runs.enqueue(ACCOUNT, TO_PEOPLE, "t").await.unwrap();
+        let (run, outcome) = next_run(&engine, &h, Duration::from_secs(20)).await;
+        assert_eq!(outcome, Outcome::Done, "{run:?}");
+        let partner = partner_answering(answer).await;
+        h.configure(
+            ACCOUNT,
+            &[
+                ("api_base_url", partner.as_str()),
+                ("api_key", SHOP_KEY),
+                ("people_api_key", ibex_sim::people::API_KEY),
+            ],
+        )
+        .await;
+        let id = engine.runs.enqueue(ACCOUNT, TO_PEOPLE, "t").await.unwrap();
+        let (_, outcome) = next_run(&engine, &h, Duration::from_secs(20)).await;
+        let run = engine.runs.get(id).await.unwrap().unwrap();
+        assert_eq!(run.status, "failed", "{outcome:?} {run:?}");
+        assert_eq!(run.counts.tagged, 0, "{run:?}");
+        h.finish().await;
+    }
+}
+
+on_both_backends!(sync_bounds_broken_list_end, broken_list_end_sweeps_nothing);

@@ -36,6 +36,7 @@ fn config() -> SyncConfig {
         max_run: SyncConfig::MAX_RUN,
         failures_kept: SyncConfig::FAILURES_KEPT,
         max_page_records: SyncConfig::MAX_PAGE_RECORDS,
+        delete_max_percent: SyncConfig::DELETE_MAX_PERCENT,
     }
 }
 
@@ -746,3 +747,412 @@ async fn cli_controls(backend: Backend) {
     h.finish().await;
 }
 on_both_backends!(cli, cli_controls);
+
+/// A partner whose `/customers` answers its first page with `body`, and every later one with no customers (and
+/// `body`'s total): the shop at another address, as an admin who switched the partner's URL would reach it.
+async fn partner_answering(body: Value) -> String {
+    let app = axum::Router::new().route(
+        "/customers",
+        axum::routing::get(
+            move |axum::extract::Query(q): axum::extract::Query<
+                std::collections::HashMap<String, String>,
+            >| {
+                let body = match q.get("page").map(String::as_str) {
+                    Some("1") | None => body.clone(),
+                    _ => json!({"customers": [], "total": body["total"]}),
+                };
+                async move { axum::Json(body) }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+/// The account's partner now at `base` (a new address takes its secrets again).
+async fn switch_partner(h: &Harness, base: &str) {
+    h.configure(
+        ACCOUNT,
+        &[
+            ("api_base_url", base),
+            ("api_key", common::SHOP_KEY),
+            ("people_api_key", ibex_sim::people::API_KEY),
+        ],
+    )
+    .await;
+}
+
+fn tagged_count(state: &Value) -> usize {
+    state["persons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["tags"]
+                .as_array()
+                .is_some_and(|tags| tags.iter().any(|t| t == TAG))
+        })
+        .count()
+}
+
+/// A partner whose answer holds no records (no list, or an empty one, after the admin switched its address)
+/// takes nothing for gone: a run that read no record tags and deletes nothing, and says why; nor does one that
+/// read fewer records than the partner says it has. (`{}` lacks the required `total`: the call fails and the run
+/// pauses.)
+async fn empty_answers_take_nothing_for_gone(backend: Backend) {
+    let h = start(
+        backend,
+        20,
+        &defined(&format!("on_delete = \"tag\"\ndelete_tag = \"{TAG}\"")),
+    )
+    .await;
+    // Past the share of records gone a run may take (its own test below): each answer here is caught alone.
+    let engine = SyncEngine::new(
+        &h.state,
+        SyncConfig {
+            delete_max_percent: 100,
+            ..config()
+        },
+    );
+    let first = sync_once(&engine, &h, TO_PEOPLE).await;
+    assert!(first.counts.created > 10, "{first:?}");
+    for (answer, read) in [
+        (json!({"total": 0}), 0),
+        (json!({"customers": [], "total": 0}), 0),
+        (
+            json!({"customers": [{"id": "c-100", "name": "Ana Horvat"}], "total": 20}),
+            1,
+        ),
+    ] {
+        switch_partner(&h, &partner_answering(answer.clone()).await).await;
+        let id = engine
+            .runs
+            .enqueue(ACCOUNT, TO_PEOPLE, "test")
+            .await
+            .unwrap();
+        let outcome = run_to_end(&engine, &h).await;
+        let run = engine.runs.get(id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                run.status.as_str(),
+                run.counts.read,
+                run.counts.tagged,
+                run.counts.deleted
+            ),
+            ("done", read, 0, 0),
+            "{answer}: {outcome:?} {run:?}"
+        );
+        assert!(
+            run.last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("deletes skipped:")),
+            "{answer}: {run:?}"
+        );
+        assert_eq!(tagged_count(&common::people_state(&h).await), 0, "{answer}");
+    }
+    // `{}` itself is not an answer of this function (its `total` is required): the run pauses, deciding nothing.
+    switch_partner(&h, &partner_answering(json!({})).await).await;
+    let id = engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    let outcome = run_to_end(&engine, &h).await;
+    assert!(matches!(outcome, Outcome::Paused(_)), "{outcome:?}");
+    let run = engine.runs.get(id).await.unwrap().unwrap();
+    assert_eq!((run.counts.tagged, run.counts.deleted), (0, 0), "{run:?}");
+    assert_eq!(tagged_count(&common::people_state(&h).await), 0);
+    h.finish().await;
+}
+on_both_backends!(empty_answers, empty_answers_take_nothing_for_gone);
+
+/// More records gone than `IBEX_SYNC_DELETE_MAX_PERCENT` of those synced (10 %) is taken for a partner's mistake:
+/// the run tags nothing and says why; a small deletion is tagged (`pause_resume` above).
+async fn too_many_gone_is_refused(backend: Backend) {
+    let h = start(
+        backend,
+        50,
+        &defined(&format!("on_delete = \"tag\"\ndelete_tag = \"{TAG}\"")),
+    )
+    .await;
+    let engine = SyncEngine::new(&h.state, config());
+    assert_eq!(sync_once(&engine, &h, TO_PEOPLE).await.counts.created, 48);
+    let gone: Vec<String> = (11..=20).map(|n| format!("g-{n:06}")).collect();
+    let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
+    delete_customers(&h, &gone).await;
+    let id = engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    let outcome = run_to_end(&engine, &h).await;
+    assert!(
+        matches!(&outcome, Outcome::DoneWithNote(note) if note.starts_with("deletes skipped:")),
+        "{outcome:?}"
+    );
+    let run = engine.runs.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.counts.read, run.counts.tagged),
+        ("done", 40, 0),
+        "{run:?}"
+    );
+    let note = run.last_error.clone().unwrap_or_default();
+    assert!(
+        note.starts_with("deletes skipped:")
+            && note.contains("10 %")
+            && note.contains("IBEX_SYNC_DELETE_MAX_PERCENT"),
+        "{note}"
+    );
+    assert_eq!(tagged_count(&common::people_state(&h).await), 0);
+    // The operator who raised the share lets the next run decide.
+    let raised = SyncEngine::new(
+        &h.state,
+        SyncConfig {
+            delete_max_percent: 50,
+            ..config()
+        },
+    );
+    let run = sync_once(&raised, &h, TO_PEOPLE).await;
+    assert!(run.counts.tagged > 0, "{run:?}");
+    assert_eq!(run.last_error, None);
+    h.finish().await;
+}
+on_both_backends!(too_many_gone, too_many_gone_is_refused);
+
+/// A record is marked seen under the key it is written under: with two email mappings, a record whose email is
+/// the second one's is written under it, and not taken for gone by the next run.
+async fn seen_under_the_written_key(backend: Backend) {
+    let definition = defined(&format!("on_delete = \"tag\"\ndelete_tag = \"{TAG}\""));
+    assert!(definition.contains("identifier = \"EXTERNAL_ID\""));
+    let definition = format!(
+        "{}\n[[sync.to_people.fields]]\nperson = \"email\"\nitem = \"name\"\n",
+        definition.replace("identifier = \"EXTERNAL_ID\"", "identifier = \"EMAIL\"")
+    );
+    let h = start(backend, 3, &definition).await;
+    let partner = partner_answering(json!({"total": 2, "customers": [
+        {"id": "c-1", "name": "kim@example.com"},
+        {"id": "c-2", "name": "", "email": "lee@example.com"},
+    ]}))
+    .await;
+    switch_partner(&h, &partner).await;
+    let engine = SyncEngine::new(
+        &h.state,
+        SyncConfig {
+            delete_max_percent: 100,
+            ..config()
+        },
+    );
+    let first = sync_once(&engine, &h, TO_PEOPLE).await;
+    assert_eq!(
+        (first.counts.read, first.counts.created, first.counts.failed),
+        (2, 2, 0),
+        "{first:?}"
+    );
+    let again = sync_once(&engine, &h, TO_PEOPLE).await;
+    assert_eq!(
+        (again.counts.read, again.counts.tagged, again.counts.failed),
+        (2, 0, 0),
+        "{again:?}"
+    );
+    assert_eq!(tagged_count(&common::people_state(&h).await), 0);
+    // A record still in the source whose email cannot be derived now: its person, known by the old email, is not
+    // taken for gone; the run decides nothing and says why.
+    let partner = partner_answering(json!({"total": 2, "customers": [
+        {"id": "c-1", "name": "kim@example.com"},
+        {"id": "c-2", "name": "", "email": ""},
+    ]}))
+    .await;
+    switch_partner(&h, &partner).await;
+    let id = engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    let outcome = run_to_end(&engine, &h).await;
+    let run = engine.runs.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (run.counts.read, run.counts.tagged),
+        (2, 0),
+        "{outcome:?} {run:?}"
+    );
+    assert!(
+        run.last_error.as_deref().is_some_and(
+            |e| e.starts_with("deletes skipped: the run read 1 record(s) whose EMAIL cannot")
+        ),
+        "{run:?}"
+    );
+    assert_eq!(tagged_count(&common::people_state(&h).await), 0);
+    h.finish().await;
+}
+on_both_backends!(seen_key, seen_under_the_written_key);
+
+/// A Moments call signed with a key linked to another account (`ibex settings link`) is held by that account's
+/// pause, as its runs are.
+async fn linked_key_is_paused_with_its_account(backend: Backend) {
+    let h = start(backend, 3, &defined("")).await;
+    let signed_key = "SIGNED-KEY-OF-ACCT-1";
+    h.state
+        .settings
+        .store()
+        .link(signed_key, ACCOUNT, "op")
+        .await
+        .unwrap();
+    let controls = ibex::sync::controls::Controls::new(h.state.settings.store().clone());
+    controls
+        .pause(ACCOUNT, &[FROM_PEOPLE], "ana.admin (U-ANA-7F21)")
+        .await
+        .unwrap();
+    let body = br#"{"identifier": "c-100"}"#;
+    let (status, answer) = h
+        .send(
+            reqwest::Method::POST,
+            "/sync/people-changed",
+            body,
+            body,
+            |m| {
+                let ts = m["x-ib-exchange-req-timestamp"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                m.insert("x-ib-exchange-req-accountkey", signed_key.parse().unwrap());
+                m.insert(
+                    "x-ib-exchange-req-signature",
+                    ibex::signed::signature::sign(common::SECRET, &ts, body)
+                        .parse()
+                        .unwrap(),
+                );
+            },
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("sync_paused")),
+        "{answer}"
+    );
+    h.finish().await;
+}
+on_both_backends!(linked_pause, linked_key_is_paused_with_its_account);
+
+/// On PostgreSQL, a resync that meets a worker's claim in flight (the claim's transaction not yet committed) waits
+/// for it and then refuses, the run being held, instead of forgetting the digests under a run that goes on. The
+/// race is PostgreSQL's only: SQLite has one writer at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_waits_for_a_claim_in_flight() {
+    let h = start(Backend::Postgres, 3, &defined("")).await;
+    let store = h.state.settings.store().clone();
+    let runs = Runs::new(store.clone());
+    let id = runs.enqueue(ACCOUNT, TO_PEOPLE, "test").await.unwrap();
+    let mut claim = store.pool().begin().await.unwrap();
+    sqlx::query(
+        "UPDATE sync_runs SET status = 'running', lease_owner = 'worker', lease_until = $1 WHERE id = $2",
+    )
+    .bind(app::settings::store::now_ms() + 60_000)
+    .bind(id)
+    .execute(&mut *claim)
+    .await
+    .unwrap();
+    let controls = ibex::sync::controls::Controls::new(store.clone());
+    let resync = tokio::spawn(async move { controls.resync(ACCOUNT, TO_PEOPLE, "ana").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    claim.commit().await.unwrap();
+    let resynced = tokio::time::timeout(Duration::from_secs(20), resync)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(resynced, Err(ControlError::Running(_))),
+        "{resynced:?}"
+    );
+    let run = runs.get(id).await.unwrap().unwrap();
+    assert_eq!(run.status, "running", "{run:?}");
+    h.finish().await;
+}
+
+/// The delete opt-in is read again before the deletes: an admin who turns it off while the run reads the source
+/// has nothing deleted by that run, which says so.
+async fn delete_opt_in_read_again(backend: Backend) {
+    let h = start(backend, 50, &defined("on_delete = \"delete\"")).await;
+    h.configure(ACCOUNT, &[("people_sync_delete_on", "true")])
+        .await;
+    let engine = SyncEngine::new(&h.state, config());
+    assert_eq!(sync_once(&engine, &h, TO_PEOPLE).await.counts.created, 48);
+    delete_customers(&h, &["g-000001"]).await;
+    // Turned off while the run reads its first record (after the run read its settings).
+    let mut engine = SyncEngine::new(&h.state, config());
+    let (state, once) = (
+        h.state.clone(),
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    engine.record_hook = Some(std::sync::Arc::new(move |_, _| {
+        if !once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let changes = std::collections::BTreeMap::from([(
+                "people_sync_delete_on".to_owned(),
+                "false".to_owned(),
+            )]);
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current()
+                    .block_on(state.settings.update(ACCOUNT, None, &changes, "test"))
+            })
+            .unwrap();
+        }
+    }));
+    let id = engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    let outcome = run_to_end(&engine, &h).await;
+    let run = engine.runs.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.counts.read, run.counts.deleted),
+        ("done", 49, 0),
+        "{outcome:?} {run:?}"
+    );
+    let state = common::people_state(&h).await;
+    assert!(person(&state, "g-000001").is_some());
+    assert_eq!(state["stats"]["deletes"], json!(0));
+    h.finish().await;
+}
+on_both_backends!(delete_opt_in_again, delete_opt_in_read_again);
+
+/// An admin's pause does not count against a run's time bound: a run held longer than `IBEX_SYNC_MAX_RUN_SECS`
+/// goes on when resumed.
+async fn pause_not_counted(backend: Backend) {
+    let h = start(backend, 20, &defined("")).await;
+    let engine = SyncEngine::new(
+        &h.state,
+        SyncConfig {
+            max_run: Duration::from_secs(1),
+            ..config()
+        },
+    );
+    let id = engine
+        .runs
+        .enqueue(ACCOUNT, TO_PEOPLE, "test")
+        .await
+        .unwrap();
+    engine
+        .controls
+        .pause(ACCOUNT, &[TO_PEOPLE], "ana")
+        .await
+        .unwrap();
+    // As a run the pause stopped at a page boundary leaves it: started, waiting paused.
+    sqlx::query("UPDATE sync_runs SET status = 'paused', started_at = $1 WHERE id = $2")
+        .bind(app::settings::store::now_ms())
+        .bind(id)
+        .execute(h.state.settings.store().pool())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    engine
+        .controls
+        .resume(ACCOUNT, &[TO_PEOPLE], "ana")
+        .await
+        .unwrap();
+    let outcome = run_to_end(&engine, &h).await;
+    assert_eq!(outcome, Outcome::Done);
+    h.finish().await;
+}
+on_both_backends!(pause_not_counted_in_run_time, pause_not_counted);

@@ -912,3 +912,32 @@ async fn the_deployment_decides(backend: Backend) {
     h.finish().await;
 }
 on_both_backends!(deployment_decides, the_deployment_decides);
+
+/// A run that "Resync everything" ends is failed like any other, and writes its `sync.run.failed` event in the
+/// resync's transaction.
+async fn resync_ends_with_event(backend: Backend) {
+    use ibex::sync::runs::{Runs, TO_PEOPLE};
+    let receiver = receiver().await;
+    let h = start(backend, &receiver).await;
+    let runs = Runs::new(h.state.settings.store().clone());
+    let id = runs.enqueue(ACCOUNT, TO_PEOPLE, "test").await.unwrap();
+    let controls = ibex::sync::controls::Controls::new(h.state.settings.store().clone());
+    controls.resync(ACCOUNT, TO_PEOPLE, "ana").await.unwrap();
+    let events = events(&h).await;
+    let failed: Vec<Value> = events
+        .iter()
+        .filter(|e| e.event_type == "sync.run.failed")
+        .map(|e| serde_json::from_str(&e.payload).unwrap())
+        .collect();
+    assert_eq!(failed.len(), 1, "{events:#?}");
+    assert_eq!(failed[0]["data"]["run_id"], id);
+    assert_eq!(failed[0]["data"]["status"], "failed");
+    assert!(failed[0]["data"]["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("Resync everything")));
+    h.finish().await;
+}
+on_both_backends!(
+    a_run_ended_by_a_resync_writes_its_event,
+    resync_ends_with_event
+);

@@ -453,6 +453,9 @@ pub fn SyncPanel(status: SyncStatus, session: String) -> impl IntoView {
                                 {run.last_error.clone().filter(|_| run.status == "failed").map(|e| view! {
                                     <p class="small status error">{e}</p>
                                 })}
+                                {run.last_error.clone().filter(|_| run.status == "done").map(|note| view! {
+                                    <p class="small muted">{note}</p>
+                                })}
                             </li>
                         }).collect_view()}
                     </ul>

@@ -332,7 +332,7 @@ pub struct Options {
         global = true
     )]
     pub sync_max_pages: u64,
-    /// How long one sync run may last, pauses included, before it stops as failed.
+    /// How long one sync run may last, outage pauses included (an admin's not), before it stops as failed.
     #[arg(
         long,
         env = "IBEX_SYNC_MAX_RUN_SECS",
@@ -350,6 +350,16 @@ pub struct Options {
         global = true
     )]
     pub sync_max_page_records: u64,
+    /// The largest share (in %) of an account's synced records one run may take for gone from the source; past
+    /// it the run tags and deletes nothing and says why.
+    #[arg(
+        long,
+        env = "IBEX_SYNC_DELETE_MAX_PERCENT",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u8).range(0..=100),
+        global = true
+    )]
+    pub sync_delete_max_percent: u8,
     /// Failed records kept per sync run (each cut to 4 KiB); past it the run only counts them.
     #[arg(
         long,
@@ -911,6 +921,7 @@ impl Options {
             max_run: Duration::from_secs(self.sync_max_run_secs),
             failures_kept: self.sync_failures_kept,
             max_page_records: usize::try_from(self.sync_max_page_records).unwrap_or(usize::MAX),
+            delete_max_percent: self.sync_delete_max_percent,
         })
     }
 

@@ -152,21 +152,26 @@ impl Controls {
         let mut tx = self.store.pool().begin().await?;
         let mut resumed = Vec::new();
         for direction in directions {
-            let done =
-                sqlx::query("DELETE FROM sync_pauses WHERE account_key = $1 AND direction = $2")
-                    .bind(account_key)
-                    .bind(*direction)
-                    .execute(&mut *tx)
-                    .await?;
-            if done.rows_affected() == 1 {
+            let done = sqlx::query(
+                "DELETE FROM sync_pauses WHERE account_key = $1 AND direction = $2 RETURNING paused_at",
+            )
+            .bind(account_key)
+            .bind(*direction)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = done {
                 resumed.push((*direction).to_owned());
+                // The admin's pause does not count against the run's time bound (IBEX_SYNC_MAX_RUN_SECS): a run
+                // it held has its start moved on by as long as the pause lasted.
+                let held = (now - row.try_get::<i64, _>(0)?).max(0);
                 sqlx::query(
-                    "UPDATE sync_runs SET next_attempt_at = $1 WHERE account_key = $2 AND direction = $3 \
-                     AND status = 'paused'",
+                    "UPDATE sync_runs SET next_attempt_at = $1, started_at = started_at + $4 \
+                     WHERE account_key = $2 AND direction = $3 AND status = 'paused'",
                 )
                 .bind(now)
                 .bind(account_key)
                 .bind(*direction)
+                .bind(held)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -202,6 +207,22 @@ impl Controls {
     ) -> Result<Resynced, ControlError> {
         let now = now_ms();
         let mut tx = self.store.pool().begin().await?;
+        // On PostgreSQL the open runs are locked first: a worker's claim that took one meanwhile is waited for and
+        // then seen held (the count below reads after it), and a claim that comes after skips the locked rows
+        // until the resync has ended them. SQLite's writers are serialised already.
+        if matches!(
+            self.store.backend(),
+            app::settings::store::Backend::Postgres
+        ) {
+            sqlx::query(
+                "SELECT id FROM sync_runs WHERE account_key = $1 AND direction = $2 \
+                 AND status IN ('queued', 'running', 'paused') FOR UPDATE",
+            )
+            .bind(account_key)
+            .bind(direction)
+            .fetch_all(&mut *tx)
+            .await?;
+        }
         let held = sqlx::query(
             "SELECT COUNT(*) FROM sync_runs WHERE account_key = $1 AND direction = $2 AND status = 'running' \
              AND lease_until >= $3",
@@ -216,10 +237,10 @@ impl Controls {
             tx.rollback().await?;
             return Err(ControlError::Running(direction.to_owned()));
         }
-        let ended = sqlx::query(
+        let ended_ids = sqlx::query(
             "UPDATE sync_runs SET status = 'failed', finished_at = $1, last_error = $2, lease_owner = NULL, \
              lease_until = NULL, page_done = 0 WHERE account_key = $3 AND direction = $4 \
-             AND (status IN ('queued', 'paused') OR (status = 'running' AND lease_until < $1))",
+             AND (status IN ('queued', 'paused') OR (status = 'running' AND lease_until < $1)) RETURNING id",
         )
         .bind(now)
         .bind(format!(
@@ -227,9 +248,15 @@ impl Controls {
         ))
         .bind(account_key)
         .bind(direction)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_all(&mut *tx)
+        .await?;
+        let ended = u64::try_from(ended_ids.len()).unwrap_or(u64::MAX);
+        // Ended like any failed run: its `sync.run.failed` event, in this transaction (as `Runs::finish` writes it).
+        if self.store.webhooks_enabled() {
+            for row in &ended_ids {
+                crate::webhooks::events::run_finished(&mut tx, row.try_get(0)?).await?;
+            }
+        }
         let forgotten =
             sqlx::query("DELETE FROM sync_records WHERE account_key = $1 AND direction = $2")
                 .bind(account_key)

@@ -60,6 +60,9 @@ pub type RecordHook = Arc<dyn Fn(&str, &Value) + Send + Sync>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Done,
+    /// Done, with what the admin should know (the run history shows it): "deletes skipped: …" when the run could
+    /// not tell which records are gone from the source.
+    DoneWithNote(String),
     Paused(String),
     /// Stopped at a page boundary because an admin (or the operator) paused the direction: the run waits at its
     /// checkpoint until it is resumed, and decides nothing about records gone from the source.
@@ -228,6 +231,11 @@ impl SyncEngine {
         };
         let ended = match &outcome {
             Outcome::Done => self.runs.finish(run.id, &self.owner, "done", None).await?,
+            Outcome::DoneWithNote(note) => {
+                self.runs
+                    .finish(run.id, &self.owner, "done", Some(note))
+                    .await?
+            }
             Outcome::Failed(reason) => {
                 self.runs
                     .finish(run.id, &self.owner, "failed", Some(reason))
@@ -241,7 +249,12 @@ impl SyncEngine {
             Outcome::Held(reason) => self.runs.pause(run.id, &self.owner, 0, reason).await?,
             Outcome::LostLease => false,
         };
-        if ended && matches!(outcome, Outcome::Done | Outcome::Failed(_)) {
+        if ended
+            && matches!(
+                outcome,
+                Outcome::Done | Outcome::DoneWithNote(_) | Outcome::Failed(_)
+            )
+        {
             if let Err(e) = self.runs.prune_failures(&run.account_key).await {
                 tracing::warn!(account = %run.account_key, "old sync failures not pruned: {e}");
             }
@@ -350,6 +363,8 @@ impl SyncEngine {
         let mut fetched = None;
         // Digests of the cursors this attempt has been given (at most `max_pages`): one given again is a loop.
         let mut seen: HashSet<[u8; 32]> = checkpoint.cursor.iter().map(|c| digest(c)).collect();
+        // Records this attempt read without a key (only an attempt that began at the first page decides anything).
+        let mut unkeyed = 0;
         loop {
             if let Some(stop) = self.held(run).await {
                 return stop;
@@ -381,10 +396,20 @@ impl SyncEngine {
                     };
                 }
             };
-            let count = outputs
-                .get(&sync.to_people.output)
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
+            // A page without its list is not an empty page: taken for one, it would end the list and have every
+            // record taken for gone.
+            let records: Vec<Value> = match outputs.remove(&sync.to_people.output) {
+                Some(Value::Array(items)) => items,
+                other => {
+                    return Outcome::Failed(format!(
+                        "the partner's page {} has {} `{}` list; the run stopped without deciding what is gone",
+                        checkpoint.pages + 1,
+                        if other.is_some() { "something else than its" } else { "no" },
+                        sync.to_people.output
+                    ))
+                }
+            };
+            let count = records.len();
             let most = self.config.max_page_records;
             if count > most {
                 return Outcome::Failed(format!(
@@ -393,7 +418,15 @@ impl SyncEngine {
                     checkpoint.pages + 1
                 ));
             }
-            let mut next = next_checkpoint(sync, &checkpoint, &outputs, count);
+            let mut next = match next_checkpoint(sync, &checkpoint, &outputs, count) {
+                Ok(next) => next,
+                Err(reason) => {
+                    return Outcome::Failed(format!(
+                        "{reason} (page {}); the run stopped without deciding what is gone",
+                        checkpoint.pages + 1
+                    ))
+                }
+            };
             // A cursor too long to keep ends the run after this page (stored at every page, it would weigh on
             // the database and on every read of the run).
             let too_long = next
@@ -437,10 +470,6 @@ impl SyncEngine {
                     .and_then(Value::as_i64),
                 ..PageCommit::default()
             };
-            let records: Vec<Value> = match outputs.remove(&sync.to_people.output) {
-                Some(Value::Array(items)) => items,
-                _ => Vec::new(),
-            };
             let write = self.write_page(writer, sync, run, &records, &mut page, partner.off);
             // Not the page past the page cap: it would not be written.
             let prefetch = next
@@ -469,6 +498,7 @@ impl SyncEngine {
             if let Some(stop) = self.commit(state, run, &page).await {
                 return stop;
             }
+            unkeyed += page.unkeyed;
             if let Some(reason) = too_long.or(looped) {
                 return Outcome::Failed(reason);
             }
@@ -477,7 +507,10 @@ impl SyncEngine {
                 // what is gone: one that was paused or taken over after a page read it in several, and pages can
                 // shift in between.
                 if run.checkpoint.pages == 0 {
-                    if let Some(stop) = self.sweep(partner, writer, sync, run, &page.next).await {
+                    if let Some(stop) = self
+                        .sweep(partner, writer, sync, run, &page.next, unkeyed)
+                        .await
+                    {
                         return stop;
                     }
                 }
@@ -499,6 +532,7 @@ impl SyncEngine {
         sync: &SyncSpec,
         run: &Run,
         at: &Checkpoint,
+        unkeyed: i64,
     ) -> Option<Outcome> {
         use app::definition::sync::{OnDelete, PEOPLE_SYNC_DELETE_ON};
         let tag = match sync.on_delete {
@@ -514,10 +548,39 @@ impl SyncEngine {
             }
             OnDelete::Delete => return None,
         };
+        match self.sweep_refused(run, unkeyed, sync).await {
+            Ok(None) => {}
+            Ok(Some(why)) => {
+                tracing::warn!(run = run.id, account = %run.account_key, "sync deletes skipped: {why}");
+                return Some(Outcome::DoneWithNote(format!("deletes skipped: {why}")));
+            }
+            Err(e) => {
+                return Some(Outcome::Paused(format!(
+                    "the records gone from the source could not be counted: {e}"
+                )))
+            }
+        }
         let mut after = String::new();
         loop {
             if let Some(stop) = self.held(run).await {
                 return Some(stop);
+            }
+            // The opt-in as it is now, before each chunk: an admin who turns deleting off during a long sweep
+            // stops it at the next chunk.
+            if tag.is_none() {
+                match partner.state.settings.resolved(&run.account_key).await {
+                    Ok(settings)
+                        if settings.get(PEOPLE_SYNC_DELETE_ON) == Some(&Value::Bool(true)) => {}
+                    Ok(_) => return Some(Outcome::DoneWithNote(
+                        "deletes stopped: the account turned deleting persons off during the run"
+                            .into(),
+                    )),
+                    Err(e) => {
+                        return Some(Outcome::Paused(format!(
+                            "the settings could not be read: {e}"
+                        )))
+                    }
+                }
             }
             let keys = match self
                 .runs
@@ -531,6 +594,10 @@ impl SyncEngine {
                     )))
                 }
             };
+            // The lease renewed (and still this instance's) before anything is acted on.
+            if let Err(e) = self.report(run, 0, None).await {
+                return Some(stopped(e));
+            }
             let mut page = PageCommit {
                 next: at.clone(),
                 ..PageCommit::default()
@@ -579,6 +646,50 @@ impl SyncEngine {
                 _ => return None,
             }
         }
+    }
+
+    /// Why the records this run did not read cannot be taken for gone from the source, if they cannot. The end of
+    /// the partner's list is a guess (an empty page, a short one, no next cursor), and a wrong guess would tag or
+    /// delete every person: a run that read nothing, fewer records than the partner said it has, or that would
+    /// take more than `IBEX_SYNC_DELETE_MAX_PERCENT` of the records synced for gone, decides nothing.
+    async fn sweep_refused(
+        &self,
+        run: &Run,
+        unkeyed: i64,
+        sync: &SyncSpec,
+    ) -> Result<Option<String>, app::settings::store::StoreError> {
+        let Some(read) = self.runs.get(run.id).await? else {
+            return Ok(Some("the run could not be read back".into()));
+        };
+        let count = read.counts.read;
+        if count == 0 {
+            return Ok(Some(
+                "the partner's list had no records (a wrong address or answer is likelier than every record \
+                 deleted)"
+                    .into(),
+            ));
+        }
+        if let Some(total) = read.total.filter(|total| count < *total) {
+            return Ok(Some(format!(
+                "the partner said it has {total} records, and the run read {count}"
+            )));
+        }
+        if unkeyed > 0 {
+            return Ok(Some(format!(
+                "the run read {unkeyed} record(s) whose {} cannot be derived from the mapping, so it cannot tell \
+                 which persons they are",
+                sync.identifier.as_str()
+            )));
+        }
+        let (gone, known) = self.runs.gone_count(&run.account_key, run.id).await?;
+        let most = i64::from(self.config.delete_max_percent);
+        if gone.saturating_mul(100) > known.saturating_mul(most) {
+            return Ok(Some(format!(
+                "{gone} of the {known} records synced were not in the partner's list, more than the {most} % one \
+                 run may take for gone (IBEX_SYNC_DELETE_MAX_PERCENT)"
+            )));
+        }
+        Ok(None)
     }
 
     /// People → partner: persons modified since where the last run got to, oldest first, each written to the
@@ -873,8 +984,11 @@ impl SyncEngine {
             if let Some(hook) = &self.record_hook {
                 hook(&run.account_key, record);
             }
-            if let Some(key) = record_key(sync, record).filter(|_| marks) {
-                page.seen.push(key);
+            if marks {
+                match record_key(sync, record, off) {
+                    Some(key) => page.seen.push(key),
+                    None => page.unkeyed += 1,
+                }
             }
             match map_record(sync, record, off) {
                 Ok(person) => persons.push((person, record)),
@@ -1123,43 +1237,57 @@ fn count(
 }
 
 /// The checkpoint after a page, or `None` when it was the last: page pagination ends on an empty page or one
-/// shorter than the largest seen; cursor pagination ends when no next cursor comes back.
+/// shorter than the largest seen; cursor pagination ends when no next cursor comes back. `Err` when the page
+/// neither goes on nor ends the way a list ends: a next cursor equal to the one just sent, or an empty page that
+/// still gives a next cursor (taken for the last page, either would have every record not read taken for gone).
 fn next_checkpoint(
     sync: &SyncSpec,
     current: &Checkpoint,
     outputs: &serde_json::Map<String, Value>,
     count: usize,
-) -> Option<Checkpoint> {
+) -> Result<Option<Checkpoint>, String> {
     let to = &sync.to_people;
     if to.page_input.is_some() {
         if count == 0 || count < current.page_size {
-            return None;
+            return Ok(None);
         }
-        return Some(Checkpoint {
+        return Ok(Some(Checkpoint {
             page: Some(current.page.unwrap_or(1) + 1),
             page_size: current.page_size.max(count),
             ..Checkpoint::default()
-        });
+        }));
     }
     if let Some(output) = &to.cursor_output {
-        let next = outputs
+        let Some(next) = outputs
             .get(output)
             .and_then(|v| match v {
                 Value::String(s) => Some(s.clone()),
                 Value::Number(n) => Some(n.to_string()),
                 _ => None,
             })
-            .filter(|c| !c.is_empty() && Some(c) != current.cursor.as_ref())?;
-        if count == 0 {
-            return None;
+            .filter(|c| !c.is_empty())
+        else {
+            return Ok(None);
+        };
+        if Some(&next) == current.cursor.as_ref() {
+            return Err(format!(
+                "the partner returned cursor {} again",
+                shown(&next)
+            ));
         }
-        return Some(Checkpoint {
+        if count == 0 {
+            return Err(format!(
+                "the partner's page has no records but a next cursor {}",
+                shown(&next)
+            ));
+        }
+        return Ok(Some(Checkpoint {
             cursor: Some(next),
             page_size: current.page_size.max(count),
             ..Checkpoint::default()
-        });
+        }));
     }
-    None
+    Ok(None)
 }
 
 /// A cursor's digest: the set of cursors seen holds these, whatever size the partner makes its cursors.

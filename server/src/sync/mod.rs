@@ -35,7 +35,8 @@ pub struct SyncConfig {
     /// Pages one run may read before it stops as failed: a partner that never says "last page" cannot keep a
     /// run (and its lease) forever.
     pub max_pages: u64,
-    /// How long one run may last, from its first claim (pauses included), before it stops as failed.
+    /// How long one run may last, from its first claim (outage pauses included; an admin's pause moves the start
+    /// on when it is resumed), before it stops as failed.
     pub max_run: Duration,
     /// Failed records stored per run (each cut to `runs::MAX_RECORD_BYTES`); past it only the count goes on.
     pub failures_kept: u64,
@@ -43,6 +44,10 @@ pub struct SyncConfig {
     /// 4 MiB answer limit, `[0,0,0,…]` is two million records, each a failure to build and hold until the page
     /// commits; a partner that answers everything in one page raises it (`IBEX_SYNC_MAX_PAGE_RECORDS`).
     pub max_page_records: usize,
+    /// The largest share (in %) of the account's synced records one complete run may take for gone: a partner
+    /// whose list came back short without saying so (a switched address, a bug on its side) would otherwise have
+    /// every person tagged or deleted. Past it the run decides nothing and says why (`IBEX_SYNC_DELETE_MAX_PERCENT`).
+    pub delete_max_percent: u8,
 }
 
 impl SyncConfig {
@@ -51,4 +56,5 @@ impl SyncConfig {
     pub const MAX_RUN: Duration = Duration::from_secs(6 * 3600);
     pub const FAILURES_KEPT: u64 = 1000;
     pub const MAX_PAGE_RECORDS: usize = 10_000;
+    pub const DELETE_MAX_PERCENT: u8 = 10;
 }

@@ -52,9 +52,18 @@ async fn write_person(state: &AppState, request: Request) -> Result<Json<Value>,
         .ok_or(ApiError::NoFromPeople)?;
     let from = sync.from_people.as_ref().ok_or(ApiError::NoFromPeople)?;
     let identifier = identifier_of(&signed.body)?;
+    // The account whose settings these are (`ibex settings link` points a signed key at another account's): its
+    // runs, pauses and digests are the ones this call joins.
+    let account = state
+        .settings
+        .store()
+        .linked(&signed.account_key)
+        .await
+        .map_err(|e| ApiError::Settings(app::settings::SettingsError::Store(e)))?
+        .unwrap_or_else(|| signed.account_key.clone());
     // An admin who paused People → partner means nothing of it, a flow's call included.
     let paused = super::controls::Controls::new(state.settings.store().clone())
-        .paused_by(&signed.account_key, FROM_PEOPLE)
+        .paused_by(&account, FROM_PEOPLE)
         .await
         .map_err(|e| ApiError::Settings(app::settings::SettingsError::Store(e)))?;
     if paused.is_some() {
@@ -66,7 +75,7 @@ async fn write_person(state: &AppState, request: Request) -> Result<Json<Value>,
         http: &state.http,
         limits: &state.people_limits,
         target: &target,
-        account_key: &signed.account_key,
+        account_key: &account,
         sync,
         activity: None,
     };
@@ -98,11 +107,7 @@ async fn write_person(state: &AppState, request: Request) -> Result<Json<Value>,
     // What the partner was last sent for this record (by a run or by this endpoint): unchanged is not sent.
     let runs = Runs::new(state.settings.store().clone());
     let known = runs
-        .digests(
-            &signed.account_key,
-            FROM_PEOPLE,
-            std::slice::from_ref(&write.key),
-        )
+        .digests(&account, FROM_PEOPLE, std::slice::from_ref(&write.key))
         .await
         .map_err(|e| ApiError::Settings(app::settings::SettingsError::Store(e)))?;
     if known.get(&write.key) == Some(&write.digest) {
@@ -114,11 +119,11 @@ async fn write_person(state: &AppState, request: Request) -> Result<Json<Value>,
     call_partner(state, plan, &settings, &inputs).await?;
 
     if let Err(e) = runs
-        .remember(&signed.account_key, FROM_PEOPLE, &write.key, &write.digest)
+        .remember(&account, FROM_PEOPLE, &write.key, &write.digest)
         .await
     {
         // The partner has the change; the next run only sends it once more.
-        tracing::warn!(account = %signed.account_key, "people sync: the write could not be recorded: {e}");
+        tracing::warn!(account = %account, "people sync: the write could not be recorded: {e}");
     }
     Ok(Json(json!({ "written": true, "key": write.key })))
 }

@@ -653,6 +653,7 @@ mod tests {
             max_run: SyncConfig::MAX_RUN,
             failures_kept: SyncConfig::FAILURES_KEPT,
             max_page_records: SyncConfig::MAX_PAGE_RECORDS,
+            delete_max_percent: SyncConfig::DELETE_MAX_PERCENT,
         };
         let limits = Limits::new(&config, Arc::new(crate::ops::metrics::Metrics::new()));
         let sync: SyncSpec =

@@ -113,13 +113,7 @@ pub fn map_record(sync: &SyncSpec, record: &Value, off: &FieldsOff) -> Result<Pe
             },
         }
     }
-    let key = match sync.identifier.field() {
-        "email" => emails.first().map(String::as_str),
-        "phone" => phones.first().map(String::as_str),
-        field => body.get(field).and_then(Value::as_str),
-    }
-    .map(str::to_owned)
-    .ok_or(RecordError::NoIdentifier(sync.identifier.as_str()))?;
+    let key = identifier(sync, record, off)?;
     let contacts: Vec<Value> = emails
         .into_iter()
         .map(|e| json!({"type": "EMAIL", "identifier": e}))
@@ -144,18 +138,43 @@ pub fn map_record(sync: &SyncSpec, record: &Value, off: &FieldsOff) -> Result<Pe
     Ok(Person { body, key, digest })
 }
 
-/// The key a record is matched by (its identifier as mapped), without mapping the rest: a record that fails its
-/// mapping (a bad phone number, say) is still in the source, and must not be taken for one that is gone.
-pub fn record_key(sync: &SyncSpec, record: &Value) -> Option<String> {
-    let field = sync
+/// The key a record is written under and matched by: its identifier as mapped (the first non-empty email or phone
+/// of the fields that map it, the last mapping of any other identifier, as the person's body holds them). The
+/// mapping and the mark of a record as seen both take it from here, so a record is never written under one key
+/// and looked for under another. Computed without mapping the rest: a record that fails its mapping (a bad phone
+/// number, say) is still in the source, and must not be taken for one that is gone.
+pub fn identifier(sync: &SyncSpec, record: &Value, off: &FieldsOff) -> Result<String, RecordError> {
+    let wanted = sync.identifier.field();
+    let mut key = None;
+    for field in sync
         .to_people
         .fields
         .iter()
-        .find(|f| f.person == sync.identifier.field())?;
-    let text = value_of(field, record)?;
-    transform(field.transform, &text, sync.default_region.as_deref())
-        .ok()
-        .filter(|key| !key.is_empty())
+        .filter(|f| f.person == wanted && !off.contains(&f.person))
+    {
+        let Some(text) = value_of(field, record) else {
+            continue;
+        };
+        let text = transform(field.transform, &text, sync.default_region.as_deref())?;
+        if text.is_empty() {
+            continue;
+        }
+        if wanted == "email" && !text.contains('@') {
+            return Err(RecordError::BadEmail(text));
+        }
+        match wanted {
+            "email" | "phone" => {
+                key.get_or_insert(text);
+            }
+            _ => key = Some(text),
+        }
+    }
+    key.ok_or(RecordError::NoIdentifier(sync.identifier.as_str()))
+}
+
+/// `identifier`, where it can be derived: `None` for a record present in the source under a key unknown.
+pub fn record_key(sync: &SyncSpec, record: &Value, off: &FieldsOff) -> Option<String> {
+    identifier(sync, record, off).ok()
 }
 
 /// What People → partner would send for `person` as ibex just wrote it to People (its digest, keyed like the
@@ -434,10 +453,55 @@ mod tests {
         );
         // The key a failing record is still known by: its identifier as mapped.
         assert_eq!(
-            record_key(&spec(), &json!({"id": " c-2 ", "phone": "12"})).as_deref(),
+            record_key(
+                &spec(),
+                &json!({"id": " c-2 ", "phone": "12"}),
+                &FieldsOff::default()
+            )
+            .as_deref(),
             Some("c-2")
         );
-        assert_eq!(record_key(&spec(), &json!({"name": "No Id"})), None);
+        assert_eq!(
+            record_key(&spec(), &json!({"name": "No Id"}), &FieldsOff::default()),
+            None
+        );
+    }
+
+    #[test]
+    fn a_record_is_seen_under_the_key_it_is_written_under() {
+        let mut sync = spec();
+        sync.identifier = app::definition::sync::PersonIdentifier::Email;
+        let mut second = sync
+            .to_people
+            .fields
+            .iter()
+            .find(|f| f.person == "email")
+            .unwrap()
+            .clone();
+        second.item = Some("name".into());
+        sync.to_people.fields.push(second);
+        let off = FieldsOff::default();
+        for record in [
+            json!({"id": "c-1", "name": "Kim@Example.com"}),
+            json!({"id": "c-2", "name": "lee@example.com", "email": "Lee.Two@example.com"}),
+        ] {
+            let written = map_record(&sync, &record, &off).unwrap().key;
+            assert_eq!(record_key(&sync, &record, &off), Some(written), "{record}");
+        }
+        assert_eq!(
+            record_key(
+                &sync,
+                &json!({"id": "c-1", "name": "kim@example.com"}),
+                &off
+            )
+            .as_deref(),
+            Some("kim@example.com")
+        );
+        // No email in either: present, under a key unknown.
+        assert_eq!(
+            record_key(&sync, &json!({"id": "c-3", "name": ""}), &off),
+            None
+        );
     }
 
     #[test]

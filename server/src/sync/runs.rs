@@ -159,6 +159,10 @@ pub struct PageCommit {
     /// (record key, digest) of what People → partner would send for each person this page wrote to People: a
     /// person ibex itself wrote is then not sent back to the partner unchanged (no echo).
     pub mirrored: Vec<(String, String)>,
+    /// Partner → People: records read whose key cannot be derived (no identifier, or one that does not map). Each
+    /// may be a record still in the source whose old key would be taken for gone: the run then decides nothing.
+    /// Not stored.
+    pub unkeyed: i64,
     /// Partner → People: records gone from the source that were handled (tagged, deleted, or found already gone
     /// in People), whose digests are forgotten.
     pub forgotten: Vec<String>,
@@ -543,7 +547,7 @@ impl Runs {
     ) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
             "SELECT record_key FROM sync_records WHERE account_key = $1 AND direction = $2 \
-             AND (seen_run IS NULL OR seen_run <> $3) AND record_key > $4 ORDER BY record_key LIMIT $5",
+             AND (seen_run IS NULL OR seen_run < $3) AND record_key > $4 ORDER BY record_key LIMIT $5",
         )
         .bind(account_key)
         .bind(TO_PEOPLE)
@@ -553,6 +557,34 @@ impl Runs {
         .fetch_all(self.store.pool())
         .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    /// How many of the account's partner → People records run `run_id` did not read (as `gone` lists them), and
+    /// how many there are.
+    pub async fn gone_count(
+        &self,
+        account_key: &str,
+        run_id: i64,
+    ) -> Result<(i64, i64), StoreError> {
+        let gone: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM sync_records WHERE account_key = $1 AND direction = $2 \
+             AND (seen_run IS NULL OR seen_run < $3)",
+        )
+        .bind(account_key)
+        .bind(TO_PEOPLE)
+        .bind(run_id)
+        .fetch_one(self.store.pool())
+        .await?
+        .try_get(0)?;
+        let known: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM sync_records WHERE account_key = $1 AND direction = $2",
+        )
+        .bind(account_key)
+        .bind(TO_PEOPLE)
+        .fetch_one(self.store.pool())
+        .await?
+        .try_get(0)?;
+        Ok((gone, known))
     }
 
     /// The digests last written for these records of the account.
