@@ -1,8 +1,8 @@
 //! The activity view's figures for docs/benchmarks.md: how long the view of an account with a week of traffic
 //! takes to read and build (p50, p99), and how fast the writer adds windows to the database.
 //!
-//! `cargo run --release -p server --example bench_activity -- [DATABASE_URL]` (default: a SQLite file in a
-//! temporary directory; a PostgreSQL URL names a database this program may fill and empty).
+//! `cargo run --release -p server --example bench_activity -- [postgres://…/ADMIN_DB]` (default: a SQLite file
+//! in a temporary directory; with a PostgreSQL URL it makes a database of its own there and drops it after).
 
 use app::settings::crypto::KeyRing;
 use app::settings::store::{now_ms, SettingsStore};
@@ -49,9 +49,7 @@ fn call<'a>(account: &'a str, n: u64) -> CallRecord<'a> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("ibex-bench-activity-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let url = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| format!("sqlite://{}/bench.db?mode=rwc", dir.display()));
+    let (url, own_db) = database(std::env::args().nth(1), &dir).await?;
     let keys = Arc::new(KeyRing::parse(&KeyRing::generate_spec("bench"))?);
     let store = SettingsStore::connect(&url, keys).await?;
     store.migrate().await?;
@@ -139,6 +137,42 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     store.close().await;
+    drop_database(own_db).await?;
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// A SQLite file in `dir`, or a PostgreSQL database of this run's own beside the one `given` names.
+async fn database(
+    given: Option<String>,
+    dir: &std::path::Path,
+) -> Result<(String, Option<(String, String)>), Box<dyn std::error::Error>> {
+    use sqlx::Connection;
+    let Some(admin) = given.filter(|u| u.starts_with("postgres")) else {
+        return Ok((
+            format!("sqlite://{}/bench.db?mode=rwc", dir.display()),
+            None,
+        ));
+    };
+    let name = format!("ibex_bench_{}", std::process::id());
+    let mut conn = sqlx::PgConnection::connect(&admin).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
+    let url = match admin.rfind('/') {
+        Some(i) => format!("{}/{name}", &admin[..i]),
+        None => return Err("a PostgreSQL URL names a database".into()),
+    };
+    Ok((url, Some((admin, name))))
+}
+
+async fn drop_database(own: Option<(String, String)>) -> Result<(), Box<dyn std::error::Error>> {
+    use sqlx::Connection;
+    if let Some((admin, name)) = own {
+        let mut conn = sqlx::PgConnection::connect(&admin).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await?;
+    }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! worker (its four lanes) delivering them to the simulator's verifying receiver on loopback, timed until the
 //! last is marked delivered.
 //!
-//! `cargo run --release -p server --example bench_webhooks -- [EVENTS] [DATABASE_URL]`
+//! `cargo run --release -p server --example bench_webhooks -- [EVENTS]` (a SQLite file in a temporary directory).
 
 use clap::Parser;
 use ibex::cli::config::Cli;
@@ -21,9 +21,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(2000);
     let dir = std::env::temp_dir().join(format!("ibex-bench-webhooks-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let url = std::env::args()
-        .nth(2)
-        .unwrap_or_else(|| format!("sqlite://{}/bench.db?mode=rwc", dir.display()));
+    let url = format!("sqlite://{}/bench.db?mode=rwc", dir.display());
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let receiver = format!("http://{}/webhooks", listener.local_addr()?);
@@ -49,9 +47,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ])?;
     let state = AppState::build(&cli.options).await?;
     let store = state.settings.store().clone();
-    sqlx::query("DELETE FROM webhook_outbox")
-        .execute(store.pool())
-        .await?;
     let started = Instant::now();
     for i in 0..events {
         store
