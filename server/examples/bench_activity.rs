@@ -47,6 +47,11 @@ fn call<'a>(account: &'a str, n: u64) -> CallRecord<'a> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // `RUST_LOG=sqlx=debug` shows each statement and its time.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let dir = std::env::temp_dir().join(format!("ibex-bench-activity-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let (url, own_db) = database(std::env::args().nth(1), &dir).await?;
