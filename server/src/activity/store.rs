@@ -393,7 +393,7 @@ impl ActivityStore {
     /// Rows of `span_ms` from `from_ms` on, summed per time, surface and function.
     pub async fn calls(
         &self,
-        keys: &[String],
+        account: &str,
         span_ms: i64,
         from_ms: i64,
     ) -> Result<Vec<CallsRow>, StoreError> {
@@ -402,16 +402,16 @@ impl ActivityStore {
             .collect();
         let sql = format!(
             "SELECT at_ms, surface, function, CAST(SUM(calls) AS BIGINT), CAST(SUM(failures) AS BIGINT), {} FROM activity_calls \
-             WHERE account_key IN ({}) AND span_ms = $1 AND at_ms >= $2 GROUP BY at_ms, surface, function \
+             WHERE account_key = $3 AND span_ms = $1 AND at_ms >= $2 GROUP BY at_ms, surface, function \
              ORDER BY at_ms",
             sums.join(", "),
-            key_placeholders(keys.len(), 3)
         );
-        let mut query = sqlx::query(&sql).bind(span_ms).bind(from_ms);
-        for key in keys {
-            query = query.bind(key.as_str());
-        }
-        let rows = query.fetch_all(self.store.pool()).await?;
+        let rows = sqlx::query(&sql)
+            .bind(span_ms)
+            .bind(from_ms)
+            .bind(account)
+            .fetch_all(self.store.pool())
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let Some(surface) = Surface::parse(row.try_get::<String, _>(1)?.as_str()) else {
@@ -435,20 +435,18 @@ impl ActivityStore {
 
     pub async fn outcomes(
         &self,
-        keys: &[String],
+        account: &str,
         span_ms: i64,
         from_ms: i64,
     ) -> Result<Vec<OutcomeRow>, StoreError> {
-        let sql = format!(
+        let query = sqlx::query(
             "SELECT surface, function, code, status, CAST(SUM(calls) AS BIGINT) FROM activity_outcomes \
-             WHERE account_key IN ({}) AND span_ms = $1 AND at_ms >= $2 \
+             WHERE account_key = $3 AND span_ms = $1 AND at_ms >= $2 \
              GROUP BY surface, function, code, status ORDER BY SUM(calls) DESC",
-            key_placeholders(keys.len(), 3)
-        );
-        let mut query = sqlx::query(&sql).bind(span_ms).bind(from_ms);
-        for key in keys {
-            query = query.bind(key.as_str());
-        }
+        )
+        .bind(span_ms)
+        .bind(from_ms)
+        .bind(account);
         let mut out = Vec::new();
         for row in query.fetch_all(self.store.pool()).await? {
             let Some(surface) = Surface::parse(row.try_get::<String, _>(0)?.as_str()) else {
@@ -466,20 +464,13 @@ impl ActivityStore {
     }
 
     /// The newest failed calls, newest first.
-    pub async fn failures(
-        &self,
-        keys: &[String],
-        limit: i64,
-    ) -> Result<Vec<FailedRow>, StoreError> {
-        let sql = format!(
+    pub async fn failures(&self, account: &str, limit: i64) -> Result<Vec<FailedRow>, StoreError> {
+        let query = sqlx::query(
             "SELECT at_ms, request_id, surface, function, code, status FROM activity_failures \
-             WHERE account_key IN ({}) ORDER BY at_ms DESC, id DESC LIMIT $1",
-            key_placeholders(keys.len(), 2)
-        );
-        let mut query = sqlx::query(&sql).bind(limit);
-        for key in keys {
-            query = query.bind(key.as_str());
-        }
+             WHERE account_key = $2 ORDER BY at_ms DESC, id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .bind(account);
         let mut out = Vec::new();
         for row in query.fetch_all(self.store.pool()).await? {
             let Some(surface) = Surface::parse(row.try_get::<String, _>(2)?.as_str()) else {
@@ -497,16 +488,12 @@ impl ActivityStore {
         Ok(out)
     }
 
-    pub async fn health(&self, keys: &[String]) -> Result<Vec<Health>, StoreError> {
-        let sql = format!(
-            "SELECT source, MIN(failing_since_ms), MAX(last_failure_ms), MAX(last_status), MAX(last_ok_ms) \
-             FROM credential_health WHERE account_key IN ({}) GROUP BY source ORDER BY source",
-            key_placeholders(keys.len(), 1)
-        );
-        let mut query = sqlx::query(&sql);
-        for key in keys {
-            query = query.bind(key.as_str());
-        }
+    pub async fn health(&self, account: &str) -> Result<Vec<Health>, StoreError> {
+        let query = sqlx::query(
+            "SELECT source, failing_since_ms, last_failure_ms, last_status, last_ok_ms \
+             FROM credential_health WHERE account_key = $1 ORDER BY source",
+        )
+        .bind(account);
         let mut out = Vec::new();
         for row in query.fetch_all(self.store.pool()).await? {
             out.push(Health {
@@ -576,11 +563,4 @@ fn push_placeholders(sql: &mut String, rows: usize, columns: usize) {
         }
         sql.push(')');
     }
-}
-
-fn key_placeholders(keys: usize, first: usize) -> String {
-    (first..first + keys)
-        .map(|n| format!("${n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -69,11 +69,13 @@ impl ServerActivity {
         let end = now - now.rem_euclid(period.bin_ms) + period.bin_ms;
         let from = end - period.bins * period.bin_ms;
         // A linked signed key's calls are written under this account (`ActivityStore::write`).
-        let keys = [account_key.to_owned()];
-        let rows = self.store.calls(&keys, period.span_ms, from).await?;
-        let outcomes = self.store.outcomes(&keys, period.span_ms, from).await?;
-        let failed = self.store.failures(&keys, FAILED_LISTED).await?;
-        let health = self.store.health(&keys).await?;
+        let rows = self.store.calls(account_key, period.span_ms, from).await?;
+        let outcomes = self
+            .store
+            .outcomes(account_key, period.span_ms, from)
+            .await?;
+        let failed = self.store.failures(account_key, FAILED_LISTED).await?;
+        let health = self.store.health(account_key).await?;
         let last_test = self
             .settings
             .probes(account_key, 1)

@@ -568,13 +568,9 @@ async fn webhooks(options: &Options, command: WebhooksCommand) -> Result<ExitCod
 /// its control characters (escape sequences, carriage returns) written out as `\u{1b}` and the like.
 fn printable(text: &str) -> String {
     text.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_unicode().collect()
-            } else {
-                vec![c]
-            };
-            escaped
+        .map(|c| match c.is_control() {
+            true => c.escape_unicode().to_string(),
+            false => c.to_string(),
         })
         .collect()
 }
